@@ -1,0 +1,134 @@
+"""The federated catalog: exposed names <-> (target, original name), built from every target's lists.
+
+A reversible map, never a string split: a target or tool whose name contains the separator still
+routes, because lookups go through the dictionaries built here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
+
+Kind = Literal["tool", "prompt", "resource", "template"]
+PrefixMode = Literal["conditional", "always", "never"]
+
+NAME_LIMIT = 128
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One exposed item: where it lives and what the upstream calls it."""
+
+    target: str
+    original: str
+    item: Any  # the upstream's Tool / Prompt / Resource / ResourceTemplate, renamed for exposure
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How exposed names are formed for one federation."""
+
+    targets: tuple[str, ...]
+    prefix_mode: PrefixMode = "conditional"
+    separator: str = "_"
+
+    @property
+    def prefixed(self) -> bool:
+        return self.prefix_mode == "always" or (self.prefix_mode == "conditional" and len(self.targets) > 1)
+
+    def name(self, target: str, original: str) -> str:
+        return f"{target}{self.separator}{original}" if self.prefixed else original
+
+    def uri(self, target: str, original: str) -> str:
+        """Resource URIs with a scheme get `<target>+`; others are left as they are."""
+        if self.prefixed and _SCHEME_RE.match(original):
+            return f"{target}+{original}"
+        return original
+
+    def split_uri(self, uri: str) -> tuple[str, str] | None:
+        """(target, original uri) for a prefixed URI; None when it carries no known target."""
+        if not self.prefixed:
+            return None
+        target, plus, rest = uri.partition("+")
+        if plus and target in self.targets and rest:
+            return target, rest
+        return None
+
+
+@dataclass
+class Catalog:
+    """The exposed items of one kind, in target order, plus the problems found building them."""
+
+    kind: Kind
+    entries: dict[str, Entry] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, exposed: str) -> Entry | None:
+        return self.entries.get(exposed)
+
+    def items(self) -> list[Any]:
+        return [entry.item for entry in self.entries.values()]
+
+
+def build_catalog(kind: Kind, naming: Naming, per_target: Mapping[str, Iterable[Any]]) -> Catalog:
+    """Merge each target's items under exposed names, reporting collisions and over-long names.
+
+    The first target (in configuration order) keeps a colliding name; the other is left out
+    and reported, so a call never reaches a server the caller did not mean.
+    """
+    catalog = Catalog(kind)
+    owners: dict[str, str] = {}
+    for target in naming.targets:
+        for item in per_target.get(target, ()):
+            original = _key(kind, item)
+            exposed = (
+                naming.uri(target, original) if kind in ("resource", "template") else naming.name(target, original)
+            )
+            if kind in ("tool", "prompt") and not _NAME_RE.match(exposed):
+                catalog.problems.append(
+                    f"{kind} '{original}' of target '{target}' is exposed as '{exposed}', which is "
+                    f"{'longer than 128 characters' if len(exposed) > NAME_LIMIT else 'not a valid name'}; left out"
+                )
+                continue
+            if exposed in catalog.entries:
+                catalog.problems.append(
+                    f"{kind} '{exposed}' of target '{target}' collides with the one of target "
+                    f"'{owners[exposed]}'; the latter is kept"
+                )
+                continue
+            owners[exposed] = target
+            catalog.entries[exposed] = Entry(target, original, _rename(kind, item, exposed))
+    return catalog
+
+
+def match_template(catalog: Catalog, uri: str) -> Entry | None:
+    """The template entry whose exposed URI template matches `uri`, if any."""
+    for exposed, entry in catalog.entries.items():
+        try:
+            if UriTemplate.parse(exposed).match(uri) is not None:
+                return entry
+        except InvalidUriTemplate:
+            continue
+    return None
+
+
+def _key(kind: Kind, item: Any) -> str:
+    if kind == "resource":
+        return str(item.uri)
+    if kind == "template":
+        return str(item.uri_template)
+    return str(item.name)
+
+
+def _rename(kind: Kind, item: Any, exposed: str) -> Any:
+    if kind == "resource":
+        return item if str(item.uri) == exposed else item.model_copy(update={"uri": exposed})
+    if kind == "template":
+        return item if item.uri_template == exposed else item.model_copy(update={"uri_template": exposed})
+    return item if item.name == exposed else item.model_copy(update={"name": exposed})

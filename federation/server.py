@@ -1,0 +1,399 @@
+"""The virtual MCP server: one low-level `Server` whose handlers fan out to, and route into, many targets."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import warnings
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import mcp_types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
+from protocols.mcp.errors import UpstreamError, unknown_name
+from protocols.mcp.upstream import TargetSpec, Upstream
+
+logger = logging.getLogger("agentplex.federation")
+
+# The gateway deliberately serves and uses handshake-era verbs (logging/setLevel, resources/subscribe,
+# server-to-client requests); the SDK flags them as deprecated for 2026-07-28 on every call.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+FailureMode = Literal["failClosed", "failOpen"]
+LIST_METHODS: dict[Kind, str] = {
+    "tool": "tools/list",
+    "prompt": "prompts/list",
+    "resource": "resources/list",
+    "template": "resources/templates/list",
+}
+_CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
+
+# The downstream request an upstream call is being made for; read back in upstream callbacks.
+_CALLER: contextvars.ContextVar[ServerRequestContext[Any] | None] = contextvars.ContextVar("caller", default=None)
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    name: str = "agentplex"
+    prefix_mode: PrefixMode = "conditional"
+    separator: str = "_"
+    failure_mode: FailureMode = "failClosed"
+
+
+class Federation:
+    """Many upstream targets presented as one MCP server.
+
+    Upstream connections are shared by every downstream session; server-to-client traffic is
+    routed back to the downstream request that caused it (see `_caller_for`).
+    """
+
+    def __init__(self, targets: Sequence[TargetSpec], settings: FederationSettings | None = None) -> None:
+        self.settings = settings or FederationSettings()
+        self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}
+        self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
+        self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
+        self._inflight: dict[str, list[ServerRequestContext[Any]]] = {name: [] for name in self.upstreams}
+        self._reported: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Federation]:
+        """Open every target (concurrently); failures are logged, not fatal: they are retried on use."""
+        async with contextlib.AsyncExitStack() as stack:
+            for upstream in self.upstreams.values():
+                await stack.enter_async_context(upstream.running())
+            async with anyio.create_task_group() as tg:
+                for upstream in self.upstreams.values():
+                    tg.start_soon(self._connect_quietly, upstream)
+            yield self
+
+    async def _connect_quietly(self, upstream: Upstream) -> None:
+        try:
+            await upstream.session()
+        except MCPError as exc:
+            logger.error("%s", exc.message)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"connected": up.connected, "protocolVersion": up.protocol_version, "lastError": up.last_error}
+            for name, up in self.upstreams.items()
+        }
+
+    # -- the virtual server ----------------------------------------------------------------
+
+    def build_server(self) -> Server[Any]:
+        server: Server[Any] = Server(
+            self.settings.name,
+            version="0.1.0",
+            get_tool_input_schema=self._tool_input_schema,
+            on_list_tools=self._list_handler("tool", types.ListToolsResult, "tools"),
+            on_call_tool=self._call_tool,
+            on_list_prompts=self._list_handler("prompt", types.ListPromptsResult, "prompts"),
+            on_get_prompt=self._get_prompt,
+            on_list_resources=self._list_handler("resource", types.ListResourcesResult, "resources"),
+            on_list_resource_templates=self._list_handler(
+                "template", types.ListResourceTemplatesResult, "resource_templates"
+            ),
+            on_read_resource=self._read_resource,
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
+            on_completion=self._complete,
+            on_set_logging_level=self._set_logging_level,
+        )
+        server.middleware.append(self._session_start_guard)
+        return server
+
+    async def _session_start_guard(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        """failClosed: a session does not start while any target is unreachable."""
+        if ctx.method in ("initialize", "server/discover") and self.settings.failure_mode == "failClosed":
+            down = await self._unreachable()
+            if down:
+                raise UpstreamError(down[0][0], f"unavailable, so the session was refused (failClosed): {down[0][1]}")
+        return await call_next(ctx)
+
+    async def _unreachable(self) -> list[tuple[str, str]]:
+        down: list[tuple[str, str]] = []
+
+        async def probe(up: Upstream) -> None:
+            try:
+                await up.session()
+            except MCPError as exc:
+                down.append((up.spec.name, exc.message))
+
+        async with anyio.create_task_group() as tg:
+            for up in self.upstreams.values():
+                tg.start_soon(probe, up)
+        return sorted(down)
+
+    # -- lists -----------------------------------------------------------------------------
+
+    def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
+        async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
+            if params is not None and params.cursor:
+                raise MCPError(types.INVALID_PARAMS, f"Unknown cursor: {params.cursor}")
+            catalog = await self.refresh(kind)
+            return result_type(**{field: catalog.items()})
+
+        return handler
+
+    async def refresh(self, kind: Kind) -> Catalog:
+        """Fan one list out to every target concurrently and rebuild that kind's catalog."""
+        method = LIST_METHODS[kind]
+        results: dict[str, list[Any]] = {}
+        failures: dict[str, str] = {}
+
+        async def fetch(up: Upstream) -> None:
+            try:
+                session = await up.session()
+                if getattr(session.server_capabilities, _CAPABILITY[kind], None) is None:
+                    results[up.spec.name] = []
+                    return
+                results[up.spec.name] = await up.list_all(method)
+            except MCPError as exc:
+                failures[up.spec.name] = exc.message
+
+        async with anyio.create_task_group() as tg:
+            for up in self.upstreams.values():
+                tg.start_soon(fetch, up)
+        if failures and self.settings.failure_mode == "failClosed":
+            name = sorted(failures)[0]
+            raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
+        for name, problem in failures.items():
+            logger.warning("listing %ss without target %s (failOpen): %s", kind, name, problem)
+        catalog = build_catalog(kind, self.naming, results)
+        for problem in catalog.problems:
+            if problem not in self._reported:
+                self._reported.add(problem)
+                logger.warning("catalog: %s", problem)
+        self.catalogs[kind] = catalog
+        return catalog
+
+    async def _lookup(self, kind: Kind, exposed: str) -> Any:
+        """Catalog entry for a name, refreshing once on a miss (a client may call without listing)."""
+        entry = self.catalogs[kind].get(exposed)
+        if entry is None:
+            entry = (await self.refresh(kind)).get(exposed)
+        if entry is None:
+            raise unknown_name(kind, exposed)
+        return entry
+
+    def _tool_input_schema(self, name: str) -> Any:
+        entry = self.catalogs["tool"].get(name)
+        return entry.item.input_schema if entry is not None else None
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
+        entry = await self._lookup("tool", params.name)
+        modern = _is_modern(ctx)
+
+        async def call(session: Any) -> Any:
+            return await session.call_tool(
+                entry.original,
+                params.arguments,
+                progress_callback=_progress_relay(ctx),
+                **(
+                    {
+                        "allow_input_required": True,
+                        "input_responses": params.input_responses,
+                        "request_state": params.request_state,
+                    }
+                    if modern and _is_modern_version(session.protocol_version)
+                    else {}
+                ),
+            )
+
+        return await self._forward(ctx, entry.target, "tools/call", call)
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
+        entry = await self._lookup("prompt", params.name)
+        return await self._forward(
+            ctx, entry.target, "prompts/get", lambda s: s.get_prompt(entry.original, params.arguments)
+        )
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
+        target, uri = await self._resolve_uri(str(params.uri))
+
+        async def call(session: Any) -> Any:
+            result = await session.read_resource(uri)
+            if uri == str(params.uri):
+                return result
+            contents = [c.model_copy(update={"uri": params.uri}) if c.uri == uri else c for c in result.contents]
+            return result.model_copy(update={"contents": contents})
+
+        return await self._forward(ctx, target, "resources/read", call)
+
+    async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
+        target, uri = await self._resolve_uri(str(params.uri))
+        await self._forward(ctx, target, "resources/subscribe", lambda s: _quiet(s.subscribe_resource, uri))
+        return types.EmptyResult()
+
+    async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> Any:
+        target, uri = await self._resolve_uri(str(params.uri))
+        await self._forward(ctx, target, "resources/unsubscribe", lambda s: _quiet(s.unsubscribe_resource, uri))
+        return types.EmptyResult()
+
+    async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            entry = await self._lookup("prompt", ref.name)
+            upstream_ref: Any = ref.model_copy(update={"name": entry.original})
+        else:
+            entry = self.catalogs["template"].get(ref.uri) or (await self.refresh("template")).get(ref.uri)
+            if entry is None:
+                raise unknown_name("resource template", ref.uri)
+            upstream_ref = ref.model_copy(update={"uri": entry.original})
+        context = params.context.arguments if params.context else None
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        return await self._forward(
+            ctx, entry.target, "completion/complete", lambda s: s.complete(upstream_ref, argument, context)
+        )
+
+    async def _set_logging_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
+        """Fan the level out to every reachable target that logs; a down target is skipped."""
+
+        async def apply(up: Upstream) -> None:
+            with contextlib.suppress(MCPError):
+                session = await up.session()
+                if session.server_capabilities and session.server_capabilities.logging is not None:
+                    await up.request("logging/setLevel", lambda s: _quiet(s.set_logging_level, params.level))
+
+        async with anyio.create_task_group() as tg:
+            for up in self.upstreams.values():
+                tg.start_soon(apply, up)
+        return types.EmptyResult()
+
+    async def _resolve_uri(self, uri: str) -> tuple[str, str]:
+        """(target, upstream uri) for an exposed resource URI: listed resources, templates, then prefix."""
+        for kind in ("resource", "template"):
+            entry = self.catalogs[kind].get(uri) if kind == "resource" else match_template(self.catalogs[kind], uri)
+            if entry is not None:
+                return entry.target, (entry.original if kind == "resource" else self._strip(entry.target, uri))
+        split = self.naming.split_uri(uri)
+        if split is not None:
+            return split
+        if len(self.upstreams) == 1:
+            return next(iter(self.upstreams)), uri
+        for kind in ("resource", "template"):
+            catalog = await self.refresh(kind)
+            entry = catalog.get(uri) if kind == "resource" else match_template(catalog, uri)
+            if entry is not None:
+                return entry.target, (entry.original if kind == "resource" else self._strip(entry.target, uri))
+        raise MCPError(-32002, f"Resource not found: {uri}")
+
+    def _strip(self, target: str, uri: str) -> str:
+        split = self.naming.split_uri(uri)
+        return split[1] if split is not None and split[0] == target else uri
+
+    async def _forward(self, ctx: ServerRequestContext[Any], target: str, method: str, call: Any) -> Any:
+        """Run one upstream call on behalf of `ctx`, so its callbacks can find their way back."""
+        upstream = self.upstreams[target]
+        inflight = self._inflight[target]
+        inflight.append(ctx)
+        token = _CALLER.set(ctx)
+        try:
+            return await upstream.request(method, call)
+        except UpstreamError:
+            raise
+        except MCPError as exc:
+            raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
+        finally:
+            _CALLER.reset(token)
+            inflight.remove(ctx)
+
+    # -- what upstreams send back (UpstreamEvents) -------------------------------------------
+
+    def _caller_for(self, target: str) -> ServerRequestContext[Any] | None:
+        """The downstream request behind an upstream's message.
+
+        The SDK carries our context variable only for HTTP upstreams that relate the message to
+        the call; otherwise a single in-flight call on that target is unambiguous.
+        """
+        inflight = self._inflight[target]
+        ctx = _CALLER.get()
+        if ctx is not None and any(c is ctx for c in inflight):
+            return ctx
+        return inflight[0] if len(inflight) == 1 else None
+
+    async def _ask_downstream(self, target: str, request: Any, result_type: type[Any], what: str) -> Any:
+        ctx = self._caller_for(target)
+        if ctx is None:
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"agentplex cannot tell which client target '{target}' is asking for {what}",
+            )
+        if _is_modern(ctx):
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"target '{target}' asked for {what}, but the client's protocol era has no back-channel",
+            )
+        try:
+            return await ctx.session.send_request(
+                request, result_type, metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
+            )
+        except MCPError as exc:
+            return exc.error
+
+    async def on_sampling(self, target: str, params: types.CreateMessageRequestParams) -> Any:
+        return await self._ask_downstream(
+            target, types.CreateMessageRequest(params=params), _SamplingResult, "sampling"
+        )
+
+    async def on_elicitation(self, target: str, params: types.ElicitRequestParams) -> Any:
+        return await self._ask_downstream(target, types.ElicitRequest(params=params), types.ElicitResult, "elicitation")
+
+    async def on_list_roots(self, target: str) -> Any:
+        return await self._ask_downstream(target, types.ListRootsRequest(), types.ListRootsResult, "roots")
+
+    async def on_logging(self, target: str, params: types.LoggingMessageNotificationParams) -> None:
+        ctx = self._caller_for(target)
+        if ctx is None:
+            logger.debug("log message from target %s with no caller: %s", target, params.data)
+            return
+        with contextlib.suppress(Exception):
+            await ctx.session.send_log_message(
+                params.level, params.data, params.logger, related_request_id=ctx.request_id
+            )
+
+    async def on_notification(self, target: str, message: Any) -> None:
+        root = getattr(message, "root", message)
+        if isinstance(root, types.ToolListChangedNotification):
+            self.catalogs["tool"] = Catalog("tool")
+        elif isinstance(root, types.PromptListChangedNotification):
+            self.catalogs["prompt"] = Catalog("prompt")
+        elif isinstance(root, types.ResourceListChangedNotification):
+            self.catalogs["resource"] = Catalog("resource")
+            self.catalogs["template"] = Catalog("template")
+
+
+_SamplingResult = types.CreateMessageResult
+
+
+def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:
+    async def relay(progress: float, total: float | None, message: str | None) -> None:
+        with contextlib.suppress(Exception):
+            await ctx.session.report_progress(progress, total, message)
+
+    return relay
+
+
+async def _quiet(method: Any, *args: Any) -> Any:
+    """Call a handshake-era SDK verb (deprecated for 2026-07-28, live before it)."""
+    return await method(*args)
+
+
+def _is_modern(ctx: ServerRequestContext[Any]) -> bool:
+    return _is_modern_version(ctx.protocol_version)
+
+
+def _is_modern_version(version: str | None) -> bool:
+    return version in MODERN_PROTOCOL_VERSIONS

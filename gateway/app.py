@@ -1,0 +1,253 @@
+"""Config -> running gateway: compiled routes per bind, one federation per MCP backend, uvicorn servers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from federation.server import Federation, FederationSettings
+from gateway.config import Config
+from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
+from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
+from protocols.mcp.upstream import TargetSpec
+
+logger = logging.getLogger("agentplex")
+
+
+@dataclass
+class CompiledRoute:
+    """A route reduced to what the hot path needs: a match function and an ASGI endpoint."""
+
+    name: str
+    matches: Callable[[Scope], bool]
+    endpoint: ASGIApp
+    describe: str
+
+
+@dataclass
+class BindRuntime:
+    address: str
+    port: int
+    routes: list[CompiledRoute] = field(default_factory=list)
+    server: uvicorn.Server | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return
+        for route in self.routes:
+            if route.matches(scope):
+                await route.endpoint(scope, receive, send)
+                return
+        if scope["type"] == "http":
+            response = JSONResponse({"error": f"no route matches {scope['method']} {scope['path']}"}, status_code=404)
+            await response(scope, receive, send)
+
+    @property
+    def bound_port(self) -> int:
+        """The real port (differs from `port` when the config asked for port 0)."""
+        if self.server is None or not self.server.servers:
+            return self.port
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+
+class Gateway:
+    """Everything one config describes, ready to be started with `running()` and `serve()`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.federations: list[tuple[str, Federation]] = []
+        self.endpoints: list[StreamableHTTPEndpoint] = []
+        self.binds = [self._compile_bind(bind) for bind in _binds(config)]
+
+    # -- compile ---------------------------------------------------------------------------
+
+    def _compile_bind(self, bind: Bind) -> BindRuntime:
+        runtime = BindRuntime(bind.address, bind.port)
+        for li, listener in enumerate(bind.listeners):
+            for ri, route in enumerate(listener.routes):
+                name = route.name or f"{listener.name or f'listener{li}'}/route{ri}"
+                runtime.routes.append(self._compile_route(name, bind, listener, route))
+        return runtime
+
+    def _compile_route(self, name: str, bind: Bind, listener: Listener, route: Route) -> CompiledRoute:
+        backend = route.backends[0].mcp
+        policies = [p for p in (route.policies, backend.policies) if p is not None]
+        federation = Federation(
+            [_target_spec(t, policies) for t in backend.targets],
+            FederationSettings(
+                prefix_mode=backend.prefixMode, separator=backend.separator, failure_mode=backend.failureMode
+            ),
+        )
+        endpoint = StreamableHTTPEndpoint(
+            federation.build_server(),
+            stateless=backend.statefulMode == "stateless",
+            security=rebinding_protection(bind.address),
+            max_request_body_size=backend.maxRequestBodySize,
+        )
+        self.federations.append((name, federation))
+        self.endpoints.append(endpoint)
+        return CompiledRoute(name, _matcher(route.matches, listener.hostname), endpoint, _describe(route.matches))
+
+    # -- run -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """Connect every target and open every endpoint; closes them all (and stdio children) on exit."""
+        async with contextlib.AsyncExitStack() as stack:
+            for _, federation in self.federations:
+                await stack.enter_async_context(federation.running())
+            for endpoint in self.endpoints:
+                await stack.enter_async_context(endpoint.running())
+            yield self
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve every bind until `shutdown()`; `task_status.started()` once all are listening."""
+        async with anyio.create_task_group() as tg:
+            for bind in self.binds:
+                config = uvicorn.Config(
+                    bind,
+                    host=bind.address,
+                    port=bind.port,
+                    lifespan="off",
+                    log_level="warning",
+                    access_log=False,
+                    timeout_graceful_shutdown=5,
+                )
+                bind.server = _Server(config)
+                tg.start_soon(bind.server.serve)
+            with anyio.fail_after(30):
+                while not all(b.server is not None and (b.server.started or b.server.should_exit) for b in self.binds):
+                    await anyio.sleep(0.01)
+            failed = [b for b in self.binds if b.server is not None and not b.server.started]
+            if failed:
+                tg.cancel_scope.cancel()
+                raise OSError(f"cannot listen on {', '.join(f'{b.address}:{b.port}' for b in failed)}")
+            task_status.started()
+
+    def shutdown(self) -> None:
+        for bind in self.binds:
+            if bind.server is not None:
+                bind.server.should_exit = True
+
+    def summary(self) -> Iterator[str]:
+        """Human lines for the startup log: listeners, routes and targets with their status."""
+        fed = dict(self.federations)
+        for bind in self.binds:
+            yield f"listening on http://{_host(bind.address)}:{bind.bound_port}"
+            for route in bind.routes:
+                yield f"  route {route.name}: {route.describe}"
+                for name, state in fed[route.name].status().items():
+                    spec = fed[route.name].upstreams[name].spec
+                    status = "up" if state["connected"] else f"DOWN ({state['lastError']})"
+                    yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the CLI owns signals for all binds at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _binds(config: Config) -> list[Bind]:
+    """The short `mcp:` shape is one bind with one route at `path`."""
+    binds = list(config.binds)
+    if config.mcp is not None:
+        m = config.mcp
+        backend = McpBackend(
+            targets=m.targets,
+            prefixMode=m.prefixMode,
+            statefulMode=m.statefulMode,
+            failureMode=m.failureMode,
+            separator=m.separator,
+            maxRequestBodySize=m.maxRequestBodySize,
+        )
+        route = Route(
+            name="mcp",
+            matches=[Match(path={"exact": m.path})],
+            policies=m.policies,
+            backends=[{"mcp": backend}],
+        )
+        binds.insert(0, Bind(port=m.port, address=m.address, listeners=[Listener(name="mcp", routes=[route])]))
+    return binds
+
+
+def _target_spec(target: Target, policies: list[Policies]) -> TargetSpec:
+    timeout = next(
+        (p.timeout.backendRequestTimeout for p in policies if p.timeout and p.timeout.backendRequestTimeout), None
+    )
+    common: dict[str, Any] = {"name": target.name, "era": target.era, "request_timeout": timeout}
+    if target.stdio is not None:
+        s = target.stdio
+        return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
+    http = target.mcp or target.sse
+    assert http is not None
+    return TargetSpec(transport=target.kind, url=http.host, headers=dict(http.headers), **common)
+
+
+def _matcher(matches: list[Match], hostname: str | None) -> Callable[[Scope], bool]:
+    """Compile a route's matches once: any one match (all its conditions) selects the route."""
+    tests = [_compile_match(m) for m in matches] or [lambda scope: True]
+    if hostname is None:
+        return lambda scope: any(test(scope) for test in tests)
+
+    def with_host(scope: Scope) -> bool:
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
+        return host.rsplit(":", 1)[0] == hostname and any(test(scope) for test in tests)
+
+    return with_host
+
+
+def _compile_match(match: Match) -> Callable[[Scope], bool]:
+    path_test: Callable[[str], bool] = lambda path: True  # noqa: E731
+    if match.path is not None:
+        p = match.path
+        if p.exact is not None:
+            exact = p.exact
+            path_test = lambda path: path == exact  # noqa: E731
+        elif p.pathPrefix is not None:
+            prefix = p.pathPrefix.rstrip("/")
+            path_test = lambda path: path == prefix or path.startswith(prefix + "/") or prefix == ""  # noqa: E731
+        elif p.regex is not None:
+            pattern = re.compile(p.regex)
+            path_test = lambda path: pattern.fullmatch(path) is not None  # noqa: E731
+    method = match.method.upper() if match.method else None
+    if method is None:
+        return lambda scope: path_test(scope["path"])
+    return lambda scope: scope.get("method") == method and path_test(scope["path"])
+
+
+def _describe(matches: list[Match]) -> str:
+    if not matches:
+        return "every path"
+    parts = []
+    for m in matches:
+        p = m.path
+        text = (
+            "any path"
+            if p is None
+            else (f"path {p.exact}" if p.exact else f"prefix {p.pathPrefix}" if p.pathPrefix else f"regex {p.regex}")
+        )
+        parts.append(f"{m.method} {text}" if m.method else text)
+    return ", ".join(parts)
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

