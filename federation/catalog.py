@@ -68,12 +68,14 @@ class Catalog:
     kind: Kind
     entries: dict[str, Entry] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unavailable: set[str] = field(default_factory=set)  # targets that failed the last listing (failOpen)
 
     def get(self, exposed: str) -> Entry | None:
         return self.entries.get(exposed)
 
     def items(self) -> list[Any]:
-        return [entry.item for entry in self.entries.values()]
+        """What a client is shown: every entry of the targets that answered the last listing."""
+        return [entry.item for entry in self.entries.values() if entry.target not in self.unavailable]
 
 
 def build_catalog(kind: Kind, naming: Naming, per_target: Mapping[str, Iterable[Any]]) -> Catalog:

@@ -62,6 +62,9 @@ class Federation:
         self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
         self._inflight: dict[str, list[ServerRequestContext[Any]]] = {name: [] for name in self.upstreams}
         self._reported: set[str] = set()
+        # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
+        # error) instead of its tools turning into "unknown tool" while it restarts.
+        self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -114,10 +117,12 @@ class Federation:
 
     async def _session_start_guard(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         """failClosed: a session does not start while any target is unreachable."""
-        if ctx.method in ("initialize", "server/discover") and self.settings.failure_mode == "failClosed":
+        if ctx.method in ("initialize", "server/discover"):
             down = await self._unreachable()
-            if down:
+            if down and self.settings.failure_mode == "failClosed":
                 raise UpstreamError(down[0][0], f"unavailable, so the session was refused (failClosed): {down[0][1]}")
+            if len(down) == len(self.upstreams):
+                raise UpstreamError(down[0][0], f"unavailable, and so is every other target: {down[0][1]}")
         return await call_next(ctx)
 
     async def _unreachable(self) -> list[tuple[str, str]]:
@@ -164,12 +169,15 @@ class Federation:
         async with anyio.create_task_group() as tg:
             for up in self.upstreams.values():
                 tg.start_soon(fetch, up)
-        if failures and self.settings.failure_mode == "failClosed":
+        if failures and (self.settings.failure_mode == "failClosed" or not results):
             name = sorted(failures)[0]
             raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
         for name, problem in failures.items():
             logger.warning("listing %ss without target %s (failOpen): %s", kind, name, problem)
-        catalog = build_catalog(kind, self.naming, results)
+        known = self._known[kind]
+        known.update(results)
+        catalog = build_catalog(kind, self.naming, known)
+        catalog.unavailable = set(failures)
         for problem in catalog.problems:
             if problem not in self._reported:
                 self._reported.add(problem)
@@ -366,13 +374,16 @@ class Federation:
 
     async def on_notification(self, target: str, message: Any) -> None:
         root = getattr(message, "root", message)
+        kinds: tuple[Kind, ...] = ()
         if isinstance(root, types.ToolListChangedNotification):
-            self.catalogs["tool"] = Catalog("tool")
+            kinds = ("tool",)
         elif isinstance(root, types.PromptListChangedNotification):
-            self.catalogs["prompt"] = Catalog("prompt")
+            kinds = ("prompt",)
         elif isinstance(root, types.ResourceListChangedNotification):
-            self.catalogs["resource"] = Catalog("resource")
-            self.catalogs["template"] = Catalog("template")
+            kinds = ("resource", "template")
+        for kind in kinds:  # the next lookup or list rebuilds from fresh lists
+            self._known[kind].pop(target, None)
+            self.catalogs[kind] = Catalog(kind)
 
 
 _SamplingResult = types.CreateMessageResult

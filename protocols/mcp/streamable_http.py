@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import INVALID_REQUEST
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -49,4 +51,38 @@ class StreamableHTTPEndpoint:
             yield
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _InvalidRequestFix(send))
+
+
+class _InvalidRequestFix:
+    """Answers a body that is JSON but not JSON-RPC with -32600 Invalid Request.
+
+    The SDK answers it with -32602 and a pydantic dump; only 400 responses are touched, so the
+    normal path pays one status check.
+    """
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.start: dict[str, Any] | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            self.start = message
+            return
+        if self.start is not None and message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if b'"code":-32602' in body and b"Validation error" in body:
+                body = json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": None,
+                        "error": {"code": INVALID_REQUEST, "message": "Invalid Request: not a JSON-RPC 2.0 message"},
+                    }
+                ).encode()
+            headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await self.send({**self.start, "headers": headers})
+            self.start = None
+            await self.send({**message, "body": body, "more_body": False})
+            return
+        await self.send(message)

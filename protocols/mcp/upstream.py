@@ -191,7 +191,6 @@ class Upstream:
                     ClientSession(
                         read,
                         write,
-                        read_timeout_seconds=self.spec.request_timeout,
                         sampling_callback=self._sampling,
                         elicitation_callback=self._elicitation,
                         list_roots_callback=self._list_roots,
@@ -247,7 +246,14 @@ class Upstream:
         """Run `call(session)` and turn transport failures into errors that name the target."""
         session = await self.session()
         try:
-            return await call(session)
+            if self.spec.request_timeout is None:
+                return await call(session)
+            with anyio.fail_after(self.spec.request_timeout):  # cancelling sends notifications/cancelled upstream
+                return await call(session)
+        except TimeoutError:
+            raise UpstreamError(
+                self.spec.name, f"{method} timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
+            ) from None
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 self.last_error = "connection closed"

@@ -36,6 +36,13 @@ async def test_fail_open_serves_the_targets_that_are_up(upstream: Any) -> None:
         assert (await c.call_tool("alive_whoami", {})).content[0].text == "alive"
 
 
+async def test_fail_open_still_refuses_when_every_target_is_down() -> None:
+    yaml = mcp_yaml(dead_target("gone") + dead_target("lost"), failureMode="failOpen")
+    async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(gw.url, json=INIT, headers=HEADERS)
+        assert "every other target" in response.text and "target 'gone'" in response.text
+
+
 async def test_fail_closed_refuses_the_session_naming_the_target() -> None:
     yaml = mcp_yaml(stdio_target("alive") + dead_target("dead"))
     async with run_gateway(yaml) as gw:
@@ -58,7 +65,7 @@ async def test_slow_target_times_out_naming_it_while_others_serve(upstream: Any)
 
 
 async def test_crashed_stdio_target_errors_then_comes_back(upstream: Any) -> None:
-    yaml = mcp_yaml(stdio_target("fragile") + stdio_target("steady"))
+    yaml = mcp_yaml(stdio_target("fragile") + stdio_target("steady"), failureMode="failOpen")
     async with run_gateway(yaml) as gw, Client(gw.url, mode="legacy", cache=None) as c:
         with pytest.raises(MCPError) as err:
             await c.session.call_tool("fragile_crash", {})

@@ -87,7 +87,7 @@ async def test_progress_and_logging_reach_the_caller(upstream: Any, mode: str, t
         assert all(p[1] == 3 for p in progress)
         result = await client.call_tool("chatty", {"count": 3})
         assert text(result) == "logged"
-        assert [str(d) for d in logs][-3:] == ["log 0", "log 1", "log 2"]
+        assert [str(d) for d in logs][-3:] == ["log 1", "log 2", "log 3"]
 
 
 async def test_single_target_conditional_prefix_is_bare(upstream: Any) -> None:

@@ -1,0 +1,68 @@
+"""Upstream connectors on their own: each transport, each era, reconnection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from protocols.mcp.errors import UpstreamError
+from protocols.mcp.upstream import NoEvents, TargetSpec, Upstream
+from tests.conftest import PY, ROOT, free_port
+
+pytestmark = pytest.mark.anyio
+
+
+def stdio_spec(name: str, **kw: Any) -> TargetSpec:
+    args = ("-m", "tests.fixtures.upstream", "--name", name, "--transport", "stdio")
+    return TargetSpec(name=name, transport="stdio", command=PY, args=args, cwd=str(ROOT), **kw)
+
+
+@pytest.mark.parametrize(
+    ("era", "version"), [("handshake", "2025-11-25"), ("modern", "2026-07-28"), ("auto", "2026-07-28")]
+)
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_each_era_over_each_transport(upstream: Any, era: str, version: str, transport: str) -> None:
+    if transport == "stdio":
+        spec = stdio_spec("e", era=era)
+    else:
+        spec = TargetSpec(name="e", transport="mcp", url=upstream("e", "mcp"), era=era)
+    async with Upstream(spec, NoEvents()).running() as up:
+        session = await up.session()
+        assert session.protocol_version == version
+        result = await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+        assert result.content[0].text == "e"
+
+
+async def test_sse_transport_lists_everything(upstream: Any) -> None:
+    spec = TargetSpec(name="s", transport="sse", url=upstream("s", "sse"))
+    async with Upstream(spec, NoEvents()).running() as up:
+        tools = await up.list_all("tools/list")
+        assert {"echo", "whoami", "get_time"} <= {t.name for t in tools}
+        assert [p.name for p in await up.list_all("prompts/list")] == ["greet"]
+
+
+async def test_stdio_env_is_passed_explicitly() -> None:
+    spec = stdio_spec("envy", env={"AGENTPLEX_TEST_VALUE": "from-config"})
+    async with Upstream(spec, NoEvents()).running() as up:
+        result = await up.request("tools/call", lambda s: s.call_tool("getenv", {"name": "AGENTPLEX_TEST_VALUE"}))
+        assert result.content[0].text == "from-config"
+
+
+async def test_unreachable_target_error_names_it_and_backs_off() -> None:
+    spec = TargetSpec(name="gone", transport="mcp", url=f"http://127.0.0.1:{free_port()}/mcp")
+    async with Upstream(spec, NoEvents()).running() as up:
+        with pytest.raises(UpstreamError) as first:
+            await up.session()
+        assert "target 'gone' cannot connect to http://127.0.0.1" in first.value.message
+        with pytest.raises(UpstreamError) as second:
+            await up.session()
+        assert "retrying in" in second.value.message
+
+
+async def test_missing_command_is_a_clear_error() -> None:
+    spec = TargetSpec(name="ghost", transport="stdio", command="/nonexistent/server")
+    async with Upstream(spec, NoEvents()).running() as up:
+        with pytest.raises(UpstreamError) as err:
+            await up.session()
+        assert "target 'ghost' cannot connect to /nonexistent/server" in err.value.message
