@@ -138,3 +138,23 @@ async def test_tool_errors_pass_through(upstream: Any) -> None:
     async with run_gateway(mcp_yaml(stdio_target("solo"))) as gw, Client(gw.url, mode="legacy", cache=None) as c:
         result = await c.call_tool("fail", {})
         assert result.is_error is True
+
+
+async def test_modern_tool_calls_do_not_fan_out_a_tools_list(upstream: Any) -> None:
+    targets = stdio_target("a") + http_target("b", upstream("b", "mcp"))
+    async with run_gateway(mcp_yaml(targets)) as gw, Client(gw.url, cache=None) as client:
+        assert client.protocol_version == "2026-07-28"
+        await client.list_tools()
+        federation = gw.gateway.federations[0][1]
+        refreshes: list[str] = []
+        original = federation.refresh
+
+        async def counting(kind: Any) -> Any:
+            refreshes.append(kind)
+            return await original(kind)
+
+        federation.refresh = counting  # type: ignore[method-assign]
+        for i in range(3):
+            assert text(await client.call_tool("a_echo", {"text": str(i)})) == f"a: {i}"
+            assert text(await client.call_tool("b_echo", {"text": str(i)})) == f"b: {i}"
+        assert refreshes == []
