@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import free_port, http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import PY, ROOT, free_port, http_target, mcp_yaml, run_gateway, stdio_target, stop, wait_for_port
 
 pytestmark = pytest.mark.anyio
 
@@ -140,3 +141,34 @@ async def test_unknown_path_is_404_with_a_reason() -> None:
         response = await http.get(f"http://127.0.0.1:{gw.port}/nowhere")
         assert response.status_code == 404
         assert "no route matches GET /nowhere" in response.text
+
+
+async def test_restarted_http_target_is_reconnected() -> None:
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.upstream", "--name", "phoenix", "--transport", "http", "--port", str(port)]
+    yaml = mcp_yaml(
+        http_target("phoenix", f"http://127.0.0.1:{port}/mcp") + stdio_target("steady"), failureMode="failOpen"
+    )
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        async with run_gateway(yaml) as gw, Client(gw.url, mode="legacy", cache=None) as c:
+            assert (await c.call_tool("phoenix_whoami", {})).content[0].text == "phoenix"
+            stop(proc)
+            with pytest.raises(MCPError) as err:
+                await c.session.call_tool("phoenix_whoami", {})
+            assert "target 'phoenix'" in err.value.message
+            assert (await c.call_tool("steady_whoami", {})).content[0].text == "steady"
+            proc = subprocess.Popen(command, cwd=ROOT)
+            wait_for_port(port, proc)
+            with anyio.fail_after(20):
+                while True:  # bounded by fail_after: reconnects after the back-off
+                    try:
+                        result = await c.session.call_tool("phoenix_whoami", {})
+                        break
+                    except MCPError as exc:
+                        assert "target 'phoenix'" in exc.message
+                        await anyio.sleep(0.3)
+            assert result.content[0].text == "phoenix"
+    finally:
+        stop(proc)
