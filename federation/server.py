@@ -19,6 +19,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from protocols.mcp.errors import UpstreamError, unknown_name
+from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import TargetSpec, Upstream
 
 logger = logging.getLogger("agentplex.federation")
@@ -34,6 +35,7 @@ LIST_METHODS: dict[Kind, str] = {
     "resource": "resources/list",
     "template": "resources/templates/list",
 }
+_RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 _CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
 # The downstream request an upstream call is being made for; read back in upstream callbacks.
@@ -222,6 +224,52 @@ class Federation:
 
         return await self._forward(ctx, entry.target, "tools/call", call)
 
+    async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
+        """A handshake-era tools/call over the raw relay (protocols/mcp/relay.py).
+
+        Returns the JSON-RPC response for the downstream, or None (before anything was sent) when
+        the call is not plain enough, so the SDK path serves it with the same result.
+        """
+        params = request["params"]
+        entry = self.catalogs["tool"].get(params.get("name"))  # type: ignore[arg-type]
+        if entry is None:
+            return None  # unknown here: the SDK path refreshes the catalog and answers precisely
+        upstream = self.upstreams[entry.target]
+        if not upstream.can_relay:
+            return None
+        rid = relay_id()
+        out = {**params, "name": entry.original}
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if token is not None:
+            out["_meta"] = {**meta, "progressToken": rid}
+
+        async def on_message(message: Message) -> Message | None:
+            method = message.get("method")
+            if "id" in message and method is not None:  # a server-to-client request
+                if method in _RELAYED_REQUESTS:
+                    return await downstream.request(message)
+                return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}}
+            p = message.get("params") or {}
+            if method == "notifications/progress" and token is not None and p.get("progressToken") == rid:
+                await downstream.notify({**message, "params": {**p, "progressToken": token}})
+            elif method == "notifications/message":
+                await downstream.notify(message)
+            return None
+
+        reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
+        try:
+            response = await upstream.relay(
+                {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
+            )
+        except MCPError as exc:
+            return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
+        if "error" in response:
+            error = dict(response["error"])
+            error["message"] = f"{error.get('message')} (from target '{entry.target}')"
+            return {**reply, "error": error}
+        return {**reply, "result": response.get("result")}
+
     async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
         entry = await self._lookup("prompt", params.name)
         return await self._forward(
@@ -242,12 +290,12 @@ class Federation:
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri))
-        await self._forward(ctx, target, "resources/subscribe", lambda s: _quiet(s.subscribe_resource, uri))
+        await self._forward(ctx, target, "resources/subscribe", lambda s: s.subscribe_resource(uri))
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri))
-        await self._forward(ctx, target, "resources/unsubscribe", lambda s: _quiet(s.unsubscribe_resource, uri))
+        await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
         return types.EmptyResult()
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
@@ -273,7 +321,7 @@ class Federation:
             with contextlib.suppress(MCPError):
                 session = await up.session()
                 if session.server_capabilities and session.server_capabilities.logging is not None:
-                    await up.request("logging/setLevel", lambda s: _quiet(s.set_logging_level, params.level))
+                    await up.request("logging/setLevel", lambda s: s.set_logging_level(params.level))
 
         async with anyio.create_task_group() as tg:
             for up in self.upstreams.values():
@@ -353,7 +401,7 @@ class Federation:
 
     async def on_sampling(self, target: str, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(
-            target, types.CreateMessageRequest(params=params), _SamplingResult, "sampling"
+            target, types.CreateMessageRequest(params=params), types.CreateMessageResult, "sampling"
         )
 
     async def on_elicitation(self, target: str, params: types.ElicitRequestParams) -> Any:
@@ -386,20 +434,12 @@ class Federation:
             self.catalogs[kind] = Catalog(kind)
 
 
-_SamplingResult = types.CreateMessageResult
-
-
 def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:
     async def relay(progress: float, total: float | None, message: str | None) -> None:
         with contextlib.suppress(Exception):
             await ctx.session.report_progress(progress, total, message)
 
     return relay
-
-
-async def _quiet(method: Any, *args: Any) -> Any:
-    """Call a handshake-era SDK verb (deprecated for 2026-07-28, live before it)."""
-    return await method(*args)
 
 
 def _is_modern(ctx: ServerRequestContext[Any]) -> bool:

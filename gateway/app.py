@@ -93,6 +93,7 @@ class Gateway:
             stateless=backend.statefulMode == "stateless",
             security=rebinding_protection(bind.address),
             max_request_body_size=backend.maxRequestBodySize,
+            relay=federation.relay_tool_call,
         )
         self.federations.append((name, federation))
         self.endpoints.append(endpoint)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import anyio
+import pydantic_core
 from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types import INVALID_REQUEST
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+
+from protocols.mcp.relay import Downstream, Message
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -26,8 +32,15 @@ def rebinding_protection(address: str) -> TransportSecuritySettings | None:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
+RelayFn = Callable[[Message, Downstream], Awaitable[Message | None]]
+
+
 class StreamableHTTPEndpoint:
-    """One MCP endpoint: an ASGI app plus the session manager lifetime that must wrap it."""
+    """One MCP endpoint: an ASGI app plus the session manager lifetime that must wrap it.
+
+    With `relay`, a plain handshake-era `tools/call` skips the SDK (see protocols/mcp/relay.py);
+    everything else, and any request the relay declines, is served by the SDK's session manager.
+    """
 
     def __init__(
         self,
@@ -36,6 +49,7 @@ class StreamableHTTPEndpoint:
         stateless: bool = False,
         security: TransportSecuritySettings | None = None,
         max_request_body_size: int = 4 * 1024 * 1024,
+        relay: RelayFn | None = None,
     ) -> None:
         self.manager = StreamableHTTPSessionManager(
             app=server,
@@ -44,6 +58,10 @@ class StreamableHTTPEndpoint:
             max_request_body_size=max_request_body_size,
         )
         self.app = StreamableHTTPASGIApp(self.manager)
+        self.relay = relay
+        self.max_body = max_request_body_size
+        self._security = TransportSecurityMiddleware(security) if security is not None else None
+        self._pending: dict[str, Any] = {}  # relayed server-to-client requests awaiting the client's answer
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -51,7 +69,129 @@ class StreamableHTTPEndpoint:
             yield
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.relay is not None and scope.get("method") == "POST":
+            replay = await self._try_relay(scope, receive, send)
+            if replay is None:
+                return
+            receive = replay
         await self.app(scope, receive, _InvalidRequestFix(send))
+
+    async def _try_relay(self, scope: Any, receive: Any, send: Any) -> Any:
+        """Serve the request on the relay and return None, or return the `receive` the SDK should use."""
+        headers = {k: v for k, v in scope["headers"] if k in _RELAY_HEADERS}
+        sid = headers.get(b"mcp-session-id", b"").decode("latin-1")
+        transport = self.manager._server_instances.get(sid) if sid else None  # the SDK's live sessions
+        if (
+            transport is None
+            or headers.get(b"mcp-protocol-version", b"").decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
+            or not headers.get(b"content-type", b"").startswith(b"application/json")
+            or not _accepts_both(headers.get(b"accept", b""))
+            or int(headers.get(b"content-length", b"0") or 0) > self.max_body
+            or (self._security is not None and not self._security_ok(headers))
+            or _ending(transport)
+        ):
+            return receive
+        body = await _read_body(receive, self.max_body)
+        replay = _replay(body, receive)
+        if body is None:
+            return replay
+        try:
+            message = pydantic_core.from_json(body)
+        except ValueError:
+            return replay
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return replay
+        if "method" not in message:  # a client's answer to a request the relay sent down?
+            waiter = self._pending.get(message.get("id")) if isinstance(message.get("id"), str) else None
+            if waiter is None:
+                return replay
+            waiter.send_nowait(message)
+            await _respond(send, 202, b"")
+            return None
+        if message.get("method") != "tools/call" or "id" not in message or not isinstance(message.get("params"), dict):
+            return replay
+        downstream = Downstream(send, sid, self._pending)
+        with _in_flight(transport):
+            response = await self.relay(message, downstream)
+            if response is None:
+                return replay
+            await downstream.finish(response)
+        return None
+
+    def _security_ok(self, headers: dict[bytes, bytes]) -> bool:
+        assert self._security is not None
+        host = headers.get(b"host", b"").decode("latin-1")
+        origin = headers.get(b"origin", b"").decode("latin-1") or None
+        return self._security._validate_host(host) and self._security._validate_origin(origin)
+
+
+_RELAY_HEADERS = frozenset(
+    {b"mcp-session-id", b"mcp-protocol-version", b"content-type", b"accept", b"content-length", b"host", b"origin"}
+)
+
+
+def _accepts_both(accept: bytes) -> bool:
+    return (b"application/json" in accept or b"*/*" in accept) and (b"text/event-stream" in accept or b"*/*" in accept)
+
+
+def _ending(transport: Any) -> bool:
+    scope = getattr(transport, "idle_scope", None)
+    return bool(getattr(transport, "_terminated", False) or (scope is not None and scope.cancel_called))
+
+
+@contextlib.contextmanager
+def _in_flight(transport: Any) -> Iterator[None]:
+    """Hold the SDK session open while a relayed request runs, as the SDK does for its own requests."""
+    scope, timeout = getattr(transport, "idle_scope", None), getattr(transport, "_idle_timeout", None)
+    if scope is None or timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    scope.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            scope.deadline = anyio.current_time() + timeout
+
+
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole request body, or None past `limit` (the SDK then answers 413 from the replay)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes | None, receive: Any) -> Any:
+    """A `receive` that hands the SDK the body the relay already read, then the real stream."""
+    if body is None:
+        return receive
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _InvalidRequestFix:

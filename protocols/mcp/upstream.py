@@ -28,7 +28,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from protocols.mcp import relay
 from protocols.mcp.errors import UpstreamError
 
 logger = logging.getLogger("agentplex.upstream")
@@ -117,6 +119,7 @@ class Upstream:
         self._lock = anyio.Lock()
         self._failed_at = -math.inf
         self._tg: anyio.abc.TaskGroup | None = None
+        self.wire: HttpWire | None = None  # set for streamable-HTTP targets while connected
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -230,12 +233,16 @@ class Upstream:
             return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
         if spec.transport == "sse":
             return sse_client(spec.url, headers=spec.headers or None, timeout=spec.connect_timeout)
-        return _streamable_http(spec)
+        return _streamable_http(spec, self._set_wire)
+
+    def _set_wire(self, wire: HttpWire) -> None:
+        self.wire = wire
 
     async def close(self) -> None:
         """Close the connection (the stdio process is ended by the SDK's transport)."""
         stop, done = self._stop, self._done
         self._session = None
+        self.wire = None
         if stop is not None:
             stop.set()
         if done is not None:
@@ -268,6 +275,36 @@ class Upstream:
             self.last_error = _describe(exc)
             self._failed_at = time.monotonic()
             raise UpstreamError(self.spec.name, f"{method} failed: {self.last_error}") from None
+
+    @property
+    def can_relay(self) -> bool:
+        """Whether calls may take the raw relay: a live handshake-era streamable-HTTP session."""
+        return (
+            self.wire is not None
+            and self._session is not None
+            and not _is_closed(self._session)
+            and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+        )
+
+    async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
+        """One request over the raw relay, with the same timeout and error naming as `request()`."""
+        wire, version = self.wire, self.protocol_version
+        assert wire is not None and version is not None
+        args = (self.spec.name, wire.url, wire.client, wire.session_id, version, request, on_message)
+        try:
+            if self.spec.request_timeout is None:
+                return await relay.call(*args)
+            with anyio.fail_after(self.spec.request_timeout):
+                return await relay.call(*args)
+        except TimeoutError:
+            await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
+            raise UpstreamError(
+                self.spec.name, f"tools/call timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
+            ) from None
+        except relay.SessionGone as exc:
+            self.last_error = str(exc)
+            await self.close()  # the next use reconnects through the SDK
+            raise UpstreamError(self.spec.name, "lost its session (restarted?); reconnecting") from None
 
     async def list_all(self, method: str) -> list[Any]:
         """Every item of a paginated list (tools, prompts, resources, templates)."""
@@ -317,15 +354,26 @@ _LIST_FIELDS = {
 }
 
 
+@dataclass
+class HttpWire:
+    """The HTTP side of a streamable-HTTP upstream connection, shared with the raw relay."""
+
+    url: str
+    client: httpx2.AsyncClient
+    session_id: str | None = None
+
+
 @contextlib.asynccontextmanager
-async def _streamable_http(spec: TargetSpec) -> AsyncIterator[Any]:
+async def _streamable_http(spec: TargetSpec, on_wire: Any) -> AsyncIterator[Any]:
     """Streamable HTTP with one pooled, keep-alive httpx2 client per connection (headers set once)."""
     client = create_mcp_http_client(headers=spec.headers or None)
+    wire = HttpWire(spec.url, client)
+    on_wire(wire)
     # The SDK builds the client (its timeouts); we tune the transport under it, measured in bench/.
     pool = getattr(client._transport, "_pool", None)
     if pool is not None and hasattr(pool, "_network_backend"):
         pool._network_backend = _CachedSocketBackend(pool._network_backend)
-    client._transport = _KeepAliveTransport(client._transport)
+    client._transport = _KeepAliveTransport(client._transport, wire)
     async with client, streamable_http_client(spec.url, http_client=client) as streams:
         yield streams[0], streams[1]
 
@@ -337,12 +385,15 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     server's final chunk, so every call would pay a new TCP connection (measured: one per call).
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
         self.inner = inner
+        self.wire = wire
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
         response.stream = _DrainOnClose(response.stream)  # type: ignore[arg-type]
+        if self.wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
+            self.wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
         return response
 
     async def aclose(self) -> None:
@@ -350,7 +401,11 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
 
 
 class _DrainOnClose(httpx2.AsyncByteStream):
-    """Reads what is left of a body (briefly) before closing, so the connection stays reusable."""
+    """Reads what is left of a body (briefly) before closing, so the connection stays reusable.
+
+    A reader must keep its (abandoned) iterator referenced until the response is closed: if it is
+    finalized first, its cleanup closes the connection under the drain.
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner

@@ -1,0 +1,176 @@
+"""A raw relay for `tools/call` between streamable-HTTP peers: the hot path without the SDK's per-message work.
+
+Measured in bench/: the SDK's server transport, dispatcher and client transport cost most of the
+gateway's CPU per call. When both sides are plain — a known handshake-era downstream session and a
+streamable-HTTP upstream session the SDK already opened — the call is relayed as JSON-RPC dicts:
+parsed once, its name and id rewritten, and written once. Whatever arrives before the upstream's
+response (progress, log messages, sampling/elicitation/roots requests) is relayed too. Anything
+less plain goes through the SDK, which stays the reference for protocol correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx2
+import pydantic_core
+
+from protocols.mcp.errors import UpstreamError
+
+Message = dict[str, Any]
+OnMessage = Callable[[Message], Awaitable[Message | None]]
+
+_ids = itertools.count(1)
+ACCEPT = "application/json, text/event-stream"
+
+
+def relay_id() -> str:
+    """Ids for requests the relay makes: strings, so they never meet the SDK's integer ids."""
+    return f"agentplex-{next(_ids)}"
+
+
+class SessionGone(Exception):
+    """The upstream no longer knows the session (restarted, expired): reconnect through the SDK."""
+
+
+async def call(
+    target: str,
+    url: str,
+    client: httpx2.AsyncClient,
+    session_id: str | None,
+    protocol_version: str,
+    request: Message,
+    on_message: OnMessage,
+) -> Message:
+    """POST one request on an upstream session and return its JSON-RPC response.
+
+    Messages before the response go to `on_message`; for a server-to-client request it returns the
+    response, which is POSTed back on the same session.
+    """
+    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": protocol_version}
+    if session_id:
+        headers["mcp-session-id"] = session_id
+    try:
+        async with client.stream("POST", url, content=pydantic_core.to_json(request), headers=headers) as response:
+            kind = response.headers.get("content-type", "")
+            if response.status_code == 404 and session_id:
+                raise SessionGone(f"target '{target}' forgot session {session_id}")
+            if kind.startswith("application/json"):
+                message = pydantic_core.from_json(await response.aread())
+                if isinstance(message, dict) and ("result" in message or "error" in message):
+                    return message
+                raise UpstreamError(
+                    target, f"answered tools/call with HTTP {response.status_code} and no JSON-RPC response"
+                )
+            if response.status_code >= 400:
+                raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
+            if not kind.startswith("text/event-stream"):
+                raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
+            messages = sse_messages(response)  # referenced until the response is closed (see _DrainOnClose)
+            async for message in messages:
+                if message.get("id") == request["id"] and ("result" in message or "error" in message):
+                    final = message
+                    break
+                reply = await on_message(message)
+                if reply is not None:
+                    await _post_back(client, url, headers, reply)
+            else:
+                raise UpstreamError(target, "ended the tools/call stream without a response")
+        return final
+    except httpx2.HTTPError as exc:
+        raise UpstreamError(target, f"tools/call failed: {type(exc).__name__}: {exc}") from None
+    except ValueError as exc:
+        raise UpstreamError(target, f"sent malformed JSON: {exc}") from None
+
+
+async def cancel(client: httpx2.AsyncClient, url: str, session_id: str | None, version: str, request_id: str) -> None:
+    """Tell the upstream we gave up on a request (best effort, bounded)."""
+    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": version}
+    if session_id:
+        headers["mcp-session-id"] = session_id
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+    with anyio.move_on_after(2, shield=True), contextlib.suppress(httpx2.HTTPError):
+        await _post_back(client, url, headers, note)
+
+
+async def _post_back(client: httpx2.AsyncClient, url: str, headers: dict[str, str], message: Message) -> None:
+    response = await client.post(url, content=pydantic_core.to_json(message), headers=headers)
+    await response.aclose()
+
+
+async def sse_messages(response: httpx2.Response) -> AsyncIterator[Message]:
+    """JSON-RPC messages from an SSE body (`event: message`, one JSON object per event)."""
+    data: list[str] = []
+    event = "message"
+    async for line in response.aiter_lines():
+        if not line:
+            text = "\n".join(data)
+            if text and event == "message":  # an event with no data (a resumption primer) is not dispatched
+                parsed = pydantic_core.from_json(text)
+                if isinstance(parsed, dict):
+                    yield parsed
+            data, event = [], "message"
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+
+
+class Downstream:
+    """The downstream half of a relayed call: one POST's response, JSON or SSE as events require.
+
+    The response starts as soon as there is something to send; if the first thing is the final
+    response, it is plain JSON (cheapest for both sides), otherwise an SSE stream.
+    """
+
+    def __init__(self, send: Any, session_id: str, pending: dict[str, Any]) -> None:
+        self._send = send
+        self._session_id = session_id
+        self._pending = pending  # request id -> memory stream sender, shared with the endpoint
+        self._streaming = False
+
+    async def notify(self, message: Message) -> None:
+        await self._event(message)
+
+    async def request(self, message: Message) -> Message:
+        """Send a server-to-client request down and wait for the client's answer (POSTed separately)."""
+        upstream_id = message.get("id")
+        rid = relay_id()
+        sender, receiver = anyio.create_memory_object_stream[Message](1)
+        self._pending[rid] = sender
+        try:
+            await self._event({**message, "id": rid})
+            async with receiver:
+                answer = await receiver.receive()
+        finally:
+            self._pending.pop(rid, None)
+            sender.close()
+        return {**answer, "id": upstream_id}
+
+    async def finish(self, message: Message) -> None:
+        if self._streaming:
+            await self._event(message)
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        body = pydantic_core.to_json(message)
+        await self._start(200, b"application/json", len(body))
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _event(self, message: Message) -> None:
+        if not self._streaming:
+            self._streaming = True
+            await self._start(200, b"text/event-stream", None)
+        chunk = b"event: message\ndata: " + pydantic_core.to_json(message) + b"\n\n"
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _start(self, status: int, content_type: bytes, length: int | None) -> None:
+        headers = [(b"content-type", content_type), (b"mcp-session-id", self._session_id.encode())]
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        else:
+            headers.append((b"cache-control", b"no-cache, no-transform"))
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
