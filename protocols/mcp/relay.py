@@ -45,46 +45,61 @@ async def call(
     protocol_version: str,
     request: Message,
     on_message: OnMessage,
+    spawn: Callable[..., None],
 ) -> Message:
     """POST one request on an upstream session and return its JSON-RPC response.
 
     Messages before the response go to `on_message`; for a server-to-client request it returns the
-    response, which is POSTed back on the same session.
+    response, which is POSTed back on the same session. The rest of the upstream's stream (its
+    closing chunk) is read by a task started with `spawn`, after the caller already has its answer.
     """
     headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": protocol_version}
     if session_id:
         headers["mcp-session-id"] = session_id
+    post = client.build_request("POST", url, content=pydantic_core.to_json(request), headers=headers)
+    response: httpx2.Response | None = None
+    messages: AsyncIterator[Message] | None = None
     try:
-        async with client.stream("POST", url, content=pydantic_core.to_json(request), headers=headers) as response:
-            kind = response.headers.get("content-type", "")
-            if response.status_code == 404 and session_id:
-                raise SessionGone(f"target '{target}' forgot session {session_id}")
-            if kind.startswith("application/json"):
-                message = pydantic_core.from_json(await response.aread())
-                if isinstance(message, dict) and ("result" in message or "error" in message):
-                    return message
-                raise UpstreamError(
-                    target, f"answered tools/call with HTTP {response.status_code} and no JSON-RPC response"
-                )
-            if response.status_code >= 400:
-                raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
-            if not kind.startswith("text/event-stream"):
-                raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
-            messages = sse_messages(response)  # referenced until the response is closed (see _DrainOnClose)
-            async for message in messages:
-                if message.get("id") == request["id"] and ("result" in message or "error" in message):
-                    final = message
-                    break
-                reply = await on_message(message)
-                if reply is not None:
-                    await _post_back(client, url, headers, reply)
-            else:
-                raise UpstreamError(target, "ended the tools/call stream without a response")
-        return final
+        response = await client.send(post, stream=True)
+        kind = response.headers.get("content-type", "")
+        if response.status_code == 404 and session_id:
+            raise SessionGone(f"target '{target}' forgot session {session_id}")
+        if kind.startswith("application/json"):
+            message = pydantic_core.from_json(await response.aread())
+            if isinstance(message, dict) and ("result" in message or "error" in message):
+                return message
+            raise UpstreamError(
+                target, f"answered tools/call with HTTP {response.status_code} and no JSON-RPC response"
+            )
+        if response.status_code >= 400:
+            raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
+        if not kind.startswith("text/event-stream"):
+            raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
+        messages = sse_messages(response)
+        async for message in messages:
+            if message.get("id") == request["id"] and ("result" in message or "error" in message):
+                spawn(_finish, response, messages)
+                response = None
+                return message
+            reply = await on_message(message)
+            if reply is not None:
+                await _post_back(client, url, headers, reply)
+        raise UpstreamError(target, "ended the tools/call stream without a response")
     except httpx2.HTTPError as exc:
         raise UpstreamError(target, f"tools/call failed: {type(exc).__name__}: {exc}") from None
     except ValueError as exc:
         raise UpstreamError(target, f"sent malformed JSON: {exc}") from None
+    finally:
+        if response is not None:
+            with anyio.CancelScope(shield=True):
+                await _finish(response, messages)
+
+
+async def _finish(response: httpx2.Response, messages: AsyncIterator[Message] | None) -> None:
+    """Close a response, keeping its reader referenced until then (see upstream._DrainOnClose)."""
+    with contextlib.suppress(httpx2.HTTPError):
+        await response.aclose()
+    del messages
 
 
 async def cancel(client: httpx2.AsyncClient, url: str, session_id: str | None, version: str, request_id: str) -> None:
