@@ -118,21 +118,34 @@ async def _post_back(client: httpx2.AsyncClient, url: str, headers: dict[str, st
 
 
 async def sse_messages(response: httpx2.Response) -> AsyncIterator[Message]:
-    """JSON-RPC messages from an SSE body (`event: message`, one JSON object per event)."""
-    data: list[str] = []
-    event = "message"
-    async for line in response.aiter_lines():
-        if not line:
-            text = "\n".join(data)
-            if text and event == "message":  # an event with no data (a resumption primer) is not dispatched
-                parsed = pydantic_core.from_json(text)
-                if isinstance(parsed, dict):
-                    yield parsed
-            data, event = [], "message"
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line.startswith("event:"):
-            event = line[6:].strip()
+    """JSON-RPC messages from an SSE body (`event: message`, one JSON object per event).
+
+    Parsed from bytes: MCP's events are small and UTF-8 JSON, so text decoding and line iteration
+    (httpx's `aiter_lines`) would cost more than the parse itself.
+    """
+    buffer = b""
+    async for chunk in response.aiter_bytes():
+        buffer += chunk.replace(b"\r\n", b"\n")
+        while (end := buffer.find(b"\n\n")) >= 0:
+            event, buffer = buffer[:end], buffer[end + 2 :]
+            message = _event_message(event)
+            if message is not None:
+                yield message
+
+
+def _event_message(event: bytes) -> Message | None:
+    data: list[bytes] = []
+    kind = b"message"
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        elif line.startswith(b"event:"):
+            kind = line[6:].strip()
+    payload = b"\n".join(data)
+    if not payload or kind != b"message":  # an event with no data (a resumption primer) is not dispatched
+        return None
+    parsed = pydantic_core.from_json(payload)
+    return parsed if isinstance(parsed, dict) else None
 
 
 class Downstream:
