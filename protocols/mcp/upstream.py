@@ -463,15 +463,31 @@ class _CachedSocketBackend(httpcore2.AsyncNetworkBackend):
 
 
 class _CachedSocketStream(httpcore2.AsyncNetworkStream):
+    """Also coalesces a request's writes (headers, body) into one send, made before the next read."""
+
     def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
         self.inner = inner
         self.socket = inner.get_extra_info("socket")
+        self.pending: list[bytes] = []
+        self.pending_size = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        if self.pending:
+            await self._flush(timeout)
         return await self.inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self.inner.write(buffer, timeout)
+        if buffer:
+            self.pending.append(buffer)
+            self.pending_size += len(buffer)
+            if self.pending_size >= 65536:
+                await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:
+        data = b"".join(self.pending)
+        self.pending.clear()
+        self.pending_size = 0
+        await self.inner.write(data, timeout)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
