@@ -120,6 +120,7 @@ class Upstream:
         self._failed_at = -math.inf
         self._tg: anyio.abc.TaskGroup | None = None
         self.wire: HttpWire | None = None  # set for streamable-HTTP targets while connected
+        self._hold_scope: anyio.CancelScope | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,8 +176,10 @@ class Upstream:
         with anyio.move_on_after(self.spec.connect_timeout):
             await got.wait()
         if not got.is_set():
-            self._stop.set()
             ready.append(TimeoutError(f"no answer within {self.spec.connect_timeout:g}s"))
+            if self._hold_scope is not None:
+                self._hold_scope.cancel()  # a server that hangs in its handshake is stopped, not left behind
+            await self.close()
         outcome = ready[0]
         if isinstance(outcome, ClientSession):
             self._session = outcome
@@ -189,32 +192,10 @@ class Upstream:
 
     async def _hold(self, ready: list[Any], got: anyio.Event, stop: anyio.Event, done: anyio.Event) -> None:
         """Open the transport and session, publish the session, keep both open until stopped."""
+        self._hold_scope = anyio.CancelScope()
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                read, write = await stack.enter_async_context(self._transport())
-                session = await stack.enter_async_context(
-                    ClientSession(
-                        read,
-                        write,
-                        sampling_callback=self._sampling,
-                        elicitation_callback=self._elicitation,
-                        list_roots_callback=self._list_roots,
-                        logging_callback=self._logging,
-                        message_handler=self._message,
-                        client_info=types.Implementation(name="agentplex", version="0.1.0"),
-                    )
-                )
-                if self.spec.era == "modern":
-                    await session.discover()
-                elif self.spec.era == "auto":
-                    await negotiate_auto(session)
-                else:
-                    await session.initialize()
-                if stop.is_set():
-                    return
-                ready.append(session)
-                got.set()
-                await stop.wait()
+            with self._hold_scope:
+                await self._open(ready, got, stop)
         except BaseException as exc:
             if not got.is_set():
                 ready.append(exc)
@@ -225,6 +206,33 @@ class Upstream:
                 raise
         finally:
             done.set()
+
+    async def _open(self, ready: list[Any], got: anyio.Event, stop: anyio.Event) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            read, write = await stack.enter_async_context(self._transport())
+            session = await stack.enter_async_context(
+                ClientSession(
+                    read,
+                    write,
+                    sampling_callback=self._sampling,
+                    elicitation_callback=self._elicitation,
+                    list_roots_callback=self._list_roots,
+                    logging_callback=self._logging,
+                    message_handler=self._message,
+                    client_info=types.Implementation(name="agentplex", version="0.1.0"),
+                )
+            )
+            if self.spec.era == "modern":
+                await session.discover()
+            elif self.spec.era == "auto":
+                await negotiate_auto(session)
+            else:
+                await session.initialize()
+            if stop.is_set():
+                return
+            ready.append(session)
+            got.set()
+            await stop.wait()
 
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
@@ -248,6 +256,8 @@ class Upstream:
         if done is not None:
             with anyio.move_on_after(10, shield=True):
                 await done.wait()
+            if not done.is_set() and self._hold_scope is not None:
+                self._hold_scope.cancel()  # it would not stop (a hung handshake): end it
 
     # -- requests --------------------------------------------------------------------------
 
