@@ -1,0 +1,691 @@
+"""Per-hop overhead benchmark: one upstream MCP server measured directly and through the agentplex gateway.
+
+Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+UPSTREAM_FILE = REPO / "tests" / "fixtures" / "upstream.py"
+PROTOCOL = "2025-11-25"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BASE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+ECHO_BODY = {"name": "echo", "arguments": {"text": "hello"}}
+EXPECTED_TEXT = "up: hello"
+PHASE_TIME_LIMIT = 60.0  # seconds: hard cap on any sequential phase
+MAX_ERRORS = 1000  # a throughput worker stops early once this many errors have been seen in a phase
+
+
+# -- parameters and results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sizes of the measurement phases."""
+
+    warmup: int
+    latency_calls: int
+    list_calls: int
+    sessions: tuple[int, ...]
+    duration: float
+
+
+FULL = Params(warmup=100, latency_calls=1000, list_calls=300, sessions=(8, 32), duration=5.0)
+QUICK = Params(warmup=50, latency_calls=200, list_calls=100, sessions=(8, 32), duration=2.0)
+
+
+@dataclass
+class Side:
+    """The figures for one way of reaching the upstream (direct or through the gateway)."""
+
+    url: str
+    call_p50_ms: float = math.nan
+    call_p99_ms: float = math.nan
+    call_mean_ms: float = math.nan
+    list_p50_ms: float = math.nan
+    throughput: dict[str, float] = field(default_factory=dict)  # sessions -> calls/s
+    busy_cpus: dict[str, float] = field(default_factory=dict)  # sessions -> busy CPUs on the machine
+    foreign_cpus: dict[str, float] = field(default_factory=dict)  # sessions -> CPUs busy with other work
+    throughput_calls: int = 0
+    cpu_seconds: Counter[str] = field(default_factory=Counter)  # process -> CPU s over the throughput phases
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class CallError(Exception):
+    """A request that did not produce a successful JSON-RPC result."""
+
+
+# -- /proc readings -------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds (from /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS of a process, in MiB (from /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies summed over all CPUs, from the first line of /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    values = [int(v) for v in fields[1:9]]  # user .. steal (guest time is already inside user)
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many CPUs were busy on average between two machine_ticks() readings."""
+    total = after[1] - before[1]
+    return (os.cpu_count() or 1) * (after[0] - before[0]) / total if total else math.nan
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """Busy CPUs on the machine before the benchmark starts anything (other work skews the figures)."""
+    before = machine_ticks()
+    time.sleep(seconds)
+    return busy_cores(before, machine_ticks())
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU time of this (load generator) process."""
+    times = os.times()
+    return times.user + times.system
+
+
+# -- JSON-RPC over streamable HTTP ----------------------------------------------------------
+
+
+def decode(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC response carried by a JSON or SSE response body."""
+    if response.status_code != 200:
+        raise CallError(f"http {response.status_code}")
+    body = response.content
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in body.splitlines():
+            if line.startswith(b"data:") and len(line) > 6:
+                message = json.loads(line[5:])
+                if "result" in message or "error" in message:
+                    return message
+        raise CallError("no JSON-RPC response in the SSE stream")
+    return json.loads(body)
+
+
+def check(message: dict[str, Any], request_id: int) -> dict[str, Any]:
+    """The result of a JSON-RPC response, or CallError if it is an error or a failed tool call."""
+    if "error" in message:
+        raise CallError(f"rpc error {message['error'].get('code')}")
+    if message.get("id") != request_id:
+        raise CallError("response id mismatch")
+    result = message.get("result")
+    if not isinstance(result, dict) or result.get("isError"):
+        raise CallError("tool error")
+    return result
+
+
+class Session:
+    """One handshake-era MCP session spoken as raw JSON-RPC over a shared pooled client."""
+
+    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
+        self.client = client
+        self.url = url
+        self.next_id = 0
+        self.headers = dict(BASE_HEADERS)
+
+    async def open(self) -> None:
+        """initialize + notifications/initialized; afterwards requests carry the session id."""
+        params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+        response = await self.client.post(self.url, json=self._message("initialize", params), headers=self.headers)
+        check(decode(response), self.next_id)
+        session_id = response.headers.get("mcp-session-id")
+        if not session_id:
+            raise CallError("no mcp-session-id header on the initialize response")
+        self.headers = {**BASE_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": PROTOCOL}
+        notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        response = await self.client.post(self.url, json=notification, headers=self.headers)
+        if response.status_code not in (200, 202):
+            raise CallError(f"http {response.status_code} on notifications/initialized")
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request and return its (checked) result."""
+        message = self._message(method, params)
+        response = await self.client.post(self.url, content=json.dumps(message).encode(), headers=self.headers)
+        return check(decode(response), self.next_id)
+
+    async def call_echo(self) -> None:
+        """One tools/call of echo, checking the text that comes back."""
+        result = await self.request("tools/call", ECHO_BODY)
+        content = result.get("content") or [{}]
+        if content[0].get("text") != EXPECTED_TEXT:
+            raise CallError("unexpected tool result")
+
+    async def close(self) -> None:
+        """DELETE the session (best effort)."""
+        with contextlib.suppress(httpx2.HTTPError):
+            await self.client.delete(self.url, headers=self.headers)
+
+    def _message(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        self.next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        return message
+
+
+def new_client(max_connections: int) -> httpx2.AsyncClient:
+    """One pooled HTTP/1.1 client with enough keep-alive connections for every session."""
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(10.0), trust_env=False)
+
+
+# -- measurement phases ---------------------------------------------------------------------
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile of samples (0 < q <= 1)."""
+    if not samples:
+        return math.nan
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+async def timed_sequence(session: Session, call: Callable[[], Any], count: int, errors: Counter[str]) -> list[float]:
+    """Latencies (ms) of up to `count` sequential calls, bounded by PHASE_TIME_LIMIT."""
+    samples: list[float] = []
+    deadline = time.perf_counter() + PHASE_TIME_LIMIT
+    for _ in range(count):
+        start = time.perf_counter()
+        if start > deadline:
+            errors["phase time limit"] += 1
+            break
+        try:
+            await call()
+        except (CallError, httpx2.HTTPError, ValueError) as exc:
+            errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
+            continue
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def measure_latency(client: httpx2.AsyncClient, side: Side, params: Params) -> None:
+    """Sequential tools/call p50/p99 and tools/list p50 on one session."""
+    session = Session(client, side.url)
+    await session.open()
+    try:
+        await timed_sequence(session, session.call_echo, params.warmup, side.errors)
+        calls = await timed_sequence(session, session.call_echo, params.latency_calls, side.errors)
+        side.call_p50_ms, side.call_p99_ms = percentile(calls, 0.50), percentile(calls, 0.99)
+        side.call_mean_ms = sum(calls) / len(calls) if calls else math.nan
+        lists = await timed_sequence(session, lambda: session.request("tools/list"), params.list_calls, side.errors)
+        side.list_p50_ms = percentile(lists, 0.50)
+    finally:
+        await session.close()
+
+
+async def worker(session: Session, deadline: float, errors: Counter[str]) -> int:
+    """Call echo back to back until the deadline; returns the number of successful calls."""
+    done = 0
+    while time.perf_counter() < deadline and sum(errors.values()) < MAX_ERRORS:
+        try:
+            await session.call_echo()
+            done += 1
+        except (CallError, httpx2.HTTPError, ValueError) as exc:
+            errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
+    return done
+
+
+async def measure_throughput(
+    client: httpx2.AsyncClient, side: Side, n: int, duration: float, pids: dict[str, int]
+) -> None:
+    """calls/s with n concurrent sessions for `duration` seconds, plus the CPU every process spent meanwhile."""
+    sessions = [Session(client, side.url) for _ in range(n)]
+    await asyncio.gather(*(s.open() for s in sessions))
+    try:
+        await asyncio.gather(*(s.call_echo() for s in sessions))  # warm every connection
+        before = CpuReading.take(pids)
+        counts = await asyncio.gather(*(worker(s, before.wall + duration, side.errors) for s in sessions))
+        usage = CpuReading.take(pids).since(before)
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    calls = sum(counts)
+    side.throughput[str(n)] = calls / usage.wall
+    side.busy_cpus[str(n)], side.foreign_cpus[str(n)] = usage.busy_cpus, usage.foreign_cpus
+    side.throughput_calls += calls
+    side.cpu_seconds.update(usage.seconds)
+
+
+@dataclass
+class CpuUsage:
+    """CPU spent between two readings: per process (the load generator included) and machine-wide."""
+
+    wall: float
+    seconds: dict[str, float]
+    busy_cpus: float
+    foreign_cpus: float  # busy CPUs not explained by our processes (other work on the machine)
+
+
+@dataclass
+class CpuReading:
+    """CPU counters of our processes and of the machine at one moment."""
+
+    wall: float
+    seconds: dict[str, float]
+    machine: tuple[int, int]
+
+    @classmethod
+    def take(cls, pids: dict[str, int]) -> CpuReading:
+        """Read the counters now (`load-gen` is this process)."""
+        seconds = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"load-gen": own_cpu_seconds()}
+        return cls(time.perf_counter(), seconds, machine_ticks())
+
+    def since(self, before: CpuReading) -> CpuUsage:
+        """The usage between an earlier reading and this one."""
+        wall = self.wall - before.wall
+        seconds = {name: value - before.seconds[name] for name, value in self.seconds.items()}
+        busy = busy_cores(before.machine, self.machine)
+        return CpuUsage(wall, seconds, busy, max(0.0, busy - sum(seconds.values()) / wall))
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a server subprocess from the repo root, its output going to a log file."""
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process (by pid), then SIGKILL it if it has not exited within 5 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last lines of a server log, for error messages."""
+    with contextlib.suppress(OSError):
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
+    """Wait until the server's port accepts connections and a tools/list on a fresh session succeeds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    async with new_client(4) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{url}: server exited with {proc.returncode}\n{log_tail(log)}")
+            session = Session(client, url)
+            try:
+                await session.open()
+                tools = await session.request("tools/list")
+                await session.close()
+                if any(tool.get("name") == "echo" for tool in tools.get("tools", [])):
+                    return
+                last = CallError(f"no echo tool in {[t.get('name') for t in tools.get('tools', [])]}")
+            except (CallError, httpx2.HTTPError, ValueError) as exc:
+                last = exc
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url}: not ready after {timeout:.0f} s ({last!r})\n{log_tail(log)}")
+
+
+def agentplex_script() -> str:
+    """The `agentplex` console script installed next to the running interpreter."""
+    candidate = Path(sys.executable).parent / "agentplex"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("agentplex")
+    if found is None:
+        raise SystemExit("agentplex is not installed next to this interpreter (pip install -e .)")
+    return found
+
+
+def gateway_config(gateway_port: int, upstream_port: int) -> str:
+    """The gateway config: one streamable-HTTP target, default (conditional) prefixing."""
+    return (
+        "mcp:\n"
+        f"  port: {gateway_port}\n"
+        "  targets:\n"
+        "  - name: up\n"
+        f'    mcp: {{ host: "http://{HOST}:{upstream_port}/mcp" }}\n'
+    )
+
+
+@contextlib.contextmanager
+def servers(workdir: Path, upstream_module: str) -> Iterator[dict[str, Any]]:
+    """Start the upstream and the gateway in front of it; both are stopped on the way out, errors included."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up_port, gw_port = free_port(), free_port()
+        up_log, gw_log = workdir / "upstream.log", workdir / "gateway.log"
+        upstream_cmd = [
+            sys.executable,
+            "-m",
+            upstream_module,
+            "--name",
+            "up",
+            "--transport",
+            "http",
+            "--port",
+            str(up_port),
+        ]
+        procs.append(upstream := start(upstream_cmd, up_log))
+        config = workdir / "gateway.yaml"
+        config.write_text(gateway_config(gw_port, up_port))
+        procs.append(gateway := start([agentplex_script(), "run", "-f", str(config)], gw_log))
+        yield {
+            "upstream": upstream,
+            "gateway": gateway,
+            "direct_url": f"http://{HOST}:{up_port}/mcp",
+            "gateway_url": f"http://{HOST}:{gw_port}/mcp",
+            "logs": {"upstream": up_log, "gateway": gw_log},
+        }
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+
+PROJECT_DIRS = ("gateway", "federation", "protocols", "samples")
+
+
+def summarize_raw_profile(path: Path, top: int = 10) -> dict[str, list[tuple[str, float]]]:
+    """Self time per function and per package, inclusive time overall and in project code, from py-spy raw output."""
+    own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    everything: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_frame_name(frame) for frame in stack.split(";")]
+        own[frames[-1][0]] += count
+        packages[_package(frames[-1][1])] += count
+        for name, where in set(frames):
+            everything[name] += count
+            if _package(where) == "agentplex" and where != "gateway/cli.py":  # cli frames are always 100 %
+                inclusive[name] += count
+    share = lambda counter: [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)] if total else []  # noqa: E731
+    below_loop = Counter({name: n for name, n in everything.items() if n < 0.75 * total})  # drop event-loop frames
+    return {
+        "self": share(own),
+        "self_by_package": share(packages),
+        "inclusive": share(below_loop),
+        "inclusive_project": share(inclusive),
+    }
+
+
+def _frame_name(frame: str) -> tuple[str, str]:
+    """`func (path/to/file.py:123)` -> (`func (path/to/file.py)`, `path/to/file.py`)."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0].split("site-packages/")[-1].replace(str(REPO) + "/", "")
+    return (f"{name} ({where})" if where else name), where
+
+
+def _package(where: str) -> str:
+    """The top-level package (or stdlib module) a source path belongs to; project code is `agentplex`."""
+    head = where.split("/", 1)[0].removesuffix(".py")
+    if head in PROJECT_DIRS:
+        return "agentplex"
+    return head if "/" in where or where.endswith(".py") else "<script>"
+
+
+async def profile_gateway(client: httpx2.AsyncClient, url: str, pid: int, duration: float, out: Path) -> dict[str, Any]:
+    """Record the gateway with py-spy during an extra 8-session load phase; returns the summary."""
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    py_spy = py_spy if Path(py_spy).exists() else shutil.which("py-spy")
+    if py_spy is None:
+        return {"error": "py-spy is not installed (pip install py-spy)"}
+    cmd = [py_spy, "record", "-d", str(int(duration)), "-r", "200", "-p", str(pid), "-o", str(out), "--format", "raw"]
+    log = out.with_suffix(".log")
+    out.unlink(missing_ok=True)
+    with log.open("wb") as err:
+        recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        await asyncio.sleep(0.5)  # let py-spy attach
+        side = Side(url)
+        await measure_throughput(client, side, 8, duration, {})
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(recorder.wait, duration + 15)
+    finally:
+        stop(recorder)
+    if not out.exists():
+        return {"error": f"py-spy wrote no profile: {log_tail(log, 5)}"}
+    return summarize_raw_profile(out)
+
+
+# -- run and report -----------------------------------------------------------------------------
+
+
+async def run(params: Params, upstream_module: str, profile: bool) -> dict[str, Any]:
+    """Start the servers, measure both sides phase by phase (interleaved), stop the servers."""
+    with tempfile.TemporaryDirectory(prefix="agentplex-bench-") as tmp, servers(Path(tmp), upstream_module) as env:
+        await wait_ready(env["direct_url"], env["upstream"], env["logs"]["upstream"])
+        await wait_ready(env["gateway_url"], env["gateway"], env["logs"]["gateway"])
+        pids = {"upstream": env["upstream"].pid, "gateway": env["gateway"].pid}
+        direct, gateway = Side(env["direct_url"]), Side(env["gateway_url"])
+        start = CpuReading.take(pids)
+        async with new_client(2 * max(params.sessions) + 8) as client:
+            for side in (direct, gateway):
+                await measure_latency(client, side, params)
+            for n in params.sessions:
+                for side in (direct, gateway):
+                    await measure_throughput(client, side, n, params.duration, pids)
+            usage = CpuReading.take(pids).since(start)
+            memory = {name: rss_mib(pid) for name, pid in pids.items()}
+            summary = None
+            if profile:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                summary = await profile_gateway(
+                    client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile.txt"
+                )
+        for name in pids:
+            if env[name].poll() is not None:
+                raise RuntimeError(f"{name} exited during the run\n{log_tail(env['logs'][name])}")
+    doc = report(params, direct, gateway, memory, summary)
+    doc["machine"]["foreign_busy_cpus_during_run"] = usage.foreign_cpus
+    return _nan_to_none(doc)
+
+
+def report(
+    params: Params, direct: Side, gateway: Side, memory: dict[str, float], profile: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The JSON document written to bench/results/latest.json."""
+    overhead = {
+        "call_p50_added_ms": gateway.call_p50_ms - direct.call_p50_ms,
+        "call_p99_added_ms": gateway.call_p99_ms - direct.call_p99_ms,
+        "list_p50_added_ms": gateway.list_p50_ms - direct.list_p50_ms,
+        "throughput_ratio": {n: gateway.throughput.get(n, 0) / v for n, v in direct.throughput.items() if v},
+    }
+    doc: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "params": asdict(params),
+        "direct": _side_doc(direct),
+        "gateway": _side_doc(gateway),
+        "overhead": overhead,
+        "rss_mib_after_load": memory,
+    }
+    if profile is not None:
+        doc["profile"] = profile
+    return doc
+
+
+def _side_doc(side: Side) -> dict[str, Any]:
+    """A Side as a JSON-ready dict, with CPU ms per call over the throughput phases."""
+    doc = asdict(side)
+    doc["errors"] = dict(side.errors)
+    doc["cpu_seconds"] = dict(side.cpu_seconds)
+    calls = side.throughput_calls
+    doc["cpu_ms_per_call"] = {name: 1000 * sec / calls if calls else math.nan for name, sec in side.cpu_seconds.items()}
+    return doc
+
+
+def _nan_to_none(value: Any) -> Any:
+    """Replace NaN floats (missing figures) by None, recursively, so the JSON is strict."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def fmt(value: float | None, digits: int = 2, sign: str = "") -> str:
+    """A number for the table, or '-' when missing."""
+    return "-" if value is None else f"{value:{sign}.{digits}f}"
+
+
+def table_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, direct, gateway, overhead) rows of the comparison table."""
+    d, g, o, mem = doc["direct"], doc["gateway"], doc["overhead"], doc["rss_mib_after_load"]
+    dc, gc = d["cpu_ms_per_call"], g["cpu_ms_per_call"]
+    added = lambda key: f"{fmt(o[key], sign='+')} ms"  # noqa: E731
+    rows = [
+        ("tools/call p50 (ms)", fmt(d["call_p50_ms"]), fmt(g["call_p50_ms"]), added("call_p50_added_ms")),
+        ("tools/call p99 (ms)", fmt(d["call_p99_ms"]), fmt(g["call_p99_ms"]), added("call_p99_added_ms")),
+    ]
+    for n, ratio in o["throughput_ratio"].items():
+        direct, gateway = fmt(d["throughput"][n], 0), fmt(g["throughput"][n], 0)
+        rows.append((f"calls/s, {n} sessions", direct, gateway, f"{ratio:.0%} of direct"))
+    return [
+        *rows,
+        ("tools/list p50 (ms)", fmt(d["list_p50_ms"]), fmt(g["list_p50_ms"]), added("list_p50_added_ms")),
+        ("gateway CPU / call (ms)", "", fmt(gc.get("gateway")), "throughput phases"),
+        ("upstream CPU / call (ms)", fmt(dc.get("upstream")), fmt(gc.get("upstream")), "throughput phases"),
+        ("load-gen CPU / call (ms)", fmt(dc.get("load-gen")), fmt(gc.get("load-gen")), "throughput phases"),
+        ("RSS after load (MiB)", f"up {fmt(mem['upstream'], 1)}", f"gw {fmt(mem['gateway'], 1)}", "VmRSS"),
+        ("errors", str(sum(d["errors"].values())), str(sum(g["errors"].values())), ""),
+    ]
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The human-readable comparison table."""
+    rows = [("metric", "direct", "gateway", "overhead / ratio"), *table_rows(doc)]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def notes(doc: dict[str, Any]) -> list[str]:
+    """Lines about machine load and errors that qualify the table."""
+    lines = []
+    for name in ("direct", "gateway"):
+        phases = ", ".join(
+            f"{n} sessions {busy:.2f} busy ({doc[name]['foreign_cpus'][n]:.2f} other work)"
+            for n, busy in doc[name]["busy_cpus"].items()
+        )
+        lines.append(f"CPUs during {name} load phases (of {doc['machine']['cpus']}): {phases}")
+    foreign = doc["machine"].get("foreign_busy_cpus_during_run") or 0.0
+    if foreign > 0.15:
+        lines.append(f"warning: other work kept {foreign:.2f} CPUs busy during the run; figures are skewed")
+    for name in ("direct", "gateway"):
+        lines += [f"error ({name}): {kind} x{count}" for kind, count in doc[name]["errors"].items()]
+    return lines
+
+
+def print_profile(profile: dict[str, Any]) -> None:
+    """The py-spy summary, if one was recorded."""
+    if "error" in profile:
+        print(f"\nprofile: {profile['error']}")
+        return
+    print("\ngateway profile under 8 sessions (py-spy, % of samples)")
+    sections = (
+        ("self time", "self"),
+        ("self time by package", "self_by_package"),
+        ("inclusive (below the event loop)", "inclusive"),
+        ("inclusive, project code", "inclusive_project"),
+    )
+    for title, key in sections:
+        print(f"  {title}:")
+        for name, share in profile[key]:
+            print(f"    {share:5.1f}%  {name}")
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line flags."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller phases (200 sequential calls, 2 s load phases)")
+    parser.add_argument("--profile", action="store_true", help="also py-spy the gateway under an extra 8-session load")
+    parser.add_argument("--upstream-module", default="tests.fixtures.upstream", help="python -m module to serve")
+    return parser.parse_args()
+
+
+def main() -> int:
+    """Parse flags, run the benchmark, print the table and write bench/results/latest.json."""
+    args = parse_args()
+    idle_load = background_load()
+    if idle_load > 0.25:
+        print(f"warning: {idle_load:.2f} CPUs were already busy before the benchmark started; figures will be skewed")
+    doc = asyncio.run(run(QUICK if args.quick else FULL, args.upstream_module, args.profile))
+    doc["params"]["quick"] = args.quick
+    doc["machine"]["busy_cpus_before_start"] = idle_load
+    print(table(doc))
+    print("\n".join(notes(doc)))
+    if doc.get("profile"):
+        print_profile(doc["profile"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nwrote {(RESULTS / 'latest.json').relative_to(REPO)}")
+    return 1 if doc["direct"]["errors"] or doc["gateway"]["errors"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the servers were already stopped on the way out
+        sys.exit(130)
