@@ -20,6 +20,15 @@ from gateway.config import parse_config
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
+# Raw streamable-HTTP requests, for tests that look at the wire rather than through a client.
+HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+
 
 @pytest.fixture
 def anyio_backend() -> str:

@@ -11,17 +11,32 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import PY, ROOT, free_port, http_target, mcp_yaml, run_gateway, stdio_target, stop, wait_for_port
+from tests.conftest import (
+    HEADERS,
+    INIT,
+    PY,
+    ROOT,
+    free_port,
+    http_target,
+    mcp_yaml,
+    run_gateway,
+    stdio_target,
+    stop,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.anyio
 
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
+
+async def call_until_back(client: Client, target: str, tool: str) -> Any:
+    """Call until a restarted target answers (at most 20 s); every failure meanwhile must name it."""
+    with anyio.fail_after(20):
+        while True:
+            try:
+                return await client.session.call_tool(tool, {})
+            except MCPError as exc:
+                assert f"target '{target}'" in exc.message
+                await anyio.sleep(0.3)
 
 
 def dead_target(name: str) -> str:
@@ -72,15 +87,7 @@ async def test_crashed_stdio_target_errors_then_comes_back(upstream: Any) -> Non
             await c.session.call_tool("fragile_crash", {})
         assert "target 'fragile'" in err.value.message
         assert (await c.call_tool("steady_whoami", {})).content[0].text == "steady"
-        with anyio.fail_after(20):
-            while True:  # bounded by fail_after: the target is respawned after a short back-off
-                try:
-                    result = await c.session.call_tool("fragile_whoami", {})
-                    break
-                except MCPError as exc:
-                    assert "target 'fragile'" in exc.message
-                    await anyio.sleep(0.3)
-        assert result.content[0].text == "fragile"
+        assert (await call_until_back(c, "fragile", "fragile_whoami")).content[0].text == "fragile"
 
 
 async def test_bad_json_and_bad_jsonrpc_get_errors_and_the_session_lives() -> None:
@@ -161,14 +168,6 @@ async def test_restarted_http_target_is_reconnected() -> None:
             assert (await c.call_tool("steady_whoami", {})).content[0].text == "steady"
             proc = subprocess.Popen(command, cwd=ROOT)
             wait_for_port(port, proc)
-            with anyio.fail_after(20):
-                while True:  # bounded by fail_after: reconnects after the back-off
-                    try:
-                        result = await c.session.call_tool("phoenix_whoami", {})
-                        break
-                    except MCPError as exc:
-                        assert "target 'phoenix'" in exc.message
-                        await anyio.sleep(0.3)
-            assert result.content[0].text == "phoenix"
+            assert (await call_until_back(c, "phoenix", "phoenix_whoami")).content[0].text == "phoenix"
     finally:
         stop(proc)

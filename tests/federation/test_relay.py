@@ -11,17 +11,9 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import HEADERS, INIT, http_target, mcp_yaml, run_gateway, stdio_target
 
 pytestmark = pytest.mark.anyio
-
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
 
 
 async def open_session(http: httpx.AsyncClient, url: str) -> dict[str, str]:
