@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.server import Federation, FederationSettings
 from gateway.config import Config
 from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
+from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
 
@@ -60,6 +61,20 @@ class BindRuntime:
         return self.server.servers[0].sockets[0].getsockname()[1]
 
 
+class McpEndpoints:
+    """An MCP route's transports: legacy SSE at `.../sse` + `.../messages/`, streamable HTTP elsewhere."""
+
+    def __init__(self, streamable: StreamableHTTPEndpoint, sse: SseEndpoint) -> None:
+        self.streamable = streamable
+        self.sse = sse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.sse.handles(scope):
+            await self.sse(scope, receive, send)
+        else:
+            await self.streamable(scope, receive, send)
+
+
 class Gateway:
     """Everything one config describes, ready to be started with `running()` and `serve()`."""
 
@@ -88,16 +103,20 @@ class Gateway:
                 prefix_mode=backend.prefixMode, separator=backend.separator, failure_mode=backend.failureMode
             ),
         )
+        server, security = federation.build_server(), rebinding_protection(bind.address)
         endpoint = StreamableHTTPEndpoint(
-            federation.build_server(),
+            server,
             stateless=backend.statefulMode == "stateless",
-            security=rebinding_protection(bind.address),
+            security=security,
             max_request_body_size=backend.maxRequestBodySize,
             relay=federation.relay_tool_call,
         )
+        sse = SseEndpoint(server, security=security)
         self.federations.append((name, federation))
         self.endpoints.append(endpoint)
-        return CompiledRoute(name, _matcher(route.matches, listener.hostname), endpoint, _describe(route.matches))
+        return CompiledRoute(
+            name, _matcher(route.matches, listener.hostname), McpEndpoints(endpoint, sse), _describe(route.matches)
+        )
 
     # -- run -------------------------------------------------------------------------------
 
@@ -174,9 +193,14 @@ def _binds(config: Config) -> list[Bind]:
             separator=m.separator,
             maxRequestBodySize=m.maxRequestBodySize,
         )
+        sse_base = m.path.rsplit("/", 1)[0]  # /mcp -> /sse and /messages/ (like the reference); /x/mcp -> /x/sse
         route = Route(
             name="mcp",
-            matches=[Match(path={"exact": m.path})],
+            matches=[
+                Match(path={"exact": m.path}),
+                Match(path={"exact": f"{sse_base}/sse"}),
+                Match(path={"pathPrefix": f"{sse_base}/messages"}),
+            ],
             policies=m.policies,
             backends=[{"mcp": backend}],
         )

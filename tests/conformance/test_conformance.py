@@ -84,6 +84,16 @@ async def test_conformance_through_gateway_with_streamable_http_target(suite: li
     assert passed >= 39 and failed == 0
 
 
+async def test_conformance_through_gateway_with_sse_target(suite: list[str], tmp_path: Path) -> None:
+    with http_server("tests.fixtures.conformance_server", "--transport", "sse", path="/sse") as url:
+        target = f"""
+  - name: conformance
+    sse: {{ host: "{url}" }}"""
+        async with run_gateway(mcp_yaml(target)) as gw:
+            passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
+    assert passed >= 39 and failed == 0
+
+
 async def test_conformance_through_gateway_with_stdio_target(suite: list[str], tmp_path: Path) -> None:
     async with run_gateway(mcp_yaml(fixture_stdio_target())) as gw:
         passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)

@@ -1,0 +1,48 @@
+"""Legacy HTTP+SSE front end: `GET .../sse` opens the stream, `POST .../messages/?session_id=` feeds it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from mcp.server import Server
+from mcp.server.sse import SseServerTransport
+from mcp.server.transport_security import TransportSecuritySettings
+
+MESSAGES = "/messages/"
+
+
+class SseEndpoint:
+    """The SSE transport of one MCP route; its message path sits beside the stream's path.
+
+    A stream opened at `<prefix>/sse` announces `<prefix>/messages/?session_id=...`, so the pair
+    works under any route prefix without configuration.
+    """
+
+    def __init__(self, server: Server[Any], *, security: TransportSecuritySettings | None = None) -> None:
+        self.server = server
+        self.transport = SseServerTransport(MESSAGES, security_settings=security)
+
+    @staticmethod
+    def handles(scope: Any) -> bool:
+        path: str = scope["path"]
+        method = scope.get("method")
+        return (method == "GET" and path.endswith("/sse")) or (method == "POST" and _is_messages(path))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["method"] == "POST":
+            await self.transport.handle_post_message(scope, receive, send)
+            return
+        prefix = scope["path"][: -len("/sse")]
+        scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
+        # connect_sse sends the whole response itself: nothing may be sent after it returns.
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                read, write = await stack.enter_async_context(self.transport.connect_sse(scope, receive, send))
+            except ValueError:  # refused (Host/Origin check); the SDK already answered 4xx
+                return
+            await self.server.run(read, write, self.server.create_initialization_options())
+
+
+def _is_messages(path: str) -> bool:
+    return path.endswith(MESSAGES) or path.endswith(MESSAGES[:-1])

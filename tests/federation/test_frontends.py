@@ -1,0 +1,59 @@
+"""Front ends other than streamable HTTP: legacy HTTP+SSE on every MCP route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+
+from tests.conftest import HEADERS, http_target, mcp_yaml, run_gateway, stdio_target
+
+pytestmark = pytest.mark.anyio
+
+
+async def sse_session_tools(url: str) -> tuple[str, set[str], str]:
+    async with sse_client(url) as (read, write), ClientSession(read, write) as session:
+        init = await session.initialize()
+        tools = {t.name for t in (await session.list_tools()).tools}
+        result = await session.call_tool(sorted(n for n in tools if n.endswith("whoami"))[0], {})
+        return init.protocol_version, tools, result.content[0].text
+
+
+async def test_sse_front_end_beside_streamable_http(upstream: Any) -> None:
+    targets = stdio_target("local") + http_target("web", upstream("web", "mcp"))
+    async with run_gateway(mcp_yaml(targets)) as gw:
+        version, tools, answer = await sse_session_tools(f"http://127.0.0.1:{gw.port}/sse")
+        assert version == "2025-11-25"
+        assert {"local_echo", "web_echo"} <= tools
+        assert answer == "local"
+
+
+async def test_sse_stream_announces_messages_under_the_route_prefix() -> None:
+    yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - matches: [{{ path: {{ pathPrefix: /team }} }}]
+      backends:
+      - mcp:
+          targets:{stdio_target("solo").replace(chr(10) + "  ", chr(10) + "          ")}
+"""
+    async with run_gateway(yaml) as gw:
+        base = f"http://127.0.0.1:{gw.port}"
+        async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", f"{base}/team/sse") as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    assert line.startswith("data: /team/messages/?session_id=")
+                    break
+        _, tools, answer = await sse_session_tools(f"{base}/team/sse")
+        assert "echo" in tools and answer == "solo"
+
+
+async def test_sse_front_end_checks_host() -> None:
+    async with run_gateway(mcp_yaml(stdio_target("solo"))) as gw, httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(f"http://127.0.0.1:{gw.port}/sse", headers={**HEADERS, "host": "evil.example"})
+        assert response.status_code == 421
