@@ -15,8 +15,11 @@ from pathlib import Path
 
 import anyio
 
+from federation.server import Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
+from gateway.config.models import HttpTarget, McpShort, StdioTarget, Target
+from protocols.mcp.stdio import serve_stdio
 
 logger = logging.getLogger("agentplex")
 
@@ -35,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args.file)
         if command == "quickstart":
             return _quickstart(args)
+        if command == "stdio":
+            return _stdio(load_config(args.file), args.route, args.log_level)
+        if command == "wrap":
+            return _run_config(_wrap_config(args), args.log_level, "wrap")
+        if command == "connect":
+            return _stdio(_connect_config(args), None, args.log_level)
         return _run_file(args.file or str(QUICKSTART), args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -56,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     _serve_flags(run)
     validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
     validate.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    stdio = sub.add_parser("stdio", help="serve a config's MCP route over stdin/stdout (for desktop clients)")
+    stdio.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    stdio.add_argument("--route", help="which MCP route, when the config has several")
+    stdio.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    wrap = sub.add_parser("wrap", help="serve one stdio MCP server over streamable HTTP and SSE: wrap -- CMD ARGS")
+    wrap.add_argument("--port", type=int, default=3000)
+    wrap.add_argument("--host", default="127.0.0.1")
+    wrap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    wrap.add_argument("server", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the stdio server to run")
+    connect = sub.add_parser("connect", help="a local stdio MCP server that forwards to a remote one")
+    connect.add_argument("url", help="streamable-HTTP endpoint, or an SSE endpoint ending in /sse")
+    connect.add_argument("--header", action="append", default=[], metavar="K:V", help="add a request header")
+    connect.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -75,10 +97,71 @@ def _validate(path: str) -> int:
 
 def _run_file(path: str, args: argparse.Namespace) -> int:
     config = _override(load_config(path), args)
-    _setup_logging(getattr(args, "log_level", None) or config.config.logging.level)
-    logger.info("agentplex starting with %s", path)
+    return _run_config(config, getattr(args, "log_level", None) or config.config.logging.level, path)
+
+
+def _run_config(config: Config, log_level: str, source: str) -> int:
+    _setup_logging(log_level)
+    logger.info("agentplex starting with %s", source)
     anyio.run(serve, config)
     return 0
+
+
+def _stdio(config: Config, route: str | None, log_level: str) -> int:
+    """Serve one MCP route over stdin/stdout; stdout carries nothing but protocol messages."""
+    _setup_logging(log_level)
+    federations = dict(Gateway(config).federations)
+    if route is None and len(federations) != 1:
+        raise ConfigError([f"{config.source}: choose a route with --route (one of: {', '.join(federations)})"])
+    name = route if route is not None else next(iter(federations))
+    if name not in federations:
+        raise ConfigError([f"{config.source}: no MCP route named {name!r} (routes: {', '.join(federations)})"])
+    anyio.run(serve_federation_stdio, federations[name])
+    return 0
+
+
+async def serve_federation_stdio(federation: Federation) -> None:
+    """Until stdin closes or a signal comes; the targets (and their processes) are closed either way."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with federation.running(), anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+
+            async def serve_then_stop() -> None:
+                await serve_stdio(federation.build_server())
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            tg.start_soon(serve_then_stop)
+
+
+def _wrap_config(args: argparse.Namespace) -> Config:
+    """`wrap -- CMD ARGS`: one stdio target, served at /mcp and /sse, with the caller's environment."""
+    command = args.server[1:] if args.server[:1] == ["--"] else args.server
+    if not command:
+        raise ConfigError(["wrap: give the server's command after --, e.g. agentplex wrap -- python server.py"])
+    target = Target(name="server", stdio=StdioTarget(cmd=command[0], args=command[1:], env=dict(os.environ)))
+    config = Config(mcp=McpShort(port=args.port, address=args.host, targets=[target], failureMode="failOpen"))
+    config._source = "wrap"
+    return config
+
+
+def _connect_config(args: argparse.Namespace) -> Config:
+    """`connect URL`: one HTTP target, nothing renamed."""
+    headers: dict[str, str] = {}
+    for header in args.header:
+        key, colon, value = header.partition(":")
+        if not colon or not key.strip():
+            raise ConfigError([f"connect: --header {header!r} is not K:V"])
+        headers[key.strip()] = value.strip()
+    http = HttpTarget(host=args.url, headers=headers)
+    kind = "sse" if args.url.rstrip("/").endswith("/sse") else "mcp"
+    target = Target(name="remote", **{kind: http})
+    config = Config(mcp=McpShort(port=0, targets=[target], prefixMode="never"))
+    config._source = "connect"
+    return config
 
 
 def _override(config: Config, args: argparse.Namespace) -> Config:

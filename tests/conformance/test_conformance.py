@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.conftest import PY, ROOT, http_server, mcp_yaml, run_gateway
+from tests.conftest import PY, ROOT, free_port, http_server, mcp_yaml, run_gateway, stop, wait_for_port
 
 pytestmark = pytest.mark.anyio
 
@@ -97,4 +97,17 @@ async def test_conformance_through_gateway_with_sse_target(suite: list[str], tmp
 async def test_conformance_through_gateway_with_stdio_target(suite: list[str], tmp_path: Path) -> None:
     async with run_gateway(mcp_yaml(fixture_stdio_target())) as gw:
         passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
+    assert passed >= 39 and failed == 0
+
+
+async def test_conformance_through_agentplex_wrap_of_the_stdio_fixture(suite: list[str], tmp_path: Path) -> None:
+    fixture = [PY, "-m", "tests.fixtures.conformance_server", "--transport", "stdio"]
+    port = free_port()
+    agentplex = str(Path(PY).with_name("agentplex"))
+    proc = subprocess.Popen([agentplex, "wrap", "--port", str(port), "--", *fixture], cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        passed, failed, _ = await run_suite(suite, f"http://localhost:{port}/mcp", tmp_path)
+    finally:
+        stop(proc)
     assert passed >= 39 and failed == 0

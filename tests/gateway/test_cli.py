@@ -11,7 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from tests.conftest import ROOT, free_port, stdio_target, stop, wait_for_port
 
@@ -107,3 +108,64 @@ def test_port_flag_needs_a_single_bind(tmp_path: Path) -> None:
     result = subprocess.run([AGENTPLEX, "run", "-f", str(config), "--port", "1234"], capture_output=True, text=True)
     assert result.returncode != 0
     assert "--port/--address need a config with exactly one bind, not 2" in result.stderr
+
+
+async def stdio_session(*command: str) -> tuple[list[str], str]:
+    params = StdioServerParameters(command=command[0], args=list(command[1:]), cwd=str(ROOT))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        tools = sorted(t.name for t in (await session.list_tools()).tools)
+        whoami = next(t for t in tools if t.endswith("whoami"))
+        return tools, (await session.call_tool(whoami, {})).content[0].text
+
+
+def upstream_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "tests.fixtures.upstream --name"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_stdio_front_end_serves_the_federation_and_leaves_no_child(tmp_path: Path) -> None:
+    before = upstream_pids()
+    tools, answer = anyio.run(stdio_session, AGENTPLEX, "stdio", "-f", str(write_config(tmp_path)))
+    assert {"one_whoami", "two_whoami"} <= set(tools)
+    assert answer == "one"
+    deadline = time.monotonic() + 10
+    while upstream_pids() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not upstream_pids() - before
+
+
+def test_stdio_needs_a_route_when_there_are_several(tmp_path: Path) -> None:
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        "binds:\n- port: 0\n  listeners:\n  - routes:\n"
+        + "".join(
+            f"    - name: r{i}\n      matches: [{{ path: {{ exact: /r{i} }} }}]\n      backends:\n      - mcp:\n"
+            f"          targets:{stdio_target(f't{i}').replace(chr(10) + '  ', chr(10) + '          ')}\n"
+            for i in (1, 2)
+        )
+    )
+    result = subprocess.run([AGENTPLEX, "stdio", "-f", str(config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "choose a route with --route (one of: r1, r2)" in result.stderr
+    _, answer = anyio.run(stdio_session, AGENTPLEX, "stdio", "-f", str(config), "--route", "r2")
+    assert answer == "t2"
+
+
+def test_wrap_serves_a_stdio_server_over_http_and_sse_and_connect_reaches_it() -> None:
+    port = free_port()
+    server = [sys.executable, "-m", "tests.fixtures.upstream", "--name", "wrapped", "--transport", "stdio"]
+    proc = subprocess.Popen([AGENTPLEX, "wrap", "--port", str(port), "--", *server], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc)
+        for url in (f"http://127.0.0.1:{port}/mcp", f"http://127.0.0.1:{port}/sse"):
+            tools, answer = anyio.run(stdio_session, AGENTPLEX, "connect", url, "--header", "X-Demo: 1")
+            assert "echo" in tools and answer == "wrapped"  # one target: names are not prefixed
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        stop(proc)
+
+
+def test_wrap_without_a_command_is_a_clear_error() -> None:
+    result = subprocess.run([AGENTPLEX, "wrap", "--port", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "give the server's command after --" in result.stderr
