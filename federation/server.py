@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import logging
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -145,10 +146,11 @@ class Federation:
 
     def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
         async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
-            if params is not None and params.cursor:
-                raise MCPError(types.INVALID_PARAMS, f"Unknown cursor: {params.cursor}")
             catalog = await self.refresh(kind)
-            return result_type(**{field: catalog.items()})
+            items, next_cursor = page(
+                catalog.items(), params.cursor if params is not None else None, LIST_METHODS[kind]
+            )
+            return result_type(**{field: items}, next_cursor=next_cursor)
 
         return handler
 
@@ -448,3 +450,24 @@ def _is_modern(ctx: ServerRequestContext[Any]) -> bool:
 
 def _is_modern_version(version: str | None) -> bool:
     return version in MODERN_PROTOCOL_VERSIONS
+
+
+PAGE_SIZE = 200
+
+
+def page(items: list[Any], cursor: str | None, method: str) -> tuple[list[Any], str | None]:
+    """One page of a merged list. The cursor carries the offset and a digest of the names, so a list
+    that changed between pages is refused (the client lists again) rather than skipping items."""
+    digest = hashlib.sha256("\n".join(_exposed(item) for item in items).encode()).hexdigest()[:12]
+    start = 0
+    if cursor:
+        offset, _, seen = cursor.partition(".")
+        if not offset.isdigit() or seen != digest:
+            raise MCPError(types.INVALID_PARAMS, f"Invalid cursor for {method}: the list changed; list again")
+        start = int(offset)
+    end = start + PAGE_SIZE
+    return items[start:end], (f"{end}.{digest}" if end < len(items) else None)
+
+
+def _exposed(item: Any) -> str:
+    return str(getattr(item, "name", None) or getattr(item, "uri", None) or getattr(item, "uri_template", ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -158,3 +159,24 @@ async def test_modern_tool_calls_do_not_fan_out_a_tools_list(upstream: Any) -> N
             assert text(await client.call_tool("a_echo", {"text": str(i)})) == f"a: {i}"
             assert text(await client.call_tool("b_echo", {"text": str(i)})) == f"b: {i}"
         assert refreshes == []
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_paged_upstream_lists_completely_with_a_merged_cursor(upstream: Any, mode: str) -> None:
+    targets = stdio_target("paged", "--extra-tools", "300", "--page-size", "50") + stdio_target("small")
+    async with run_gateway(mcp_yaml(targets)) as gw, Client(gw.url, mode=mode, cache=None) as client:
+        names: list[str] = []
+        cursor = None
+        for _ in range(20):  # bounded: 330 tools in pages of 200
+            result = await client.session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+            names += [t.name for t in result.tools]
+            cursor = result.next_cursor
+            if cursor is None:
+                break
+        assert len(names) == len(set(names))
+        assert {f"paged_t{i:03d}" for i in range(300)} <= set(names)
+        assert {"paged_echo", "small_echo"} <= set(names)
+        assert (await client.call_tool("paged_t299", {})).is_error is False
+        with pytest.raises(MCPError) as err:
+            await client.session.list_tools(params=types.PaginatedRequestParams(cursor="200.000000000000"))
+        assert "list again" in err.value.message
