@@ -188,6 +188,14 @@ class Downstream:
         await self._start(200, b"application/json", len(body))
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
+    async def abandon(self) -> None:
+        """End the HTTP exchange of a call the client cancelled: no JSON-RPC response is due."""
+        if self._streaming:
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await self._start(202, b"application/json", 0)
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def _event(self, message: Message) -> None:
         if not self._streaming:
             self._streaming = True

@@ -62,6 +62,7 @@ class StreamableHTTPEndpoint:
         self.max_body = max_request_body_size
         self._security = TransportSecurityMiddleware(security) if security is not None else None
         self._pending: dict[str, Any] = {}  # relayed server-to-client requests awaiting the client's answer
+        self._relayed: dict[tuple[str, Any], anyio.CancelScope] = {}  # relayed calls, by (session, request id)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -108,14 +109,30 @@ class StreamableHTTPEndpoint:
             waiter.send_nowait(message)
             await _respond(send, 202, b"")
             return None
-        if message.get("method") != "tools/call" or "id" not in message or not isinstance(message.get("params"), dict):
+        method = message.get("method")
+        if method == "notifications/cancelled":  # for a relayed call? (the SDK never saw its id)
+            params = message.get("params")
+            call = self._relayed.get((sid, params.get("requestId"))) if isinstance(params, dict) else None
+            if call is None:
+                return replay
+            call.cancel()
+            await _respond(send, 202, b"")
+            return None
+        if method != "tools/call" or "id" not in message or not isinstance(message.get("params"), dict):
             return replay
         downstream = Downstream(send, sid, self._pending)
-        with _in_flight(transport):
-            response = await self.relay(message, downstream)
+        key = (sid, message["id"])
+        with _in_flight(transport), anyio.CancelScope() as call:
+            self._relayed[key] = call
+            try:
+                response = await self.relay(message, downstream)
+            finally:
+                self._relayed.pop(key, None)
             if response is None:
                 return replay
             await downstream.finish(response)
+        if call.cancelled_caught:  # the client gave up on it; the HTTP exchange still needs an end
+            await downstream.abandon()
         return None
 
     def _security_ok(self, headers: dict[bytes, bytes]) -> bool:

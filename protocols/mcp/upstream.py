@@ -321,6 +321,9 @@ class Upstream:
             raise UpstreamError(
                 self.spec.name, f"tools/call timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
             ) from None
+        except anyio.get_cancelled_exc_class():  # the caller gave up: so does the upstream
+            await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
+            raise
         except relay.SessionGone as exc:
             self.last_error = str(exc)
             await self.close()  # the next use reconnects through the SDK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -180,3 +181,20 @@ async def test_paged_upstream_lists_completely_with_a_merged_cursor(upstream: An
         with pytest.raises(MCPError) as err:
             await client.session.list_tools(params=types.PaginatedRequestParams(cursor="200.000000000000"))
         assert "list again" in err.value.message
+
+
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_cancellation_reaches_the_target_that_owns_the_call(upstream: Any, transport: str) -> None:
+    target = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
+    async with (
+        run_gateway(mcp_yaml(target + stdio_target("other"))) as gw,
+        Client(gw.url, mode="legacy", cache=None) as c,
+    ):
+        await c.list_tools()
+        with anyio.move_on_after(1):  # abandoning the call makes the SDK client send notifications/cancelled
+            await c.session.call_tool("up_sleep", {"seconds": 30})
+        with anyio.fail_after(10):
+            while (await c.call_tool("up_cancellations", {})).structured_content["result"] != 1:
+                await anyio.sleep(0.1)  # bounded by fail_after
+        assert (await c.call_tool("other_cancellations", {})).structured_content["result"] == 0
+        assert text(await c.call_tool("up_echo", {"text": "after"})) == "up: after"
