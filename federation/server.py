@@ -14,11 +14,14 @@ from typing import Any, Literal
 import anyio
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
+from federation.downstreams import Downstreams
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import TargetSpec, Upstream
@@ -68,6 +71,8 @@ class Federation:
         # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
         # error) instead of its tools turning into "unknown tool" while it restarts.
         self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
+        self.downstreams = Downstreams()
+        self._tg: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -80,7 +85,12 @@ class Federation:
             async with anyio.create_task_group() as tg:
                 for upstream in self.upstreams.values():
                     tg.start_soon(self._connect_quietly, upstream)
-            yield self
+            async with anyio.create_task_group() as self._tg:
+                try:
+                    yield self
+                finally:
+                    self._tg.cancel_scope.cancel()
+                    self._tg = None
 
     async def _connect_quietly(self, upstream: Upstream) -> None:
         try:
@@ -97,7 +107,7 @@ class Federation:
     # -- the virtual server ----------------------------------------------------------------
 
     def build_server(self) -> Server[Any]:
-        server: Server[Any] = Server(
+        server: Server[Any] = _VirtualServer(
             self.settings.name,
             version="0.1.0",
             get_tool_input_schema=self._tool_input_schema,
@@ -114,12 +124,14 @@ class Federation:
             on_unsubscribe_resource=self._unsubscribe,
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
+            on_subscriptions_listen=ListenHandler(self.downstreams.bus),
         )
-        server.middleware.append(self._session_start_guard)
+        server.middleware.append(self._middleware)
         return server
 
-    async def _session_start_guard(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
-        """failClosed: a session does not start while any target is unreachable."""
+    async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        """Every request: remember who is connected; failClosed: no session starts while a target is down."""
+        self.downstreams.seen(ctx)
         if ctx.method in ("initialize", "server/discover"):
             down = await self._unreachable()
             if down and self.settings.failure_mode == "failClosed":
@@ -293,11 +305,13 @@ class Federation:
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri))
         await self._forward(ctx, target, "resources/subscribe", lambda s: s.subscribe_resource(uri))
+        self.downstreams.subscribe(ctx, str(params.uri))
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri))
-        await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
+        if self.downstreams.unsubscribe(ctx, str(params.uri)):  # the upstream keeps it while others want it
+            await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
         return types.EmptyResult()
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
@@ -423,7 +437,14 @@ class Federation:
             )
 
     async def on_notification(self, target: str, message: Any) -> None:
+        """List changes refresh the catalog (and tell clients if what they see changed); resource
+        updates go to the clients subscribed to that resource. Work is done off the upstream's reader."""
         root = getattr(message, "root", message)
+        if isinstance(root, types.ResourceUpdatedNotification):
+            exposed = self.naming.uri(target, str(root.params.uri))
+            if self._tg is not None:
+                self._tg.start_soon(self.downstreams.resource_updated, exposed)
+            return
         kinds: tuple[Kind, ...] = ()
         if isinstance(root, types.ToolListChangedNotification):
             kinds = ("tool",)
@@ -431,9 +452,32 @@ class Federation:
             kinds = ("prompt",)
         elif isinstance(root, types.ResourceListChangedNotification):
             kinds = ("resource", "template")
-        for kind in kinds:  # the next lookup or list rebuilds from fresh lists
+        for kind in kinds:
             self._known[kind].pop(target, None)
-            self.catalogs[kind] = Catalog(kind)
+            if self._tg is not None:
+                self._tg.start_soon(self._list_changed, kind)
+
+    async def _list_changed(self, kind: Kind) -> None:
+        before = _fingerprint(self.catalogs[kind])
+        try:
+            catalog = await self.refresh(kind)
+        except MCPError as exc:
+            logger.warning("could not refresh %ss after a list change: %s", kind, exc.message)
+            return
+        if _fingerprint(catalog) != before:
+            await self.downstreams.list_changed("resource" if kind == "template" else kind)
+
+
+class _VirtualServer(Server[Any]):
+    """Advertises list-change notifications in the handshake era: the gateway relays them."""
+
+    def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
+        everything = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(notification_options or everything, *args, **kwargs)
+
+
+def _fingerprint(catalog: Catalog) -> list[Any]:
+    return [item.model_dump(mode="json", exclude_none=True) for item in catalog.items()]
 
 
 def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:

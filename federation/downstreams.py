@@ -1,0 +1,90 @@
+"""The connected clients the gateway tells about changes: list changes and resource updates, in each era.
+
+Handshake-era clients are reached through their connection's standalone channel; 2026-07-28 clients
+listen with `subscriptions/listen`, served by the SDK's `ListenHandler` from the bus kept here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Literal
+
+from mcp.server import ServerRequestContext
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+logger = logging.getLogger("agentplex.federation")
+
+ListKind = Literal["tool", "prompt", "resource"]
+_LIST_CHANGED = {
+    "tool": ("notifications/tools/list_changed", ToolsListChanged),
+    "prompt": ("notifications/prompts/list_changed", PromptsListChanged),
+    "resource": ("notifications/resources/list_changed", ResourcesListChanged),
+}
+
+
+class Downstreams:
+    """Who is connected, and who subscribed to which (exposed) resource URI."""
+
+    def __init__(self) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self._connections: set[Any] = set()
+        self._subscribers: dict[str, set[Any]] = {}
+
+    def seen(self, ctx: ServerRequestContext[Any]) -> None:
+        """Remember a handshake-era connection until it ends (modern clients listen instead)."""
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        connection = getattr(ctx.session, "_connection", None)  # the connection's stable identity (sdk-notes §7.2)
+        if connection is None or connection in self._connections:
+            return
+        self._connections.add(connection)
+        connection.exit_stack.callback(self._forget, connection)
+
+    def subscribe(self, ctx: ServerRequestContext[Any], uri: str) -> None:
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is not None:
+            self._subscribers.setdefault(uri, set()).add(connection)
+
+    def unsubscribe(self, ctx: ServerRequestContext[Any], uri: str) -> bool:
+        """Forget a subscription; True when nobody else still wants that URI."""
+        self._drop(uri, getattr(ctx.session, "_connection", None))
+        return not self.wanted(uri)
+
+    def wanted(self, uri: str) -> bool:
+        return bool(self._subscribers.get(uri))
+
+    async def list_changed(self, kind: ListKind) -> None:
+        method, event = _LIST_CHANGED[kind]
+        for connection in list(self._connections):
+            await _notify(connection, method, None)
+        await self.bus.publish(event())
+
+    async def resource_updated(self, uri: str) -> None:
+        for connection in list(self._subscribers.get(uri, ())):
+            await _notify(connection, "notifications/resources/updated", {"uri": uri})
+        await self.bus.publish(ResourceUpdated(uri=uri))
+
+    def _forget(self, connection: Any) -> None:
+        self._connections.discard(connection)
+        for uri in [u for u, subscribers in self._subscribers.items() if connection in subscribers]:
+            self._drop(uri, connection)
+
+    def _drop(self, uri: str, connection: Any) -> None:
+        subscribers = self._subscribers.get(uri, set())
+        subscribers.discard(connection)
+        if not subscribers:
+            self._subscribers.pop(uri, None)
+
+
+async def _notify(connection: Any, method: str, params: dict[str, Any] | None) -> None:
+    """Best effort: a client that went away must not stop the others from hearing."""
+    with contextlib.suppress(Exception):
+        await connection.outbound.notify(method, params)

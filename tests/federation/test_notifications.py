@@ -1,0 +1,84 @@
+"""Changes travel to the clients: list_changed and resources/updated, in both downstream eras."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+
+pytestmark = pytest.mark.anyio
+
+
+def targets(upstream: Any, transport: str) -> str:
+    first = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
+    return first + stdio_target("other")
+
+
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_tool_list_changes_reach_handshake_clients(upstream: Any, transport: str) -> None:
+    seen: list[Any] = []
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            seen.append(message)
+            changed.set()
+
+    async with (
+        run_gateway(mcp_yaml(targets(upstream, transport))) as gw,
+        Client(gw.url, mode="legacy", cache=None, message_handler=on_message) as client,
+    ):
+        init_caps = client.session.server_capabilities
+        assert init_caps is not None and init_caps.tools is not None and init_caps.tools.list_changed is True
+        await client.list_tools()
+        assert (await client.call_tool("up_grow", {"name": "fresh"})).content[0].text == "added fresh"
+        with anyio.fail_after(10):
+            await changed.wait()
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "up_fresh" in names
+        assert (await client.call_tool("up_fresh", {"text": "x"})).content[0].text == "up fresh: x"
+
+
+async def test_tool_list_changes_reach_modern_listeners(upstream: Any) -> None:
+    async with run_gateway(mcp_yaml(targets(upstream, "mcp"))) as gw, Client(gw.url, cache=None) as client:
+        assert client.protocol_version == "2026-07-28"
+        await client.list_tools()
+        async with client.listen(tools_list_changed=True) as subscription:
+            await client.call_tool("up_grow", {"name": "later"})
+            with anyio.fail_after(10):
+                async for event in subscription:
+                    assert type(event).__name__ == "ToolsListChanged"
+                    break
+        assert "up_later" in {t.name for t in (await client.list_tools()).tools}
+
+
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_resource_updates_reach_subscribers_only(upstream: Any, transport: str) -> None:
+    updates: dict[str, list[str]] = {"sub": [], "bystander": []}
+
+    def collector(name: str) -> Any:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ResourceUpdatedNotification):
+                updates[name].append(str(message.params.uri))
+
+        return on_message
+
+    async with (
+        run_gateway(mcp_yaml(targets(upstream, transport))) as gw,
+        Client(gw.url, mode="legacy", cache=None, message_handler=collector("sub")) as sub,
+        Client(gw.url, mode="legacy", cache=None, message_handler=collector("bystander")) as bystander,
+    ):
+        await sub.session.subscribe_resource("up+mem://static")
+        await bystander.list_tools()
+        await sub.call_tool("up_touch", {"uri": "mem://static"})
+        with anyio.fail_after(10):
+            while not updates["sub"]:  # bounded by fail_after
+                await anyio.sleep(0.05)
+        assert updates["sub"] == ["up+mem://static"]
+        await anyio.sleep(0.3)
+        assert updates["bystander"] == []
