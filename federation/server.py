@@ -20,6 +20,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from federation.bridge import Parked, ParkedCalls
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from protocols.mcp.errors import UpstreamError, unknown_name
@@ -42,8 +43,18 @@ LIST_METHODS: dict[Kind, str] = {
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 _CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
-# The downstream request an upstream call is being made for; read back in upstream callbacks.
-_CALLER: contextvars.ContextVar[ServerRequestContext[Any] | None] = contextvars.ContextVar("caller", default=None)
+
+@dataclass(eq=False)
+class Call:
+    """A downstream request being served upstream; `parked` when its client is 2026-07-28 and the
+    upstream asks mid-call (federation/bridge.py)."""
+
+    ctx: ServerRequestContext[Any]
+    parked: Parked | None = None
+
+
+# The call an upstream request is being made for; read back in upstream callbacks.
+_CALLER: contextvars.ContextVar[Call | None] = contextvars.ContextVar("caller", default=None)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,8 @@ class Federation:
         self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
         self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
-        self._inflight: dict[str, list[ServerRequestContext[Any]]] = {name: [] for name in self.upstreams}
+        self._inflight: dict[str, list[Call]] = {name: [] for name in self.upstreams}
+        self._parked = ParkedCalls()
         self._reported: set[str] = set()
         # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
         # error) instead of its tools turning into "unknown tool" while it restarts.
@@ -217,26 +229,53 @@ class Federation:
     # -- calls -----------------------------------------------------------------------------
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
+        parked = self._parked.get(params.request_state) if _is_modern(ctx) else None
+        if parked is not None:  # a modern client's retry, answering what a parked upstream call asked
+            parked.answer(params.input_responses or {})
+            return await parked.next_outcome()
         entry = await self._lookup("tool", params.name)
+        upstream = self.upstreams[entry.target]
         modern = _is_modern(ctx)
 
         async def call(session: Any) -> Any:
-            return await session.call_tool(
+            if not _is_modern_version(session.protocol_version):
+                return await session.call_tool(entry.original, params.arguments, progress_callback=_progress_relay(ctx))
+            result = await session.call_tool(
                 entry.original,
                 params.arguments,
                 progress_callback=_progress_relay(ctx),
-                **(
-                    {
-                        "allow_input_required": True,
-                        "input_responses": params.input_responses,
-                        "request_state": params.request_state,
-                    }
-                    if modern and _is_modern_version(session.protocol_version)
-                    else {}
-                ),
+                allow_input_required=True,
+                input_responses=params.input_responses if modern else None,
+                request_state=params.request_state if modern else None,
             )
+            if modern:
+                return result  # the client resolves the upstream's InputRequiredResult and retries
+            return await self._resolve_for_client(ctx, session, entry.original, params, result)
 
-        return await self._forward(ctx, entry.target, "tools/call", call)
+        if modern and self._tg is not None and not _is_modern_version(upstream.protocol_version):
+            parked = await self._parked.start(
+                self._tg, lambda p: self._forward(Call(ctx, p), entry.target, "tools/call", call)
+            )
+            return await parked.next_outcome()
+        return await self._forward(Call(ctx), entry.target, "tools/call", call)
+
+    async def _resolve_for_client(
+        self, ctx: ServerRequestContext[Any], session: Any, name: str, params: types.CallToolRequestParams, result: Any
+    ) -> Any:
+        """A modern upstream's InputRequiredResult, answered by asking a handshake-era client directly."""
+        for _ in range(10):
+            if not isinstance(result, types.InputRequiredResult):
+                return result
+            responses = {key: await _ask_client(ctx, request) for key, request in (result.input_requests or {}).items()}
+            result = await session.call_tool(
+                name,
+                params.arguments,
+                progress_callback=_progress_relay(ctx),
+                allow_input_required=True,
+                input_responses=responses,
+                request_state=result.request_state,
+            )
+        raise MCPError(types.INTERNAL_ERROR, f"tool {params.name} kept asking for input after 10 rounds")
 
     async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
         """A handshake-era tools/call over the raw relay (protocols/mcp/relay.py).
@@ -287,7 +326,7 @@ class Federation:
     async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
         entry = await self._lookup("prompt", params.name)
         return await self._forward(
-            ctx, entry.target, "prompts/get", lambda s: s.get_prompt(entry.original, params.arguments)
+            Call(ctx), entry.target, "prompts/get", lambda s: s.get_prompt(entry.original, params.arguments)
         )
 
     async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
@@ -366,12 +405,13 @@ class Federation:
         split = self.naming.split_uri(uri)
         return split[1] if split is not None and split[0] == target else uri
 
-    async def _forward(self, ctx: ServerRequestContext[Any], target: str, method: str, call: Any) -> Any:
-        """Run one upstream call on behalf of `ctx`, so its callbacks can find their way back."""
+    async def _forward(self, caller: ServerRequestContext[Any] | Call, target: str, method: str, call: Any) -> Any:
+        """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
+        current = caller if isinstance(caller, Call) else Call(caller)
         upstream = self.upstreams[target]
         inflight = self._inflight[target]
-        inflight.append(ctx)
-        token = _CALLER.set(ctx)
+        inflight.append(current)
+        token = _CALLER.set(current)
         try:
             return await upstream.request(method, call)
         except UpstreamError:
@@ -380,44 +420,50 @@ class Federation:
             raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
         finally:
             _CALLER.reset(token)
-            inflight.remove(ctx)
+            inflight.remove(current)
 
     # -- what upstreams send back (UpstreamEvents) -------------------------------------------
 
-    def _caller_for(self, target: str) -> ServerRequestContext[Any] | None:
-        """The downstream request behind an upstream's message.
+    def _caller_for(self, target: str) -> Call | None:
+        """The downstream call behind an upstream's message.
 
         The SDK carries our context variable only for HTTP upstreams that relate the message to
         the call; otherwise a single in-flight call on that target is unambiguous.
         """
         inflight = self._inflight[target]
-        ctx = _CALLER.get()
-        if ctx is not None and any(c is ctx for c in inflight):
-            return ctx
+        current = _CALLER.get()
+        if current is not None and any(c is current for c in inflight):
+            return current
         return inflight[0] if len(inflight) == 1 else None
 
-    async def _ask_downstream(self, target: str, request: Any, result_type: type[Any], what: str) -> Any:
-        ctx = self._caller_for(target)
-        if ctx is None:
+    async def _ask_downstream(self, target: str, request: Any, result_type: Any, what: str) -> Any:
+        call = self._caller_for(target)
+        if call is None:
             return types.ErrorData(
                 code=types.INVALID_REQUEST,
                 message=f"agentplex cannot tell which client target '{target}' is asking for {what}",
             )
-        if _is_modern(ctx):
+        if call.parked is not None:  # a 2026-07-28 client: ask through InputRequiredResult and its retry
+            answer = await call.parked.ask(request)
+            if isinstance(answer, types.ErrorData | result_type):
+                return answer
+            return types.ErrorData(code=types.INVALID_PARAMS, message=f"the client answered {what} with the wrong kind")
+        if _is_modern(call.ctx):
             return types.ErrorData(
                 code=types.INVALID_REQUEST,
                 message=f"target '{target}' asked for {what}, but the client's protocol era has no back-channel",
             )
         try:
-            return await ctx.session.send_request(
-                request, result_type, metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
-            )
+            return await _ask_client(call.ctx, request)
         except MCPError as exc:
             return exc.error
 
     async def on_sampling(self, target: str, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(
-            target, types.CreateMessageRequest(params=params), types.CreateMessageResult, "sampling"
+            target,
+            types.CreateMessageRequest(params=params),
+            types.CreateMessageResult | types.CreateMessageResultWithTools,
+            "sampling",
         )
 
     async def on_elicitation(self, target: str, params: types.ElicitRequestParams) -> Any:
@@ -427,13 +473,13 @@ class Federation:
         return await self._ask_downstream(target, types.ListRootsRequest(), types.ListRootsResult, "roots")
 
     async def on_logging(self, target: str, params: types.LoggingMessageNotificationParams) -> None:
-        ctx = self._caller_for(target)
-        if ctx is None:
+        call = self._caller_for(target)
+        if call is None:
             logger.debug("log message from target %s with no caller: %s", target, params.data)
             return
         with contextlib.suppress(Exception):
-            await ctx.session.send_log_message(
-                params.level, params.data, params.logger, related_request_id=ctx.request_id
+            await call.ctx.session.send_log_message(
+                params.level, params.data, params.logger, related_request_id=call.ctx.request_id
             )
 
     async def on_notification(self, target: str, message: Any) -> None:
@@ -478,6 +524,20 @@ class _VirtualServer(Server[Any]):
 
 def _fingerprint(catalog: Catalog) -> list[Any]:
     return [item.model_dump(mode="json", exclude_none=True) for item in catalog.items()]
+
+
+_RESULT_TYPES: dict[str, type[Any]] = {
+    "sampling/createMessage": types.CreateMessageResult,
+    "elicitation/create": types.ElicitResult,
+    "roots/list": types.ListRootsResult,
+}
+
+
+async def _ask_client(ctx: ServerRequestContext[Any], request: Any) -> Any:
+    """A server-to-client request on a handshake-era client's back-channel, tied to its request."""
+    return await ctx.session.send_request(
+        request, _RESULT_TYPES[request.method], metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
+    )
 
 
 def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:

@@ -1,0 +1,80 @@
+"""Server-to-client requests across protocol eras: every upstream era x every client era.
+
+Handshake-era upstreams ask mid-call (`sample`, `ask`); 2026-07-28 upstreams ask through
+InputRequiredResult (`sample_any_era`, `ask_any_era` use the SDK's Resolve). The gateway bridges both
+ways: it parks a handshake-era call for a 2026-07-28 client, and answers a 2026-07-28 upstream's
+InputRequiredResult by asking a handshake-era client directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+
+pytestmark = pytest.mark.anyio
+
+CLIENT_ERAS = {"handshake": "legacy", "modern": "2026-07-28"}
+
+
+async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    asked = params.messages[0].content.text
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(type="text", text=f"sampled {asked}"), model="test"
+    )
+
+
+async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"answer": "forty-two"})
+
+
+def target(upstream: Any, transport: str, era: str) -> str:
+    yaml = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
+    return yaml + f"\n    era: {era}"
+
+
+@pytest.mark.parametrize("client_era", list(CLIENT_ERAS))
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_handshake_upstream_asks_any_client(upstream: Any, transport: str, client_era: str) -> None:
+    async with (
+        run_gateway(mcp_yaml(target(upstream, transport, "handshake"))) as gw,
+        Client(
+            gw.url,
+            mode=CLIENT_ERAS[client_era],
+            cache=None,
+            sampling_callback=sampling,
+            elicitation_callback=elicitation,
+        ) as client,
+    ):
+        assert "sampled a poem" in (await client.call_tool("sample", {"prompt": "a poem"})).content[0].text
+        assert "forty-two" in (await client.call_tool("ask", {"question": "what?"})).content[0].text
+        assert (await client.call_tool("whoami", {})).content[0].text == "up"  # plain calls still plain
+
+
+@pytest.mark.parametrize("client_era", list(CLIENT_ERAS))
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_modern_upstream_asks_any_client(upstream: Any, transport: str, client_era: str) -> None:
+    async with (
+        run_gateway(mcp_yaml(target(upstream, transport, "modern"))) as gw,
+        Client(
+            gw.url,
+            mode=CLIENT_ERAS[client_era],
+            cache=None,
+            sampling_callback=sampling,
+            elicitation_callback=elicitation,
+        ) as client,
+    ):
+        asked = await client.call_tool("ask_any_era", {"question": "what?"})
+        assert asked.content[0].text == "answered: forty-two"
+        sampled = await client.call_tool("sample_any_era", {"prompt": "a haiku"})
+        assert sampled.content[0].text == "sampled: sampled a haiku"
+
+
+async def test_a_stale_request_state_is_an_ordinary_call(upstream: Any) -> None:
+    async with run_gateway(mcp_yaml(stdio_target("up"))) as gw, Client(gw.url, cache=None) as client:
+        result = await client.session.call_tool("whoami", {}, request_state="agentplex-park-nope")
+        assert result.content[0].text == "up"
