@@ -35,7 +35,7 @@ class Downstreams:
 
     def __init__(self) -> None:
         self.bus = InMemorySubscriptionBus()
-        self._connections: set[Any] = set()
+        self._connections: dict[str | None, Any] = {}  # by the client's Mcp-Session-Id
         self._subscribers: dict[str, set[Any]] = {}
 
     def seen(self, ctx: ServerRequestContext[Any]) -> None:
@@ -43,10 +43,13 @@ class Downstreams:
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         connection = getattr(ctx.session, "_connection", None)  # the connection's stable identity (sdk-notes §7.2)
-        if connection is None or connection in self._connections:
+        if connection is None or self._connections.get(connection.session_id) is connection:
             return
-        self._connections.add(connection)
+        self._connections[connection.session_id] = connection
         connection.exit_stack.callback(self._forget, connection)
+
+    def connection(self, session_id: str) -> Any:
+        return self._connections.get(session_id)
 
     def subscribe(self, ctx: ServerRequestContext[Any], uri: str) -> None:
         connection = getattr(ctx.session, "_connection", None)
@@ -61,19 +64,24 @@ class Downstreams:
     def wanted(self, uri: str) -> bool:
         return bool(self._subscribers.get(uri))
 
-    async def list_changed(self, kind: ListKind) -> None:
+    async def list_changed(self, kind: ListKind, clients: list[Any] | None, listeners: bool) -> None:
+        """Tell handshake-era `clients` (None: all of them) and, if `listeners`, the 2026-07-28 ones."""
         method, event = _LIST_CHANGED[kind]
-        for connection in list(self._connections):
+        for connection in list(self._connections.values()) if clients is None else clients:
             await _notify(connection, method, None)
-        await self.bus.publish(event())
+        if listeners:
+            await self.bus.publish(event())
 
-    async def resource_updated(self, uri: str) -> None:
+    async def resource_updated(self, uri: str, clients: list[Any] | None, listeners: bool) -> None:
         for connection in list(self._subscribers.get(uri, ())):
-            await _notify(connection, "notifications/resources/updated", {"uri": uri})
-        await self.bus.publish(ResourceUpdated(uri=uri))
+            if clients is None or connection in clients:
+                await _notify(connection, "notifications/resources/updated", {"uri": uri})
+        if listeners:
+            await self.bus.publish(ResourceUpdated(uri=uri))
 
     def _forget(self, connection: Any) -> None:
-        self._connections.discard(connection)
+        if self._connections.get(connection.session_id) is connection:
+            del self._connections[connection.session_id]
         for uri in [u for u, subscribers in self._subscribers.items() if connection in subscribers]:
             self._drop(uri, connection)
 

@@ -63,21 +63,26 @@ class FederationSettings:
     prefix_mode: PrefixMode = "conditional"
     separator: str = "_"
     failure_mode: FailureMode = "failClosed"
+    stateless: bool = False  # no client sessions: every target is shared
 
 
 class Federation:
     """Many upstream targets presented as one MCP server.
 
-    Upstream connections are shared by every downstream session; server-to-client traffic is
-    routed back to the downstream request that caused it (see `_caller_for`).
+    Each handshake-era client session gets its own upstream session of every `sharing: session`
+    target (a process of its own for stdio), opened on first use and closed when the client's session
+    ends; `sharing: shared` targets, 2026-07-28 (sessionless) clients and stateless mode use one
+    upstream per target. Server-to-client traffic goes back to the request that caused it.
     """
 
     def __init__(self, targets: Sequence[TargetSpec], settings: FederationSettings | None = None) -> None:
         self.settings = settings or FederationSettings()
-        self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}
+        self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}  # the shared ones
+        self._session_upstreams: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
+        self._owners: dict[Upstream, Any] = {}  # and back
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
         self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
-        self._inflight: dict[str, list[Call]] = {name: [] for name in self.upstreams}
+        self._inflight: dict[Upstream, list[Call]] = {}
         self._parked = ParkedCalls()
         self._reported: set[str] = set()
         # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
@@ -101,6 +106,8 @@ class Federation:
                 try:
                     yield self
                 finally:
+                    for connection in list(self._session_upstreams):
+                        await self._session_ended(connection)
                     self._tg.cancel_scope.cancel()
                     self._tg = None
 
@@ -112,9 +119,48 @@ class Federation:
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {
-            name: {"connected": up.connected, "protocolVersion": up.protocol_version, "lastError": up.last_error}
+            name: {
+                "connected": up.connected,
+                "protocolVersion": up.protocol_version,
+                "lastError": up.last_error,
+                "sessions": sum(1 for ups in self._session_upstreams.values() if name in ups),
+            }
             for name, up in self.upstreams.items()
         }
+
+    def _upstream(self, target: str, ctx: ServerRequestContext[Any] | None) -> Upstream:
+        """The upstream serving `target` for this request: the client session's own, or the shared one."""
+        return self._upstream_of(target, self._client(ctx))
+
+    def _client(self, ctx: ServerRequestContext[Any] | None) -> Any:
+        """The client connection that gets upstreams of its own, if this request has one."""
+        if ctx is None or self.settings.stateless or _is_modern(ctx):
+            return None
+        return getattr(ctx.session, "_connection", None)
+
+    def _upstream_for_session(self, target: str, session_id: str) -> Upstream | None:
+        connection = self.downstreams.connection(session_id)
+        return self._upstream_of(target, connection) if connection is not None else None
+
+    def _upstream_of(self, target: str, connection: Any) -> Upstream:
+        shared = self.upstreams[target]
+        if connection is None or shared.spec.sharing == "shared" or self._tg is None:
+            return shared
+        own = self._session_upstreams.get(connection)
+        if own is None:
+            own = self._session_upstreams[connection] = {}
+            connection.exit_stack.push_async_callback(self._session_ended, connection)
+        upstream = own.get(target)
+        if upstream is None:
+            upstream = own[target] = Upstream(shared.spec, self).attach(self._tg)
+            self._owners[upstream] = connection
+        return upstream
+
+    async def _session_ended(self, connection: Any) -> None:
+        """A client session is over (closed, deleted or idle too long): so are its upstream sessions."""
+        for upstream in self._session_upstreams.pop(connection, {}).values():
+            self._owners.pop(upstream, None)
+            await upstream.close()
 
     # -- the virtual server ----------------------------------------------------------------
 
@@ -145,14 +191,15 @@ class Federation:
         """Every request: remember who is connected; failClosed: no session starts while a target is down."""
         self.downstreams.seen(ctx)
         if ctx.method in ("initialize", "server/discover"):
-            down = await self._unreachable()
+            down = await self._unreachable(ctx)
             if down and self.settings.failure_mode == "failClosed":
                 raise UpstreamError(down[0][0], f"unavailable, so the session was refused (failClosed): {down[0][1]}")
             if len(down) == len(self.upstreams):
                 raise UpstreamError(down[0][0], f"unavailable, and so is every other target: {down[0][1]}")
         return await call_next(ctx)
 
-    async def _unreachable(self) -> list[tuple[str, str]]:
+    async def _unreachable(self, ctx: ServerRequestContext[Any]) -> list[tuple[str, str]]:
+        """Targets this client cannot reach (its own session upstreams are opened here)."""
         down: list[tuple[str, str]] = []
 
         async def probe(up: Upstream) -> None:
@@ -162,15 +209,15 @@ class Federation:
                 down.append((up.spec.name, exc.message))
 
         async with anyio.create_task_group() as tg:
-            for up in self.upstreams.values():
-                tg.start_soon(probe, up)
+            for name in self.upstreams:
+                tg.start_soon(probe, self._upstream(name, ctx))
         return sorted(down)
 
     # -- lists -----------------------------------------------------------------------------
 
     def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
         async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
-            catalog = await self.refresh(kind)
+            catalog = await self.refresh(kind, ctx)
             items, next_cursor = page(
                 catalog.items(), params.cursor if params is not None else None, LIST_METHODS[kind]
             )
@@ -178,8 +225,9 @@ class Federation:
 
         return handler
 
-    async def refresh(self, kind: Kind) -> Catalog:
-        """Fan one list out to every target concurrently and rebuild that kind's catalog."""
+    async def refresh(self, kind: Kind, ctx: ServerRequestContext[Any] | None = None, client: Any = None) -> Catalog:
+        """Fan one list out to every target (as this client sees them) and rebuild that kind's catalog."""
+        client = client if client is not None else self._client(ctx)
         method = LIST_METHODS[kind]
         results: dict[str, list[Any]] = {}
         failures: dict[str, str] = {}
@@ -195,8 +243,8 @@ class Federation:
                 failures[up.spec.name] = exc.message
 
         async with anyio.create_task_group() as tg:
-            for up in self.upstreams.values():
-                tg.start_soon(fetch, up)
+            for name in self.upstreams:
+                tg.start_soon(fetch, self._upstream_of(name, client))
         if failures and (self.settings.failure_mode == "failClosed" or not results):
             name = sorted(failures)[0]
             raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
@@ -213,11 +261,11 @@ class Federation:
         self.catalogs[kind] = catalog
         return catalog
 
-    async def _lookup(self, kind: Kind, exposed: str) -> Any:
+    async def _lookup(self, kind: Kind, exposed: str, ctx: ServerRequestContext[Any] | None = None) -> Any:
         """Catalog entry for a name, refreshing once on a miss (a client may call without listing)."""
         entry = self.catalogs[kind].get(exposed)
         if entry is None:
-            entry = (await self.refresh(kind)).get(exposed)
+            entry = (await self.refresh(kind, ctx)).get(exposed)
         if entry is None:
             raise unknown_name(kind, exposed)
         return entry
@@ -233,8 +281,8 @@ class Federation:
         if parked is not None:  # a modern client's retry, answering what a parked upstream call asked
             parked.answer(params.input_responses or {})
             return await parked.next_outcome()
-        entry = await self._lookup("tool", params.name)
-        upstream = self.upstreams[entry.target]
+        entry = await self._lookup("tool", params.name, ctx)
+        upstream = self._upstream(entry.target, ctx)
         modern = _is_modern(ctx)
 
         async def call(session: Any) -> Any:
@@ -287,8 +335,8 @@ class Federation:
         entry = self.catalogs["tool"].get(params.get("name"))  # type: ignore[arg-type]
         if entry is None:
             return None  # unknown here: the SDK path refreshes the catalog and answers precisely
-        upstream = self.upstreams[entry.target]
-        if not upstream.can_relay:
+        upstream = self._upstream_for_session(entry.target, downstream.session_id)
+        if upstream is None or not upstream.can_relay:
             return None
         rid = relay_id()
         out = {**params, "name": entry.original}
@@ -324,13 +372,13 @@ class Federation:
         return {**reply, "result": response.get("result")}
 
     async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
-        entry = await self._lookup("prompt", params.name)
+        entry = await self._lookup("prompt", params.name, ctx)
         return await self._forward(
             Call(ctx), entry.target, "prompts/get", lambda s: s.get_prompt(entry.original, params.arguments)
         )
 
     async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
-        target, uri = await self._resolve_uri(str(params.uri))
+        target, uri = await self._resolve_uri(str(params.uri), ctx)
 
         async def call(session: Any) -> Any:
             result = await session.read_resource(uri)
@@ -342,13 +390,13 @@ class Federation:
         return await self._forward(ctx, target, "resources/read", call)
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
-        target, uri = await self._resolve_uri(str(params.uri))
+        target, uri = await self._resolve_uri(str(params.uri), ctx)
         await self._forward(ctx, target, "resources/subscribe", lambda s: s.subscribe_resource(uri))
         self.downstreams.subscribe(ctx, str(params.uri))
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> Any:
-        target, uri = await self._resolve_uri(str(params.uri))
+        target, uri = await self._resolve_uri(str(params.uri), ctx)
         if self.downstreams.unsubscribe(ctx, str(params.uri)):  # the upstream keeps it while others want it
             await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
         return types.EmptyResult()
@@ -356,10 +404,10 @@ class Federation:
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
         ref = params.ref
         if isinstance(ref, types.PromptReference):
-            entry = await self._lookup("prompt", ref.name)
+            entry = await self._lookup("prompt", ref.name, ctx)
             upstream_ref: Any = ref.model_copy(update={"name": entry.original})
         else:
-            entry = self.catalogs["template"].get(ref.uri) or (await self.refresh("template")).get(ref.uri)
+            entry = self.catalogs["template"].get(ref.uri) or (await self.refresh("template", ctx)).get(ref.uri)
             if entry is None:
                 raise unknown_name("resource template", ref.uri)
             upstream_ref = ref.model_copy(update={"uri": entry.original})
@@ -379,11 +427,11 @@ class Federation:
                     await up.request("logging/setLevel", lambda s: s.set_logging_level(params.level))
 
         async with anyio.create_task_group() as tg:
-            for up in self.upstreams.values():
-                tg.start_soon(apply, up)
+            for name in self.upstreams:
+                tg.start_soon(apply, self._upstream(name, ctx))
         return types.EmptyResult()
 
-    async def _resolve_uri(self, uri: str) -> tuple[str, str]:
+    async def _resolve_uri(self, uri: str, ctx: ServerRequestContext[Any] | None = None) -> tuple[str, str]:
         """(target, upstream uri) for an exposed resource URI: listed resources, templates, then prefix."""
         for kind in ("resource", "template"):
             entry = self.catalogs[kind].get(uri) if kind == "resource" else match_template(self.catalogs[kind], uri)
@@ -395,7 +443,7 @@ class Federation:
         if len(self.upstreams) == 1:
             return next(iter(self.upstreams)), uri
         for kind in ("resource", "template"):
-            catalog = await self.refresh(kind)
+            catalog = await self.refresh(kind, ctx)
             entry = catalog.get(uri) if kind == "resource" else match_template(catalog, uri)
             if entry is not None:
                 return entry.target, (entry.original if kind == "resource" else self._strip(entry.target, uri))
@@ -408,8 +456,8 @@ class Federation:
     async def _forward(self, caller: ServerRequestContext[Any] | Call, target: str, method: str, call: Any) -> Any:
         """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
         current = caller if isinstance(caller, Call) else Call(caller)
-        upstream = self.upstreams[target]
-        inflight = self._inflight[target]
+        upstream = self._upstream(target, current.ctx)
+        inflight = self._inflight.setdefault(upstream, [])
         inflight.append(current)
         token = _CALLER.set(current)
         try:
@@ -421,23 +469,26 @@ class Federation:
         finally:
             _CALLER.reset(token)
             inflight.remove(current)
+            if not inflight:
+                del self._inflight[upstream]
 
     # -- what upstreams send back (UpstreamEvents) -------------------------------------------
 
-    def _caller_for(self, target: str) -> Call | None:
+    def _caller_for(self, upstream: Upstream) -> Call | None:
         """The downstream call behind an upstream's message.
 
         The SDK carries our context variable only for HTTP upstreams that relate the message to
-        the call; otherwise a single in-flight call on that target is unambiguous.
+        the call; otherwise a single in-flight call on that upstream is unambiguous.
         """
-        inflight = self._inflight[target]
+        inflight = self._inflight.get(upstream, [])
         current = _CALLER.get()
         if current is not None and any(c is current for c in inflight):
             return current
         return inflight[0] if len(inflight) == 1 else None
 
-    async def _ask_downstream(self, target: str, request: Any, result_type: Any, what: str) -> Any:
-        call = self._caller_for(target)
+    async def _ask_downstream(self, upstream: Upstream, request: Any, result_type: Any, what: str) -> Any:
+        target = upstream.spec.name
+        call = self._caller_for(upstream)
         if call is None:
             return types.ErrorData(
                 code=types.INVALID_REQUEST,
@@ -458,38 +509,44 @@ class Federation:
         except MCPError as exc:
             return exc.error
 
-    async def on_sampling(self, target: str, params: types.CreateMessageRequestParams) -> Any:
+    async def on_sampling(self, upstream: Upstream, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(
-            target,
+            upstream,
             types.CreateMessageRequest(params=params),
             types.CreateMessageResult | types.CreateMessageResultWithTools,
             "sampling",
         )
 
-    async def on_elicitation(self, target: str, params: types.ElicitRequestParams) -> Any:
-        return await self._ask_downstream(target, types.ElicitRequest(params=params), types.ElicitResult, "elicitation")
+    async def on_elicitation(self, upstream: Upstream, params: types.ElicitRequestParams) -> Any:
+        return await self._ask_downstream(
+            upstream, types.ElicitRequest(params=params), types.ElicitResult, "elicitation"
+        )
 
-    async def on_list_roots(self, target: str) -> Any:
-        return await self._ask_downstream(target, types.ListRootsRequest(), types.ListRootsResult, "roots")
+    async def on_list_roots(self, upstream: Upstream) -> Any:
+        return await self._ask_downstream(upstream, types.ListRootsRequest(), types.ListRootsResult, "roots")
 
-    async def on_logging(self, target: str, params: types.LoggingMessageNotificationParams) -> None:
-        call = self._caller_for(target)
+    async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
+        call = self._caller_for(upstream)
         if call is None:
-            logger.debug("log message from target %s with no caller: %s", target, params.data)
+            logger.debug("log message from target %s with no caller: %s", upstream.spec.name, params.data)
             return
         with contextlib.suppress(Exception):
             await call.ctx.session.send_log_message(
                 params.level, params.data, params.logger, related_request_id=call.ctx.request_id
             )
 
-    async def on_notification(self, target: str, message: Any) -> None:
+    async def on_notification(self, upstream: Upstream, message: Any) -> None:
         """List changes refresh the catalog (and tell clients if what they see changed); resource
-        updates go to the clients subscribed to that resource. Work is done off the upstream's reader."""
+        updates go to the clients subscribed to that resource. A client session's own upstream
+        speaks to that client only. Work is done off the upstream's reader."""
+        target, client = upstream.spec.name, self._owners.get(upstream)
+        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one.
+        clients = [client] if client is not None else (None if self._shared_for_all(upstream) else [])
         root = getattr(message, "root", message)
         if isinstance(root, types.ResourceUpdatedNotification):
             exposed = self.naming.uri(target, str(root.params.uri))
             if self._tg is not None:
-                self._tg.start_soon(self.downstreams.resource_updated, exposed)
+                self._tg.start_soon(self.downstreams.resource_updated, exposed, clients, client is None)
             return
         kinds: tuple[Kind, ...] = ()
         if isinstance(root, types.ToolListChangedNotification):
@@ -501,17 +558,20 @@ class Federation:
         for kind in kinds:
             self._known[kind].pop(target, None)
             if self._tg is not None:
-                self._tg.start_soon(self._list_changed, kind)
+                self._tg.start_soon(self._list_changed, kind, client, clients)
 
-    async def _list_changed(self, kind: Kind) -> None:
+    def _shared_for_all(self, upstream: Upstream) -> bool:
+        return upstream.spec.sharing == "shared" or self.settings.stateless
+
+    async def _list_changed(self, kind: Kind, client: Any, clients: list[Any] | None) -> None:
         before = _fingerprint(self.catalogs[kind])
         try:
-            catalog = await self.refresh(kind)
+            catalog = await self.refresh(kind, client=client)
         except MCPError as exc:
             logger.warning("could not refresh %ss after a list change: %s", kind, exc.message)
             return
         if _fingerprint(catalog) != before:
-            await self.downstreams.list_changed("resource" if kind == "template" else kind)
+            await self.downstreams.list_changed("resource" if kind == "template" else kind, clients, client is None)
 
 
 class _VirtualServer(Server[Any]):

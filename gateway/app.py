@@ -100,7 +100,10 @@ class Gateway:
         federation = Federation(
             [_target_spec(t, policies) for t in backend.targets],
             FederationSettings(
-                prefix_mode=backend.prefixMode, separator=backend.separator, failure_mode=backend.failureMode
+                prefix_mode=backend.prefixMode,
+                separator=backend.separator,
+                failure_mode=backend.failureMode,
+                stateless=backend.statefulMode == "stateless",
             ),
         )
         server, security = federation.build_server(), rebinding_protection(bind.address)
@@ -109,6 +112,7 @@ class Gateway:
             stateless=backend.statefulMode == "stateless",
             security=security,
             max_request_body_size=backend.maxRequestBodySize,
+            session_idle_timeout=backend.sessionIdleTimeout,
             relay=federation.relay_tool_call,
         )
         sse = SseEndpoint(server, security=security)
@@ -192,6 +196,7 @@ def _binds(config: Config) -> list[Bind]:
             failureMode=m.failureMode,
             separator=m.separator,
             maxRequestBodySize=m.maxRequestBodySize,
+            sessionIdleTimeout=m.sessionIdleTimeout,
         )
         sse_base = m.path.rsplit("/", 1)[0]  # /mcp -> /sse and /messages/ (like the reference); /x/mcp -> /x/sse
         route = Route(
@@ -212,7 +217,12 @@ def _target_spec(target: Target, policies: list[Policies]) -> TargetSpec:
     timeout = next(
         (p.timeout.backendRequestTimeout for p in policies if p.timeout and p.timeout.backendRequestTimeout), None
     )
-    common: dict[str, Any] = {"name": target.name, "era": target.era, "request_timeout": timeout}
+    common: dict[str, Any] = {
+        "name": target.name,
+        "era": target.era,
+        "sharing": target.sharing,
+        "request_timeout": timeout,
+    }
     if target.stdio is not None:
         s = target.stdio
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)

@@ -145,6 +145,8 @@ class Target(_Model):
     mcp: HttpTarget | None = None
     sse: HttpTarget | None = None
     era: Annotated[Literal["handshake", "modern", "auto"], _CI] = "handshake"
+    # agentplex extension: one upstream session (stdio: one process) per client session, or one for all.
+    sharing: Annotated[Literal["session", "shared"], _CI] = "session"
 
     @model_validator(mode="after")
     def _one_transport(self) -> Target:
@@ -169,6 +171,7 @@ class McpBackend(_Model):
     failureMode: Annotated[Literal["failClosed", "failOpen"], _CI] = "failClosed"
     separator: Annotated[str, AfterValidator(_separator)] = "_"
     maxRequestBodySize: ByteSize = 4 * 1024 * 1024
+    sessionIdleTimeout: Duration = 1800.0  # agentplex extension: idle client sessions (and theirs upstream) end
     policies: Policies | None = None
 
     @model_validator(mode="after")

@@ -157,7 +157,7 @@ class Downstream:
 
     def __init__(self, send: Any, session_id: str, pending: dict[str, Any]) -> None:
         self._send = send
-        self._session_id = session_id
+        self.session_id = session_id
         self._pending = pending  # request id -> memory stream sender, shared with the endpoint
         self._streaming = False
 
@@ -204,7 +204,7 @@ class Downstream:
         await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def _start(self, status: int, content_type: bytes, length: int | None) -> None:
-        headers = [(b"content-type", content_type), (b"mcp-session-id", self._session_id.encode())]
+        headers = [(b"content-type", content_type), (b"mcp-session-id", self.session_id.encode())]
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
         else:

@@ -49,6 +49,7 @@ class StreamableHTTPEndpoint:
         stateless: bool = False,
         security: TransportSecuritySettings | None = None,
         max_request_body_size: int = 4 * 1024 * 1024,
+        session_idle_timeout: float = 1800.0,
         relay: RelayFn | None = None,
     ) -> None:
         self.manager = StreamableHTTPSessionManager(
@@ -56,6 +57,7 @@ class StreamableHTTPEndpoint:
             stateless=stateless,
             security_settings=security,
             max_request_body_size=max_request_body_size,
+            session_idle_timeout=session_idle_timeout,
         )
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay

@@ -53,6 +53,7 @@ class TargetSpec:
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     era: Era = "handshake"
+    sharing: Literal["session", "shared"] = "session"
     connect_timeout: float = 30.0
     request_timeout: float | None = None
 
@@ -63,39 +64,42 @@ class TargetSpec:
 
 
 class UpstreamEvents(Protocol):
-    """What an upstream server sends that is not a response: routed back by federation."""
+    """What an upstream server sends that is not a response: routed back by federation.
+
+    Each callback names the `Upstream` it came from (one target may have one per client session).
+    """
 
     async def on_sampling(
-        self, target: str, params: types.CreateMessageRequestParams
+        self, upstream: Upstream, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.ErrorData: ...
 
     async def on_elicitation(
-        self, target: str, params: types.ElicitRequestParams
+        self, upstream: Upstream, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData: ...
 
-    async def on_list_roots(self, target: str) -> types.ListRootsResult | types.ErrorData: ...
+    async def on_list_roots(self, upstream: Upstream) -> types.ListRootsResult | types.ErrorData: ...
 
-    async def on_logging(self, target: str, params: types.LoggingMessageNotificationParams) -> None: ...
+    async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None: ...
 
-    async def on_notification(self, target: str, message: Any) -> None: ...
+    async def on_notification(self, upstream: Upstream, message: Any) -> None: ...
 
 
 class NoEvents:
     """Refuses server-to-client requests and drops notifications (for tools that only list)."""
 
-    async def on_sampling(self, target: str, params: Any) -> types.ErrorData:
+    async def on_sampling(self, upstream: Upstream, params: Any) -> types.ErrorData:
         return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is not available")
 
-    async def on_elicitation(self, target: str, params: Any) -> types.ErrorData:
+    async def on_elicitation(self, upstream: Upstream, params: Any) -> types.ErrorData:
         return types.ErrorData(code=types.INVALID_REQUEST, message="elicitation is not available")
 
-    async def on_list_roots(self, target: str) -> types.ErrorData:
+    async def on_list_roots(self, upstream: Upstream) -> types.ErrorData:
         return types.ErrorData(code=types.INVALID_REQUEST, message="roots are not available")
 
-    async def on_logging(self, target: str, params: Any) -> None:
+    async def on_logging(self, upstream: Upstream, params: Any) -> None:
         return None
 
-    async def on_notification(self, target: str, message: Any) -> None:
+    async def on_notification(self, upstream: Upstream, message: Any) -> None:
         return None
 
 
@@ -107,7 +111,8 @@ class Upstream:
     short back-off so a crashing server is not respawned in a tight loop.
     """
 
-    retry_after: float = 1.0
+    first_retry: float = 1.0  # back-off after a failure, doubling per failure in a row up to `last_retry`
+    last_retry: float = 30.0
 
     def __init__(self, spec: TargetSpec, events: UpstreamEvents) -> None:
         self.spec = spec
@@ -118,6 +123,7 @@ class Upstream:
         self._done: anyio.Event | None = None
         self._lock = anyio.Lock()
         self._failed_at = -math.inf
+        self.retry_after = self.first_retry
         self._tg: anyio.abc.TaskGroup | None = None
         self.wire: HttpWire | None = None  # set for streamable-HTTP targets while connected
         self._hold_scope: anyio.CancelScope | None = None
@@ -135,6 +141,11 @@ class Upstream:
                 await self.close()
                 self._tg = None
                 tg.cancel_scope.cancel()
+
+    def attach(self, tg: anyio.abc.TaskGroup) -> Upstream:
+        """Run the connection in someone else's task group (which must outlive it); `close()` ends it."""
+        self._tg = tg
+        return self
 
     @property
     def connected(self) -> bool:
@@ -158,13 +169,21 @@ class Upstream:
             if session is not None and not _is_closed(session):
                 return session
             if session is not None:
-                self.last_error = "connection closed"
-                self._failed_at = time.monotonic()
+                self._failed("connection closed")
                 await self.close()
             wait = self._failed_at + self.retry_after - time.monotonic()
             if wait > 0:
                 raise UpstreamError(self.spec.name, f"unavailable: {self.last_error} (retrying in {wait:.1f}s)")
             return await self._connect()
+
+    def _failed(self, problem: str) -> None:
+        """Record a failure; the next attempt waits, longer after each failure in a row."""
+        if time.monotonic() - self._failed_at > self.retry_after + self.last_retry:
+            self.retry_after = self.first_retry  # the last failure is long past: start over
+        else:
+            self.retry_after = min(self.retry_after * 2, self.last_retry)
+        self.last_error = problem
+        self._failed_at = time.monotonic()
 
     async def _connect(self) -> ClientSession:
         if self._tg is None:
@@ -184,10 +203,10 @@ class Upstream:
         if isinstance(outcome, ClientSession):
             self._session = outcome
             self.last_error = None
+            self.retry_after = self.first_retry
             logger.info("target %s connected (%s, %s)", self.spec.name, self.spec.transport, outcome.protocol_version)
             return outcome
-        self._failed_at = time.monotonic()
-        self.last_error = _describe(outcome)
+        self._failed(_describe(outcome))
         raise UpstreamError(self.spec.name, f"cannot connect to {self.spec.describe()}: {self.last_error}")
 
     async def _hold(self, ready: list[Any], got: anyio.Event, stop: anyio.Event, done: anyio.Event) -> None:
@@ -275,15 +294,13 @@ class Upstream:
             ) from None
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
-                self.last_error = "connection closed"
-                self._failed_at = time.monotonic()
+                self._failed("connection closed")
                 raise UpstreamError(self.spec.name, f"connection lost during {method}") from None
             if exc.code == REQUEST_TIMEOUT:
                 raise UpstreamError(self.spec.name, f"{method} timed out", code=REQUEST_TIMEOUT) from None
             raise
         except (httpx2.HTTPError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            self.last_error = _describe(exc)
-            self._failed_at = time.monotonic()
+            self._failed(_describe(exc))
             raise UpstreamError(self.spec.name, f"{method} failed: {self.last_error}") from None
 
     @property
@@ -345,22 +362,22 @@ class Upstream:
     # -- callbacks from the upstream -------------------------------------------------------
 
     async def _sampling(self, context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
-        return await self.events.on_sampling(self.spec.name, params)
+        return await self.events.on_sampling(self, params)
 
     async def _elicitation(self, context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
-        return await self.events.on_elicitation(self.spec.name, params)
+        return await self.events.on_elicitation(self, params)
 
     async def _list_roots(self, context: ClientRequestContext) -> Any:
-        return await self.events.on_list_roots(self.spec.name)
+        return await self.events.on_list_roots(self)
 
     async def _logging(self, params: types.LoggingMessageNotificationParams) -> None:
-        await self.events.on_logging(self.spec.name, params)
+        await self.events.on_logging(self, params)
 
     async def _message(self, message: Any) -> None:
         if isinstance(message, Exception):
             logger.debug("target %s transport error: %s", self.spec.name, _describe(message))
             return
-        await self.events.on_notification(self.spec.name, message)
+        await self.events.on_notification(self, message)
 
 
 _LISTERS = {
