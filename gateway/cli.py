@@ -72,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     wrap = sub.add_parser("wrap", help="serve one stdio MCP server over streamable HTTP and SSE: wrap -- CMD ARGS")
     wrap.add_argument("--port", type=int, default=3000)
     wrap.add_argument("--host", default="127.0.0.1")
+    wrap.add_argument("--shared", action="store_true", help="one server process for every client session")
     wrap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     wrap.add_argument("server", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the stdio server to run")
     connect = sub.add_parser("connect", help="a local stdio MCP server that forwards to a remote one")
@@ -138,11 +139,16 @@ async def serve_federation_stdio(federation: Federation) -> None:
 
 
 def _wrap_config(args: argparse.Namespace) -> Config:
-    """`wrap -- CMD ARGS`: one stdio target, served at /mcp and /sse, with the caller's environment."""
+    """`wrap -- CMD ARGS`: one stdio target, served at /mcp and /sse, with the caller's environment;
+    a process per client session unless --shared."""
     command = args.server[1:] if args.server[:1] == ["--"] else args.server
     if not command:
         raise ConfigError(["wrap: give the server's command after --, e.g. agentplex wrap -- python server.py"])
-    target = Target(name="server", stdio=StdioTarget(cmd=command[0], args=command[1:], env=dict(os.environ)))
+    target = Target(
+        name="server",
+        stdio=StdioTarget(cmd=command[0], args=command[1:], env=dict(os.environ)),
+        sharing="shared" if args.shared else "session",
+    )
     config = Config(mcp=McpShort(port=args.port, address=args.host, targets=[target], failureMode="failOpen"))
     config._source = "wrap"
     return config

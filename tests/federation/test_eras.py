@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
 
@@ -78,3 +80,22 @@ async def test_a_stale_request_state_is_an_ordinary_call(upstream: Any) -> None:
     async with run_gateway(mcp_yaml(stdio_target("up"))) as gw, Client(gw.url, cache=None) as client:
         result = await client.session.call_tool("whoami", {}, request_state="agentplex-park-nope")
         assert result.content[0].text == "up"
+
+
+async def test_an_ambiguous_request_fails_clearly(upstream: Any) -> None:
+    # One shared stdio process, two clients with calls in flight: stdio carries no request relation,
+    # so a sampling request cannot be matched to either caller and is refused with a clear error.
+    yaml = mcp_yaml(stdio_target("up") + "\n    sharing: shared")
+    async with (
+        run_gateway(yaml) as gw,
+        Client(gw.url, mode="legacy", cache=None, sampling_callback=sampling) as busy,
+        Client(gw.url, mode="legacy", cache=None, sampling_callback=sampling) as asker,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(busy.call_tool, "sleep", {"seconds": 2})
+            await anyio.sleep(0.5)
+            with pytest.raises(MCPError) as err:
+                await asker.call_tool("sample", {"prompt": "x"})
+        assert "cannot tell which client target 'up' is asking for sampling" in err.value.message
+        alone = await asker.call_tool("sample", {"prompt": "y"})  # unambiguous again
+        assert "sampled y" in alone.content[0].text

@@ -166,6 +166,28 @@ def test_wrap_serves_a_stdio_server_over_http_and_sse_and_connect_reaches_it() -
         stop(proc)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_wrap_runs_a_process_per_session_unless_shared(shared: bool) -> None:
+    port = free_port()
+    server = [sys.executable, "-m", "tests.fixtures.upstream", "--name", "w", "--transport", "stdio"]
+    flags = ["--shared"] if shared else []
+    proc = subprocess.Popen([AGENTPLEX, "wrap", "--port", str(port), *flags, "--", *server], cwd=ROOT)
+
+    async def two_sessions() -> tuple[int, int]:
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with Client(url, mode="legacy", cache=None) as a, Client(url, mode="legacy", cache=None) as b:
+            pa = (await a.call_tool("pid", {})).structured_content["result"]
+            pb = (await b.call_tool("pid", {})).structured_content["result"]
+            return pa, pb
+
+    try:
+        wait_for_port(port, proc)
+        first, second = anyio.run(two_sessions)
+        assert (first == second) is shared
+    finally:
+        stop(proc)
+
+
 def test_wrap_without_a_command_is_a_clear_error() -> None:
     result = subprocess.run([AGENTPLEX, "wrap", "--port", "1"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "give the server's command after --" in result.stderr
