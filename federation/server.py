@@ -46,11 +46,12 @@ _CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource"
 
 @dataclass(eq=False)
 class Call:
-    """A downstream request being served upstream; `parked` when its client is 2026-07-28 and the
-    upstream asks mid-call (federation/bridge.py)."""
+    """A downstream request being served upstream: through the SDK (`ctx`), parked for a 2026-07-28
+    client whose upstream asks mid-call (`parked`, federation/bridge.py), or on the raw relay (`relay`)."""
 
-    ctx: ServerRequestContext[Any]
+    ctx: ServerRequestContext[Any] | None
     parked: Parked | None = None
+    relay: Downstream | None = None
 
 
 # The call an upstream request is being made for; read back in upstream callbacks.
@@ -359,12 +360,21 @@ class Federation:
             return None
 
         reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
+        current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
+        inflight = self._inflight.setdefault(upstream, [])
+        inflight.append(current)
+        token = _CALLER.set(current)
         try:
             response = await upstream.relay(
                 {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
             )
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
+        finally:
+            _CALLER.reset(token)
+            inflight.remove(current)
+            if not inflight:
+                del self._inflight[upstream]
         if "error" in response:
             error = dict(response["error"])
             error["message"] = f"{error.get('message')} (from target '{entry.target}')"
@@ -499,6 +509,12 @@ class Federation:
             if isinstance(answer, types.ErrorData | result_type):
                 return answer
             return types.ErrorData(code=types.INVALID_PARAMS, message=f"the client answered {what} with the wrong kind")
+        if call.relay is not None:  # a relayed call: down the same POST's stream
+            answer = await call.relay.request(_wire(request))
+            if "error" in answer:
+                return types.ErrorData.model_validate(answer["error"])
+            return _RESULT_TYPES[request.method].model_validate(answer.get("result") or {})
+        assert call.ctx is not None
         if _is_modern(call.ctx):
             return types.ErrorData(
                 code=types.INVALID_REQUEST,
@@ -531,9 +547,12 @@ class Federation:
             logger.debug("log message from target %s with no caller: %s", upstream.spec.name, params.data)
             return
         with contextlib.suppress(Exception):
-            await call.ctx.session.send_log_message(
-                params.level, params.data, params.logger, related_request_id=call.ctx.request_id
-            )
+            if call.relay is not None:
+                await call.relay.notify(_wire(types.LoggingMessageNotification(params=params)))
+            elif call.ctx is not None:
+                await call.ctx.session.send_log_message(
+                    params.level, params.data, params.logger, related_request_id=call.ctx.request_id
+                )
 
     async def on_notification(self, upstream: Upstream, message: Any) -> None:
         """List changes refresh the catalog (and tell clients if what they see changed); resource
@@ -591,6 +610,11 @@ _RESULT_TYPES: dict[str, type[Any]] = {
     "elicitation/create": types.ElicitResult,
     "roots/list": types.ListRootsResult,
 }
+
+
+def _wire(message: Any) -> Message:
+    """A typed request or notification as a JSON-RPC dict (for the relay's downstream)."""
+    return {"jsonrpc": "2.0", **message.model_dump(by_alias=True, mode="json", exclude_none=True)}
 
 
 async def _ask_client(ctx: ServerRequestContext[Any], request: Any) -> Any:

@@ -34,6 +34,21 @@ async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.Elic
     return types.ElicitResult(action="accept", content={"answer": "forty-two"})
 
 
+async def roots(ctx: Any) -> types.ListRootsResult:
+    return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+
+def client(url: str, era: str) -> Client:
+    return Client(
+        url,
+        mode=CLIENT_ERAS[era],
+        cache=None,
+        sampling_callback=sampling,
+        elicitation_callback=elicitation,
+        list_roots_callback=roots,
+    )
+
+
 def target(upstream: Any, transport: str, era: str) -> str:
     yaml = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
     return yaml + f"\n    era: {era}"
@@ -42,38 +57,23 @@ def target(upstream: Any, transport: str, era: str) -> str:
 @pytest.mark.parametrize("client_era", list(CLIENT_ERAS))
 @pytest.mark.parametrize("transport", ["mcp", "stdio"])
 async def test_handshake_upstream_asks_any_client(upstream: Any, transport: str, client_era: str) -> None:
-    async with (
-        run_gateway(mcp_yaml(target(upstream, transport, "handshake"))) as gw,
-        Client(
-            gw.url,
-            mode=CLIENT_ERAS[client_era],
-            cache=None,
-            sampling_callback=sampling,
-            elicitation_callback=elicitation,
-        ) as client,
-    ):
-        assert "sampled a poem" in (await client.call_tool("sample", {"prompt": "a poem"})).content[0].text
-        assert "forty-two" in (await client.call_tool("ask", {"question": "what?"})).content[0].text
-        assert (await client.call_tool("whoami", {})).content[0].text == "up"  # plain calls still plain
+    async with run_gateway(mcp_yaml(target(upstream, transport, "handshake"))) as gw, client(gw.url, client_era) as c:
+        assert "sampled a poem" in (await c.call_tool("sample", {"prompt": "a poem"})).content[0].text
+        assert "forty-two" in (await c.call_tool("ask", {"question": "what?"})).content[0].text
+        assert (await c.call_tool("roots", {})).content[0].text == "roots: file:///work/project"
+        assert (await c.call_tool("whoami", {})).content[0].text == "up"  # plain calls still plain
 
 
 @pytest.mark.parametrize("client_era", list(CLIENT_ERAS))
 @pytest.mark.parametrize("transport", ["mcp", "stdio"])
 async def test_modern_upstream_asks_any_client(upstream: Any, transport: str, client_era: str) -> None:
-    async with (
-        run_gateway(mcp_yaml(target(upstream, transport, "modern"))) as gw,
-        Client(
-            gw.url,
-            mode=CLIENT_ERAS[client_era],
-            cache=None,
-            sampling_callback=sampling,
-            elicitation_callback=elicitation,
-        ) as client,
-    ):
-        asked = await client.call_tool("ask_any_era", {"question": "what?"})
+    async with run_gateway(mcp_yaml(target(upstream, transport, "modern"))) as gw, client(gw.url, client_era) as c:
+        asked = await c.call_tool("ask_any_era", {"question": "what?"})
         assert asked.content[0].text == "answered: forty-two"
-        sampled = await client.call_tool("sample_any_era", {"prompt": "a haiku"})
+        sampled = await c.call_tool("sample_any_era", {"prompt": "a haiku"})
         assert sampled.content[0].text == "sampled: sampled a haiku"
+        listed = await c.call_tool("roots_any_era", {})
+        assert listed.content[0].text == "roots: file:///work/project"
 
 
 async def test_a_stale_request_state_is_an_ordinary_call(upstream: Any) -> None:
