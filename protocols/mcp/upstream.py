@@ -25,10 +25,11 @@ from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import listen
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from protocols.mcp import relay
 from protocols.mcp.errors import UpstreamError
@@ -249,9 +250,33 @@ class Upstream:
                 await session.initialize()
             if stop.is_set():
                 return
+            changes = await self._listen_for_changes(stack, session)
             ready.append(session)
             got.set()
-            await stop.wait()
+            async with anyio.create_task_group() as tg:
+                if changes is not None:
+                    tg.start_soon(_drain, changes)
+                await stop.wait()
+                tg.cancel_scope.cancel()
+
+    async def _listen_for_changes(self, stack: contextlib.AsyncExitStack, session: ClientSession) -> Any:
+        """A 2026-07-28 upstream tells of list changes only on a `subscriptions/listen` stream, kept open
+        for the connection's life; its events reach the message handler like handshake-era ones."""
+        caps = session.server_capabilities
+        if session.protocol_version not in MODERN_PROTOCOL_VERSIONS or caps is None:
+            return None
+        wanted = {
+            "tools_list_changed": bool(caps.tools and caps.tools.list_changed),
+            "prompts_list_changed": bool(caps.prompts and caps.prompts.list_changed),
+            "resources_list_changed": bool(caps.resources and caps.resources.list_changed),
+        }
+        if not any(wanted.values()):
+            return None
+        try:
+            return await stack.enter_async_context(listen(session, **wanted))
+        except (MCPError, RuntimeError, TimeoutError) as exc:
+            logger.info("target %s: no list-change stream (%s)", self.spec.name, _describe(exc))
+            return None
 
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
@@ -458,6 +483,13 @@ class _DrainOnClose(httpx2.AsyncByteStream):
             async for _ in self.inner:
                 pass
         await self.inner.aclose()
+
+
+async def _drain(subscription: Any) -> None:
+    """Consume a listen stream's events (the message handler has already seen each one)."""
+    with contextlib.suppress(Exception):
+        async for _ in subscription:
+            pass
 
 
 def _is_closed(session: ClientSession) -> bool:

@@ -82,3 +82,24 @@ async def test_resource_updates_reach_subscribers_only(upstream: Any, transport:
         assert updates["sub"] == ["up+mem://static"]
         await anyio.sleep(0.3)
         assert updates["bystander"] == []
+
+
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_list_changes_of_a_modern_upstream_reach_clients(upstream: Any, transport: str) -> None:
+    seen = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            seen.set()
+
+    first = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
+    yaml = mcp_yaml(first + "\n    era: modern" + stdio_target("other"))
+    async with (
+        run_gateway(yaml) as gw,
+        Client(gw.url, mode="legacy", cache=None, message_handler=on_message) as client,
+    ):
+        await client.list_tools()
+        await client.call_tool("up_grow", {"name": "newer"})
+        with anyio.fail_after(10):
+            await seen.wait()
+        assert "up_newer" in {t.name for t in (await client.list_tools()).tools}
