@@ -37,6 +37,7 @@ class Downstreams:
         self.bus = InMemorySubscriptionBus()
         self._connections: dict[str | None, Any] = {}  # by the client's Mcp-Session-Id
         self._subscribers: dict[str, set[Any]] = {}
+        self._watchers: dict[str, int] = {}  # 2026-07-28 listeners per resource URI
 
     def seen(self, ctx: ServerRequestContext[Any]) -> None:
         """Remember a handshake-era connection until it ends (modern clients listen instead)."""
@@ -60,6 +61,20 @@ class Downstreams:
         """Forget a subscription; True when nobody else still wants that URI."""
         self._drop(uri, getattr(ctx.session, "_connection", None))
         return not self.wanted(uri)
+
+    def watch(self, uri: str) -> bool:
+        """A listener watches `uri`; True when it is the first (subscribe upstream)."""
+        self._watchers[uri] = self._watchers.get(uri, 0) + 1
+        return self._watchers[uri] == 1 and not self.wanted(uri)
+
+    def unwatch(self, uri: str) -> bool:
+        """A listener stopped; True when nobody (listener or subscriber) wants `uri` any more."""
+        left = self._watchers.get(uri, 1) - 1
+        if left:
+            self._watchers[uri] = left
+        else:
+            self._watchers.pop(uri, None)
+        return not left and not self.wanted(uri)
 
     def wanted(self, uri: str) -> bool:
         return bool(self._subscribers.get(uri))

@@ -90,6 +90,7 @@ class Federation:
         # error) instead of its tools turning into "unknown tool" while it restarts.
         self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
         self.downstreams = Downstreams()
+        self._listen_handler = ListenHandler(self.downstreams.bus)
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class Federation:
             on_unsubscribe_resource=self._unsubscribe,
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
-            on_subscriptions_listen=ListenHandler(self.downstreams.bus),
+            on_subscriptions_listen=self._listen,
         )
         server.middleware.append(self._middleware)
         return server
@@ -410,6 +411,30 @@ class Federation:
         if self.downstreams.unsubscribe(ctx, str(params.uri)):  # the upstream keeps it while others want it
             await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
         return types.EmptyResult()
+
+    async def _listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
+        """A 2026-07-28 client's event stream; resources it watches are subscribed upstream meanwhile."""
+        watched = []
+        for uri in (params.notifications.resource_subscriptions or []) if params.notifications else []:
+            try:
+                target, upstream_uri = await self._resolve_uri(uri, ctx)
+                upstream = self._upstream(target, ctx)
+                if self.downstreams.watch(uri) and not _is_modern_version(upstream.protocol_version):
+                    await self._forward(
+                        ctx, target, "resources/subscribe", lambda s, u=upstream_uri: s.subscribe_resource(u)
+                    )
+                watched.append((uri, upstream, upstream_uri))
+            except MCPError as exc:
+                logger.info("listener watches %s, which cannot be subscribed upstream: %s", uri, exc.message)
+        try:
+            return await self._listen_handler(ctx, params)
+        finally:
+            for uri, upstream, upstream_uri in watched:
+                if self.downstreams.unwatch(uri) and upstream.connected:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(MCPError):
+                        await upstream.request(
+                            "resources/unsubscribe", lambda s, u=upstream_uri: s.unsubscribe_resource(u)
+                        )
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
         ref = params.ref
