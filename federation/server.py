@@ -279,53 +279,85 @@ class Federation:
     # -- calls -----------------------------------------------------------------------------
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
-        parked = self._parked.get(params.request_state) if _is_modern(ctx) else None
-        if parked is not None:  # a modern client's retry, answering what a parked upstream call asked
-            parked.answer(params.input_responses or {})
-            return await parked.next_outcome()
+        if (parked := self._parked_for(ctx, params)) is not None:
+            return await parked
         entry = await self._lookup("tool", params.name, ctx)
-        upstream = self._upstream(entry.target, ctx)
+        progress = _progress_relay(ctx)
+
+        def invoke(session: Any, **interactive: Any) -> Any:
+            return session.call_tool(entry.original, params.arguments, progress_callback=progress, **interactive)
+
+        return await self._interactive(ctx, params, entry.target, "tools/call", invoke)
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
+        if (parked := self._parked_for(ctx, params)) is not None:
+            return await parked
+        entry = await self._lookup("prompt", params.name, ctx)
+
+        def invoke(session: Any, **interactive: Any) -> Any:
+            return session.get_prompt(entry.original, params.arguments, **interactive)
+
+        return await self._interactive(ctx, params, entry.target, "prompts/get", invoke)
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
+        if (parked := self._parked_for(ctx, params)) is not None:
+            return await parked
+        target, uri = await self._resolve_uri(str(params.uri), ctx)
+
+        async def invoke(session: Any, **interactive: Any) -> Any:
+            result = await session.read_resource(uri, **interactive)
+            if uri == str(params.uri) or isinstance(result, types.InputRequiredResult):
+                return result
+            contents = [c.model_copy(update={"uri": params.uri}) if c.uri == uri else c for c in result.contents]
+            return result.model_copy(update={"contents": contents})
+
+        return await self._interactive(ctx, params, target, "resources/read", invoke)
+
+    def _parked_for(self, ctx: ServerRequestContext[Any], params: Any) -> Any:
+        """A 2026-07-28 client's retry answering what a parked upstream request asked: its next outcome."""
+        parked = self._parked.get(params.request_state) if _is_modern(ctx) else None
+        if parked is None:
+            return None
+        parked.answer(params.input_responses or {})
+        return parked.next_outcome()
+
+    async def _interactive(
+        self, ctx: ServerRequestContext[Any], params: Any, target: str, method: str, invoke: Callable[..., Any]
+    ) -> Any:
+        """A request that may need the client's input (sampling, elicitation, roots), in any pair of eras.
+
+        Same era on both sides: passed through. A 2026-07-28 upstream's InputRequiredResult for a
+        handshake-era client: the gateway asks the client and retries. A handshake-era upstream asking
+        a 2026-07-28 client: the request is parked (federation/bridge.py).
+        """
         modern = _is_modern(ctx)
 
         async def call(session: Any) -> Any:
             if not _is_modern_version(session.protocol_version):
-                return await session.call_tool(entry.original, params.arguments, progress_callback=_progress_relay(ctx))
-            result = await session.call_tool(
-                entry.original,
-                params.arguments,
-                progress_callback=_progress_relay(ctx),
+                return await invoke(session)
+            result = await invoke(
+                session,
                 allow_input_required=True,
                 input_responses=params.input_responses if modern else None,
                 request_state=params.request_state if modern else None,
             )
-            if modern:
-                return result  # the client resolves the upstream's InputRequiredResult and retries
-            return await self._resolve_for_client(ctx, session, entry.original, params, result)
+            for _ in range(0 if modern else 10):  # modern clients resolve it themselves and retry
+                if not isinstance(result, types.InputRequiredResult):
+                    return result
+                asked = (result.input_requests or {}).items()
+                answers = {key: await _ask_client(ctx, request) for key, request in asked}
+                result = await invoke(
+                    session, allow_input_required=True, input_responses=answers, request_state=result.request_state
+                )
+            if not modern and isinstance(result, types.InputRequiredResult):
+                raise MCPError(types.INTERNAL_ERROR, f"target '{target}' kept asking for input after 10 rounds")
+            return result
 
+        upstream = self._upstream(target, ctx)
         if modern and self._tg is not None and not _is_modern_version(upstream.protocol_version):
-            parked = await self._parked.start(
-                self._tg, lambda p: self._forward(Call(ctx, p), entry.target, "tools/call", call)
-            )
+            parked = await self._parked.start(self._tg, lambda p: self._forward(Call(ctx, p), target, method, call))
             return await parked.next_outcome()
-        return await self._forward(Call(ctx), entry.target, "tools/call", call)
-
-    async def _resolve_for_client(
-        self, ctx: ServerRequestContext[Any], session: Any, name: str, params: types.CallToolRequestParams, result: Any
-    ) -> Any:
-        """A modern upstream's InputRequiredResult, answered by asking a handshake-era client directly."""
-        for _ in range(10):
-            if not isinstance(result, types.InputRequiredResult):
-                return result
-            responses = {key: await _ask_client(ctx, request) for key, request in (result.input_requests or {}).items()}
-            result = await session.call_tool(
-                name,
-                params.arguments,
-                progress_callback=_progress_relay(ctx),
-                allow_input_required=True,
-                input_responses=responses,
-                request_state=result.request_state,
-            )
-        raise MCPError(types.INTERNAL_ERROR, f"tool {params.name} kept asking for input after 10 rounds")
+        return await self._forward(Call(ctx), target, method, call)
 
     async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
         """A handshake-era tools/call over the raw relay (protocols/mcp/relay.py).
@@ -364,7 +396,7 @@ class Federation:
         current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
         inflight = self._inflight.setdefault(upstream, [])
         inflight.append(current)
-        token = _CALLER.set(current)
+        caller = _CALLER.set(current)
         try:
             response = await upstream.relay(
                 {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
@@ -372,7 +404,7 @@ class Federation:
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         finally:
-            _CALLER.reset(token)
+            _CALLER.reset(caller)
             inflight.remove(current)
             if not inflight:
                 del self._inflight[upstream]
@@ -381,24 +413,6 @@ class Federation:
             error["message"] = f"{error.get('message')} (from target '{entry.target}')"
             return {**reply, "error": error}
         return {**reply, "result": response.get("result")}
-
-    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
-        entry = await self._lookup("prompt", params.name, ctx)
-        return await self._forward(
-            Call(ctx), entry.target, "prompts/get", lambda s: s.get_prompt(entry.original, params.arguments)
-        )
-
-    async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
-        target, uri = await self._resolve_uri(str(params.uri), ctx)
-
-        async def call(session: Any) -> Any:
-            result = await session.read_resource(uri)
-            if uri == str(params.uri):
-                return result
-            contents = [c.model_copy(update={"uri": params.uri}) if c.uri == uri else c for c in result.contents]
-            return result.model_copy(update={"contents": contents})
-
-        return await self._forward(ctx, target, "resources/read", call)
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)

@@ -107,12 +107,15 @@ async def test_list_changes_of_a_modern_upstream_reach_clients(upstream: Any, tr
 
 @pytest.mark.parametrize("transport", ["mcp", "stdio"])
 async def test_resource_updates_reach_modern_listeners(upstream: Any, transport: str) -> None:
-    async with run_gateway(mcp_yaml(targets(upstream, transport))) as gw, Client(gw.url, cache=None) as client:
-        async with client.listen(resource_subscriptions=["up+mem://static"]) as subscription:
-            await client.call_tool("up_touch", {"uri": "mem://other"})  # not watched: no event
-            await client.call_tool("up_touch", {"uri": "mem://static"})
-            with anyio.fail_after(10):
-                async for event in subscription:
-                    assert type(event).__name__ == "ResourceUpdated"
-                    assert event.uri == "up+mem://static"
-                    break
+    async with (
+        run_gateway(mcp_yaml(targets(upstream, transport))) as gw,
+        Client(gw.url, cache=None) as client,
+        client.listen(resource_subscriptions=["up+mem://static"]) as subscription,
+    ):
+        await client.call_tool("up_touch", {"uri": "mem://other"})  # not watched: no event
+        await client.call_tool("up_touch", {"uri": "mem://static"})
+        with anyio.fail_after(10):
+            async for event in subscription:
+                assert type(event).__name__ == "ResourceUpdated"
+                assert event.uri == "up+mem://static"
+                break
