@@ -83,6 +83,7 @@ async def test_progress_and_logging_reach_the_caller(upstream: Any, mode: str, t
         run_gateway(mcp_yaml(target)) as gw,
         Client(gw.url, mode=mode, cache=None, logging_callback=on_log, log_level="debug") as client,
     ):
+        await client.list_tools()  # a known name: HTTP targets take the relay for handshake-era clients
         result = await client.call_tool("progress", {"steps": 3}, progress_callback=on_progress)
         assert text(result) == "done"
         assert [p[0] for p in progress] == [1, 2, 3]
