@@ -31,6 +31,8 @@ async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.
 
 
 async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    if isinstance(params, types.ElicitRequestURLParams):  # URL mode: the user went to the page
+        return types.ElicitResult(action="accept" if params.url.startswith("https://") else "decline")
     return types.ElicitResult(action="accept", content={"answer": "forty-two"})
 
 
@@ -61,6 +63,7 @@ async def test_handshake_upstream_asks_any_client(upstream: Any, transport: str,
         assert "sampled a poem" in (await c.call_tool("sample", {"prompt": "a poem"})).content[0].text
         assert "forty-two" in (await c.call_tool("ask", {"question": "what?"})).content[0].text
         assert (await c.call_tool("roots", {})).content[0].text == "roots: file:///work/project"
+        assert (await c.call_tool("visit", {"url": "https://example.test/login"})).content[0].text == "visit: accept"
         assert (await c.call_tool("whoami", {})).content[0].text == "up"  # plain calls still plain
 
 
