@@ -189,15 +189,7 @@ def _binds(config: Config) -> list[Bind]:
     binds = list(config.binds)
     if config.mcp is not None:
         m = config.mcp
-        backend = McpBackend(
-            targets=m.targets,
-            prefixMode=m.prefixMode,
-            statefulMode=m.statefulMode,
-            failureMode=m.failureMode,
-            separator=m.separator,
-            maxRequestBodySize=m.maxRequestBodySize,
-            sessionIdleTimeout=m.sessionIdleTimeout,
-        )
+        backend = McpBackend(**{field: getattr(m, field) for field in McpBackend.model_fields if field != "policies"})
         sse_base = m.path.rsplit("/", 1)[0]  # /mcp -> /sse and /messages/ (like the reference); /x/mcp -> /x/sse
         route = Route(
             name="mcp",
