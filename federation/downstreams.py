@@ -35,7 +35,7 @@ class Downstreams:
 
     def __init__(self) -> None:
         self.bus = InMemorySubscriptionBus()
-        self._connections: dict[str | None, Any] = {}  # by the client's Mcp-Session-Id
+        self._connections: dict[str | int, Any] = {}  # by Mcp-Session-Id (SSE and stdio: by identity)
         self._subscribers: dict[str, set[Any]] = {}
         self._watchers: dict[str, int] = {}  # 2026-07-28 listeners per resource URI
 
@@ -44,9 +44,9 @@ class Downstreams:
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         connection = getattr(ctx.session, "_connection", None)  # the connection's stable identity (sdk-notes §7.2)
-        if connection is None or self._connections.get(connection.session_id) is connection:
+        if connection is None or self._connections.get(_key(connection)) is connection:
             return
-        self._connections[connection.session_id] = connection
+        self._connections[_key(connection)] = connection
         connection.exit_stack.callback(self._forget, connection)
 
     def connection(self, session_id: str) -> Any:
@@ -95,8 +95,8 @@ class Downstreams:
             await self.bus.publish(ResourceUpdated(uri=uri))
 
     def _forget(self, connection: Any) -> None:
-        if self._connections.get(connection.session_id) is connection:
-            del self._connections[connection.session_id]
+        if self._connections.get(_key(connection)) is connection:
+            del self._connections[_key(connection)]
         for uri in [u for u, subscribers in self._subscribers.items() if connection in subscribers]:
             self._drop(uri, connection)
 
@@ -105,6 +105,10 @@ class Downstreams:
         subscribers.discard(connection)
         if not subscribers:
             self._subscribers.pop(uri, None)
+
+
+def _key(connection: Any) -> str | int:
+    return connection.session_id or id(connection)
 
 
 async def _notify(connection: Any, method: str, params: dict[str, Any] | None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
+import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.sse import sse_client
@@ -57,3 +59,32 @@ async def test_sse_front_end_checks_host() -> None:
     async with run_gateway(mcp_yaml(stdio_target("solo"))) as gw, httpx.AsyncClient(timeout=30) as http:
         response = await http.get(f"http://127.0.0.1:{gw.port}/sse", headers={**HEADERS, "host": "evil.example"})
         assert response.status_code == 421
+
+
+async def test_list_changes_reach_every_sse_client() -> None:
+    yaml = mcp_yaml(stdio_target("up") + "\n    sharing: shared")
+    got = {"first": anyio.Event(), "second": anyio.Event()}
+
+    def handler(name: str) -> Any:
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                got[name].set()
+
+        return on_message
+
+    async with run_gateway(yaml) as gw:
+        url = f"http://127.0.0.1:{gw.port}/sse"
+        async with (
+            sse_client(url) as (r1, w1),
+            ClientSession(r1, w1, message_handler=handler("first")) as first,
+            sse_client(url) as (r2, w2),
+            ClientSession(r2, w2, message_handler=handler("second")) as second,
+        ):
+            await first.initialize()
+            await second.initialize()
+            await first.list_tools()
+            await second.list_tools()
+            await first.call_tool("grow", {"name": "extra"})
+            with anyio.fail_after(10):
+                await got["first"].wait()
+                await got["second"].wait()
