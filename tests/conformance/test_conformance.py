@@ -74,21 +74,14 @@ def fixture_stdio_target() -> str:
     stdio: {{ cmd: "{PY}", args: ["-m", "tests.fixtures.conformance_server", "--transport", "stdio"], cwd: "{ROOT}" }}"""
 
 
-async def test_conformance_through_gateway_with_streamable_http_target(suite: list[str], tmp_path: Path) -> None:
-    with http_server("tests.fixtures.conformance_server", "--transport", "http") as url:
+@pytest.mark.parametrize(("kind", "transport", "path"), [("mcp", "http", "/mcp"), ("sse", "sse", "/sse")])
+async def test_conformance_through_gateway_with_http_targets(
+    suite: list[str], tmp_path: Path, kind: str, transport: str, path: str
+) -> None:
+    with http_server("tests.fixtures.conformance_server", "--transport", transport, path=path) as url:
         target = f"""
   - name: conformance
-    mcp: {{ host: "{url}" }}"""
-        async with run_gateway(mcp_yaml(target)) as gw:
-            passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
-    assert passed >= 39 and failed == 0
-
-
-async def test_conformance_through_gateway_with_sse_target(suite: list[str], tmp_path: Path) -> None:
-    with http_server("tests.fixtures.conformance_server", "--transport", "sse", path="/sse") as url:
-        target = f"""
-  - name: conformance
-    sse: {{ host: "{url}" }}"""
+    {kind}: {{ host: "{url}" }}"""
         async with run_gateway(mcp_yaml(target)) as gw:
             passed, failed, _ = await run_suite(suite, f"http://localhost:{gw.port}/mcp", tmp_path)
     assert passed >= 39 and failed == 0
