@@ -284,8 +284,13 @@ class Federation:
         entry = await self._lookup("tool", params.name, ctx)
         progress = _progress_relay(ctx)
 
-        def invoke(session: Any, **interactive: Any) -> Any:
-            return session.call_tool(entry.original, params.arguments, progress_callback=progress, **interactive)
+        async def invoke(session: Any, **interactive: Any) -> Any:
+            result = await session.call_tool(
+                entry.original, params.arguments, progress_callback=progress, **interactive
+            )
+            if not self.naming.prefixed or isinstance(result, types.InputRequiredResult):
+                return result
+            return result.model_copy(update={"content": [self._expose_block(entry.target, b) for b in result.content]})
 
         return await self._interactive(ctx, params, entry.target, "tools/call", invoke)
 
@@ -294,10 +299,25 @@ class Federation:
             return await parked
         entry = await self._lookup("prompt", params.name, ctx)
 
-        def invoke(session: Any, **interactive: Any) -> Any:
-            return session.get_prompt(entry.original, params.arguments, **interactive)
+        async def invoke(session: Any, **interactive: Any) -> Any:
+            result = await session.get_prompt(entry.original, params.arguments, **interactive)
+            if not self.naming.prefixed or isinstance(result, types.InputRequiredResult):
+                return result
+            messages = [
+                m.model_copy(update={"content": self._expose_block(entry.target, m.content)}) for m in result.messages
+            ]
+            return result.model_copy(update={"messages": messages})
 
         return await self._interactive(ctx, params, entry.target, "prompts/get", invoke)
+
+    def _expose_block(self, target: str, block: Any) -> Any:
+        """Resource links and embedded resources in results point at exposed URIs, so clients can follow them."""
+        if isinstance(block, types.ResourceLink):
+            return block.model_copy(update={"uri": self.naming.uri(target, str(block.uri))})
+        if isinstance(block, types.EmbeddedResource):
+            inner = block.resource.model_copy(update={"uri": self.naming.uri(target, str(block.resource.uri))})
+            return block.model_copy(update={"resource": inner})
+        return block
 
     async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         if (parked := self._parked_for(ctx, params)) is not None:
@@ -412,7 +432,21 @@ class Federation:
             error = dict(response["error"])
             error["message"] = f"{error.get('message')} (from target '{entry.target}')"
             return {**reply, "error": error}
-        return {**reply, "result": response.get("result")}
+        result = response.get("result")
+        if self.naming.prefixed and isinstance(result, dict) and isinstance(result.get("content"), list):
+            result = {**result, "content": [self._expose_wire_block(entry.target, b) for b in result["content"]]}
+        return {**reply, "result": result}
+
+    def _expose_wire_block(self, target: str, block: Any) -> Any:
+        """`_expose_block` for the relay's JSON content blocks."""
+        if not isinstance(block, dict):
+            return block
+        if block.get("type") == "resource_link" and isinstance(block.get("uri"), str):
+            return {**block, "uri": self.naming.uri(target, block["uri"])}
+        inner = block.get("resource")
+        if block.get("type") == "resource" and isinstance(inner, dict) and isinstance(inner.get("uri"), str):
+            return {**block, "resource": {**inner, "uri": self.naming.uri(target, inner["uri"])}}
+        return block
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)

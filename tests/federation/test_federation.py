@@ -199,3 +199,16 @@ async def test_cancellation_reaches_the_target_that_owns_the_call(upstream: Any,
                 await anyio.sleep(0.1)  # bounded by fail_after
         assert (await c.call_tool("other_cancellations", {})).structured_content["result"] == 0
         assert text(await c.call_tool("up_echo", {"text": "after"})) == "up: after"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_resource_links_in_results_point_through_the_gateway(upstream: Any, mode: str) -> None:
+    targets = http_target("web", upstream("web", "mcp")) + stdio_target("local")
+    async with run_gateway(mcp_yaml(targets)) as gw, Client(gw.url, mode=mode, cache=None) as client:
+        await client.list_tools()  # handshake-era calls to "web" then take the relay
+        for target in ("web", "local"):
+            link, embedded = (await client.call_tool(f"{target}_link", {})).content
+            assert link.uri == f"{target}+mem://static"
+            assert embedded.resource.uri == f"{target}+mem://static"
+            followed = await client.read_resource(link.uri)
+            assert followed.contents[0].text == f"static from {target}"
