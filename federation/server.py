@@ -71,7 +71,7 @@ class Federation:
     """Many upstream targets presented as one MCP server.
 
     Each handshake-era client session gets its own upstream session of every `sharing: session`
-    target (a process of its own for stdio), opened on first use and closed when the client's session
+    target (a process of its own for stdio), opened when the client's session starts and closed when the client's session
     ends; `sharing: shared` targets, 2026-07-28 (sessionless) clients and stateless mode use one
     upstream per target. Server-to-client traffic goes back to the request that caused it.
     """

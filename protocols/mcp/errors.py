@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types import INVALID_PARAMS
 
 # Implementation-defined JSON-RPC server error range (-32000..-32099).
 UPSTREAM_UNAVAILABLE = -32003
@@ -20,7 +20,3 @@ class UpstreamError(MCPError):
 def unknown_name(kind: str, name: str) -> MCPError:
     """The error for a name that is not in the catalog (also what policy denials look like)."""
     return MCPError(INVALID_PARAMS, f"Unknown {kind}: {name}")
-
-
-def internal(message: str) -> MCPError:
-    return MCPError(INTERNAL_ERROR, message)

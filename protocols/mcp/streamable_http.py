@@ -89,7 +89,7 @@ class StreamableHTTPEndpoint:
             or headers.get(b"mcp-protocol-version", b"").decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
             or not headers.get(b"content-type", b"").startswith(b"application/json")
             or not _accepts_both(headers.get(b"accept", b""))
-            or int(headers.get(b"content-length", b"0") or 0) > self.max_body
+            or not _length_ok(headers.get(b"content-length", b"0"), self.max_body)
             or (self._security is not None and not self._security_ok(headers))
             or _ending(transport)
         ):
@@ -147,6 +147,11 @@ class StreamableHTTPEndpoint:
 _RELAY_HEADERS = frozenset(
     {b"mcp-session-id", b"mcp-protocol-version", b"content-type", b"accept", b"content-length", b"host", b"origin"}
 )
+
+
+def _length_ok(length: bytes, limit: int) -> bool:
+    """A declared length the relay can take; anything else (odd or too big) is the SDK's to answer."""
+    return length.isdigit() and int(length) <= limit
 
 
 def _accepts_both(accept: bytes) -> bool:
