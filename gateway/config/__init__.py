@@ -18,8 +18,8 @@ from .models import (
     Route,
     StdioTarget,
     Target,
-    TimeoutPolicy,
 )
+from .policies import TimeoutPolicy
 from .units import parse_byte_size, parse_duration
 
 __all__ = [

@@ -230,7 +230,8 @@ def test_unknown_key_lists_allowed_keys() -> None:
 
 def test_unknown_policy() -> None:
     assert one_problem("mcp: {policies: {retries: 3}, targets: [{name: a, stdio: {cmd: x}}]}") == (
-        "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout)"
+        "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout, jwtAuth, mcpAuthentication, apiKey, "
+        "basicAuth, extAuthz, mcpAuthorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS)"
     )
 
 
@@ -487,3 +488,23 @@ def test_models_forbid_extra_keys() -> None:
     classes = [obj for obj in vars(models).values() if isinstance(obj, type) and issubclass(obj, models._Model)]
     assert Config in classes
     assert all(cls.model_config.get("extra") == "forbid" for cls in classes)
+
+
+def test_cel_syntax_error_is_a_config_error_at_the_rule() -> None:
+    problem = one_problem(
+        "mcp:\n  policies:\n    mcpAuthorization:\n      rules:\n      - 'mcp.tool.name == \"a\"'\n"
+        "      - deny: 'mcp.tool.name =='\n  targets: [{name: a, stdio: {cmd: x}}]"
+    )
+    assert problem.startswith("x.yaml: mcp.policies.mcpAuthorization.rules[1].deny: invalid CEL expression")
+    assert "Syntax error" in problem
+
+
+def test_policy_shapes_are_checked() -> None:
+    base = "mcp: {targets: [{name: a, stdio: {cmd: x}}], policies: {%s}}"
+    assert "exactly one of: url, file, inline" in one_problem(base % "jwtAuth: {jwks: {}}")
+    assert "'none' is never allowed" in one_problem(base % "jwtAuth: {jwks: {file: k.json}, algorithms: [none]}")
+    assert "localRateLimit[0].fillInterval" in one_problem(base % "localRateLimit: [{maxTokens: 1}]")
+    assert "localRateLimit[0].key: invalid CEL" in one_problem(
+        base % "localRateLimit: [{maxTokens: 1, fillInterval: 1s, key: 'jwt.'}]"
+    )
+    assert "exactly one of: passthrough, key, oauth2, tokenExchange" in one_problem(base % "backendAuth: {}")

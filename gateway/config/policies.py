@@ -1,0 +1,282 @@
+"""Policy config models, in the agentgateway dialect; each is enforced by one module under gateway/policies/.
+
+CEL expressions are compiled here, so a rule with a syntax error is a config error at its key path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+import cel
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from .base import _CI, Duration, _http_url, _Model, _non_empty
+
+Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
+FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
+
+
+def _cel(value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a CEL expression")
+    try:
+        cel.compile(value)
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0].removeprefix(f"Failed to parse expression '{value}': ")
+        raise ValueError(f"invalid CEL expression {value!r}: {first}") from None
+    return value
+
+
+CelExpr = Annotated[str, AfterValidator(_cel)]
+
+
+class TimeoutPolicy(_Model):
+    requestTimeout: Duration | None = None
+    backendRequestTimeout: Duration | None = None
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+class Jwks(_Model):
+    """Where signing keys come from: exactly one of a URL (fetched and cached), a file, or inline JSON."""
+
+    url: Annotated[str, AfterValidator(_http_url)] | None = None
+    file: str | None = None
+    inline: str | dict[str, Any] | None = None
+    cacheTtl: Duration = 300.0  # agentplex: how long a fetched JWKS is trusted
+    refreshCooldown: Duration = 30.0  # agentplex: unknown `kid` refetches at most this often
+
+    @model_validator(mode="after")
+    def _one(self) -> Jwks:
+        if sum(v is not None for v in (self.url, self.file, self.inline)) != 1:
+            raise ValueError("expected exactly one of: url, file, inline")
+        return self
+
+
+class TokenLocation(_Model):
+    """Where the token is read from; the header (with its scheme prefix) by default."""
+
+    header: str | None = "authorization"
+    prefix: str = "Bearer "
+    queryParameter: str | None = None
+    cookie: str | None = None
+
+
+class JwtAuth(_Model):
+    mode: Mode = "strict"
+    issuer: Annotated[str, AfterValidator(_non_empty)] | None = None
+    audiences: list[str] = Field(default_factory=list)
+    jwks: Jwks
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    location: TokenLocation = Field(default_factory=TokenLocation)
+    leeway: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _algorithms(self) -> JwtAuth:
+        if not self.algorithms or any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError("algorithms: expected signing algorithms such as RS256 or ES256 ('none' is never allowed)")
+        return self
+
+
+class ResourceMetadata(_Model):
+    """RFC 9728 protected-resource metadata; unknown keys are served as configured extras."""
+
+    model_config = ConfigDict(extra="allow")
+
+    resource: Annotated[str, AfterValidator(_http_url)] | None = None  # default: this route's URL
+    authorizationServers: list[str] = Field(default_factory=list)  # default: [issuer]
+    scopesSupported: list[str] = Field(default_factory=list)
+    bearerMethodsSupported: list[str] = Field(default_factory=lambda: ["header"])
+    resourceName: str | None = None
+    resourceDocumentation: str | None = None
+
+
+class McpAuthentication(_Model):
+    mode: Mode = "strict"
+    issuer: Annotated[str, AfterValidator(_non_empty)]
+    audiences: list[str] = Field(default_factory=list)
+    jwks: Jwks
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    scopes: list[str] = Field(default_factory=list)  # required scopes: 403 insufficient_scope without them
+    resourceMetadata: ResourceMetadata = Field(default_factory=ResourceMetadata)
+    leeway: Duration = 30.0
+
+
+class ApiKeyEntry(_Model):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    key: Annotated[str, AfterValidator(_non_empty)]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApiKey(_Model):
+    mode: Mode = "strict"
+    keys: list[ApiKeyEntry] = Field(min_length=1)
+    location: TokenLocation = Field(default_factory=TokenLocation)
+
+
+class Htpasswd(_Model):
+    file: str | None = None
+    inline: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Htpasswd:
+        if (self.file is None) == (self.inline is None):
+            raise ValueError("expected exactly one of: file, inline")
+        return self
+
+
+class BasicAuth(_Model):
+    mode: Mode = "strict"
+    htpasswd: Htpasswd
+    realm: str = "agentplex"
+
+
+class ExtAuthzHttp(_Model):
+    url: Annotated[str, AfterValidator(_http_url)]
+    timeout: Duration = 2.0
+
+
+class ExtAuthz(_Model):
+    http: ExtAuthzHttp
+    failureMode: FailureMode = "failClosed"
+    includeRequestHeaders: list[str] = Field(default_factory=list)  # sent to the service (lower-cased)
+    includeMcp: Annotated[Literal["headers", "body", "none"], _CI] = "headers"
+    propagateHeaders: list[str] = Field(default_factory=list)  # from its answer onto the request upstream
+
+
+# -- authorization and rate limits -------------------------------------------------------------
+
+
+class AuthorizationRule(_Model):
+    allow: CelExpr | None = None
+    deny: CelExpr | None = None
+    require: CelExpr | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthorizationRule:
+        if sum(v is not None for v in (self.allow, self.deny, self.require)) != 1:
+            raise ValueError("expected exactly one of: allow, deny, require")
+        return self
+
+
+def _rule(value: Any) -> Any:
+    return {"allow": value} if isinstance(value, str) else value  # a plain string is an allow rule
+
+
+class McpAuthorization(_Model):
+    rules: list[AuthorizationRule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_strings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("rules"), list):
+            return {**data, "rules": [_rule(r) for r in data["rules"]]}
+        return data
+
+
+class RateLimit(_Model):
+    """A token bucket. `key` (CEL) splits it per caller/tool/...; `methods`/`tools` say what it charges."""
+
+    maxTokens: int = Field(gt=0)
+    tokensPerFill: int = Field(default=1, gt=0)
+    fillInterval: Duration
+    type: Annotated[Literal["requests"], _CI] = "requests"
+    key: CelExpr | None = None
+    methods: list[str] = Field(default_factory=list)  # MCP methods charged; empty: every MCP request
+    tools: list[str] = Field(default_factory=list)  # exposed tool names charged; empty: all
+
+    @model_validator(mode="after")
+    def _positive(self) -> RateLimit:
+        if self.fillInterval <= 0:
+            raise ValueError("fillInterval: must be greater than 0")
+        return self
+
+
+class RedisConnection(_Model):
+    url: Annotated[str, AfterValidator(_non_empty)] = "redis://127.0.0.1:6379/0"
+    timeout: Duration = 0.5
+
+
+class RemoteRateLimit(_Model):
+    redis: RedisConnection = Field(default_factory=RedisConnection)
+    failureMode: FailureMode = "failOpen"
+    limits: list[RateLimit] = Field(min_length=1)
+    prefix: str = "agentplex:rl"
+
+
+# -- toward backends ---------------------------------------------------------------------------
+
+
+class OAuthClientCredentials(_Model):
+    tokenUrl: Annotated[str, AfterValidator(_http_url)]
+    clientId: str
+    clientSecret: str
+    scopes: list[str] = Field(default_factory=list)
+    audience: str | None = None
+    resource: str | None = None
+
+
+class TokenExchange(OAuthClientCredentials):
+    subjectTokenType: str = "urn:ietf:params:oauth:token-type:access_token"
+    requestedTokenType: str | None = None
+
+
+class BackendKey(_Model):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    value: Annotated[str, AfterValidator(_non_empty)]
+    header: str = "authorization"
+    prefix: str = "Bearer "
+
+
+class BackendAuth(_Model):
+    passthrough: dict[str, Any] | None = None
+    key: BackendKey | None = None
+    oauth2: OAuthClientCredentials | None = None
+    tokenExchange: TokenExchange | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("key"), str | int):
+            return {**data, "key": {"value": data["key"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> BackendAuth:
+        if sum(v is not None for v in (self.passthrough, self.key, self.oauth2, self.tokenExchange)) != 1:
+            raise ValueError("expected exactly one of: passthrough, key, oauth2, tokenExchange")
+        return self
+
+
+class BackendTLS(_Model):
+    root: str | None = None  # CA bundle (PEM file) to trust instead of the system roots
+    cert: str | None = None  # client certificate (PEM) for mTLS
+    key: str | None = None  # its private key (PEM)
+    hostname: str | None = None  # SNI and the name the certificate must carry
+    insecure: bool = False  # skip verification (tests only)
+    alpn: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> BackendTLS:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together (mTLS needs both)")
+        return self
+
+
+class Policies(_Model):
+    key_kind: ClassVar[str] = "policy"
+
+    timeout: TimeoutPolicy | None = None
+    jwtAuth: JwtAuth | None = None
+    mcpAuthentication: McpAuthentication | None = None
+    apiKey: ApiKey | None = None
+    basicAuth: BasicAuth | None = None
+    extAuthz: ExtAuthz | None = None
+    mcpAuthorization: McpAuthorization | None = None
+    localRateLimit: list[RateLimit] | None = None
+    remoteRateLimit: RemoteRateLimit | None = None
+    backendAuth: BackendAuth | None = None
+    backendTLS: BackendTLS | None = None
