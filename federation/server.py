@@ -23,6 +23,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from federation.bridge import Parked, ParkedCalls
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
+from federation.guard import Access, Guard, OpenGuard
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import TargetSpec, Upstream
@@ -40,6 +41,10 @@ LIST_METHODS: dict[Kind, str] = {
     "resource": "resources/list",
     "template": "resources/templates/list",
 }
+_ITEM_METHODS = frozenset(
+    {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete"}
+)
+_KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 _CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
@@ -76,8 +81,11 @@ class Federation:
     upstream per target. Server-to-client traffic goes back to the request that caused it.
     """
 
-    def __init__(self, targets: Sequence[TargetSpec], settings: FederationSettings | None = None) -> None:
+    def __init__(
+        self, targets: Sequence[TargetSpec], settings: FederationSettings | None = None, guard: Guard | None = None
+    ) -> None:
         self.settings = settings or FederationSettings()
+        self.guard: Guard = guard or OpenGuard()
         self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}  # the shared ones
         self._session_upstreams: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
         self._owners: dict[Upstream, Any] = {}  # and back
@@ -192,6 +200,8 @@ class Federation:
     async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         """Every request: remember who is connected; failClosed: no session starts while a target is down."""
         self.downstreams.seen(ctx)
+        if ctx.method not in _ITEM_METHODS:  # those are admitted once their item is known
+            await self.guard.admit(_request(ctx), Access(ctx.method))
         if ctx.method in ("initialize", "server/discover"):
             down = await self._unreachable(ctx)
             if down and self.settings.failure_mode == "failClosed":
@@ -220,9 +230,14 @@ class Federation:
     def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
         async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
             catalog = await self.refresh(kind, ctx)
-            items, next_cursor = page(
-                catalog.items(), params.cursor if params is not None else None, LIST_METHODS[kind]
-            )
+            request = _request(ctx)
+            visible = [
+                entry.item
+                for exposed, entry in catalog.entries.items()
+                if entry.target not in catalog.unavailable
+                and self.guard.visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
+            ]
+            items, next_cursor = page(visible, params.cursor if params is not None else None, LIST_METHODS[kind])
             return result_type(**{field: items}, next_cursor=next_cursor)
 
         return handler
@@ -264,13 +279,25 @@ class Federation:
         return catalog
 
     async def _lookup(self, kind: Kind, exposed: str, ctx: ServerRequestContext[Any] | None = None) -> Any:
-        """Catalog entry for a name, refreshing once on a miss (a client may call without listing)."""
+        """Catalog entry for a name, refreshing once on a miss (a client may call without listing).
+
+        An entry the caller may not see is unknown to it; one it may see is then admitted (rate limits).
+        """
         entry = self.catalogs[kind].get(exposed)
         if entry is None:
             entry = (await self.refresh(kind, ctx)).get(exposed)
         if entry is None:
             raise unknown_name(kind, exposed)
+        await self._admit(ctx, Access(ctx.method if ctx else "", kind, exposed, entry.target, entry.original))
         return entry
+
+    async def _admit(self, ctx: ServerRequestContext[Any] | None, access: Access) -> None:
+        request = _request(ctx)
+        if not self.guard.visible(request, access):
+            if access.kind == "resource":  # what an unknown URI gets
+                raise MCPError(-32002, f"Resource not found: {access.name}")
+            raise unknown_name(_KIND_NOUN[access.kind or "tool"], access.name)
+        await self.guard.admit(request, access)
 
     def _tool_input_schema(self, name: str) -> Any:
         entry = self.catalogs["tool"].get(name)
@@ -323,6 +350,7 @@ class Federation:
         if (parked := self._parked_for(ctx, params)) is not None:
             return await parked
         target, uri = await self._resolve_uri(str(params.uri), ctx)
+        await self._admit(ctx, Access(ctx.method, "resource", str(params.uri), target, uri))
 
         async def invoke(session: Any, **interactive: Any) -> Any:
             result = await session.read_resource(uri, **interactive)
@@ -386,12 +414,21 @@ class Federation:
         the call is not plain enough, so the SDK path serves it with the same result.
         """
         params = request["params"]
-        entry = self.catalogs["tool"].get(params.get("name"))  # type: ignore[arg-type]
+        name = params.get("name")
+        entry = self.catalogs["tool"].get(name)  # type: ignore[arg-type]
         if entry is None:
             return None  # unknown here: the SDK path refreshes the catalog and answers precisely
         upstream = self._upstream_for_session(entry.target, downstream.session_id)
         if upstream is None or not upstream.can_relay:
             return None
+        reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
+        access = Access("tools/call", "tool", entry.item.name, entry.target, entry.original)
+        try:
+            if not self.guard.visible(downstream.scope, access):
+                raise unknown_name("tool", str(name))
+            await self.guard.admit(downstream.scope, access)
+        except MCPError as exc:
+            return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         rid = relay_id()
         out = {**params, "name": entry.original}
         meta = params.get("_meta")
@@ -412,7 +449,6 @@ class Federation:
                 await downstream.notify(message)
             return None
 
-        reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
         current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
         inflight = self._inflight.setdefault(upstream, [])
         inflight.append(current)
@@ -450,6 +486,7 @@ class Federation:
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)
+        await self._admit(ctx, Access(ctx.method, "resource", str(params.uri), target, uri))
         await self._forward(ctx, target, "resources/subscribe", lambda s: s.subscribe_resource(uri))
         self.downstreams.subscribe(ctx, str(params.uri))
         return types.EmptyResult()
@@ -493,6 +530,7 @@ class Federation:
             entry = self.catalogs["template"].get(ref.uri) or (await self.refresh("template", ctx)).get(ref.uri)
             if entry is None:
                 raise unknown_name("resource template", ref.uri)
+            await self._admit(ctx, Access(ctx.method, "template", ref.uri, entry.target, entry.original))
             upstream_ref = ref.model_copy(update={"uri": entry.original})
         context = params.context.arguments if params.context else None
         argument = {"name": params.argument.name, "value": params.argument.value}
@@ -703,6 +741,12 @@ def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:
             await ctx.session.report_progress(progress, total, message)
 
     return relay
+
+
+def _request(ctx: ServerRequestContext[Any] | None) -> Any:
+    """The ASGI scope of the HTTP request that carried this message (None on stdio): what policy reads."""
+    request = ctx.request if ctx is not None else None
+    return getattr(request, "scope", None)
 
 
 def _is_modern(ctx: ServerRequestContext[Any]) -> bool:

@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.server import Federation, FederationSettings
 from gateway.config import Config
 from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
+from gateway.policies import PolicyApp, compile_policies
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -81,21 +83,39 @@ class Gateway:
         self.config = config
         self.federations: list[tuple[str, Federation]] = []
         self.endpoints: list[StreamableHTTPEndpoint] = []
-        self.binds = [self._compile_bind(bind) for bind in _binds(config)]
+        self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
+        self.binds = [self._compile_bind(index, bind) for index, bind in enumerate(_binds(config))]
 
     # -- compile ---------------------------------------------------------------------------
 
-    def _compile_bind(self, bind: Bind) -> BindRuntime:
+    def _compile_bind(self, index: int, bind: Bind) -> BindRuntime:
         runtime = BindRuntime(bind.address, bind.port)
+        short = self.config.mcp is not None and index == 0  # the `mcp:` block became bind 0
+        at = f"binds[{index - (1 if self.config.mcp is not None else 0)}]"
         for li, listener in enumerate(bind.listeners):
             for ri, route in enumerate(listener.routes):
                 name = route.name or f"{listener.name or f'listener{li}'}/route{ri}"
-                runtime.routes.append(self._compile_route(name, bind, listener, route))
+                where = "mcp" if short else f"{at}.listeners[{li}].routes[{ri}]"
+                listener_at = "mcp" if short else f"{at}.listeners[{li}]"
+                runtime.routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
         return runtime
 
-    def _compile_route(self, name: str, bind: Bind, listener: Listener, route: Route) -> CompiledRoute:
+    def _compile_route(
+        self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
+    ) -> list[CompiledRoute]:
         backend = route.backends[0].mcp
-        policies = [p for p in (route.policies, backend.policies) if p is not None]
+        src = self.config.source
+        levels = [
+            (f"{src}: {at}.policies", p)
+            for at, p in (
+                (listener_at, listener.policies),
+                (where, route.policies),
+                (f"{where}.backends[0].mcp" if where != "mcp" else "mcp", backend.policies),
+            )
+            if p is not None
+        ]
+        policies = [p for _, p in levels]
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
         federation = Federation(
             [_target_spec(t, policies) for t in backend.targets],
             FederationSettings(
@@ -104,6 +124,7 @@ class Gateway:
                 failure_mode=backend.failureMode,
                 stateless=backend.statefulMode == "stateless",
             ),
+            guard=compiled.guard,
         )
         server, security = federation.build_server(), rebinding_protection(bind.address)
         endpoint = StreamableHTTPEndpoint(
@@ -117,9 +138,14 @@ class Gateway:
         sse = SseEndpoint(server, security=security)
         self.federations.append((name, federation))
         self.endpoints.append(endpoint)
-        return CompiledRoute(
-            name, _matcher(route.matches, listener.hostname), McpEndpoints(endpoint, sse), _describe(route.matches)
-        )
+        app: ASGIApp = McpEndpoints(endpoint, sse)
+        if compiled.steps:
+            app = PolicyApp(app, compiled.steps)
+        extras = [
+            CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
+            for path, doc in compiled.extra_routes
+        ]
+        return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
 
     # -- run -------------------------------------------------------------------------------
 
@@ -168,6 +194,9 @@ class Gateway:
         for bind in self.binds:
             yield f"listening on http://{_host(bind.address)}:{bind.bound_port}"
             for route in bind.routes:
+                if route.name not in fed:
+                    yield f"  metadata {route.describe}"
+                    continue
                 yield f"  route {route.name}: {route.describe}"
                 for name, state in fed[route.name].status().items():
                     spec = fed[route.name].upstreams[name].spec
@@ -204,9 +233,20 @@ def _binds(config: Config) -> list[Bind]:
     return binds
 
 
-def _target_spec(target: Target, policies: list[Policies]) -> TargetSpec:
+def _target_spec(
+    target: Target, policies: list[Policies] | list[tuple[str, Policies]], base_dir: Path | None = None
+) -> TargetSpec:
+    """One target's spec. `policies` are the levels above it, outermost first (the first to set a policy
+    wins), each plain or as (where, policies) with where = '<file>: <key.path>' for error messages.
+
+    backendTLS and backendAuth apply to HTTP targets; a stdio target under the same levels ignores them.
+    """
+    from gateway.policies import backend_auth
+    from gateway.policies.backend_tls import ssl_context
+
+    levels = [p if isinstance(p, tuple) else ("policies", p) for p in policies]
     timeout = next(
-        (p.timeout.backendRequestTimeout for p in policies if p.timeout and p.timeout.backendRequestTimeout), None
+        (p.timeout.backendRequestTimeout for _, p in levels if p.timeout and p.timeout.backendRequestTimeout), None
     )
     common: dict[str, Any] = {
         "name": target.name,
@@ -219,6 +259,12 @@ def _target_spec(target: Target, policies: list[Policies]) -> TargetSpec:
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
     http = target.mcp or target.sse
     assert http is not None
+    tls = next(((at, p.backendTLS) for at, p in levels if p.backendTLS is not None), None)
+    if tls is not None:
+        common["tls"] = ssl_context(tls[1], base_dir or Path.cwd(), where=f"{tls[0]}.backendTLS")
+    auth = next((p.backendAuth for _, p in levels if p.backendAuth is not None), None)
+    if auth is not None:
+        common["auth"] = backend_auth.build(auth)
     return TargetSpec(transport=target.kind, url=http.host, headers=dict(http.headers), **common)
 
 
@@ -252,6 +298,14 @@ def _compile_match(match: Match) -> Callable[[Scope], bool]:
     if method is None:
         return lambda scope: path_test(scope["path"])
     return lambda scope: scope.get("method") == method and path_test(scope["path"])
+
+
+def _route_path(matches: list[Match]) -> str:
+    """The path that names a route's resource (for its protected-resource metadata)."""
+    for m in matches:
+        if m.path is not None and (m.path.exact or m.path.pathPrefix):
+            return (m.path.exact or m.path.pathPrefix or "/").rstrip("/") or "/"
+    return "/"
 
 
 def _describe(matches: list[Match]) -> str:

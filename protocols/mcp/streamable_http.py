@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pydantic_core
 from mcp.server import Server
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp_types import INVALID_REQUEST
@@ -92,6 +93,7 @@ class StreamableHTTPEndpoint:
             or not _length_ok(headers.get(b"content-length", b"0"), self.max_body)
             or (self._security is not None and not self._security_ok(headers))
             or _ending(transport)
+            or not self._same_principal(scope, sid)
         ):
             return receive
         body = await _read_body(receive, self.max_body)
@@ -122,7 +124,7 @@ class StreamableHTTPEndpoint:
             return None
         if method != "tools/call" or "id" not in message or not isinstance(message.get("params"), dict):
             return replay
-        downstream = Downstream(send, sid, self._pending)
+        downstream = Downstream(send, sid, self._pending, scope)
         key = (sid, message["id"])
         with _in_flight(transport), anyio.CancelScope() as call:
             self._relayed[key] = call
@@ -136,6 +138,13 @@ class StreamableHTTPEndpoint:
         if call.cancelled_caught:  # the client gave up on it; the HTTP exchange still needs an end
             await downstream.abandon()
         return None
+
+    def _same_principal(self, scope: Any, sid: str) -> bool:
+        """The SDK binds a session to the principal that opened it; the relay keeps that promise
+        by leaving any other caller to the SDK, which answers as if the session did not exist."""
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        return requestor == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
 
     def _security_ok(self, headers: dict[bytes, bytes]) -> bool:
         assert self._security is not None

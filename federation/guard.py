@@ -1,0 +1,44 @@
+"""The one door message-layer policy comes through: federation asks, the gateway's policies answer.
+
+Federation knows nothing of JWTs, CEL or rate limits. It describes what a caller wants (`Access`)
+and hands over the transport's request (`request`: the ASGI scope of the HTTP request that carried
+the message, or None on stdio); a `Guard` decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from federation.catalog import Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One thing a caller wants to see or use: a method, and the catalog item it names, if any."""
+
+    method: str
+    kind: Kind | None = None
+    name: str = ""  # exposed name (tools, prompts) or exposed URI / URI template (resources)
+    target: str = ""
+    original: str = ""  # the name or URI at the target
+
+
+class Guard(Protocol):
+    def visible(self, request: Any, access: Access) -> bool:
+        """May this caller know the item exists? False hides it from lists and calls to it fail as unknown."""
+        ...
+
+    async def admit(self, request: Any, access: Access) -> None:
+        """Called before serving a request; raises an MCPError (denied, rate limited) to refuse it."""
+        ...
+
+
+class OpenGuard:
+    """No policy: everything visible, everything admitted."""
+
+    def visible(self, request: Any, access: Access) -> bool:
+        return True
+
+    async def admit(self, request: Any, access: Access) -> None:
+        return None

@@ -1,0 +1,91 @@
+"""Route policies compiled from config: the HTTP stage (authentication, external authorization,
+per-request rate limits) and the message-layer guard federation consults (rules, per-message limits).
+
+Levels (mcp block or listener, route, backend) are all applied, outermost first; a refusal or a
+denying rule at any level wins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.types import ASGIApp, Scope
+
+from gateway.config.policies import Policies
+from gateway.policies.api_key import ApiKeyStep
+from gateway.policies.authz_cel import RuleSet
+from gateway.policies.basic_auth import BasicAuthStep
+from gateway.policies.cel_context import caller_vars
+from gateway.policies.guard import Limiter, PolicyGuard
+from gateway.policies.http import Identity, PolicyApp, Refusal, Step
+from gateway.policies.jwt import JwtAuthStep
+from gateway.policies.mcp_authn import McpAuthenticationStep
+from gateway.policies.ratelimit_local import LocalRateLimit
+
+__all__ = ["PolicyApp", "RoutePolicies", "compile_policies"]
+
+
+@dataclass
+class RoutePolicies:
+    steps: list[Step] = field(default_factory=list)
+    guard: PolicyGuard | None = None
+    extra_routes: list[tuple[str, ASGIApp]] = field(default_factory=list)  # exact path -> app (PRM documents)
+    closers: list[object] = field(default_factory=list)
+
+
+def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, route_path: str) -> RoutePolicies:
+    """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages."""
+    out = RoutePolicies()
+    authn: list[Step] = []
+    later: list[Step] = []
+    rules: list[RuleSet] = []
+    limits: list[Limiter] = []
+    for where, p in levels:
+        if p.mcpAuthentication is not None:
+            step = McpAuthenticationStep(p.mcpAuthentication, base_dir, f"{where}.mcpAuthentication", route_path)
+            authn.append(step)
+            out.extra_routes.append((step.metadata_path, step.metadata_app()))
+        if p.jwtAuth is not None:
+            authn.append(JwtAuthStep(p.jwtAuth, base_dir, f"{where}.jwtAuth"))
+        if p.apiKey is not None:
+            authn.append(ApiKeyStep(p.apiKey))
+        if p.basicAuth is not None:
+            authn.append(BasicAuthStep(p.basicAuth, base_dir, f"{where}.basicAuth"))
+        if p.extAuthz is not None:
+            from gateway.policies.ext_authz import ExtAuthzStep
+
+            later.append(ExtAuthzStep(p.extAuthz, f"{where}.extAuthz"))
+        if p.mcpAuthorization is not None and p.mcpAuthorization.rules:
+            rules.append(RuleSet(p.mcpAuthorization))
+        for cfg in p.localRateLimit or []:
+            limit = LocalRateLimit(cfg)
+            (limits.append(limit) if limit.scope.per_message else later.append(HttpRateLimitStep(limit)))
+        if p.remoteRateLimit is not None:
+            from gateway.policies.ratelimit_remote import remote_limits
+
+            for remote in remote_limits(p.remoteRateLimit, f"{where}.remoteRateLimit"):
+                (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
+    out.steps = authn + later
+    if rules or limits:
+        out.guard = PolicyGuard(rules, limits)
+    return out
+
+
+class HttpRateLimitStep:
+    """A limit that does not look at MCP messages refuses the whole HTTP request: 429 + Retry-After."""
+
+    def __init__(self, limit: Limiter) -> None:
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
+        names = {**caller_vars(scope), "mcp": {}}
+        wait = await self.limit.take(self.limit.scope.bucket(names))
+        if wait is None:
+            return None
+        seconds = max(1, math.ceil(wait))
+        return Refusal(
+            429, "rate_limited", f"rate limit exceeded; retry after {seconds} s", {"retry-after": str(seconds)}
+        )

@@ -1,0 +1,40 @@
+"""`mcpAuthorization`: CEL rules deciding which tools, prompts and resources a caller may see and use.
+
+Evaluation order (the reference's): no rules allow everything; a matching `deny` denies; a
+`require` that does not hold denies; then, if there are `allow` rules, one must match. A rule
+that cannot be evaluated (a claim the caller lacks, a type error) does not match — so a failed
+`require` denies and a failed `allow` grants nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cel
+
+from gateway.config.policies import McpAuthorization
+
+logger = logging.getLogger("agentplex.authz")
+
+
+class RuleSet:
+    def __init__(self, cfg: McpAuthorization) -> None:
+        self.allow = [cel.compile(r.allow) for r in cfg.rules if r.allow is not None]
+        self.deny = [cel.compile(r.deny) for r in cfg.rules if r.deny is not None]
+        self.require = [cel.compile(r.require) for r in cfg.rules if r.require is not None]
+
+    def allows(self, variables: dict[str, Any]) -> bool:
+        if any(_holds(rule, variables) for rule in self.deny):
+            return False
+        if not all(_holds(rule, variables) for rule in self.require):
+            return False
+        return not self.allow or any(_holds(rule, variables) for rule in self.allow)
+
+
+def _holds(rule: Any, variables: dict[str, Any]) -> bool:
+    try:
+        return rule.execute(variables) is True
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        logger.debug("rule %r does not apply: %s", rule.source(), exc)
+        return False

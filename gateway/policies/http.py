@@ -1,0 +1,157 @@
+"""The HTTP stage of a route's policies: who is calling (authentication), and may the request go on.
+
+Each step looks at the request's ASGI scope, fills in the caller's `Identity` or refuses with a
+response. The identity then rides in the scope (`scope["state"]`) to the message layer, where
+authorization rules and rate limits read it, and `scope["user"]` carries the principal the MCP
+SDK binds sessions to, so a session opened by one caller cannot be used by another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.config.policies import TokenLocation
+
+IDENTITY = "agentplex.identity"
+
+
+@dataclass
+class Identity:
+    """What authentication found out about the caller (empty: anonymous)."""
+
+    jwt: dict[str, Any] | None = None  # validated claims
+    token: str | None = None  # the validated bearer token (backendAuth passthrough); never logged
+    scopes: list[str] = field(default_factory=list)
+    api_key: dict[str, Any] | None = None  # the matched key's metadata
+    basic: dict[str, Any] | None = None  # {"username": ...}
+    headers: dict[str, str] = field(default_factory=dict)  # from extAuthz, for the upstream request
+
+    def principal(self) -> AccessToken | None:
+        """The principal the SDK binds a session to (client_id, issuer, subject)."""
+        if self.jwt is not None:
+            claims = self.jwt
+            subject = claims.get("sub")
+            client = claims.get("client_id") or claims.get("azp") or subject or ""
+            return AccessToken(
+                token=self.token or "", client_id=str(client), scopes=self.scopes, subject=subject, claims=claims
+            )
+        if self.api_key is not None:
+            name = str(self.api_key.get("name") or self.api_key.get("id") or self.api_key.get("_fingerprint"))
+            return AccessToken(token="", client_id=f"apiKey:{name}", scopes=[])
+        if self.basic is not None:
+            return AccessToken(token="", client_id=f"basic:{self.basic['username']}", scopes=[])
+        return None
+
+
+def identity_of(scope: Any) -> Identity | None:
+    """The identity authentication left in an ASGI scope (None: no HTTP request, e.g. stdio)."""
+    if not isinstance(scope, dict):
+        return None
+    state = scope.get("state")
+    return state.get(IDENTITY) if isinstance(state, dict) else None
+
+
+class Step(Protocol):
+    async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
+        """None lets the request go on; an ASGI app (a response) refuses it."""
+        ...
+
+
+class PolicyApp:
+    """Runs a route's HTTP-stage steps in order before its endpoint; the first refusal answers."""
+
+    def __init__(self, app: ASGIApp, steps: Sequence[Step]) -> None:
+        self.app = app
+        self.steps = list(steps)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        identity = Identity()
+        state = scope.get("state")
+        if not isinstance(state, dict):
+            state = scope["state"] = {}
+        state[IDENTITY] = identity
+        for step in self.steps:
+            refusal = await step(scope, identity)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        principal = identity.principal()
+        if principal is not None:
+            scope["user"] = AuthenticatedUser(principal)
+        await self.app(scope, receive, send)
+
+
+# -- helpers for steps --------------------------------------------------------------------------
+
+
+def header(scope: Scope, name: str) -> str | None:
+    wanted = name.lower().encode("latin-1")
+    for key, value in scope.get("headers", ()):
+        if key == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+def find_token(scope: Scope, location: TokenLocation) -> str | None:
+    """The credential where the policy says it is: a header (after its scheme), a query parameter, a cookie."""
+    if location.header:
+        value = header(scope, location.header)
+        if value is not None:
+            prefix = location.prefix
+            if not prefix:
+                return value.strip() or None
+            if value[: len(prefix)].lower() == prefix.lower():
+                return value[len(prefix) :].strip() or None
+    if location.queryParameter:
+        values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(location.queryParameter)
+        if values:
+            return values[0] or None
+    if location.cookie:
+        raw = header(scope, "cookie")
+        if raw:
+            cookie = SimpleCookie()
+            try:
+                cookie.load(raw)
+            except Exception:  # a malformed Cookie header carries no credential
+                return None
+            morsel = cookie.get(location.cookie)
+            if morsel is not None and morsel.value:
+                return morsel.value
+    return None
+
+
+class Refusal:
+    """A small JSON error response with extra headers (WWW-Authenticate, Retry-After)."""
+
+    def __init__(self, status: int, error: str, description: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = json.dumps({"error": error, "error_description": description}).encode()
+        self.headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body))]
+        self.headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def bearer_challenge(error: str | None, description: str | None, **params: str) -> str:
+    """An RFC 6750 `WWW-Authenticate: Bearer ...` value (no error code when no token was sent)."""
+    parts = ['realm="agentplex"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append('error_description="{}"'.format(description.replace('"', "'").replace("\\", "/")))
+    parts += [f'{key}="{value}"' for key, value in params.items()]
+    return "Bearer " + ", ".join(parts)

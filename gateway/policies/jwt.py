@@ -1,0 +1,246 @@
+"""`jwtAuth`: bearer JWTs checked against an issuer, audiences and a JWKS (joserfc), claims exposed as `jwt.*`.
+
+A JWKS URL is fetched asynchronously and cached for `cacheTtl`; a token signed with a key id the
+cache does not know refetches it, at most once per `refreshCooldown` (key rotation without letting
+garbage tokens hammer the identity provider). Validated tokens are remembered until they expire,
+so a session's every message does not pay for a signature check.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from joserfc import jwt
+from joserfc.errors import (
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidKeyIdError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwk import KeySet
+from starlette.types import ASGIApp, Scope
+
+from gateway.config import ConfigError
+from gateway.config.policies import Jwks, JwtAuth
+from gateway.policies.http import Identity, Refusal, bearer_challenge, find_token
+
+logger = logging.getLogger("agentplex.jwt")
+
+_CACHE_SIZE = 10_000
+
+
+class InvalidToken(Exception):
+    """A token that must be refused; the message is safe to show the caller."""
+
+
+class KeysUnavailable(Exception):
+    """The JWKS could not be fetched (and none was cached): not the caller's fault."""
+
+
+class JwksSource:
+    """Signing keys from a URL (cached, refetched on an unknown kid), a file, or inline JSON."""
+
+    def __init__(self, cfg: Jwks, base_dir: Path, where: str) -> None:
+        self.cfg = cfg
+        self._keys: KeySet | None = None
+        self._expires = 0.0
+        self._last_fetch = -1e9
+        self._lock = anyio.Lock()
+        self._client: httpx.AsyncClient | None = None
+        if cfg.url is None:
+            self._keys = _static_keys(cfg, base_dir, where)
+
+    async def keys(self, kid: str | None) -> KeySet:
+        if self.cfg.url is None:
+            assert self._keys is not None
+            return self._keys
+        now = time.monotonic()
+        stale = self._keys is None or now >= self._expires
+        unknown = kid is not None and self._keys is not None and not _has_kid(self._keys, kid)
+        if stale or (unknown and now - self._last_fetch >= self.cfg.refreshCooldown):
+            async with self._lock:
+                if self._last_fetch < now:  # nobody refreshed while we waited
+                    await self._fetch()
+        if self._keys is None:
+            raise KeysUnavailable(f"signing keys from {self.cfg.url} are unavailable")
+        return self._keys
+
+    async def _fetch(self) -> None:
+        self._last_fetch = time.monotonic()
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await self._client.get(self.cfg.url)  # type: ignore[arg-type]
+            response.raise_for_status()
+            self._keys = KeySet.import_key_set(response.json())
+            self._expires = time.monotonic() + self.cfg.cacheTtl
+        except (httpx.HTTPError, ValueError, JoseError) as exc:
+            # Keep serving with the keys we had: a flaky IdP should not log everyone out.
+            logger.warning("cannot fetch JWKS from %s: %s", self.cfg.url, exc)
+            if self._keys is not None:
+                self._expires = time.monotonic() + self.cfg.refreshCooldown
+
+
+def _has_kid(keys: KeySet, kid: str) -> bool:
+    return any(key.kid == kid for key in keys.keys)
+
+
+def _static_keys(cfg: Jwks, base_dir: Path, where: str) -> KeySet:
+    try:
+        if cfg.file is not None:
+            path = Path(cfg.file) if Path(cfg.file).is_absolute() else base_dir / cfg.file
+            data: Any = json.loads(path.read_text())
+        else:
+            data = json.loads(cfg.inline) if isinstance(cfg.inline, str) else cfg.inline
+        if isinstance(data, dict) and "keys" not in data:
+            data = {"keys": [data]}  # a single JWK
+        return KeySet.import_key_set(data)
+    except OSError as exc:
+        raise ConfigError(f"{where}.jwks.file: cannot read {cfg.file!r}: {exc.strerror}") from None
+    except (ValueError, TypeError, JoseError) as exc:
+        raise ConfigError(f"{where}.jwks: not a JWK set ({exc})") from None
+
+
+class JwtValidator:
+    """Signature (pinned algorithms), issuer, audience, expiry; remembers tokens it accepted."""
+
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str | None,
+        audiences: list[str],
+        algorithms: list[str],
+        leeway: float,
+    ) -> None:
+        self.jwks = jwks
+        self.algorithms = algorithms
+        claims: dict[str, Any] = {"exp": {"essential": True}}
+        if issuer:
+            claims["iss"] = {"essential": True, "value": issuer}
+        if audiences:
+            claims["aud"] = {"essential": True, "values": audiences}
+        self.registry = jwt.JWTClaimsRegistry(leeway=int(leeway), **claims)
+        self._accepted: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    async def validate(self, token: str) -> dict[str, Any]:
+        """The token's claims, or InvalidToken saying why not."""
+        claims = self._accepted.get(token)
+        if claims is not None:
+            if claims["exp"] + self.registry.leeway > time.time():
+                return claims
+            del self._accepted[token]
+        kid = _kid(token)
+        try:
+            decoded = jwt.decode(token, await self.jwks.keys(kid), algorithms=self.algorithms)
+        except InvalidKeyIdError:
+            raise InvalidToken("token signed with an unknown key") from None
+        except JoseError as exc:
+            raise InvalidToken(_reason(exc)) from None
+        try:
+            self.registry.validate(decoded.claims)
+        except ExpiredTokenError:
+            raise InvalidToken("token expired") from None
+        except MissingClaimError as exc:
+            raise InvalidToken(f"token lacks required claim {_claim_names(exc)}") from None
+        except InvalidClaimError as exc:
+            raise InvalidToken(f"token has the wrong {_claim_names(exc)}") from None
+        except JoseError as exc:
+            raise InvalidToken(_reason(exc)) from None
+        claims = decoded.claims
+        if not isinstance(claims.get("exp"), int | float):
+            raise InvalidToken("token has a malformed exp")
+        self._accepted[token] = claims
+        if len(self._accepted) > _CACHE_SIZE:
+            self._accepted.popitem(last=False)
+        return claims
+
+
+def _kid(token: str) -> str | None:
+    try:
+        header = json.loads(_b64(token.split(".", 1)[0]))
+    except (ValueError, IndexError):
+        return None
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _claim_names(exc: JoseError) -> str:
+    return str(exc.description).split(":", 1)[-1].strip().strip("'") or "claim"
+
+
+def _reason(exc: JoseError) -> str:
+    text = str(exc.description or exc.error)
+    if "not allowed" in text:
+        return "token signed with an algorithm that is not allowed"
+    if exc.error in ("bad_signature",):
+        return "token signature is invalid"
+    if exc.error in ("decode_error", "invalid_header", "invalid_payload"):
+        return "token is malformed"
+    return "token is invalid"
+
+
+def validator_for(cfg: Any, base_dir: Path, where: str, default_audiences: list[str] | None = None) -> JwtValidator:
+    return JwtValidator(
+        JwksSource(cfg.jwks, base_dir, where),
+        issuer=cfg.issuer,
+        audiences=list(cfg.audiences) or list(default_audiences or []),
+        algorithms=list(cfg.algorithms),
+        leeway=cfg.leeway,
+    )
+
+
+class JwtAuthStep:
+    """strict: a valid token is required; optional: checked when present; permissive: a bad one is ignored."""
+
+    def __init__(self, cfg: JwtAuth, base_dir: Path, where: str) -> None:
+        self.cfg = cfg
+        self.validator = validator_for(cfg, base_dir, where)
+
+    async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
+        token = find_token(scope, self.cfg.location)
+        if token is None:
+            if self.cfg.mode == "strict":
+                return unauthorized(None, "authentication required")
+            return None
+        try:
+            claims = await self.validator.validate(token)
+        except InvalidToken as exc:
+            if self.cfg.mode == "permissive":
+                return None
+            return unauthorized("invalid_token", str(exc))
+        except KeysUnavailable as exc:
+            logger.error("%s", exc)
+            return Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
+        identity.jwt, identity.token = claims, token
+        identity.scopes = _scopes(claims)
+        return None
+
+
+def _scopes(claims: dict[str, Any]) -> list[str]:
+    scope = claims.get("scope", claims.get("scp", ""))
+    if isinstance(scope, list):
+        return [str(s) for s in scope]
+    return str(scope).split()
+
+
+def unauthorized(error: str | None, description: str, **challenge: str) -> Refusal:
+    return Refusal(
+        401,
+        error or "unauthorized",
+        description,
+        {"www-authenticate": bearer_challenge(error, description if error else None, **challenge)},
+    )

@@ -1,0 +1,121 @@
+"""`mcpAuthentication`: the MCP authorization spec's resource-server side.
+
+Serves OAuth 2.0 Protected Resource Metadata (RFC 9728) for the route, validates bearer JWTs like
+`jwtAuth`, answers 401 with `WWW-Authenticate: Bearer resource_metadata="..."` so MCP clients can
+discover the authorization server, and 403 `insufficient_scope` when required scopes are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.config.policies import McpAuthentication, TokenLocation
+from gateway.policies.http import Identity, Refusal, find_token, header
+from gateway.policies.jwt import InvalidToken, KeysUnavailable, unauthorized, validator_for
+
+logger = logging.getLogger("agentplex.mcp_authn")
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+_BEARER = TokenLocation()
+
+
+def metadata_path(route_path: str) -> str:
+    """RFC 9728 §3.1: the well-known prefix goes before the resource's path."""
+    return WELL_KNOWN + (route_path.rstrip("/") if route_path != "/" else "")
+
+
+def public_base(scope: Scope) -> str:
+    """scheme://host as the client sees it, honouring X-Forwarded-Proto/-Host from a proxy in front."""
+    proto = (header(scope, "x-forwarded-proto") or scope.get("scheme", "http")).split(",")[0].strip()
+    host = (header(scope, "x-forwarded-host") or header(scope, "host") or "").split(",")[0].strip()
+    if not host:
+        server = scope.get("server") or ("localhost", None)
+        host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+    return f"{proto}://{host}"
+
+
+class McpAuthenticationStep:
+    def __init__(self, cfg: McpAuthentication, base_dir: Path, where: str, route_path: str) -> None:
+        self.cfg = cfg
+        self.route_path = route_path
+        self.metadata_path = metadata_path(route_path)
+        resource = cfg.resourceMetadata.resource
+        if not cfg.audiences and resource is None:
+            logger.warning(
+                "%s: neither audiences nor resourceMetadata.resource is set: tokens for any audience are accepted",
+                where,
+            )
+        self.validator = validator_for(cfg, base_dir, where, [resource] if resource else None)
+
+    def resource(self, scope: Scope) -> str:
+        return self.cfg.resourceMetadata.resource or public_base(scope) + self.route_path
+
+    def _challenge(self, scope: Scope) -> dict[str, str]:
+        return {"resource_metadata": public_base(scope) + self.metadata_path}
+
+    async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
+        token = find_token(scope, _BEARER)
+        if token is None:
+            if self.cfg.mode == "strict":
+                return unauthorized(None, "authentication required", **self._challenge(scope))
+            return None
+        try:
+            claims = await self.validator.validate(token)
+        except InvalidToken as exc:
+            if self.cfg.mode == "permissive":
+                return None
+            return unauthorized("invalid_token", str(exc), **self._challenge(scope))
+        except KeysUnavailable as exc:
+            logger.error("%s", exc)
+            return Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
+        scopes = claims.get("scope", claims.get("scp", ""))
+        granted = [str(s) for s in scopes] if isinstance(scopes, list) else str(scopes).split()
+        missing = [s for s in self.cfg.scopes if s not in granted]
+        if missing:
+            description = f"token lacks scope {' '.join(missing)}"
+            challenge = {"scope": " ".join(self.cfg.scopes), **self._challenge(scope)}
+            refusal = unauthorized("insufficient_scope", description, **challenge)
+            refusal.status = 403
+            return refusal
+        identity.jwt, identity.token, identity.scopes = claims, token, granted
+        return None
+
+    def document(self, scope: Scope) -> dict[str, Any]:
+        meta = self.cfg.resourceMetadata
+        doc: dict[str, Any] = {
+            "resource": self.resource(scope),
+            "authorization_servers": meta.authorizationServers or [self.cfg.issuer],
+            "bearer_methods_supported": meta.bearerMethodsSupported,
+        }
+        if meta.scopesSupported or self.cfg.scopes:
+            doc["scopes_supported"] = meta.scopesSupported or self.cfg.scopes
+        if meta.resourceName:
+            doc["resource_name"] = meta.resourceName
+        if meta.resourceDocumentation:
+            doc["resource_documentation"] = meta.resourceDocumentation
+        doc.update(meta.model_extra or {})
+        return doc
+
+    def metadata_app(self) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope.get("method") not in ("GET", "HEAD", "OPTIONS"):
+                await Refusal(405, "method_not_allowed", "use GET", {"allow": "GET, HEAD, OPTIONS"})(
+                    scope, receive, send
+                )
+                return
+            body = json.dumps(self.document(scope)).encode()
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+                (b"access-control-allow-origin", b"*"),  # browser-based MCP clients read it cross-origin
+                (b"cache-control", b"max-age=300"),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
+
+        return app
