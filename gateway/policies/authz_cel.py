@@ -36,5 +36,5 @@ def _holds(rule: Any, variables: dict[str, Any]) -> bool:
     try:
         return rule.execute(variables) is True
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        logger.debug("rule %r does not apply: %s", rule.source(), exc)
+        logger.debug("rule %r does not apply: %s", rule.source, exc)
         return False
