@@ -144,7 +144,6 @@ async def test_rules_on_the_stdio_front_end(tmp_path: Path) -> None:
 
 async def test_unauthenticated_requests_never_reach_rules(upstream: Any) -> None:
     policy = jwt_policy()[:-1] + ", mcpAuthorization: {rules: ['true']}}"
-    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw:
-        async with httpx.AsyncClient(timeout=30) as http:
-            response = await http.post(gw.url, json=request("tools/list"), headers=HEADERS)
-            assert response.status_code == 401
+    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw, httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(gw.url, json=request("tools/list"), headers=HEADERS)
+        assert response.status_code == 401

@@ -60,31 +60,28 @@ async def test_per_caller_per_tool_limits(upstream: Any) -> None:
 
 async def test_tool_scoped_limit_leaves_other_tools_alone(upstream: Any) -> None:
     policy = '{localRateLimit: [{maxTokens: 1, fillInterval: 1s, tools: ["*_add"]}]}'
-    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw:
-        async with httpx.AsyncClient(timeout=30) as http:
-            headers = await session(http, gw.url, HEADERS)
-            assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
-            # tool names are matched as exposed; a single target is unprefixed, so "*_add" does not match "add"
-            assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
+    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw, httpx.AsyncClient(timeout=30) as http:
+        headers = await session(http, gw.url, HEADERS)
+        assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
+        # tool names are matched as exposed; a single target is unprefixed, so "*_add" does not match "add"
+        assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
     policy = '{localRateLimit: [{maxTokens: 1, fillInterval: 0.5s, tools: ["add"]}]}'
-    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw:
-        async with httpx.AsyncClient(timeout=30) as http:
-            headers = await session(http, gw.url, HEADERS)
-            assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
-            assert "error" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
-            for _ in range(3):
-                assert "result" in rpc(await http.post(gw.url, json=call("echo", text="x"), headers=headers))
-            await anyio.sleep(0.6)  # one fill later
-            assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
+    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw, httpx.AsyncClient(timeout=30) as http:
+        headers = await session(http, gw.url, HEADERS)
+        assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
+        assert "error" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
+        for _ in range(3):
+            assert "result" in rpc(await http.post(gw.url, json=call("echo", text="x"), headers=headers))
+        await anyio.sleep(0.6)  # one fill later
+        assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=1), headers=headers))
 
 
 async def test_request_level_limit_answers_429_with_retry_after(upstream: Any) -> None:
     policy = "{localRateLimit: [{maxTokens: 3, tokensPerFill: 3, fillInterval: 30s, key: 'source.address'}]}"
-    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw:
-        async with httpx.AsyncClient(timeout=30) as http:
-            headers = await session(http, gw.url, HEADERS)  # initialize + initialized: two requests
-            assert "result" in rpc(await http.post(gw.url, json=call("echo", text="x"), headers=headers))
-            refused = await http.post(gw.url, json=call("echo", text="x"), headers=headers)
-            assert refused.status_code == 429
-            assert 1 <= int(refused.headers["retry-after"]) <= 30
-            assert refused.json()["error"] == "rate_limited"
+    async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw, httpx.AsyncClient(timeout=30) as http:
+        headers = await session(http, gw.url, HEADERS)  # initialize + initialized: two requests
+        assert "result" in rpc(await http.post(gw.url, json=call("echo", text="x"), headers=headers))
+        refused = await http.post(gw.url, json=call("echo", text="x"), headers=headers)
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 30
+        assert refused.json()["error"] == "rate_limited"
