@@ -1,6 +1,8 @@
 """Per-hop overhead benchmark: one upstream MCP server measured directly and through the agentplex gateway.
 
-Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile]`.
+Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile] [--secure]`.
+`--secure` adds a second gateway with jwtAuth + one mcpAuthorization rule + a per-caller-per-tool
+localRateLimit, measured in the same run, so the cost of those policies per call is reported too.
 """
 
 from __future__ import annotations
@@ -386,19 +388,38 @@ def agentplex_script() -> str:
     return found
 
 
-def gateway_config(gateway_port: int, upstream_port: int) -> str:
+def gateway_config(gateway_port: int, upstream_port: int, policies: str = "") -> str:
     """The gateway config: one streamable-HTTP target, default (conditional) prefixing."""
     return (
         "mcp:\n"
         f"  port: {gateway_port}\n"
-        "  targets:\n"
+        + (f"  policies: {policies}\n" if policies else "")
+        + "  targets:\n"
         "  - name: up\n"
         f'    mcp: {{ host: "http://{HOST}:{upstream_port}/mcp" }}\n'
     )
 
 
+def secure_policies() -> tuple[str, str]:
+    """(policies YAML, bearer token): jwtAuth on an inline RS256 key, one CEL rule, one per-caller-per-tool limit."""
+    from joserfc import jwk, jwt
+
+    key = jwk.generate_key("RSA", 2048, parameters={"kid": "bench"})
+    now = int(time.time())
+    claims = {"iss": "https://idp.bench", "aud": "agentplex-bench", "sub": "bench", "iat": now, "exp": now + 3600}
+    token = jwt.encode({"alg": "RS256", "kid": "bench"}, claims, key)
+    jwks = json.dumps(json.dumps({"keys": [key.as_dict(private=False)]}))
+    rule = json.dumps('jwt.sub == "bench" && mcp.tool.name != "admin"')
+    limit = "{maxTokens: 1000000, tokensPerFill: 1000000, fillInterval: 1s, methods: [tools/call], key: 'jwt.sub + \"/\" + mcp.tool.name'}"
+    policies = (
+        "{jwtAuth: {issuer: 'https://idp.bench', audiences: [agentplex-bench], jwks: {inline: " + jwks + "}}, "
+        f"mcpAuthorization: {{rules: [{rule}]}}, localRateLimit: [{limit}]}}"
+    )
+    return policies, token
+
+
 @contextlib.contextmanager
-def servers(workdir: Path, upstream_module: str) -> Iterator[dict[str, Any]]:
+def servers(workdir: Path, upstream_module: str, secure: str = "") -> Iterator[dict[str, Any]]:
     """Start the upstream and the gateway in front of it; both are stopped on the way out, errors included."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -419,13 +440,21 @@ def servers(workdir: Path, upstream_module: str) -> Iterator[dict[str, Any]]:
         config = workdir / "gateway.yaml"
         config.write_text(gateway_config(gw_port, up_port))
         procs.append(gateway := start([agentplex_script(), "run", "-f", str(config)], gw_log))
-        yield {
+        env: dict[str, Any] = {
             "upstream": upstream,
             "gateway": gateway,
             "direct_url": f"http://{HOST}:{up_port}/mcp",
             "gateway_url": f"http://{HOST}:{gw_port}/mcp",
             "logs": {"upstream": up_log, "gateway": gw_log},
         }
+        if secure:
+            sec_port, sec_log = free_port(), workdir / "secured.log"
+            sec_config = workdir / "secured.yaml"
+            sec_config.write_text(gateway_config(sec_port, up_port, secure))
+            procs.append(secured := start([agentplex_script(), "run", "-f", str(sec_config)], sec_log))
+            env |= {"secured": secured, "secured_url": f"http://{HOST}:{sec_port}/mcp"}
+            env["logs"]["secured"] = sec_log
+        yield env
     finally:
         for proc in reversed(procs):
             stop(proc)
@@ -509,19 +538,33 @@ async def profile_gateway(client: httpx2.AsyncClient, url: str, pid: int, durati
 # -- run and report -----------------------------------------------------------------------------
 
 
-async def run(params: Params, upstream_module: str, profile: bool) -> dict[str, Any]:
-    """Start the servers, measure both sides phase by phase (interleaved), stop the servers."""
-    with tempfile.TemporaryDirectory(prefix="agentplex-bench-") as tmp, servers(Path(tmp), upstream_module) as env:
+async def run(params: Params, upstream_module: str, profile: bool, secure: bool = False) -> dict[str, Any]:
+    """Start the servers, measure every side phase by phase (interleaved), stop the servers."""
+    policies = ""
+    if secure:
+        policies, token = secure_policies()
+        BASE_HEADERS["Authorization"] = f"Bearer {token}"  # every side sends it; only the secured one checks it
+    with (
+        tempfile.TemporaryDirectory(prefix="agentplex-bench-") as tmp,
+        servers(Path(tmp), upstream_module, policies) as env,
+    ):
         await wait_ready(env["direct_url"], env["upstream"], env["logs"]["upstream"])
         await wait_ready(env["gateway_url"], env["gateway"], env["logs"]["gateway"])
         pids = {"upstream": env["upstream"].pid, "gateway": env["gateway"].pid}
         direct, gateway = Side(env["direct_url"]), Side(env["gateway_url"])
+        sides = [direct, gateway]
+        secured: Side | None = None
+        if secure:
+            await wait_ready(env["secured_url"], env["secured"], env["logs"]["secured"])
+            pids["secured"] = env["secured"].pid
+            secured = Side(env["secured_url"])
+            sides.append(secured)
         start = CpuReading.take(pids)
         async with new_client(2 * max(params.sessions) + 8) as client:
-            for side in (direct, gateway):
+            for side in sides:
                 await measure_latency(client, side, params)
             for n in params.sessions:
-                for side in (direct, gateway):
+                for side in sides:
                     await measure_throughput(client, side, n, params.duration, pids)
             usage = CpuReading.take(pids).since(start)
             memory = {name: rss_mib(pid) for name, pid in pids.items()}
@@ -535,6 +578,14 @@ async def run(params: Params, upstream_module: str, profile: bool) -> dict[str, 
             if env[name].poll() is not None:
                 raise RuntimeError(f"{name} exited during the run\n{log_tail(env['logs'][name])}")
     doc = report(params, direct, gateway, memory, summary)
+    if secured is not None:
+        doc["secured"] = _side_doc(secured)
+        doc["policy_cost"] = {
+            "call_p50_added_ms": secured.call_p50_ms - gateway.call_p50_ms,
+            "call_mean_added_ms": secured.call_mean_ms - gateway.call_mean_ms,
+            "list_p50_added_ms": secured.list_p50_ms - gateway.list_p50_ms,
+            "throughput_ratio": {n: secured.throughput.get(n, 0) / v for n, v in gateway.throughput.items() if v},
+        }
     doc["machine"]["foreign_busy_cpus_during_run"] = usage.foreign_cpus
     return _nan_to_none(doc)
 
@@ -609,7 +660,25 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("load-gen CPU / call (ms)", fmt(dc.get("load-gen")), fmt(gc.get("load-gen")), "throughput phases"),
         ("RSS after load (MiB)", f"up {fmt(mem['upstream'], 1)}", f"gw {fmt(mem['gateway'], 1)}", "VmRSS"),
         ("errors", str(sum(d["errors"].values())), str(sum(g["errors"].values())), ""),
+        *secured_rows(doc),
     ]
+
+
+def secured_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows comparing the secured gateway (jwtAuth + rule + rate limit) with the plain one."""
+    if "secured" not in doc:
+        return []
+    g, s, c = doc["gateway"], doc["secured"], doc["policy_cost"]
+    sc = s["cpu_ms_per_call"]
+    rows = [
+        ("secured: tools/call p50 (ms)", "", fmt(s["call_p50_ms"]), f"{fmt(c['call_p50_added_ms'], sign='+')} ms vs gateway"),
+        ("secured: tools/call mean (ms)", "", fmt(s["call_mean_ms"]), f"{fmt(c['call_mean_added_ms'], sign='+')} ms vs gateway"),
+    ]
+    for n, ratio in c["throughput_ratio"].items():
+        rows.append((f"secured: calls/s, {n} sessions", "", fmt(s["throughput"][n], 0), f"{ratio:.0%} of gateway"))
+    rows.append(("secured: gateway CPU / call (ms)", "", fmt(sc.get("secured")), f"plain {fmt(g['cpu_ms_per_call'].get('gateway'))}"))
+    rows.append(("secured: errors", "", str(sum(s["errors"].values())), ""))
+    return rows
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -661,6 +730,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller phases (200 sequential calls, 2 s load phases)")
     parser.add_argument("--profile", action="store_true", help="also py-spy the gateway under an extra 8-session load")
+    parser.add_argument("--secure", action="store_true", help="also measure a gateway with jwtAuth + a rule + a rate limit")
     parser.add_argument("--upstream-module", default="tests.fixtures.upstream", help="python -m module to serve")
     return parser.parse_args()
 
@@ -671,7 +741,7 @@ def main() -> int:
     idle_load = background_load()
     if idle_load > 0.25:
         print(f"warning: {idle_load:.2f} CPUs were already busy before the benchmark started; figures will be skewed")
-    doc = asyncio.run(run(QUICK if args.quick else FULL, args.upstream_module, args.profile))
+    doc = asyncio.run(run(QUICK if args.quick else FULL, args.upstream_module, args.profile, args.secure))
     doc["params"]["quick"] = args.quick
     doc["machine"]["busy_cpus_before_start"] = idle_load
     print(table(doc))
@@ -681,7 +751,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {(RESULTS / 'latest.json').relative_to(REPO)}")
-    return 1 if doc["direct"]["errors"] or doc["gateway"]["errors"] else 0
+    return 1 if doc["direct"]["errors"] or doc["gateway"]["errors"] or doc.get("secured", {}).get("errors") else 0
 
 
 if __name__ == "__main__":

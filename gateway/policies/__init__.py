@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Scope
 
+from federation.guard import Access
 from gateway.config.policies import Policies
 from gateway.policies.api_key import ApiKeyStep
 from gateway.policies.authz_cel import RuleSet
 from gateway.policies.basic_auth import BasicAuthStep
-from gateway.policies.cel_context import caller_vars
 from gateway.policies.guard import Limiter, PolicyGuard
 from gateway.policies.http import Identity, PolicyApp, Refusal, Step
 from gateway.policies.jwt import JwtAuthStep
@@ -74,15 +75,21 @@ def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, 
     return out
 
 
+_HTTP = Access("")  # a whole HTTP request: no MCP method or item
+
+
 class HttpRateLimitStep:
-    """A limit that does not look at MCP messages refuses the whole HTTP request: 429 + Retry-After."""
+    """A limit that does not look at MCP messages refuses the whole HTTP request: 429 + Retry-After
+    (503 when the limiter itself is unavailable and fails closed)."""
 
     def __init__(self, limit: Limiter) -> None:
         self.limit = limit
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
-        names = {**caller_vars(scope), "mcp": {}}
-        wait = await self.limit.take(self.limit.scope.bucket(names))
+        try:
+            wait = await self.limit.take(self.limit.scope.bucket(scope, _HTTP))
+        except MCPError as exc:  # the limiter cannot decide (remoteRateLimit failClosed without Redis)
+            return Refusal(503, "rate_limiter_unavailable", exc.message)
         if wait is None:
             return None
         seconds = max(1, math.ceil(wait))

@@ -11,30 +11,30 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import cel
-
+from federation.guard import Access
 from gateway.config.policies import McpAuthorization
+from gateway.policies.cel_context import EvalError, Expr
 
 logger = logging.getLogger("agentplex.authz")
 
 
 class RuleSet:
     def __init__(self, cfg: McpAuthorization) -> None:
-        self.allow = [cel.compile(r.allow) for r in cfg.rules if r.allow is not None]
-        self.deny = [cel.compile(r.deny) for r in cfg.rules if r.deny is not None]
-        self.require = [cel.compile(r.require) for r in cfg.rules if r.require is not None]
+        self.allow = [Expr(r.allow) for r in cfg.rules if r.allow is not None]
+        self.deny = [Expr(r.deny) for r in cfg.rules if r.deny is not None]
+        self.require = [Expr(r.require) for r in cfg.rules if r.require is not None]
 
-    def allows(self, variables: dict[str, Any]) -> bool:
-        if any(_holds(rule, variables) for rule in self.deny):
+    def allows(self, request: Any, access: Access) -> bool:
+        if any(_holds(rule, request, access) for rule in self.deny):
             return False
-        if not all(_holds(rule, variables) for rule in self.require):
+        if not all(_holds(rule, request, access) for rule in self.require):
             return False
-        return not self.allow or any(_holds(rule, variables) for rule in self.allow)
+        return not self.allow or any(_holds(rule, request, access) for rule in self.allow)
 
 
-def _holds(rule: Any, variables: dict[str, Any]) -> bool:
+def _holds(rule: Expr, request: Any, access: Access) -> bool:
     try:
-        return rule.execute(variables) is True
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        logger.debug("rule %r does not apply: %s", rule.source, exc)
+        return rule.evaluate(request, access) is True
+    except EvalError as exc:
+        logger.debug("rule does not apply: %s", exc)
         return False

@@ -7,7 +7,6 @@ from typing import Any, Protocol
 
 from federation.guard import Access
 from gateway.policies.authz_cel import RuleSet
-from gateway.policies.cel_context import variables
 from gateway.policies.ratelimit_local import Scope, rate_limited
 
 
@@ -25,17 +24,13 @@ class PolicyGuard:
         self.limits = list(limits)
 
     def visible(self, request: Any, access: Access) -> bool:
-        if not self.rules:
-            return True
-        names = variables(request, access)
-        return all(rule_set.allows(names) for rule_set in self.rules)
+        return all(rule_set.allows(request, access) for rule_set in self.rules)
 
     async def admit(self, request: Any, access: Access) -> None:
         applicable = [limit for limit in self.limits if limit.scope.applies(access)]
         if not applicable:
             return
-        names = variables(request, access)
         for limit in applicable:
-            wait = await limit.take(limit.scope.bucket(names))
+            wait = await limit.take(limit.scope.bucket(request, access))
             if wait is not None:
                 raise rate_limited(wait, access.name or access.method)

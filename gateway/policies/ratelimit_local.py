@@ -14,11 +14,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import cel
 from mcp.shared.exceptions import MCPError
 
 from federation.guard import Access
 from gateway.config.policies import RateLimit
+from gateway.policies.cel_context import EvalError, Expr
 
 logger = logging.getLogger("agentplex.ratelimit")
 
@@ -31,11 +31,10 @@ class Scope:
 
     def __init__(self, cfg: RateLimit) -> None:
         self.cfg = cfg
-        self.key = cel.compile(cfg.key) if cfg.key else None
+        self.key = Expr(cfg.key) if cfg.key else None
         self.methods = frozenset(cfg.methods)
         self.tools = list(cfg.tools)
-        reads_mcp = self.key is not None and any(v == "mcp" or v.startswith("mcp.") for v in _variables(self.key))
-        self.per_message = bool(self.methods or self.tools or reads_mcp)
+        self.per_message = bool(self.methods or self.tools or (self.key is not None and "mcp" in self.key.reads))
 
     def applies(self, access: Access) -> bool:
         if self.methods and access.method not in self.methods:
@@ -44,23 +43,16 @@ class Scope:
             return access.kind == "tool" and any(fnmatch.fnmatchcase(access.name, t) for t in self.tools)
         return True
 
-    def bucket(self, variables: dict[str, Any]) -> str:
+    def bucket(self, request: Any, access: Access) -> str:
         """The bucket a request falls in; a key that cannot be evaluated (an anonymous caller's
         `jwt.sub`) puts it in the shared `?` bucket rather than letting it through."""
         if self.key is None:
             return ""
         try:
-            value = self.key.execute(variables)
-        except (KeyError, RuntimeError, ValueError, TypeError):
+            value = self.key.evaluate(request, access)
+        except EvalError:
             return "?"
         return value if isinstance(value, str) else str(value)
-
-
-def _variables(program: Any) -> list[str]:
-    try:
-        return [str(v) for v in program.variables()]
-    except Exception:  # older bindings: be conservative
-        return ["mcp"]
 
 
 class LocalRateLimit:
