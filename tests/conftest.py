@@ -114,9 +114,11 @@ class RunningGateway:
 
 
 @contextlib.asynccontextmanager
-async def run_gateway(yaml_text: str) -> AsyncIterator[RunningGateway]:
-    """The real gateway in this event loop, from a YAML string, on port 0 unless the YAML says otherwise."""
-    gateway = Gateway(parse_config(yaml_text, "<test>"))
+async def run_gateway(yaml_text: str, source: str = "<test>") -> AsyncIterator[RunningGateway]:
+    """The real gateway in this event loop, from a YAML string, on port 0 unless the YAML says otherwise.
+
+    `source` is the file the YAML pretends to come from (relative paths in it resolve beside it)."""
+    gateway = Gateway(parse_config(yaml_text, source))
     async with gateway.running(), anyio.create_task_group() as tg:
         await tg.start(gateway.serve)
         try:
