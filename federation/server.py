@@ -201,7 +201,7 @@ class Federation:
         """Every request: remember who is connected; failClosed: no session starts while a target is down."""
         self.downstreams.seen(ctx)
         if ctx.method not in _ITEM_METHODS:  # those are admitted once their item is known
-            await self.guard.admit(_request(ctx), Access(ctx.method))
+            await self._guard_admit(_request(ctx), Access(ctx.method))
         if ctx.method in ("initialize", "server/discover"):
             down = await self._unreachable(ctx)
             if down and self.settings.failure_mode == "failClosed":
@@ -235,7 +235,7 @@ class Federation:
                 entry.item
                 for exposed, entry in catalog.entries.items()
                 if entry.target not in catalog.unavailable
-                and self.guard.visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
+                and self._visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
             ]
             items, next_cursor = page(visible, params.cursor if params is not None else None, LIST_METHODS[kind])
             return result_type(**{field: items}, next_cursor=next_cursor)
@@ -292,12 +292,32 @@ class Federation:
         return entry
 
     async def _admit(self, ctx: ServerRequestContext[Any] | None, access: Access) -> None:
-        request = _request(ctx)
-        if not self.guard.visible(request, access):
+        await self._check(_request(ctx), access)
+
+    def _visible(self, request: Any, access: Access) -> bool:
+        """The guard's answer; a guard that fails denies (and is logged), it never breaks the request."""
+        try:
+            return self.guard.visible(request, access)
+        except Exception:
+            logger.exception("policy check failed for %s %s; denied", access.method, access.name)
+            return False
+
+    async def _check(self, request: Any, access: Access) -> None:
+        """Hidden: the unknown-name error. Visible: the guard admits it or raises (rate limits)."""
+        if not self._visible(request, access):
             if access.kind == "resource":  # what an unknown URI gets
                 raise MCPError(-32002, f"Resource not found: {access.name}")
             raise unknown_name(_KIND_NOUN[access.kind or "tool"], access.name)
-        await self.guard.admit(request, access)
+        await self._guard_admit(request, access)
+
+    async def _guard_admit(self, request: Any, access: Access) -> None:
+        try:
+            await self.guard.admit(request, access)
+        except MCPError:
+            raise
+        except Exception:
+            logger.exception("policy check failed for %s %s", access.method, access.name)
+            raise MCPError(types.INTERNAL_ERROR, "agentplex could not check this request against its policies") from None
 
     def _tool_input_schema(self, name: str) -> Any:
         entry = self.catalogs["tool"].get(name)
@@ -424,9 +444,7 @@ class Federation:
         reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
         access = Access("tools/call", "tool", entry.item.name, entry.target, entry.original)
         try:
-            if not self.guard.visible(downstream.scope, access):
-                raise unknown_name("tool", str(name))
-            await self.guard.admit(downstream.scope, access)
+            await self._check(downstream.scope, access)
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         rid = relay_id()
