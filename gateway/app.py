@@ -82,6 +82,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.federations: list[tuple[str, Federation]] = []
+        self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
         self.endpoints: list[StreamableHTTPEndpoint] = []
         self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
         self.binds = [self._compile_bind(index, bind) for index, bind in enumerate(_binds(config))]
@@ -126,6 +127,7 @@ class Gateway:
             ),
             guard=compiled.guard,
         )
+        self.closers.extend(compiled.closers)
         server, security = federation.build_server(), rebinding_protection(bind.address)
         endpoint = StreamableHTTPEndpoint(
             server,
@@ -153,6 +155,8 @@ class Gateway:
     async def running(self) -> AsyncIterator[Gateway]:
         """Connect every target and open every endpoint; closes them all (and stdio children) on exit."""
         async with contextlib.AsyncExitStack() as stack:
+            for closer in self.closers:
+                stack.push_async_callback(closer.aclose)
             for _, federation in self.federations:
                 await stack.enter_async_context(federation.running())
             for endpoint in self.endpoints:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Scope
@@ -34,7 +35,7 @@ class RoutePolicies:
     steps: list[Step] = field(default_factory=list)
     guard: PolicyGuard | None = None
     extra_routes: list[tuple[str, ASGIApp]] = field(default_factory=list)  # exact path -> app (PRM documents)
-    closers: list[object] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
 
 
 def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, route_path: str) -> RoutePolicies:
@@ -67,7 +68,9 @@ def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, 
         if p.remoteRateLimit is not None:
             from gateway.policies.ratelimit_remote import remote_limits
 
-            for remote in remote_limits(p.remoteRateLimit, f"{where}.remoteRateLimit"):
+            remotes = remote_limits(p.remoteRateLimit, f"{where}.remoteRateLimit")
+            out.closers.extend({id(r.store): r.store for r in remotes}.values())  # one Redis pool per policy
+            for remote in remotes:
                 (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
     out.steps = authn + later
     if rules or limits:
