@@ -17,11 +17,12 @@ from urllib.parse import parse_qs
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config.policies import TokenLocation
 
 IDENTITY = "agentplex.identity"
+REQUEST_BODY = "agentplex.request_body"  # a RequestBody while the steps run (see request_body())
 
 
 @dataclass
@@ -82,18 +83,68 @@ class PolicyApp:
         if not isinstance(state, dict):
             state = scope["state"] = {}
         state[IDENTITY] = identity
-        for step in self.steps:
-            refusal = await step(scope, identity)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        body = state[REQUEST_BODY] = RequestBody(receive)
+        try:
+            for step in self.steps:
+                refusal = await step(scope, identity)
+                if refusal is not None:
+                    await refusal(scope, receive, send)
+                    return
+        finally:
+            del state[REQUEST_BODY]
         principal = identity.principal()
         if principal is not None:
             scope["user"] = AuthenticatedUser(principal)
-        await self.app(scope, receive, send)
+        await self.app(scope, body.receive if body.used else receive, send)
+
+
+class RequestBody:
+    """The request body for steps that look into it: read at most once, then replayed to the route.
+
+    The messages read are handed to the route's app first, as they came, then the real `receive`
+    takes over (the rest of an oversized body, the client's disconnect).
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._messages: list[Message] = []
+        self._body: bytes | None = None
+        self.used = False
+
+    async def read(self, limit: int) -> bytes | None:
+        """The whole body; None if it is longer than `limit` or the client went away (the first caller's limit holds)."""
+        if not self.used:
+            self.used = True
+            self._body = await self._collect(limit)
+        return self._body
+
+    async def _collect(self, limit: int) -> bytes | None:
+        size = 0
+        while True:
+            message = await self._receive()
+            self._messages.append(message)
+            if message["type"] != "http.request":
+                return None
+            size += len(message.get("body", b""))
+            if size > limit:
+                return None
+            if not message.get("more_body", False):
+                return b"".join(m.get("body", b"") for m in self._messages)
+
+    async def receive(self) -> Message:
+        if self._messages:
+            return self._messages.pop(0)
+        return await self._receive()
 
 
 # -- helpers for steps --------------------------------------------------------------------------
+
+
+async def request_body(scope: Scope, limit: int) -> bytes | None:
+    """The request body for a step (None: none to read, over `limit`, or the client left); the route still gets it."""
+    state = scope.get("state")
+    holder = state.get(REQUEST_BODY) if isinstance(state, dict) else None
+    return await holder.read(limit) if isinstance(holder, RequestBody) else None
 
 
 def header(scope: Scope, name: str) -> str | None:
