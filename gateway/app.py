@@ -116,7 +116,9 @@ class Gateway:
             if p is not None
         ]
         policies = [p for _, p in levels]
-        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        compiled = compile_policies(
+            levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
+        )
         federation = Federation(
             [_target_spec(t, policies) for t in backend.targets],
             FederationSettings(

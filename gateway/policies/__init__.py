@@ -38,7 +38,9 @@ class RoutePolicies:
     closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
 
 
-def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, route_path: str) -> RoutePolicies:
+def compile_policies(
+    levels: Sequence[tuple[str, Policies]], *, base_dir: Path, route_path: str, max_body: int = 4 * 1024 * 1024
+) -> RoutePolicies:
     """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages."""
     out = RoutePolicies()
     authn: list[Step] = []
@@ -59,7 +61,9 @@ def compile_policies(levels: Sequence[tuple[str, Policies]], *, base_dir: Path, 
         if p.extAuthz is not None:
             from gateway.policies.ext_authz import ExtAuthzStep
 
-            later.append(ExtAuthzStep(p.extAuthz, f"{where}.extAuthz"))
+            ext = ExtAuthzStep(p.extAuthz, f"{where}.extAuthz", max_body)
+            later.append(ext)
+            out.closers.append(ext)
         if p.mcpAuthorization is not None and p.mcpAuthorization.rules:
             rules.append(RuleSet(p.mcpAuthorization))
         for cfg in p.localRateLimit or []:

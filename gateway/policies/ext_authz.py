@@ -8,7 +8,7 @@ The check is `POST <http.url>` on one pooled connection pool per policy, carryin
   `host` travels as `x-forwarded-host`);
 - who the caller is, when an authentication step found out: `x-agentplex-jwt-sub`, `x-agentplex-basic-user`,
   `x-agentplex-api-key` (the key's metadata as compact JSON);
-- when the body is a JSON-RPC message (read up to 1 MiB, then replayed to the route): the MCP method
+- when the body is a JSON-RPC message (read up to the route's maxRequestBodySize, then replayed to the route): the MCP method
   and, for tools/call, prompts/get and resources/read, the tool or prompt name or the resource URI —
   as `x-agentplex-mcp-method` / `x-agentplex-mcp-name` (`includeMcp: headers`; values outside printable
   ASCII, and '%', are percent-encoded UTF-8), or in a JSON body (`includeMcp: body`):
@@ -42,7 +42,7 @@ from gateway.policies.http import Identity, Refusal, request_body
 
 logger = logging.getLogger("agentplex.ext_authz")
 
-BODY_LIMIT = 1024 * 1024  # how much of a request body is read to find the MCP method and name
+BODY_LIMIT = 4 * 1024 * 1024  # default: how much of a body is read for the MCP method and name (the route's limit)
 ANSWER_LIMIT = 4096  # how much of a denying answer's body reaches the client
 PREFIX = "x-agentplex-"
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
@@ -53,8 +53,9 @@ _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 class ExtAuthzStep:
-    def __init__(self, cfg: ExtAuthz, where: str) -> None:
+    def __init__(self, cfg: ExtAuthz, where: str, body_limit: int = BODY_LIMIT) -> None:
         self.cfg = cfg
+        self.body_limit = body_limit
         self.where = where
         self.include = [h.lower() for h in cfg.includeRequestHeaders]
         self.propagate = [h.lower() for h in cfg.propagateHeaders]
@@ -133,7 +134,7 @@ class ExtAuthzStep:
         mcp: dict[str, str] | None = None
         unread: str | None = None
         if self.cfg.includeMcp != "none" and method == "POST":
-            mcp, unread = await _mcp_fields(scope)
+            mcp, unread = await _mcp_fields(scope, self.body_limit)
         if self.cfg.includeMcp == "headers":
             if mcp is not None:
                 headers += [(PREFIX + "mcp-" + key, _encode(value)) for key, value in mcp.items()]
@@ -171,12 +172,12 @@ class ExtAuthzStep:
             state.pop(_CEL_CACHE, None)  # a rate-limit step may have cached the headers before ours changed
 
 
-async def _mcp_fields(scope: Scope) -> tuple[dict[str, str] | None, str | None]:
+async def _mcp_fields(scope: Scope, limit: int) -> tuple[dict[str, str] | None, str | None]:
     """The MCP method (and name/URI) of a JSON-RPC body, or why it was not read."""
     length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-    if length is not None and length.isdigit() and int(length) > BODY_LIMIT:
+    if length is not None and length.isdigit() and int(length) > limit:
         return None, "too-large"
-    body = await request_body(scope, BODY_LIMIT)
+    body = await request_body(scope, limit)
     if body is None:
         return None, "too-large"  # or the client is gone, in which case nobody reads the answer
     try:

@@ -344,7 +344,7 @@ async def test_the_route_gets_the_body_the_step_read() -> None:
         cfg = ExtAuthz.model_validate(
             {"http": {"url": authz.url}, "includeRequestHeaders": ["x-user"], "propagateHeaders": ["X-Tier"]}
         )
-        step = ExtAuthzStep(cfg, "test")
+        step = ExtAuthzStep(cfg, "test", body_limit=1024 * 1024)
         try:
             async with serve(PolicyApp(_recorder, [step])) as base, httpx.AsyncClient(timeout=30) as http:
                 message = json.dumps(call("echo", text="chunked")).encode()
