@@ -75,19 +75,22 @@ class JwksSource:
         return self._keys
 
     async def _fetch(self) -> None:
-        self._last_fetch = time.monotonic()
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=5.0)
+            self._client = httpx.AsyncClient(timeout=5.0, follow_redirects=True)  # IdPs move JWKS behind redirects
         try:
             response = await self._client.get(self.cfg.url)  # type: ignore[arg-type]
             response.raise_for_status()
             self._keys = KeySet.import_key_set(response.json())
             self._expires = time.monotonic() + self.cfg.cacheTtl
-        except (httpx.HTTPError, ValueError, JoseError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, JoseError) as exc:  # not a JWK set: as if down
             # Keep serving with the keys we had: a flaky IdP should not log everyone out.
             logger.warning("cannot fetch JWKS from %s: %s", self.cfg.url, exc)
             if self._keys is not None:
                 self._expires = time.monotonic() + self.cfg.refreshCooldown
+        finally:
+            # When it ended, not began: requests that queued on the lock during a slow fetch see it as
+            # done after they arrived, and use its result instead of fetching again one by one.
+            self._last_fetch = time.monotonic()
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:
@@ -151,9 +154,9 @@ class JwtValidator:
         except ExpiredTokenError:
             raise InvalidToken("token expired") from None
         except MissingClaimError as exc:
-            raise InvalidToken(f"token lacks required claim {_claim_names(exc)}") from None
+            raise InvalidToken(f"token lacks required claim {exc.claim}") from None
         except InvalidClaimError as exc:
-            raise InvalidToken(f"token has the wrong {_claim_names(exc)}") from None
+            raise InvalidToken(_claim_problem(exc)) from None
         except JoseError as exc:
             raise InvalidToken(_reason(exc)) from None
         claims = decoded.claims
@@ -178,8 +181,16 @@ def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def _claim_names(exc: JoseError) -> str:
-    return str(exc.description).split(":", 1)[-1].strip().strip("'") or "claim"
+def _claim_problem(exc: InvalidClaimError) -> str:
+    """joserfc raises InvalidClaimError for a wrong value, a malformed one, and nbf/iat in the future."""
+    text = str(exc.description)
+    if "not yet valid" in text:
+        return "token is not yet valid"
+    if "in the future" in text:
+        return "token was issued in the future"
+    if "must be" in text:
+        return f"token has a malformed {exc.claim}"
+    return f"token has the wrong {exc.claim}"
 
 
 def _reason(exc: JoseError) -> str:
@@ -194,6 +205,11 @@ def _reason(exc: JoseError) -> str:
 
 
 def validator_for(cfg: Any, base_dir: Path, where: str, default_audiences: list[str] | None = None) -> JwtValidator:
+    if not cfg.algorithms or any(str(a).lower() == "none" for a in cfg.algorithms):
+        # joserfc accepts unsigned tokens when told "none" is allowed: never (whatever the config model let by)
+        raise ConfigError(
+            f"{where}.algorithms: expected signing algorithms such as RS256 or ES256 ('none' is never allowed)"
+        )
     return JwtValidator(
         JwksSource(cfg.jwks, base_dir, where),
         issuer=cfg.issuer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,28 @@ def metadata_path(route_path: str) -> str:
     return WELL_KNOWN + (route_path.rstrip("/") if route_path != "/" else "")
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _first(value: str | None) -> str:
+    return (value or "").split(",")[0].strip()
+
+
 def public_base(scope: Scope) -> str:
-    """scheme://host as the client sees it, honouring X-Forwarded-Proto/-Host from a proxy in front."""
-    proto = (header(scope, "x-forwarded-proto") or scope.get("scheme", "http")).split(",")[0].strip()
-    host = (header(scope, "x-forwarded-host") or header(scope, "host") or "").split(",")[0].strip()
-    if not host:
-        server = scope.get("server") or ("localhost", None)
-        host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-    return f"{proto}://{host}"
+    """scheme://host as the client sees it, honouring X-Forwarded-Proto/-Host from a proxy in front.
+
+    Values that are not an http(s) scheme or a host[:port] are ignored: they end up inside JSON and
+    a quoted WWW-Authenticate parameter, where a stray quote would forge parameters.
+    """
+    proto = _first(header(scope, "x-forwarded-proto")).lower()
+    if proto not in ("http", "https"):
+        proto = scope.get("scheme", "http")
+    for candidate in (_first(header(scope, "x-forwarded-host")), _first(header(scope, "host"))):
+        if _HOST.fullmatch(candidate):
+            return f"{proto}://{candidate}"
+    address, port = scope.get("server") or ("localhost", None)
+    address = f"[{address}]" if ":" in str(address) else address
+    return f"{proto}://{address}:{port}" if port else f"{proto}://{address}"
 
 
 class McpAuthenticationStep:
