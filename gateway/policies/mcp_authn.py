@@ -60,11 +60,9 @@ class McpAuthenticationStep:
         self.route_path = route_path
         self.metadata_path = metadata_path(route_path)
         resource = cfg.resourceMetadata.resource
-        if not cfg.audiences and resource is None:
-            logger.warning(
-                "%s: neither audiences nor resourceMetadata.resource is set: tokens for any audience are accepted",
-                where,
-            )
+        # The MCP spec: a token must be meant for this resource. With neither `audiences` nor a fixed
+        # `resource`, its audience must be the resource URL this route advertises (from the request).
+        self.dynamic_audience = not cfg.audiences and resource is None
         self.validator = validator_for(cfg, base_dir, where, [resource] if resource else None)
 
     def resource(self, scope: Scope) -> str:
@@ -88,6 +86,10 @@ class McpAuthenticationStep:
         except KeysUnavailable as exc:
             logger.error("%s", exc)
             return Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
+        if self.dynamic_audience and not _meant_for(claims.get("aud"), self.resource(scope)):
+            if self.cfg.mode == "permissive":
+                return None
+            return unauthorized("invalid_token", "token has the wrong aud", **self._challenge(scope))
         scopes = claims.get("scope", claims.get("scp", ""))
         granted = [str(s) for s in scopes] if isinstance(scopes, list) else str(scopes).split()
         missing = [s for s in self.cfg.scopes if s not in granted]
@@ -134,3 +136,9 @@ class McpAuthenticationStep:
             await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
 
         return app
+
+
+def _meant_for(audience: Any, resource: str) -> bool:
+    wanted = resource.rstrip("/")
+    values = audience if isinstance(audience, list) else [audience]
+    return any(isinstance(v, str) and v.rstrip("/") == wanted for v in values)

@@ -472,7 +472,7 @@ async def test_concurrent_first_requests_share_one_jwks_fetch(alpha: str) -> Non
         auth.jwks_delay = 0.5
         authn = policy(auth, jwks={"url": f"{auth.base}/moved/jwks"})
         async with gateway(short_config(authn, alpha)) as (gw, http):
-            token = auth.mint()
+            token = auth.mint(audience=gw.url)  # no audience configured: it must be this route's URL
             statuses: list[int] = []
 
             async def send() -> None:
@@ -524,7 +524,8 @@ async def test_jwks_unavailable_is_a_clear_503_and_other_routes_keep_serving(alp
         auth.jwks_status = 503  # down from the start
         async with gateway(full_config(auth, free_port(), alpha)) as (gw, http):
             base = f"http://127.0.0.1:{gw.port}"
-            token = auth.mint()  # no audience configured: any aud is accepted (see the policy's warning)
+            token = auth.mint(audience=f"{base}/mcp")  # no audience configured: this route's URL it must be
+            other = auth.mint(audience="http://elsewhere.example/mcp")
 
             response = await initialize(http, f"{base}/mcp", token)
             assert_refused(response, 503, "temporarily_unavailable", "cannot check tokens right now")
@@ -547,4 +548,6 @@ async def test_jwks_unavailable_is_a_clear_503_and_other_routes_keep_serving(alp
             # The identity provider is back: the same token now passes (nothing bad was cached).
             response = await initialize(http, f"{base}/mcp", token)
             assert response.status_code == 200, response.text
+            refused = await initialize(http, f"{base}/mcp", other)  # meant for another resource
+            assert_refused(refused, 401, "invalid_token", "token has the wrong aud")
             assert (await initialize(http, f"{base}/dead/mcp", token)).status_code == 503
