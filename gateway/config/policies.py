@@ -257,12 +257,14 @@ class BackendTLS(_Model):
     key: str | None = None  # its private key (PEM)
     hostname: str | None = None  # SNI and the name the certificate must carry
     insecure: bool = False  # skip verification (tests only)
-    alpn: list[str] | None = None
+    alpn: list[str] | None = None  # offered as is; upstream connections speak HTTP/1.1
 
     @model_validator(mode="after")
     def _pair(self) -> BackendTLS:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together (mTLS needs both)")
+        if self.alpn is not None and ("http/1.1" not in self.alpn or "h2" in self.alpn):
+            raise ValueError("alpn: must offer http/1.1 and not h2 (the gateway speaks HTTP/1.1 to MCP targets)")
         return self
 
 

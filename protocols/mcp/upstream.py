@@ -7,8 +7,12 @@ and hands in an `UpstreamEvents` object that receives what the server sends back
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
+import json
 import logging
 import math
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,19 +30,36 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 from protocols.mcp import relay
-from protocols.mcp.errors import UpstreamError
+from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
 
 logger = logging.getLogger("agentplex.upstream")
 
 Transport = Literal["stdio", "mcp", "sse"]
 Era = Literal["handshake", "modern", "auto"]
 ProgressFn = Any  # async (progress, total, message) -> None
+
+# Who an upstream request is made for (an opaque caller, an ASGI scope for the gateway), set by
+# whoever makes the call. It wins over `Upstream.caller`. The SDK's HTTP transports send each
+# message in its sender's context, so it reaches the request's `UpstreamAuth` on either path.
+RELAY_CALLER: contextvars.ContextVar[Any] = contextvars.ContextVar("agentplex_relay_caller", default=None)
+
+
+class UpstreamAuth(Protocol):
+    """Credentials for an HTTP target: headers set on every request made to it (built once per target).
+
+    Raising (anything but cancellation) fails only the request at hand, with the exception's text
+    and the target's name. An implementation may also define `forget(caller) -> None`: called when
+    the upstream answers 401, after which the request is retried once if `headers()` changes.
+    """
+
+    async def headers(self, caller: Any) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,8 @@ class TargetSpec:
     sharing: Literal["session", "shared"] = "session"
     connect_timeout: float = 30.0
     request_timeout: float | None = None
+    tls: ssl.SSLContext | None = None  # HTTP targets: how to verify (and present: `client_certificate`) certificates
+    auth: UpstreamAuth | None = None  # HTTP targets: credentials for every request
 
     def describe(self) -> str:
         if self.transport == "stdio":
@@ -128,6 +151,9 @@ class Upstream:
         self._tg: anyio.abc.TaskGroup | None = None
         self.wire: HttpWire | None = None  # set for streamable-HTTP targets while connected
         self._hold_scope: anyio.CancelScope | None = None
+        # Whom this upstream works for when RELAY_CALLER is not set (the owner of a per-session
+        # upstream: the ASGI scope of its latest request); None for a shared one.
+        self.caller: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -192,7 +218,13 @@ class Upstream:
         ready: list[ClientSession | BaseException] = []
         got = anyio.Event()
         self._stop, self._done = anyio.Event(), anyio.Event()
-        self._tg.start_soon(self._hold, ready, got, self._stop, self._done)
+        # The connection (handshake, GET stream) works for the upstream's own caller, not for
+        # whichever request happened to open it: the task must not inherit that one's RELAY_CALLER.
+        caller = RELAY_CALLER.set(None)
+        try:
+            self._tg.start_soon(self._hold, ready, got, self._stop, self._done)
+        finally:
+            RELAY_CALLER.reset(caller)
         with anyio.move_on_after(self.spec.connect_timeout):
             await got.wait()
         if not got.is_set():
@@ -207,7 +239,7 @@ class Upstream:
             self.retry_after = self.first_retry
             logger.info("target %s connected (%s, %s)", self.spec.name, self.spec.transport, outcome.protocol_version)
             return outcome
-        self._failed(_describe(outcome))
+        self._failed(_tls_hint(self.spec, _describe(outcome)))
         raise UpstreamError(self.spec.name, f"cannot connect to {self.spec.describe()}: {self.last_error}")
 
     async def _hold(self, ready: list[Any], got: anyio.Event, stop: anyio.Event, done: anyio.Event) -> None:
@@ -284,11 +316,8 @@ class Upstream:
             params = StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env, cwd=spec.cwd)
             return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
         if spec.transport == "sse":
-            return sse_client(spec.url, headers=spec.headers or None, timeout=spec.connect_timeout)
-        return _streamable_http(spec, self._set_wire)
-
-    def _set_wire(self, wire: HttpWire) -> None:
-        self.wire = wire
+            return _sse(self)
+        return _streamable_http(self)
 
     async def close(self) -> None:
         """Close the connection (the stdio process is ended by the SDK's transport)."""
@@ -429,18 +458,174 @@ class HttpWire:
 
 
 @contextlib.asynccontextmanager
-async def _streamable_http(spec: TargetSpec, on_wire: Any) -> AsyncIterator[Any]:
+async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     """Streamable HTTP with one pooled, keep-alive httpx2 client per connection (headers set once)."""
-    client = create_mcp_http_client(headers=spec.headers or None)
+    spec = upstream.spec
+    client = _http_client(upstream, spec.headers or None)
     wire = HttpWire(spec.url, client)
-    on_wire(wire)
-    # The SDK builds the client (its timeouts); we tune the transport under it, measured in bench/.
+    upstream.wire = wire
+    # The SDK's timeouts; we tune the transport under it, measured in bench/.
     pool = getattr(client._transport, "_pool", None)
     if pool is not None and hasattr(pool, "_network_backend"):
         pool._network_backend = _CachedSocketBackend(pool._network_backend)
-    client._transport = _KeepAliveTransport(client._transport, wire)
+    inner: httpx2.AsyncBaseTransport = client._transport
+    if spec.auth is not None:
+        inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
+    client._transport = _KeepAliveTransport(inner, wire)
     async with client, streamable_http_client(spec.url, http_client=client) as streams:
         yield streams[0], streams[1]
+
+
+@contextlib.asynccontextmanager
+async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
+    """Legacy HTTP+SSE. With credentials, a POST refused for want of them is answered on the read side.
+
+    (The SDK's SSE transport would stop sending anything once one POST fails.)
+    """
+    spec = upstream.spec
+
+    def plain(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
+        return _http_client(upstream, headers, timeout)
+
+    connect = {"headers": spec.headers or None, "timeout": spec.connect_timeout}
+    if spec.auth is None:
+        async with sse_client(spec.url, httpx_client_factory=plain, **connect) as streams:
+            yield streams[0], streams[1]
+        return
+
+    send, receive = anyio.create_memory_object_stream[Any](0)
+
+    async def refuse(request: httpx2.Request, target: str, problem: str) -> httpx2.Response:
+        if request.method != "POST":
+            raise UpstreamAuthError(problem, request=request)  # the GET stream: the connection fails
+        request_id = _request_id(request)
+        if request_id is not None:
+            error = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=_refusal(target, problem))
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(SessionMessage(error))
+        return httpx2.Response(202, request=request)
+
+    def guarded(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
+        client = _http_client(upstream, headers, timeout)
+        client._transport = _AuthGate(client._transport, spec.name, refuse)
+        return client
+
+    async def pump(read: Any) -> None:
+        async with send:
+            async for item in read:
+                await send.send(item)
+
+    async with (
+        sse_client(spec.url, httpx_client_factory=guarded, **connect) as (read, write),
+        anyio.create_task_group() as tg,
+        receive,
+    ):
+        tg.start_soon(pump, read)
+        yield receive, write
+        tg.cancel_scope.cancel()
+
+
+def _http_client(
+    upstream: Upstream, headers: dict[str, str] | None, timeout: httpx2.Timeout | None = None
+) -> httpx2.AsyncClient:
+    """What `create_mcp_http_client` builds, plus the target's TLS context and credentials."""
+    spec = upstream.spec
+    kwargs: dict[str, Any] = {
+        "headers": headers,
+        "timeout": timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=MCP_DEFAULT_SSE_READ_TIMEOUT),
+    }
+    kwargs["verify"] = spec.tls if spec.tls is not None else _default_tls()
+    if spec.auth is not None:
+        kwargs["auth"] = _UpstreamHttpAuth(upstream, spec.auth)
+    return httpx2.AsyncClient(**kwargs)
+
+
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    """httpx2's default context, built once: httpx2 would build one per client (about 20 ms each)."""
+    return httpcore2.default_ssl_context()
+
+
+class UpstreamAuthError(httpx2.RequestError):
+    """The target's credentials could not be had (for example, the token endpoint refused)."""
+
+
+_AUTH_PROBLEM = "agentplex.auth_problem"  # request extension: why no credentials were set
+
+
+class _UpstreamHttpAuth(httpx2.Auth):
+    """Sets the target's credential headers on each request, for `RELAY_CALLER` or the upstream's caller.
+
+    Failing to get them does not raise here (the SDK would tear the connection down): the request is
+    marked, and `_AuthGate` answers it without sending it.
+    """
+
+    def __init__(self, upstream: Upstream, auth: UpstreamAuth) -> None:
+        self.upstream = upstream
+        self.auth = auth
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncIterator[httpx2.Request]:  # type: ignore[override]
+        caller = RELAY_CALLER.get() or self.upstream.caller
+        sent = await self._apply(request, caller)
+        response = yield request
+        forget = getattr(self.auth, "forget", None)
+        if response.status_code != 401 or sent is None or forget is None or _AUTH_PROBLEM in request.extensions:
+            return
+        forget(caller)  # a cached credential the upstream no longer takes: get a fresh one, once
+        if await self._apply(request, caller) != sent:
+            yield request
+
+    async def _apply(self, request: httpx2.Request, caller: Any) -> dict[str, str] | None:
+        try:
+            headers = await self.auth.headers(caller)
+        except Exception as exc:
+            request.extensions = {**request.extensions, _AUTH_PROBLEM: str(exc) or type(exc).__name__}
+            return None
+        for name, value in headers.items():
+            request.headers[name] = value
+        return headers
+
+    def sync_auth_flow(self, request: httpx2.Request) -> Any:
+        raise RuntimeError("upstream credentials are async-only")
+
+
+class _AuthGate(httpx2.AsyncBaseTransport):
+    """Answers a request whose credentials could not be had, instead of sending it without them."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, target: str, refuse: Any) -> None:
+        self.inner = inner
+        self.target = target
+        self.refuse = refuse
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        problem = request.extensions.get(_AUTH_PROBLEM)
+        if problem is not None:
+            logger.warning("target %s: no credentials for %s %s: %s", self.target, request.method, request.url, problem)
+            return await self.refuse(request, self.target, f"backendAuth failed: {problem}")
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _refusal(target: str, problem: str) -> types.ErrorData:
+    return types.ErrorData(code=UPSTREAM_UNAVAILABLE, message=problem, data={"target": target})
+
+
+async def _json_rpc_refusal(request: httpx2.Request, target: str, problem: str) -> httpx2.Response:
+    """A streamable-HTTP POST's answer: a JSON-RPC error the SDK and the relay hand to the caller."""
+    if request.method != "POST":
+        raise UpstreamAuthError(problem, request=request)  # GET stream, DELETE: the SDK copes with errors
+    error = _refusal(target, problem).model_dump(mode="json", exclude_none=True)
+    return httpx2.Response(502, json={"jsonrpc": "2.0", "id": _request_id(request), "error": error}, request=request)
+
+
+def _request_id(request: httpx2.Request) -> Any:
+    try:
+        message = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return None
+    return message.get("id") if isinstance(message, dict) else None
 
 
 class _KeepAliveTransport(httpx2.AsyncBaseTransport):
@@ -495,6 +680,16 @@ async def _drain(subscription: Any) -> None:
 def _is_closed(session: ClientSession) -> bool:
     # The SDK exposes no public "is the transport gone" flag; the dispatcher's is authoritative.
     return bool(getattr(session._dispatcher, "_closed", False))
+
+
+def _tls_hint(spec: TargetSpec, problem: str) -> str:
+    """A TLS server that refuses the client's certificate (or its lack of one) after a TLS 1.3 handshake
+    may just close the connection; say what that probably means."""
+    if not spec.url.startswith("https:") or "Server disconnected without sending a response" not in problem:
+        return problem
+    if getattr(spec.tls, "client_certificate", False):
+        return f"{problem} (the TLS server may have refused the client certificate)"
+    return f"{problem} (the TLS server may require a client certificate: backendTLS cert and key)"
 
 
 def _describe(exc: BaseException) -> str:
