@@ -26,7 +26,7 @@ from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
-from protocols.mcp.upstream import TargetSpec, Upstream
+from protocols.mcp.upstream import RELAY_CALLER, TargetSpec, Upstream
 
 logger = logging.getLogger("agentplex.federation")
 
@@ -139,8 +139,16 @@ class Federation:
         }
 
     def _upstream(self, target: str, ctx: ServerRequestContext[Any] | None) -> Upstream:
-        """The upstream serving `target` for this request: the client session's own, or the shared one."""
-        return self._upstream_of(target, self._client(ctx))
+        """The upstream serving `target` for this request: the client session's own, or the shared one.
+
+        A client session's own upstream remembers its client's latest request (the caller whose
+        credentials backendAuth passthrough forwards on the upstream's own traffic).
+        """
+        upstream = self._upstream_of(target, self._client(ctx))
+        request = _request(ctx)
+        if request is not None and upstream is not self.upstreams[target]:
+            upstream.caller = request
+        return upstream
 
     def _client(self, ctx: ServerRequestContext[Any] | None) -> Any:
         """The client connection that gets upstreams of its own, if this request has one."""
@@ -471,6 +479,9 @@ class Federation:
         inflight = self._inflight.setdefault(upstream, [])
         inflight.append(current)
         caller = _CALLER.set(current)
+        if upstream is not self.upstreams[entry.target]:
+            upstream.caller = downstream.scope
+        who = RELAY_CALLER.set(downstream.scope)
         try:
             response = await upstream.relay(
                 {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
@@ -478,6 +489,7 @@ class Federation:
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         finally:
+            RELAY_CALLER.reset(who)
             _CALLER.reset(caller)
             inflight.remove(current)
             if not inflight:
@@ -599,6 +611,7 @@ class Federation:
         inflight = self._inflight.setdefault(upstream, [])
         inflight.append(current)
         token = _CALLER.set(current)
+        who = RELAY_CALLER.set(_request(current.ctx))  # whose credentials backendAuth uses for this call
         try:
             return await upstream.request(method, call)
         except UpstreamError:
@@ -606,6 +619,7 @@ class Federation:
         except MCPError as exc:
             raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
         finally:
+            RELAY_CALLER.reset(who)
             _CALLER.reset(token)
             inflight.remove(current)
             if not inflight:

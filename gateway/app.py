@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.server import Federation, FederationSettings
 from gateway.config import Config
 from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
-from gateway.policies import PolicyApp, compile_policies
+from gateway.policies import PolicyApp, backend_auth, compile_policies
+from gateway.policies.backend_tls import ssl_context
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -115,12 +116,11 @@ class Gateway:
             )
             if p is not None
         ]
-        policies = [p for _, p in levels]
         compiled = compile_policies(
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
         federation = Federation(
-            [_target_spec(t, policies) for t in backend.targets],
+            [_target_spec(t, levels, self.base_dir) for t in backend.targets],
             FederationSettings(
                 prefix_mode=backend.prefixMode,
                 separator=backend.separator,
@@ -239,20 +239,15 @@ def _binds(config: Config) -> list[Bind]:
     return binds
 
 
-def _target_spec(
-    target: Target, policies: list[Policies] | list[tuple[str, Policies]], base_dir: Path | None = None
-) -> TargetSpec:
-    """One target's spec. `policies` are the levels above it, outermost first (the first to set a policy
-    wins), each plain or as (where, policies) with where = '<file>: <key.path>' for error messages.
+def _target_spec(target: Target, levels: list[tuple[str, Policies]], base_dir: Path) -> TargetSpec:
+    """One target's spec. `levels` are the (where, policies) pairs above it, outermost first; for each
+    backend-facing policy the innermost level that sets it wins. `where` is '<file>: <key.path>'.
 
     backendTLS and backendAuth apply to HTTP targets; a stdio target under the same levels ignores them.
     """
-    from gateway.policies import backend_auth
-    from gateway.policies.backend_tls import ssl_context
-
-    levels = [p if isinstance(p, tuple) else ("policies", p) for p in policies]
+    inner = list(reversed(levels))
     timeout = next(
-        (p.timeout.backendRequestTimeout for _, p in levels if p.timeout and p.timeout.backendRequestTimeout), None
+        (p.timeout.backendRequestTimeout for _, p in inner if p.timeout and p.timeout.backendRequestTimeout), None
     )
     common: dict[str, Any] = {
         "name": target.name,
@@ -265,10 +260,10 @@ def _target_spec(
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
     http = target.mcp or target.sse
     assert http is not None
-    tls = next(((at, p.backendTLS) for at, p in levels if p.backendTLS is not None), None)
+    tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
     if tls is not None:
-        common["tls"] = ssl_context(tls[1], base_dir or Path.cwd(), where=f"{tls[0]}.backendTLS")
-    auth = next((p.backendAuth for _, p in levels if p.backendAuth is not None), None)
+        common["tls"] = ssl_context(tls[1], base_dir, where=f"{tls[0]}.backendTLS")
+    auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
     if auth is not None:
         common["auth"] = backend_auth.build(auth)
     return TargetSpec(transport=target.kind, url=http.host, headers=dict(http.headers), **common)

@@ -413,18 +413,12 @@ async def _no_messages(message: Any) -> None:
 # -- the caller's own token: passthrough and token exchange (jwtAuth validates it first) --------------------
 
 
-WIRING = pytest.mark.xfail(
-    strict=True, reason="federation does not yet set RELAY_CALLER / Upstream.caller: remove this mark once it does"
-)
-
-
 def jwt_auth(signer: Any) -> str:
     from tests.gateway.tokens import AUDIENCE, ISSUER
 
     return f"jwtAuth: {{ issuer: '{ISSUER}', audiences: ['{AUDIENCE}'], jwks: {{ inline: '{signer.jwks_json()}' }} }}"
 
 
-@WIRING
 async def test_passthrough_forwards_each_callers_validated_token() -> None:
     from tests.gateway.tokens import Signer
 
@@ -445,7 +439,6 @@ async def test_passthrough_forwards_each_callers_validated_token() -> None:
         assert {alice, bob} <= {(auth or "").removeprefix("Bearer ") for _, auth, _ in recorder.seen}
 
 
-@WIRING
 async def test_token_exchange_swaps_each_callers_token_once() -> None:
     from tests.gateway.tokens import Signer
 

@@ -182,7 +182,7 @@ def test_alpn_must_keep_http11() -> None:
     assert "x.yaml: mcp.policies.backendTLS: alpn: must offer http/1.1 and not h2" in str(err.value)
     cfg = parse_config(config("https://127.0.0.1:1/mcp", "{ alpn: [http/1.1] }"))
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    assert _target_spec(cfg.mcp.targets[0], [cfg.mcp.policies]).tls is not None
+    assert _target_spec(cfg.mcp.targets[0], [("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd()).tls is not None
 
 
 def test_stdio_targets_ignore_backend_tls_and_auth(pki: dict[str, Any]) -> None:
@@ -193,7 +193,7 @@ def test_stdio_targets_ignore_backend_tls_and_auth(pki: dict[str, Any]) -> None:
         )
     )
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    spec = _target_spec(cfg.mcp.targets[0], [cfg.mcp.policies])
+    spec = _target_spec(cfg.mcp.targets[0], [("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd())
     assert spec.transport == "stdio" and spec.tls is None and spec.auth is None
 
 
