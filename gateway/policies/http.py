@@ -78,6 +78,10 @@ class PolicyApp:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if sum(1 for key, _ in scope.get("headers", ()) if key == b"authorization") > 1:
+            # Which credential counts would depend on who reads the request (RFC 6750 3.1: invalid_request).
+            await Refusal(400, "invalid_request", "more than one Authorization header")(scope, receive, send)
+            return
         identity = Identity()
         state = scope.get("state")
         if not isinstance(state, dict):

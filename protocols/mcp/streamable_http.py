@@ -96,8 +96,8 @@ class StreamableHTTPEndpoint:
             or not self._same_principal(scope, sid)
         ):
             return receive
-        body = await _read_body(receive, self.max_body)
-        replay = _replay(body, receive)
+        body, read = await _read_body(receive, self.max_body)
+        replay = _replay(read, receive)
         if body is None:
             return replay
         try:
@@ -116,14 +116,21 @@ class StreamableHTTPEndpoint:
         method = message.get("method")
         if method == "notifications/cancelled":  # for a relayed call? (the SDK never saw its id)
             params = message.get("params")
-            call = self._relayed.get((sid, params.get("requestId"))) if isinstance(params, dict) else None
+            request_id = params.get("requestId") if isinstance(params, dict) else None
+            call = self._relayed.get((sid, request_id)) if _plain_id(request_id) else None
             if call is None:
                 return replay
             call.cancel()
             await _respond(send, 202, b"")
             return None
-        if method != "tools/call" or "id" not in message or not isinstance(message.get("params"), dict):
-            return replay
+        params = message.get("params")
+        if (
+            method != "tools/call"
+            or not _plain_id(message.get("id"))
+            or not isinstance(params, dict)
+            or not isinstance(params.get("name"), str)
+        ):
+            return replay  # the SDK answers anything less plain (an odd id or name is its to refuse)
         downstream = Downstream(send, sid, self._pending, scope)
         key = (sid, message["id"])
         with _in_flight(transport), anyio.CancelScope() as call:
@@ -163,6 +170,11 @@ def _length_ok(length: bytes, limit: int) -> bool:
     return length.isdigit() and int(length) <= limit
 
 
+def _plain_id(value: Any) -> bool:
+    """A request id the relay handles: a string or an integer (what MCP allows; not a bool, float or object)."""
+    return type(value) is str or type(value) is int
+
+
 def _accepts_both(accept: bytes) -> bool:
     return (b"application/json" in accept or b"*/*" in accept) and (b"text/event-stream" in accept or b"*/*" in accept)
 
@@ -189,34 +201,33 @@ def _in_flight(transport: Any) -> Iterator[None]:
             scope.deadline = anyio.current_time() + timeout
 
 
-async def _read_body(receive: Any, limit: int) -> bytes | None:
-    """The whole request body, or None past `limit` (the SDK then answers 413 from the replay)."""
-    chunks: list[bytes] = []
+async def _read_body(receive: Any, limit: int) -> tuple[bytes | None, list[dict[str, Any]]]:
+    """The whole request body (None past `limit`, or if the client left) and every message read for it.
+
+    Whatever was read goes to the SDK when the relay declines, so it sees the request as it came: past
+    the limit it answers 413 (a body the relay half-read must not reach it as its own tail).
+    """
+    read: list[dict[str, Any]] = []
     size = 0
     while True:
         message = await receive()
+        read.append(message)
         if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
+            return None, read
+        size += len(message.get("body", b""))
         if size > limit:
-            return None
+            return None, read
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(m.get("body", b"") for m in read), read
 
 
-def _replay(body: bytes | None, receive: Any) -> Any:
-    """A `receive` that hands the SDK the body the relay already read, then the real stream."""
-    if body is None:
-        return receive
-    sent = False
+def _replay(read: list[dict[str, Any]], receive: Any) -> Any:
+    """A `receive` that hands the SDK the messages the relay already read, then the real stream."""
+    pending = list(read)
 
     async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if pending:
+            return pending.pop(0)
         return await receive()
 
     return replay
