@@ -47,6 +47,11 @@ class BindRuntime:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return
+        if scope["type"] == "http" and _unnormalized(scope["path"]):
+            # `/public/../mcp` would match one route here and another behind a normalizing proxy: refuse.
+            response = JSONResponse({"error": "path has '.', '..' or empty segments"}, status_code=400)
+            await response(scope, receive, send)
+            return
         for route in self.routes:
             if route.matches(scope):
                 await route.endpoint(scope, receive, send)
@@ -299,6 +304,10 @@ def _compile_match(match: Match) -> Callable[[Scope], bool]:
     if method is None:
         return lambda scope: path_test(scope["path"])
     return lambda scope: scope.get("method") == method and path_test(scope["path"])
+
+
+def _unnormalized(path: str) -> bool:
+    return "//" in path or any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _route_path(matches: list[Match]) -> str:

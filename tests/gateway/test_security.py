@@ -621,10 +621,6 @@ CASES: list[Case] = [
     *(
         Case(f"path {target!r}", raw(target, PROBE_HEADERS, PATH_PROBE), 404)
         for target in [
-            "//mcp",
-            "/mcp/../mcp",
-            "/mcp/%2e%2e/mcp",
-            "/./mcp",
             "/MCP",
             "/mcp%2F",
             "/mcp/",
@@ -633,23 +629,29 @@ CASES: list[Case] = [
             "/mcp%20",
             "\\mcp",
             "/mcp#x",
-            "/sse/../mcp",
-            "http://evil.example/mcp",
             "*",
         ]
     ),
     *(
         Case(f"path {target!r} (still the protected route)", raw(target, PROBE_HEADERS, PATH_PROBE), 401)
-        for target in ["/%6dcp", "/%6D%63%70", "/mcp?x=/public", "/messages/../mcp", "/messages/%2e%2e/mcp"]
+        for target in ["/%6dcp", "/%6D%63%70", "/mcp?x=/public"]
     ),
-    *(
-        Case(
-            f"path {target!r} (the public route's own tools)",
-            raw(target, PROBE_HEADERS, PATH_PROBE),
-            200,
-            leaks=NOT_PROTECTED,
-        )
-        for target in ["/public/../mcp", "/public/%2e%2e/mcp", "/public%2F..%2Fmcp", "/public/..%2Fmcp"]
+    *(  # dot segments and empty segments route differently behind a normalizing proxy: refused outright
+        Case(f"path {target!r} (not normalized)", raw(target, PROBE_HEADERS, PATH_PROBE), 400)
+        for target in [
+            "//mcp",
+            "/mcp/../mcp",
+            "/mcp/%2e%2e/mcp",
+            "/./mcp",
+            "/sse/../mcp",
+            "/messages/../mcp",
+            "/messages/%2e%2e/mcp",
+            "/public/../mcp",
+            "/public/%2e%2e/mcp",
+            "/public%2F..%2Fmcp",
+            "/public/..%2Fmcp",
+            "http://evil.example/mcp",  # absolute form: uvicorn hands it over as the path
+        ]
     ),
     Case("GET /sse without a token", raw("/sse", [("accept", "text/event-stream")], method="GET"), 401),
     Case("POST /messages/ without a token", raw("/messages/?session_id=" + "0" * 32, PROBE_HEADERS, PATH_PROBE), 401),
