@@ -361,7 +361,7 @@ CASES: list[Case] = [
     Case("token missing", initialize(HEADERS), 401, says="authentication required"),
     Case("token garbage", initialize(bearer("not.a.token")), 401, says="token is malformed"),
     Case("token expired", initialize(bearer(SIGNER.token(expires_in=-120))), 401, says="token expired"),
-    Case("token not yet valid", initialize(bearer(SIGNER.token(nbf=int(time.time()) + 600))), 401, says="not yet"),
+    Case("token not yet valid", initialize(bearer(SIGNER.token(nbf=int(time.time()) + 3600, expires_in=7200))), 401, says="not yet"),
     Case("token alg none", initialize(bearer(unsigned())), 401, says="algorithm that is not allowed"),
     Case("token HS256 keyed with the RSA public key", initialize(bearer(hs256_with_the_public_key())), 401),
     Case("token wrong key, same kid", initialize(bearer(ATTACKER.token())), 401, says="signature is invalid"),

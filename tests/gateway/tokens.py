@@ -24,7 +24,7 @@ class Signer:
     def jwks_json(self) -> str:
         return json.dumps(self.jwks())
 
-    def token(self, sub: str = "alice", *, expires_in: float = 300, **claims: Any) -> str:
+    def token(self, sub: str = "alice", *, expires_in: float = 3600, **claims: Any) -> str:
         now = int(time.time())
         body: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + int(expires_in)}
         body.update(claims)
