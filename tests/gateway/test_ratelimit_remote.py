@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +28,18 @@ from gateway.config.policies import RemoteRateLimit
 from gateway.policies import HttpRateLimitStep
 from gateway.policies.ratelimit_local import RATE_LIMITED, LocalRateLimit
 from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE, RemoteLimit, remote_limits
-from tests.conftest import HEADERS, INIT, RunningGateway, http_target, run_gateway
+from tests.conftest import (
+    HEADERS,
+    INIT,
+    PY,
+    ROOT,
+    RunningGateway,
+    free_port,
+    http_target,
+    run_gateway,
+    stop,
+    wait_for_port,
+)
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -210,16 +223,31 @@ async def test_per_tool_limit_refuses_the_third_call_of_a_tool(
         await client.aclose()
 
 
-async def test_two_gateways_share_one_budget(redis: RedisServer, upstream: Callable[..., str]) -> None:
+@contextlib.contextmanager
+def gateway_process(text: str, tmp_path: Path) -> Iterator[str]:
+    """The same config served by a separate `agentplex run` process (a second replica); yields its URL."""
+    port = free_port()
+    path = tmp_path / "replica.yaml"
+    path.write_text(text.replace("port: 0", f"port: {port}", 1))
+    proc = subprocess.Popen([PY, "-m", "gateway.cli", "run", "-f", str(path)], cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(proc)
+
+
+async def test_two_gateways_share_one_budget(redis: RedisServer, upstream: Callable[..., str], tmp_path: Path) -> None:
+    """Two replicas, one in this process and one in its own: Redis holds the only budget."""
     text = config(http_target("web", upstream("web")), redis.url, PER_TOOL, prefix=prefix())
-    async with (
-        gateway(text) as gw_a,
-        gateway(text) as gw_b,
-        httpx.AsyncClient(timeout=30) as http,
-    ):
-        assert gw_a.port != gw_b.port
+    with gateway_process(text, tmp_path) as url_b:
+        await _share_one_budget(text, url_b)
+
+
+async def _share_one_budget(text: str, url_b: str) -> None:
+    async with gateway(text) as gw_a, httpx.AsyncClient(timeout=30) as http:
         a = await Session(http, gw_a.url).open()
-        b = await Session(http, gw_b.url).open()
+        b = await Session(http, url_b).open()
         assert text_of(await a.call("echo", text="a1")) == "web: a1"
         assert text_of(await a.call("echo", text="a2")) == "web: a2"
         refused = error_of(await b.call("echo", text="b1"))  # B never saw a call: the budget is shared
