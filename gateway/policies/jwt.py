@@ -228,25 +228,29 @@ class JwtAuthStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         token = find_token(scope, self.cfg.location)
-        if token is None:
-            if self.cfg.mode == "strict":
-                return unauthorized(None, "authentication required")
-            return None
-        try:
-            claims = await self.validator.validate(token)
-        except InvalidToken as exc:
-            if self.cfg.mode == "permissive":
-                return None
-            return unauthorized("invalid_token", str(exc))
-        except KeysUnavailable as exc:
-            logger.error("%s", exc)
-            return Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
-        identity.jwt, identity.token = claims, token
-        identity.scopes = _scopes(claims)
-        return None
+        claims, refusal = await authenticate(self.validator, token, self.cfg.mode)
+        if claims is not None:
+            identity.jwt, identity.token, identity.scopes = claims, token, token_scopes(claims)
+        return refusal
 
 
-def _scopes(claims: dict[str, Any]) -> list[str]:
+async def authenticate(
+    validator: JwtValidator, token: str | None, mode: str, **challenge: str
+) -> tuple[dict[str, Any] | None, ASGIApp | None]:
+    """(claims, None) for a good token, (None, refusal) to refuse, (None, None) to go on anonymously:
+    strict needs a good token, optional refuses only a bad one, permissive ignores a bad one."""
+    if token is None:
+        return None, (unauthorized(None, "authentication required", **challenge) if mode == "strict" else None)
+    try:
+        return await validator.validate(token), None
+    except InvalidToken as exc:
+        return None, (None if mode == "permissive" else unauthorized("invalid_token", str(exc), **challenge))
+    except KeysUnavailable as exc:
+        logger.error("%s", exc)
+        return None, Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
+
+
+def token_scopes(claims: dict[str, Any]) -> list[str]:
     scope = claims.get("scope", claims.get("scp", ""))
     if isinstance(scope, list):
         return [str(s) for s in scope]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config.policies import McpAuthentication, TokenLocation
 from gateway.policies.http import Identity, Refusal, find_token, header
-from gateway.policies.jwt import InvalidToken, KeysUnavailable, unauthorized, validator_for
+from gateway.policies.jwt import authenticate, token_scopes, unauthorized, validator_for
 
 logger = logging.getLogger("agentplex.mcp_authn")
 
@@ -73,25 +73,14 @@ class McpAuthenticationStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         token = find_token(scope, _BEARER)
-        if token is None:
-            if self.cfg.mode == "strict":
-                return unauthorized(None, "authentication required", **self._challenge(scope))
-            return None
-        try:
-            claims = await self.validator.validate(token)
-        except InvalidToken as exc:
-            if self.cfg.mode == "permissive":
-                return None
-            return unauthorized("invalid_token", str(exc), **self._challenge(scope))
-        except KeysUnavailable as exc:
-            logger.error("%s", exc)
-            return Refusal(503, "temporarily_unavailable", "cannot check tokens right now")
+        claims, refusal = await authenticate(self.validator, token, self.cfg.mode, **self._challenge(scope))
+        if claims is None:
+            return refusal
         if self.dynamic_audience and not _meant_for(claims.get("aud"), self.resource(scope)):
             if self.cfg.mode == "permissive":
                 return None
             return unauthorized("invalid_token", "token has the wrong aud", **self._challenge(scope))
-        scopes = claims.get("scope", claims.get("scp", ""))
-        granted = [str(s) for s in scopes] if isinstance(scopes, list) else str(scopes).split()
+        granted = token_scopes(claims)
         missing = [s for s in self.cfg.scopes if s not in granted]
         if missing:
             description = f"token lacks scope {' '.join(missing)}"
