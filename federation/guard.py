@@ -8,20 +8,25 @@ the message, or None on stdio); a `Guard` decides.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from federation.catalog import Kind
 
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """One thing a caller wants to see or use: a method, and the catalog item it names, if any."""
+    """One thing a caller wants to see or use: a method, and the catalog item it names, if any.
+
+    For A2A, `kind` is "agent", `method` the A2A method (`SendMessage`, `message/send`, ...), `name`
+    the agent and `skill` the skill the message asks for, when that can be told.
+    """
 
     method: str
-    kind: Kind | None = None
-    name: str = ""  # exposed name (tools, prompts) or exposed URI / URI template (resources)
+    kind: Kind | Literal["agent"] | None = None
+    name: str = ""  # exposed name (tools, prompts) or exposed URI / URI template (resources); agent name
     target: str = ""
     original: str = ""  # the name or URI at the target
+    skill: str = ""
 
 
 class Guard(Protocol):

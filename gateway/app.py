@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.server import Federation, FederationSettings
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
 from gateway.policies import PolicyApp, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
@@ -112,6 +112,8 @@ class Gateway:
     ) -> list[CompiledRoute]:
         backend = route.backends[0].mcp
         src = self.config.source
+        if backend is None:
+            raise ConfigError(f"{src}: {where}.backends[0]: host backends are not served yet (only mcp)")
         levels = [
             (f"{src}: {at}.policies", p)
             for at, p in (

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
+from .a2a import A2aShort
 from .base import (
     _CI,
     AbsolutePath,
@@ -114,7 +115,20 @@ class Match(_Model):
 
 
 class Backend(_Model):
-    mcp: McpBackend
+    mcp: McpBackend | None = None
+    host: Annotated[str, AfterValidator(_host)] | None = None  # a plain HTTP backend (an A2A agent): host:port or URL
+
+    @model_validator(mode="after")
+    def _one(self) -> Backend:
+        if (self.mcp is None) == (self.host is None):
+            raise ValueError("expected exactly one of: mcp, host")
+        return self
+
+
+def _host(value: str) -> str:
+    """`127.0.0.1:9100` or `http://127.0.0.1:9100/base`: kept as a URL."""
+    url = value if "://" in value else f"http://{value}"
+    return _http_url(url)
 
 
 class Route(_Model):
@@ -152,6 +166,7 @@ class GlobalSettings(_Model):
 class Config(_Model):
     config: GlobalSettings = Field(default_factory=GlobalSettings)
     mcp: McpShort | None = None
+    a2a: A2aShort | None = None
     binds: list[Bind] = Field(default_factory=list)
 
     _source: str = PrivateAttr(default="<string>")
@@ -163,8 +178,8 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.mcp is None and not self.binds:
-            raise ValueError("expected a 'mcp:' block or a 'binds:' list")
+        if self.mcp is None and self.a2a is None and not self.binds:
+            raise ValueError("expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list")
         owners: dict[int, str] = {} if self.mcp is None else {self.mcp.port: "mcp.port"}
         for index, bind in enumerate(self.binds):
             if bind.port in owners and bind.port != 0:

@@ -268,6 +268,10 @@ class BackendTLS(_Model):
         return self
 
 
+class A2aPolicy(_Model):
+    """Marks a route whose backend is an A2A agent: its card is rewritten to point at the gateway."""
+
+
 class Policies(_Model):
     key_kind: ClassVar[str] = "policy"
 
@@ -282,3 +286,4 @@ class Policies(_Model):
     remoteRateLimit: RemoteRateLimit | None = None
     backendAuth: BackendAuth | None = None
     backendTLS: BackendTLS | None = None
+    a2a: A2aPolicy | None = None

@@ -19,8 +19,9 @@ from gateway.policies.http import identity_of
 
 _REQUEST = "agentplex.request"
 _IDENTITY_VARS = frozenset({"jwt", "apiKey", "basicAuth"})
+_ITEM_VARS = frozenset({"mcp", "a2a"})
 _MEMO_SIZE = 10_000
-_ITEM_KEY = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource"}
+_ITEM_KEY = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource", "agent": "agent"}
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
 
@@ -33,14 +34,17 @@ class Expr:
         self.source = source
         self.program = cel.compile(source)
         self.reads = frozenset(str(v) for v in self.program.variables())
-        self.memoized = self.reads <= _IDENTITY_VARS | {"mcp"}
+        self.memoized = self.reads <= _IDENTITY_VARS | _ITEM_VARS
         self._memo: OrderedDict[Any, Any] = OrderedDict()
 
     def evaluate(self, request: Any, access: Access) -> Any:
         """The expression's value, or EvalError."""
         key = None
         if self.memoized:
-            key = (_identity_key(request) if self.reads & _IDENTITY_VARS else None, access if "mcp" in self.reads else None)
+            key = (
+                _identity_key(request) if self.reads & _IDENTITY_VARS else None,
+                access if self.reads & _ITEM_VARS else None,
+            )
             if key in self._memo:
                 value = self._memo[key]
                 if isinstance(value, EvalError):
@@ -73,8 +77,14 @@ def _identity_key(request: Any) -> Any:
 
 
 def _variable(name: str, request: Any, access: Access) -> Any:
+    if name == "a2a":
+        if access.kind != "agent":
+            return {}
+        return {"method": access.method, "agent": access.name, "skill": access.skill}
     if name == "mcp":
         mcp: dict[str, Any] = {"method": access.method}
+        if access.kind == "agent":
+            return {}
         if access.kind is not None:
             item = {"name": access.name, "target": access.target, "original": access.original}
             if access.kind in ("resource", "template"):

@@ -34,7 +34,7 @@ class Scope:
         self.key = Expr(cfg.key) if cfg.key else None
         self.methods = frozenset(cfg.methods)
         self.tools = list(cfg.tools)
-        self.per_message = bool(self.methods or self.tools or (self.key is not None and "mcp" in self.key.reads))
+        self.per_message = bool(self.methods or self.tools or (self.key is not None and self.key.reads & {"mcp", "a2a"}))
 
     def applies(self, access: Access) -> bool:
         if self.methods and access.method not in self.methods:

@@ -1,0 +1,66 @@
+"""A2A config: the short `a2a:` block (agents by name and URL, the registry, tools) and the `a2a` route policy."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from .base import AbsolutePath, Duration, Name, Port, _http_url, _Model, _problem_at
+from .policies import CelExpr, Policies, RedisConnection
+
+
+class AgentConfig(_Model):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    name: Name
+    url: Annotated[str, AfterValidator(_http_url)]  # the agent's base URL: its card is at <url>/.well-known/...
+    headers: dict[str, str] = Field(default_factory=dict)  # sent to the agent (credentials from ${ENV})
+
+
+class RegistryConfig(_Model):
+    """Where runtime registrations persist: an embedded SQLite file (default) or Redis (shared by replicas)."""
+
+    sqlite: str | None = "agentplex-agents.db"  # relative to the config file's folder
+    redis: RedisConnection | None = None
+    prefix: str = "agentplex:agents"  # Redis key prefix
+    healthInterval: Duration = 30.0  # how often every agent's card is fetched to check it is up
+
+
+class Registration(_Model):
+    """Runtime registration through the API: allowed for callers this CEL rule admits (none by default)."""
+
+    allow: CelExpr = "false"
+
+
+class AgentTools(_Model):
+    """Agents as tools of the `mcp:` block's federated server (a target named `target`)."""
+
+    target: Name = "agents"
+    agents: list[str] = Field(default_factory=list)  # empty: every agent
+    skills: bool = False  # one tool per skill (`<agent>.<skill id>`) instead of one per agent
+    timeout: Duration = 300.0
+
+
+class A2aShort(_Model):
+    """The short A2A shape: agents under `<path>/<name>/`, the registry API at `<path>/agents`."""
+
+    port: Port = 3000  # may equal the `mcp:` block's port: then one listener serves both
+    address: str = "127.0.0.1"
+    path: AbsolutePath = "/a2a"
+    agents: list[AgentConfig] = Field(default_factory=list)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    registration: Registration = Field(default_factory=Registration)
+    tools: AgentTools | None = None
+    policies: Policies | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> A2aShort:
+        seen: set[str] = set()
+        for index, agent in enumerate(self.agents):
+            if agent.name in seen:
+                raise _problem_at(("agents", index, "name"), f"duplicate agent name {agent.name!r}")
+            seen.add(agent.name)
+        if self.path.rstrip("/") == "":
+            raise _problem_at(("path",), "must not be '/' (agents live under it)")
+        return self
