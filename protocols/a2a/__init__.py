@@ -1,0 +1,1 @@
+"""A2A wire adapters: agent cards (fetch, validate, rewrite), request classification, the streaming proxy."""

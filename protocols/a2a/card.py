@@ -1,0 +1,173 @@
+"""Agent cards: fetched and validated when an agent is added, rewritten so clients call the gateway.
+
+An A2A 1.0 card lists its endpoints in `supportedInterfaces[].url`; a 0.3 card in `url` and
+`additionalInterfaces[].url`. A client follows those URLs, so the copy the gateway serves must
+point at the gateway, or clients would bypass it after reading the card.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from a2a.client.card_resolver import parse_agent_card
+from a2a.types import AgentCard
+from google.protobuf.json_format import ParseDict, ParseError
+
+from federation.agents import Agent, AgentSpec
+
+CARD_PATH = "/.well-known/agent-card.json"  # A2A 1.0 (and late 0.3)
+LEGACY_CARD_PATH = "/.well-known/agent.json"  # A2A 0.3 and earlier
+VERSION_HEADERS = {"A2A-Version": "1.0"}
+MAX_CARD_BYTES = 1024 * 1024
+FETCH_TIMEOUT = 10.0
+
+
+async def fetch_card(client: httpx.AsyncClient, spec: AgentSpec) -> Agent:
+    """The agent with its card, from `<url>/.well-known/agent-card.json` or, if that is 404, the 0.3 path.
+
+    Raises ValueError naming the agent when the card cannot be had or is not a usable card."""
+    card = await _get_card(client, spec)
+    return Agent(
+        name=spec.name,
+        url=spec.url,
+        card=card,
+        version=card_version(card),
+        source=spec.source,
+        headers=dict(spec.headers),
+    )
+
+
+def card_version(card: dict[str, Any]) -> str:
+    """ "1.0" for a card with `supportedInterfaces`, "0.3" for one with only `url`."""
+    return "1.0" if card.get("supportedInterfaces") else "0.3"
+
+
+def rewrite_card(agent: Agent, public_url: str) -> dict[str, Any]:
+    """A copy of the agent's card whose interface URLs under the agent's base URL point at `public_url`."""
+    return rewrite_urls(agent.card, agent.url, public_url)
+
+
+def rewrite_urls(card: dict[str, Any], base_url: str, public_url: str) -> dict[str, Any]:
+    """`card` with every interface URL (1.0 and 0.3 fields) below `base_url` moved below `public_url`.
+
+    URLs elsewhere (another host, a gRPC `host:port`) are left as they are."""
+    out = copy.deepcopy(card)
+    base = _Base(base_url)
+    public = public_url.rstrip("/")
+
+    def move(holder: Any, key: str) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get(key), str):
+            rest = base.rest(holder[key])
+            if rest is not None:
+                holder[key] = public + rest
+
+    move(out, "url")
+    for key in ("supportedInterfaces", "additionalInterfaces"):
+        interfaces = out.get(key)
+        if isinstance(interfaces, list):
+            for interface in interfaces:
+                move(interface, "url")
+    return out
+
+
+class _Base:
+    """A base URL, compared the way a server would: scheme and host case-insensitively, default ports
+    implied, the path by whole segments (`/a` is not a base of `/ab`)."""
+
+    def __init__(self, url: str) -> None:
+        self.key = _origin(url)
+        self.path = urlsplit(url).path.rstrip("/")
+
+    def rest(self, url: str) -> str | None:
+        """What follows the base in `url` (path, query), or None if `url` is not below it."""
+        if _origin(url) != self.key:
+            return None
+        parts = urlsplit(url)
+        if parts.path != self.path and not parts.path.startswith(self.path + "/"):
+            return None
+        rest = parts.path[len(self.path) :]
+        return rest + (f"?{parts.query}" if parts.query else "")
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
+
+
+async def _get_card(client: httpx.AsyncClient, spec: AgentSpec) -> dict[str, Any]:
+    base = spec.url.rstrip("/")
+    url = base + CARD_PATH
+    status, body = await _get(client, spec, url)
+    if status == 404:
+        legacy = base + LEGACY_CARD_PATH
+        status, body = await _get(client, spec, legacy)
+        if status == 404:
+            raise ValueError(f"agent {spec.name!r}: no card at {url} or {legacy} (both answered 404)")
+        url = legacy
+    if status != 200:
+        raise ValueError(f"agent {spec.name!r}: card at {url} answered {status}")
+    try:
+        card = json.loads(body)
+    except ValueError:
+        raise ValueError(f"agent {spec.name!r}: card at {url} is not JSON") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"agent {spec.name!r}: card at {url} is not a JSON object")
+    _validate(card, f"agent {spec.name!r}: card at {url}")
+    return card
+
+
+async def _get(client: httpx.AsyncClient, spec: AgentSpec, url: str) -> tuple[int, bytes]:
+    headers = {**VERSION_HEADERS, "accept": "application/json", **spec.headers}
+    try:
+        async with client.stream("GET", url, headers=headers, timeout=FETCH_TIMEOUT) as response:
+            if response.status_code != 200:
+                return response.status_code, b""
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_CARD_BYTES:
+                    raise ValueError(f"agent {spec.name!r}: card at {url} is larger than {MAX_CARD_BYTES} bytes")
+            return 200, bytes(body)
+    except httpx.TimeoutException:
+        raise ValueError(f"agent {spec.name!r}: card at {url} did not arrive within {FETCH_TIMEOUT:g} s") from None
+    except httpx.HTTPError as exc:
+        raise ValueError(f"agent {spec.name!r}: cannot fetch the card at {url}: {_reason(exc)}") from None
+
+
+def _validate(card: dict[str, Any], what: str) -> None:
+    if not isinstance(card.get("name"), str) or not card["name"].strip():
+        raise ValueError(f"{what} lacks a name")
+    if "supportedInterfaces" in card:
+        try:
+            parsed = ParseDict(card, AgentCard(), ignore_unknown_fields=True)
+        except (ParseError, TypeError, ValueError) as exc:
+            raise ValueError(f"{what} is not a valid A2A 1.0 card: {_first_line(exc)}") from None
+        if not any(interface.url for interface in parsed.supported_interfaces):
+            raise ValueError(f"{what} lacks supportedInterfaces (no interface has a url)")
+        return
+    if not isinstance(card.get("url"), str) or not card["url"]:
+        raise ValueError(f"{what} lacks supportedInterfaces (A2A 1.0) and url (A2A 0.3)")
+    try:
+        parse_agent_card(copy.deepcopy(card))  # the SDK's own reading of a 0.3 card
+    except (ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{what} is not a valid A2A 0.3 card: {_first_line(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {_first_line(text)}" if text != type(exc).__name__ else text
+
+
+def _first_line(value: object) -> str:
+    return str(value).strip().splitlines()[0] if str(value).strip() else type(value).__name__

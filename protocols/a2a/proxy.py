@@ -1,0 +1,234 @@
+"""A streaming reverse proxy for one request to an agent, over one pooled HTTP client.
+
+Bodies are streamed both ways: a large upload is not held in memory, and each SSE event an agent
+writes reaches the client as soon as it arrives (A2A streams are long-lived and event-paced).
+Failures before the agent's answer starts raise `AgentUnavailable`, so the caller can answer in the
+request's own dialect (a JSON-RPC error with its id, or a REST error); after that the stream is ended.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+import anyio
+import httpx
+from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger("agentplex.a2a")
+
+# RFC 9110 §7.6.1 (plus the legacy proxy ones); headers named in `Connection` are dropped too.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Not forwarded up: the caller's credentials are the gateway's business, the agent gets its own.
+_NOT_UP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+# Not passed down: the gateway's server writes its own.
+_NOT_DOWN = HOP_BY_HOP | {b"date", b"server"}
+HEAD_TIMEOUT = 300.0  # seconds for the agent to start answering (a blocking SendMessage can take long)
+MAX_REWRITTEN_BODY = 1024 * 1024
+
+
+def new_client() -> httpx.AsyncClient:
+    """The pooled client for talking to agents: no read timeout (streams idle between events; the
+    proxy bounds the wait for the answer's start), no redirects followed, no proxy from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=10.0),
+        limits=httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=30.0),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # shared by every caller: store none
+    )
+
+
+class AgentUnavailable(Exception):
+    """The agent could not be reached or did not answer; nothing has been sent to the client yet."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _ClientGone(Exception):
+    """The client disconnected while its body was being streamed up."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where and as whom to forward: the agent's name (for errors), the full URL, its configured headers."""
+
+    agent: str
+    url: str
+    headers: Mapping[str, str]
+    timeout: float | None = HEAD_TIMEOUT
+
+
+async def forward(
+    client: httpx.AsyncClient,
+    upstream: Upstream,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    public: str,
+    body: bytes | None = None,
+    rewrite: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """Proxy the request in `scope` to `upstream.url` and stream the answer back.
+
+    `public` is `scheme://host` as the client addressed the gateway (for X-Forwarded-Proto/-Host).
+    `body`, if given, is the request body already read (and `receive` is past it). `rewrite`, if
+    given, transforms a successful JSON answer (bounded; used for cards, which name URLs).
+    Raises AgentUnavailable (502/503/504) before anything is sent."""
+    headers = _request_headers(scope, upstream.headers, public)
+    if rewrite is not None:  # the rewrite reads plain JSON
+        headers = [(k, v) for k, v in headers if k != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
+    content: bytes | AsyncIterator[bytes] | None = body
+    if body is None and _has_body(scope):
+        content = _stream_body(receive)
+    elif body is not None:
+        headers = [(k, v) for k, v in headers if k != b"content-length"]  # httpx sets it for bytes
+    # Not client.build_request: it would add the client's default headers (Accept-Encoding the caller
+    # did not send) and its cookies (one caller's cookies sent for another).
+    timeouts = {"timeout": client.timeout.as_dict()}
+    request = httpx.Request(scope["method"], upstream.url, headers=headers, content=content, extensions=timeouts)
+    try:
+        with anyio.fail_after(upstream.timeout):
+            response = await client.send(request, stream=True)
+    except _ClientGone:
+        return
+    except TimeoutError:
+        raise AgentUnavailable(504, f"agent {upstream.agent!r} did not answer within {upstream.timeout:g} s") from None
+    except httpx.PoolTimeout:
+        raise AgentUnavailable(503, f"too many open requests to agent {upstream.agent!r}; try again") from None
+    except httpx.TimeoutException:
+        raise AgentUnavailable(504, f"agent {upstream.agent!r} timed out") from None
+    except httpx.ConnectError as exc:
+        raise AgentUnavailable(502, f"agent {upstream.agent!r} is unreachable ({_why(exc)})") from None
+    except httpx.HTTPError as exc:
+        raise AgentUnavailable(502, f"agent {upstream.agent!r} failed to answer ({_why(exc)})") from None
+    try:
+        if rewrite is not None and _rewritable(response):
+            await _send_rewritten(response, rewrite, upstream, send)
+        else:
+            await _stream_down(response, receive, send, upstream.agent)
+    finally:
+        await response.aclose()
+
+
+def _request_headers(scope: Scope, configured: Mapping[str, str], public: str) -> list[tuple[bytes, bytes]]:
+    raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    named = _connection_tokens(raw)
+    mine = {k.lower().encode("latin-1") for k in configured}
+    out = [(k, v) for k, v in raw if k not in _NOT_UP and k not in named and k not in mine]
+    out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in configured.items()]
+    client = scope.get("client")
+    chain = b", ".join(v for k, v in raw if k == b"x-forwarded-for")
+    if client:
+        peer = str(client[0]).encode("latin-1")
+        chain = chain + b", " + peer if chain else peer
+    if chain:
+        out.append((b"x-forwarded-for", chain))
+    proto, _, host = public.partition("://")
+    out.append((b"x-forwarded-proto", proto.encode("latin-1")))
+    out.append((b"x-forwarded-host", host.encode("latin-1")))
+    return out
+
+
+def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names listed in `Connection` (RFC 9110 §7.6.1): they are for this hop only."""
+    return {token.strip().lower() for k, v in raw if k == b"connection" for token in v.split(b",") if token.strip()}
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope.get("headers", []))
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")
+
+
+async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def _response_head(response: httpx.Response, drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+    raw = response.headers.raw
+    named = _connection_tokens(list(raw))
+    return [
+        (k.lower(), v)
+        for k, v in raw
+        if k.lower() not in _NOT_DOWN and k.lower() not in named and k.lower() not in drop
+    ]
+
+
+async def _stream_down(response: httpx.Response, receive: Receive, send: Send, agent: str) -> None:
+    await send({"type": "http.response.start", "status": response.status_code, "headers": _response_head(response)})
+    gone = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        """A client that leaves ends the agent's stream too (an idle SSE stream would otherwise stay open)."""
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:  # the agent broke off mid-answer: end the client's answer too
+            logger.warning("agent %r broke off its answer: %s", agent, _why(exc))
+        except OSError:  # the client is gone
+            gone = True
+        tg.cancel_scope.cancel()
+    if not gone:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _rewritable(response: httpx.Response) -> bool:
+    kind = response.headers.get("content-type", "")
+    return response.status_code == 200 and "json" in kind and "content-encoding" not in response.headers
+
+
+async def _send_rewritten(
+    response: httpx.Response, rewrite: Callable[[bytes], bytes], up: Upstream, send: Send
+) -> None:
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > MAX_REWRITTEN_BODY:
+            raise AgentUnavailable(502, f"agent {up.agent!r} sent a card larger than {MAX_REWRITTEN_BODY} bytes")
+    try:
+        out = rewrite(bytes(body))
+    except ValueError as exc:
+        raise AgentUnavailable(502, f"agent {up.agent!r} sent an unreadable card ({exc})") from None
+    head = _response_head(response, frozenset({b"content-length", b"etag"}))
+    head.append((b"content-length", b"%d" % len(out)))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": head})
+    await send({"type": "http.response.body", "body": out, "more_body": False})
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
