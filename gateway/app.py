@@ -15,11 +15,14 @@ import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from federation.agents import AgentRegistry, AgentSpec
 from federation.server import Federation, FederationSettings
+from gateway.a2a import A2ARoutes
 from gateway.config import Config, ConfigError
-from gateway.config.models import Bind, Listener, Match, McpBackend, Policies, Route, Target
-from gateway.policies import PolicyApp, backend_auth, compile_policies
+from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
+from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
+from protocols.a2a import proxy
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -91,29 +94,33 @@ class Gateway:
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
         self.endpoints: list[StreamableHTTPEndpoint] = []
         self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
-        self.binds = [self._compile_bind(index, bind) for index, bind in enumerate(_binds(config))]
+        self.a2a = A2ARoutes()
+        self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
+        self.binds = [self._compile_bind(bind, origin) for bind, origin in _binds(config)]
 
     # -- compile ---------------------------------------------------------------------------
 
-    def _compile_bind(self, index: int, bind: Bind) -> BindRuntime:
+    def _compile_bind(self, bind: Bind, origin: str) -> BindRuntime:
+        """`origin` is the config key the bind came from: `binds[i]`, or a short block (`mcp`, `a2a`)."""
         runtime = BindRuntime(bind.address, bind.port)
-        short = self.config.mcp is not None and index == 0  # the `mcp:` block became bind 0
-        at = f"binds[{index - (1 if self.config.mcp is not None else 0)}]"
         for li, listener in enumerate(bind.listeners):
             for ri, route in enumerate(listener.routes):
                 name = route.name or f"{listener.name or f'listener{li}'}/route{ri}"
-                where = "mcp" if short else f"{at}.listeners[{li}].routes[{ri}]"
-                listener_at = "mcp" if short else f"{at}.listeners[{li}]"
+                if origin in _SHORT:  # a short block's route is named after it (`a2a` may join `mcp`'s bind)
+                    where = listener_at = name
+                else:
+                    where, listener_at = f"{origin}.listeners[{li}].routes[{ri}]", f"{origin}.listeners[{li}]"
                 runtime.routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
         return runtime
 
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
+        if where == "a2a" or route.backends[0].host is not None:
+            return self._compile_a2a(name, listener, route, where, listener_at)
         backend = route.backends[0].mcp
+        assert backend is not None
         src = self.config.source
-        if backend is None:
-            raise ConfigError(f"{src}: {where}.backends[0]: host backends are not served yet (only mcp)")
         levels = [
             (f"{src}: {at}.policies", p)
             for at, p in (
@@ -149,14 +156,38 @@ class Gateway:
         sse = SseEndpoint(server, security=security)
         self.federations.append((name, federation))
         self.endpoints.append(endpoint)
-        app: ASGIApp = McpEndpoints(endpoint, sse)
-        if compiled.steps:
-            app = PolicyApp(app, compiled.steps)
-        extras = [
-            CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
-            for path, doc in compiled.extra_routes
+        return _routes(name, listener, route, compiled, McpEndpoints(endpoint, sse))
+
+    def _compile_a2a(
+        self, name: str, listener: Listener, route: Route, where: str, listener_at: str
+    ) -> list[CompiledRoute]:
+        """An A2A route: the `a2a:` block's agents under its path, or one `host` agent at a route's prefix."""
+        src = self.config.source
+        short = self.config.a2a if where == "a2a" else None
+        if short is None and not any(p is not None and p.a2a is not None for p in (listener.policies, route.policies)):
+            raise ConfigError(
+                f"{src}: {where}.backends[0]: a host backend is served as an A2A agent: add `policies: {{a2a: {{}}}}`"
+            )
+        prefix = _route_prefix(route.matches)
+        if prefix is None:
+            raise ConfigError(
+                f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
+            )
+        levels = [
+            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
         ]
-        return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
+        inner = [p.timeout.backendRequestTimeout for _, p in reversed(levels) if p.timeout]
+        timeout = next((t for t in inner if t), proxy.HEAD_TIMEOUT)  # the innermost level that sets it wins
+        if short is not None:
+            specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
+        else:
+            specs = [AgentSpec(name, route.backends[0].host or "")]
+        endpoint = self.a2a.endpoint(name, specs, prefix, single=short is None, guard=compiled.guard, timeout=timeout)
+        if short is not None:
+            self.agent_registry = endpoint.registry
+        self.closers.extend(compiled.closers)
+        return _routes(name, listener, route, compiled, endpoint)
 
     # -- run -------------------------------------------------------------------------------
 
@@ -166,6 +197,7 @@ class Gateway:
         async with contextlib.AsyncExitStack() as stack:
             for closer in self.closers:
                 stack.push_async_callback(closer.aclose)
+            await stack.enter_async_context(self.a2a.running())
             for _, federation in self.federations:
                 await stack.enter_async_context(federation.running())
             for endpoint in self.endpoints:
@@ -207,6 +239,10 @@ class Gateway:
         for bind in self.binds:
             yield f"listening on http://{_host(bind.address)}:{bind.bound_port}"
             for route in bind.routes:
+                if route.name in self.a2a.registries:
+                    yield f"  A2A route {route.name}: {route.describe}"
+                    yield from self.a2a.describe(route.name)
+                    continue
                 if route.name not in fed:
                     yield f"  metadata {route.describe}"
                     continue
@@ -225,25 +261,58 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _binds(config: Config) -> list[Bind]:
-    """The short `mcp:` shape is one bind with one route at `path`."""
-    binds = list(config.binds)
-    if config.mcp is not None:
-        m = config.mcp
-        backend = McpBackend(**{field: getattr(m, field) for field in McpBackend.model_fields if field != "policies"})
-        sse_base = m.path.rsplit("/", 1)[0]  # /mcp -> /sse and /messages/ (like the reference); /x/mcp -> /x/sse
-        route = Route(
-            name="mcp",
-            matches=[
-                Match(path={"exact": m.path}),
-                Match(path={"exact": f"{sse_base}/sse"}),
-                Match(path={"pathPrefix": f"{sse_base}/messages"}),
-            ],
-            policies=m.policies,
-            backends=[{"mcp": backend}],
+_SHORT = ("mcp", "a2a")
+
+
+def _binds(config: Config) -> list[tuple[Bind, str]]:
+    """Every bind with the config key it came from. The short `mcp:` shape is one bind with one route at
+    `path`; the short `a2a:` shape one route at its `path`, in the `mcp:` bind when it has the same port
+    and address, else in a bind of its own."""
+    binds = [(bind, f"binds[{index}]") for index, bind in enumerate(config.binds)]
+    if config.a2a is not None:
+        a = config.a2a
+        # No backend: the agents come from the block itself (see Gateway._compile_a2a).
+        route = Route.model_construct(
+            name="a2a", matches=[Match(path={"pathPrefix": a.path})], policies=a.policies, backends=[]
         )
-        binds.insert(0, Bind(port=m.port, address=m.address, listeners=[Listener(name="mcp", routes=[route])]))
+        m = config.mcp
+        if m is not None and (m.port, m.address) == (a.port, a.address):
+            binds.insert(0, (_short_mcp_bind(m, extra=[route]), "mcp"))
+            return binds
+        for bind, origin in binds:
+            if bind.port == a.port and a.port != 0:
+                raise ConfigError(f"{config.source}: a2a.port: port {a.port} is already used by {origin}.port")
+        binds.insert(0, (Bind(port=a.port, address=a.address, listeners=[Listener(name="a2a", routes=[route])]), "a2a"))
+    if config.mcp is not None:
+        binds.insert(0, (_short_mcp_bind(config.mcp), "mcp"))
     return binds
+
+
+def _short_mcp_bind(m: McpShort, extra: list[Route] | None = None) -> Bind:
+    backend = McpBackend(**{field: getattr(m, field) for field in McpBackend.model_fields if field != "policies"})
+    sse_base = m.path.rsplit("/", 1)[0]  # /mcp -> /sse and /messages/ (like the reference); /x/mcp -> /x/sse
+    route = Route(
+        name="mcp",
+        matches=[
+            Match(path={"exact": m.path}),
+            Match(path={"exact": f"{sse_base}/sse"}),
+            Match(path={"pathPrefix": f"{sse_base}/messages"}),
+        ],
+        policies=m.policies,
+        backends=[{"mcp": backend}],
+    )
+    return Bind(port=m.port, address=m.address, listeners=[Listener(name="mcp", routes=[route, *(extra or [])])])
+
+
+def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies, app: ASGIApp) -> list[CompiledRoute]:
+    """A route's endpoint behind its HTTP-stage policies, after the documents its policies serve (RFC 9728)."""
+    if compiled.steps:
+        app = PolicyApp(app, compiled.steps)
+    extras = [
+        CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
+        for path, doc in compiled.extra_routes
+    ]
+    return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
 
 
 def _target_spec(target: Target, levels: list[tuple[str, Policies]], base_dir: Path) -> TargetSpec:
@@ -310,6 +379,16 @@ def _compile_match(match: Match) -> Callable[[Scope], bool]:
 
 def _unnormalized(path: str) -> bool:
     return "//" in path or any(segment in (".", "..") for segment in path.split("/"))
+
+
+def _route_prefix(matches: list[Match]) -> str | None:
+    """The path an A2A route serves below ("" for the root); None when no match gives one."""
+    if not matches:
+        return ""
+    for m in matches:
+        if m.path is not None and m.path.pathPrefix is not None:
+            return m.path.pathPrefix.rstrip("/")
+    return None
 
 
 def _route_path(matches: list[Match]) -> str:
