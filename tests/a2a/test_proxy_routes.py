@@ -4,6 +4,7 @@ one agent at its prefix; the short `a2a:` block shares the `mcp:` block's port w
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from mcp import Client
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
 from tests.a2a.harness import NO_STORE, V1, message, rpc
-from tests.conftest import mcp_yaml, run_gateway, stdio_target
+from tests.conftest import ROOT, mcp_yaml, run_gateway, stdio_target
 from tests.fixtures.a2a_agent import echo_agent, serve
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +93,23 @@ async def test_mcp_and_a2a_share_one_port() -> None:
             lines = list(gw.gateway.summary())
             assert "  A2A route a2a: prefix /a2a" in lines
             assert f"    agent echo [A2A 1.0] {echo.url}: up" in lines
+
+
+async def test_the_a2a_sample_works_as_its_comments_say(tmp_path: Path) -> None:
+    source = ROOT / "samples" / "a2a.yaml"
+    async with serve(echo_agent) as echo:
+        text = source.read_text().replace("port: 3000", "port: 0").replace("http://127.0.0.1:9100", echo.url)
+        async with run_gateway(text, str(tmp_path / "a2a.yaml")) as gw, httpx.AsyncClient(timeout=20) as http:
+            base = f"http://127.0.0.1:{gw.port}/a2a/echo"
+            card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
+            assert card["supportedInterfaces"][0]["url"] == f"{base}/"
+            hello = {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hello"}]}
+            sent = await http.post(f"{base}/", json=rpc("SendMessage", {"message": hello}), headers=V1)
+            assert sent.json()["result"]["task"]["artifacts"][0]["parts"][0]["text"] == "echo: hello"
+            rest = await http.post(
+                f"{base}/rest/message:send", json={"message": {**hello, "messageId": "m2"}}, headers=V1
+            )
+            assert rest.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+            assert echo.seen[-1][2]["x-api-key"] == "demo"
+            shout = {"message": {**hello, "messageId": "m3", "metadata": {"skillId": "shout"}}}
+            assert (await http.post(f"{base}/rest/message:send", json=shout, headers=V1)).status_code == 403

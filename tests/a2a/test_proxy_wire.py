@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.a2a.harness import V1, a2a_yaml, events, message, rpc, state
@@ -136,7 +136,7 @@ async def test_the_version_header_is_passed_on_as_sent() -> None:
         assert [h.get("a2a-version") for m, p, h in echo.seen if m == "POST"] == [None, "0.9"]
 
 
-def raw_agent(base: str, first_chunk: anyio.Event) -> Recorder:
+def raw_agent(base: str, first_chunk: anyio.Event, stream_closed: anyio.Event | None = None) -> Recorder:
     """Not an A2A agent: a valid card, and endpoints that show what the proxy does with bodies and headers."""
     card = {"name": "raw", "supportedInterfaces": [{"url": base + "/", "protocolBinding": "HTTP+JSON"}]}
 
@@ -156,10 +156,22 @@ def raw_agent(base: str, first_chunk: anyio.Event) -> Recorder:
         seen = {"?query": request.url.query, "?raw_path": request.scope["raw_path"].decode()}
         return JSONResponse({**request.headers, **seen}, headers=extra)
 
+    async def subscribe(request: Request) -> Response:
+        async def one_event_then_silence() -> AsyncIterator[bytes]:
+            try:
+                yield b'data: {"first": true}\n\n'
+                await anyio.sleep(60)
+            finally:
+                if stream_closed is not None:
+                    stream_closed.set()
+
+        return StreamingResponse(one_event_then_silence(), media_type="text/event-stream")
+
     return Recorder(
         Starlette(
             routes=[
                 Route("/.well-known/agent-card.json", serve_card),
+                Route("/tasks/{id}:subscribe", subscribe),
                 Route("/message:send", upload, methods=["POST"]),
                 Route("/tasks/{id:path}", headers),
             ]
@@ -179,6 +191,17 @@ async def test_an_upload_streams_to_the_agent_before_it_is_complete() -> None:
         with anyio.fail_after(10):
             answer = await http.post("/raw/message:send", content=body(), headers=V1)
         assert answer.json() == {"chunks": 2}
+
+
+async def test_a_client_that_leaves_ends_the_agents_stream() -> None:
+    first, closed = anyio.Event(), anyio.Event()
+    async with serve(lambda base: raw_agent(base, first, closed)) as raw, gateway(raw=raw) as (_, http):
+        with anyio.fail_after(10):
+            async with http.stream("GET", "/raw/tasks/t1:subscribe", headers=V1) as response:
+                async for event in events(response):
+                    assert event == {"first": True}
+                    break  # and leave: the connection to the gateway closes
+            await closed.wait()  # the gateway closed its stream from the agent too
 
 
 async def test_hop_by_hop_headers_and_credentials_stay_on_their_hop() -> None:
