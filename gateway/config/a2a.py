@@ -58,6 +58,8 @@ class A2aShort(_Model):
     def _unique(self) -> A2aShort:
         seen: set[str] = set()
         for index, agent in enumerate(self.agents):
+            if agent.name in ("agents", ".", ".."):
+                raise _problem_at(("agents", index, "name"), f"{agent.name!r} is reserved (the registry API lives at <path>/agents)")
             if agent.name in seen:
                 raise _problem_at(("agents", index, "name"), f"duplicate agent name {agent.name!r}")
             seen.add(agent.name)
