@@ -136,22 +136,11 @@ class A2AEndpoint:
             if app.handles(scope):
                 await app(scope, receive, send)
                 return
-        located = self._locate(scope)
-        if located is None:
-            where = f"{self.prefix}/<name>/"
-            await _rest(404, "AGENT_NOT_FOUND", f"no agent named in the path; agents are served at {where}")(
-                scope, receive, send
-            )
+        found = await self._find(scope)
+        if isinstance(found, JSONResponse):
+            await found(scope, receive, send)
             return
-        name, tail, raw_tail = located
-        agent = await self.registry.resolve(name)  # a replica may know an agent registered elsewhere
-        if agent is None or (tail in (CARD_PATH, LEGACY_CARD_PATH) and not self._visible(scope, name, "GetAgentCard")):
-            await _rest(404, "AGENT_NOT_FOUND", f"no agent named {name!r}")(scope, receive, send)
-            return
-        if not agent.card:
-            why = f"agent {name!r} has no usable card: {agent.last_error or 'not fetched yet'}"
-            await _rest(502, "INTERNAL_ERROR", why)(scope, receive, send)
-            return
+        agent, tail, raw_tail = found
         if tail in (CARD_PATH, LEGACY_CARD_PATH) and scope["method"] == "GET":
             await self._card(scope, receive, send, agent, tail)
             return
@@ -160,15 +149,34 @@ class A2AEndpoint:
         except _ClientLeft:
             return
         if call is None:
-            return  # answered (a malformed request) or the client left
-        refusal = await self._check(scope, name, call)
+            return  # a malformed request, answered
+        refusal = await self._check(scope, agent.name, call)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        await self._forward(scope, receive, send, agent, raw_tail, call)
+
+    async def _find(self, scope: Scope) -> tuple[Agent, str, str] | JSONResponse:
+        """The agent the path names (with the path below it, decoded and as sent), or the error to answer."""
+        located = self._locate(scope)
+        if located is None:
+            where = f"{self.prefix}/<name>/"
+            return _rest(404, "AGENT_NOT_FOUND", f"no agent named in the path; agents are served at {where}")
+        name, tail, raw_tail = located
+        agent = await self.registry.resolve(name)  # a replica may know an agent registered elsewhere
+        if agent is None or (tail in (CARD_PATH, LEGACY_CARD_PATH) and not self._visible(scope, name, "GetAgentCard")):
+            return _rest(404, "AGENT_NOT_FOUND", f"no agent named {name!r}")
+        if not agent.card:
+            why = f"agent {name!r} has no usable card: {agent.last_error or 'not fetched yet'}"
+            return _rest(502, "INTERNAL_ERROR", why)
+        return agent, tail, raw_tail
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, agent: Agent, raw_tail: str, call: _Call
+    ) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
-        upstream = proxy.Upstream(
-            name, agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else ""), agent.headers, self.timeout
-        )
+        url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
+        upstream = proxy.Upstream(agent.name, url, agent.headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
         client = self.routes.client
         assert client is not None, "A2ARoutes.running() opens the client before serving"
@@ -179,7 +187,7 @@ class A2AEndpoint:
         except proxy.AgentUnavailable as exc:
             logger.warning("%s", exc.message)
             if call.jsonrpc:
-                body = jsonrpc_error(call.request_id, INTERNAL_ERROR, exc.message, {"agent": name})
+                body = jsonrpc_error(call.request_id, INTERNAL_ERROR, exc.message, {"agent": agent.name})
                 await JSONResponse(body, status_code=exc.status)(scope, receive, send)
             else:
                 await _rest(exc.status, "INTERNAL_ERROR", exc.message)(scope, receive, send)
