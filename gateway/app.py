@@ -15,6 +15,7 @@ import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from federation.agent_tools import build_agent_server
 from federation.agents import AgentRegistry, AgentSpec
 from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
@@ -134,7 +135,8 @@ class Gateway:
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
         federation = Federation(
-            [_target_spec(t, levels, self.base_dir) for t in backend.targets],
+            [_target_spec(t, levels, self.base_dir) for t in backend.targets]
+            + self._agent_tool_targets(where, backend),
             FederationSettings(
                 prefix_mode=backend.prefixMode,
                 separator=backend.separator,
@@ -183,11 +185,38 @@ class Gateway:
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
         else:
             specs = [AgentSpec(name, route.backends[0].host or "")]
-        endpoint = self.a2a.endpoint(name, specs, prefix, single=short is None, guard=compiled.guard, timeout=timeout)
+        registry = self._short_registry() if short is not None else None  # shared with a2a.tools
+        endpoint = self.a2a.endpoint(
+            name, specs, prefix, single=short is None, guard=compiled.guard, timeout=timeout, registry=registry
+        )
         if short is not None:
             self.agent_registry = endpoint.registry
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, endpoint)
+
+    # -- a2a.tools: the `a2a:` block's agents as tools of the `mcp:` block ----------------------------
+
+    def _short_registry(self) -> AgentRegistry:
+        """The `a2a:` block's one registry, made by whichever needs it first (the `mcp:` route, with
+        `a2a.tools`, is compiled before the `a2a` route): its A2A route and its agent tools share it."""
+        if self.agent_registry is None:
+            assert self.config.a2a is not None
+            specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in self.config.a2a.agents]
+            self.agent_registry = AgentRegistry(specs, self.a2a.fetch)
+        return self.agent_registry
+
+    def _agent_tool_targets(self, where: str, backend: McpBackend) -> list[TargetSpec]:
+        """With `a2a.tools`, the `mcp:` block's federation gets one more target: an in-process MCP server
+        whose tools are the registry's agents (federation/agent_tools.py), named `a2a.tools.target`."""
+        tools = self.config.a2a.tools if self.config.a2a is not None else None
+        if tools is None or where != "mcp":
+            return []
+        if any(target.name == tools.target for target in backend.targets):
+            raise ConfigError(
+                f"{self.config.source}: a2a.tools.target: {tools.target!r} is already the name of an mcp target"
+            )
+        server = build_agent_server(self._short_registry(), tools)
+        return [TargetSpec(name=tools.target, transport="memory", server=server)]
 
     # -- run -------------------------------------------------------------------------------
 
@@ -269,6 +298,8 @@ def _binds(config: Config) -> list[tuple[Bind, str]]:
     `path`; the short `a2a:` shape one route at its `path`, in the `mcp:` bind when it has the same port
     and address, else in a bind of its own."""
     binds = [(bind, f"binds[{index}]") for index, bind in enumerate(config.binds)]
+    if config.a2a is not None and config.a2a.tools is not None and config.mcp is None:
+        raise ConfigError(f"{config.source}: a2a.tools: agents become tools of the `mcp:` block, and there is none")
     if config.a2a is not None:
         a = config.a2a
         # No backend: the agents come from the block itself (see Gateway._compile_a2a).

@@ -1,4 +1,4 @@
-"""Upstream connectors: one MCP client connection to a stdio, SSE or streamable-HTTP server.
+"""Upstream connectors: one MCP client connection to a stdio, SSE, streamable-HTTP or in-process server.
 
 Federation never asks which transport it holds: it gets an `Upstream` with typed verbs,
 and hands in an `UpstreamEvents` object that receives what the server sends back.
@@ -24,6 +24,7 @@ import httpx2
 import mcp_types as types
 from httpcore2._utils import is_socket_readable
 from mcp import ClientSession, StdioServerParameters
+from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
@@ -41,7 +42,7 @@ from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
 
 logger = logging.getLogger("agentplex.upstream")
 
-Transport = Literal["stdio", "mcp", "sse"]
+Transport = Literal["stdio", "mcp", "sse", "memory"]
 Era = Literal["handshake", "modern", "auto"]
 ProgressFn = Any  # async (progress, total, message) -> None
 
@@ -80,10 +81,22 @@ class TargetSpec:
     request_timeout: float | None = None
     tls: ssl.SSLContext | None = None  # HTTP targets: how to verify (and present: `client_certificate`) certificates
     auth: UpstreamAuth | None = None  # HTTP targets: credentials for every request
+    # memory targets: an in-process mcp `Server` or `MCPServer` (agents as tools: federation/agent_tools.py),
+    # reached over the SDK's in-memory streams so it gets federation's naming, policy and relays for free.
+    server: Any = None
+
+    def __post_init__(self) -> None:
+        if self.transport == "memory":
+            if self.server is None:
+                raise ValueError(f"memory target {self.name!r} needs a server")
+            # One in-process server for everyone: a per-client-session copy would only duplicate it.
+            object.__setattr__(self, "sharing", "shared")
 
     def describe(self) -> str:
         if self.transport == "stdio":
             return " ".join([self.command, *self.args])
+        if self.transport == "memory":
+            return f"in-process server {getattr(self.server, 'name', '?')}"
         return self.url
 
 
@@ -317,6 +330,10 @@ class Upstream:
             return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
         if spec.transport == "sse":
             return _sse(self)
+        if spec.transport == "memory":
+            # The SDK's own (what `mcp.Client(server)` uses; not re-exported): runs the server in a task of
+            # its own while the connection is held and yields (read, write) like the other transports.
+            return InMemoryTransport(spec.server)
         return _streamable_http(self)
 
     async def close(self) -> None:
