@@ -19,11 +19,13 @@ from federation.agent_tools import build_agent_server
 from federation.agents import AgentRegistry, AgentSpec
 from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
+from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
 from protocols.a2a import proxy
+from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -191,6 +193,14 @@ class Gateway:
         )
         if short is not None:
             self.agent_registry = endpoint.registry
+            api = RegistryApi(
+                endpoint.registry,
+                path=prefix,
+                rewrite=rewrite_card,
+                guard=compiled.guard,
+                allow=short.registration.allow,
+            )
+            endpoint.mount(api)
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, endpoint)
 
@@ -201,8 +211,9 @@ class Gateway:
         `a2a.tools`, is compiled before the `a2a` route): its A2A route and its agent tools share it."""
         if self.agent_registry is None:
             assert self.config.a2a is not None
-            specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in self.config.a2a.agents]
-            self.agent_registry = AgentRegistry(specs, self.a2a.fetch)
+            self.agent_registry = build_registry(
+                self.config.a2a, self.base_dir, self.a2a.fetch, where=f"{self.config.source}: a2a"
+            )
         return self.agent_registry
 
     def _agent_tool_targets(self, where: str, backend: McpBackend) -> list[TargetSpec]:
