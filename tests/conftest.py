@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,18 @@ INIT = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """uvicorn servers a test starts install SIGINT/SIGTERM handlers and restore, on exit, whatever they
+    found, which may be another (by then stopped) server's when several stop out of order. sse-starlette
+    finds "the" uvicorn server through the SIGTERM handler and ends every SSE stream once it sees that
+    server's should_exit, so a leaked handler would break later tests' SSE responses."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def free_port() -> int:
