@@ -17,7 +17,7 @@ from a2a.client.card_resolver import parse_agent_card
 from a2a.types import AgentCard
 from google.protobuf.json_format import ParseDict, ParseError
 
-from federation.agents import Agent, AgentSpec
+from protocols.a2a.agent import Agent, AgentSpec
 
 CARD_PATH = "/.well-known/agent-card.json"  # A2A 1.0 (and late 0.3)
 LEGACY_CARD_PATH = "/.well-known/agent.json"  # A2A 0.3 and earlier
