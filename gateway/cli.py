@@ -175,13 +175,17 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
     port, address = getattr(args, "port", None), getattr(args, "address", None)
     if port is None and address is None:
         return config
-    binds = ([config.mcp] if config.mcp is not None else []) + list(config.binds)
-    if len(binds) != 1:
-        raise ConfigError([f"{config.source}: --port/--address need a config with exactly one bind, not {len(binds)}"])
-    if port is not None:
-        binds[0].port = port
-    if address is not None:
-        binds[0].address = address
+    # The short `mcp:` and `a2a:` blocks share one bind when they name the same port and address.
+    short = [block for block in (config.mcp, config.a2a) if block is not None]
+    shared = len(short) == 2 and (short[0].port, short[0].address) == (short[1].port, short[1].address)
+    count = (1 if shared else len(short)) + len(config.binds)
+    if count != 1:
+        raise ConfigError([f"{config.source}: --port/--address need a config with exactly one bind, not {count}"])
+    for bind in [*short, *config.binds]:
+        if port is not None:
+            bind.port = port
+        if address is not None:
+            bind.address = address
     return config
 
 

@@ -191,3 +191,18 @@ def test_wrap_runs_a_process_per_session_unless_shared(shared: bool) -> None:
 def test_wrap_without_a_command_is_a_clear_error() -> None:
     result = subprocess.run([AGENTPLEX, "wrap", "--port", "1"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "give the server's command after --" in result.stderr
+
+
+def test_port_override_moves_mcp_and_a2a_blocks_that_share_a_bind() -> None:
+    import argparse
+
+    from gateway.cli import _override
+    from gateway.config import ConfigError, parse_config
+
+    shared = "mcp: {port: 3000, targets: [{name: a, stdio: {cmd: x}}]}\na2a: {port: 3000, agents: []}\n"
+    config = _override(parse_config(shared, "x.yaml"), argparse.Namespace(port=4555, address="127.0.0.2"))
+    assert config.mcp is not None and config.a2a is not None
+    assert (config.mcp.port, config.a2a.port, config.a2a.address) == (4555, 4555, "127.0.0.2")
+    apart = shared.replace("a2a: {port: 3000", "a2a: {port: 3001")
+    with pytest.raises(ConfigError, match="exactly one bind, not 2"):
+        _override(parse_config(apart, "x.yaml"), argparse.Namespace(port=4555, address=None))
