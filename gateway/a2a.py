@@ -106,6 +106,10 @@ class _Call:
 class A2AEndpoint:
     """The ASGI app of one A2A route."""
 
+    # The route's backendAuth (gateway/policies/backend_auth.py): headers added to every call to an agent,
+    # e.g. a static key, a client-credentials token or the caller's own token (passthrough).
+    auth: Any = None
+
     def __init__(
         self,
         routes: A2ARoutes,
@@ -176,7 +180,20 @@ class A2AEndpoint:
     ) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
         url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
-        upstream = proxy.Upstream(agent.name, url, agent.headers, self.timeout)
+        headers = dict(agent.headers)
+        if self.auth is not None:
+            try:
+                headers.update(await self.auth.headers(scope))
+            except Exception as exc:  # a token endpoint that is down fails this call only, naming the agent
+                why = f"agent {agent.name!r}: backendAuth failed: {exc}"
+                logger.warning("%s", why)
+                if call.jsonrpc:
+                    body = jsonrpc_error(call.request_id, INTERNAL_ERROR, why, {"agent": agent.name})
+                    await JSONResponse(body, status_code=502)(scope, receive, send)
+                else:
+                    await _rest(502, "INTERNAL_ERROR", why)(scope, receive, send)
+                return
+        upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
         client = self.routes.client
         assert client is not None, "A2ARoutes.running() opens the client before serving"

@@ -191,6 +191,9 @@ class Gateway:
         endpoint = self.a2a.endpoint(
             name, specs, prefix, single=short is None, guard=compiled.guard, timeout=timeout, registry=registry
         )
+        auth = next((p.backendAuth for _, p in reversed(levels) if p.backendAuth is not None), None)
+        if auth is not None:
+            endpoint.auth = backend_auth.build(auth)
         if short is not None:
             self.agent_registry = endpoint.registry
             api = RegistryApi(

@@ -238,3 +238,22 @@ async def test_paths_and_queries_reach_the_agent_as_the_client_wrote_them() -> N
         answer = (await http.get("/raw/tasks/a%2Fb%20c?filter=x%20y&z=1")).json()
         assert (answer["?raw_path"], answer["?query"]) == ("/tasks/a%2Fb%20c", "filter=x%20y&z=1")
         assert answer["host"] == raw.url.removeprefix("http://")
+
+
+async def test_backend_auth_toward_agents_key_and_passthrough() -> None:
+    """backendAuth on an A2A route: a static key, or the caller's own validated token (passthrough)."""
+    from tests.gateway.test_auth import SIGNER, jwt_policy
+
+    first = anyio.Event()
+    async with serve(lambda base: raw_agent(base, first)) as raw:
+        key = "  policies: {backendAuth: {key: {value: agent-secret}}}\n"
+        async with run_gateway(a2a_yaml({"raw": raw.url}, policies=key)) as gw, httpx.AsyncClient(timeout=20) as http:
+            got = (await http.get(f"http://127.0.0.1:{gw.port}/a2a/raw/tasks/t1")).json()
+            assert got["authorization"] == "Bearer agent-secret"
+        passthrough = f"  policies: {{{jwt_policy()[1:-1]}, backendAuth: {{passthrough: {{}}}}}}\n"
+        token = SIGNER.token("alice")
+        async with run_gateway(a2a_yaml({"raw": raw.url}, policies=passthrough)) as gw, httpx.AsyncClient(timeout=20) as http:
+            url = f"http://127.0.0.1:{gw.port}/a2a/raw/tasks/t1"
+            assert (await http.get(url)).status_code == 401  # jwtAuth first
+            got = (await http.get(url, headers={"authorization": f"Bearer {token}"})).json()
+            assert got["authorization"] == f"Bearer {token}"
