@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -27,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from federation.agents import AgentSpec, StoreError
+from protocols.urls import redacted
 
 __all__ = ["RedisStore", "SqliteStore", "StoreError"]
 
@@ -119,7 +119,7 @@ class RedisStore:
         self.key = prefix
         self.channel = f"{prefix}:changes"
         self.timeout = timeout or None
-        self.describe = f"Redis at {_display(url)} (hash {prefix!r})"
+        self.describe = f"Redis at {redacted(url)} (hash {prefix!r})"
         common: dict[str, Any] = {"socket_connect_timeout": self.timeout, "health_check_interval": 0}
         # from_url raises ValueError on a malformed URL: the caller reports it against its config key.
         self.client = aioredis.Redis.from_url(url, socket_timeout=self.timeout, retry=Retry(NoBackoff(), 1), **common)
@@ -198,13 +198,3 @@ def _reason(exc: BaseException, timeout: float | None) -> str:
         return f"no answer within {timeout:g} s"
     return (str(exc) or type(exc).__name__).rstrip(".")
 
-
-def _display(url: str) -> str:
-    """The Redis URL without credentials, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}" if host else f"{parts.scheme}://{parts.path}"
-    except ValueError:
-        return "<redis url>"

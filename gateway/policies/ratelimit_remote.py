@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from urllib.parse import urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -30,6 +29,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.policies import RateLimit, RemoteRateLimit
 from gateway.policies.guard import Limiter
 from gateway.policies.ratelimit_local import Scope
+from protocols.urls import redacted
 
 logger = logging.getLogger("agentplex.ratelimit")
 
@@ -85,7 +85,7 @@ class RedisBuckets:
         self.cfg = cfg
         self.timeout = cfg.redis.timeout
         self.fail_open = cfg.failureMode == "failOpen"
-        self.display = _display(cfg.redis.url)
+        self.display = redacted(cfg.redis.url)
         try:
             self.client = aioredis.Redis.from_url(
                 cfg.redis.url,
@@ -157,13 +157,3 @@ def limiter_unavailable() -> MCPError:
         "Rate limiter unavailable: its Redis store did not answer, so the request is refused (failClosed)",
     )
 
-
-def _display(url: str) -> str:
-    """The Redis URL without credentials, for logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}" if host else f"{parts.scheme}://{parts.path}"
-    except ValueError:
-        return "<redis url>"
