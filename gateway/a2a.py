@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,23 @@ class A2ARoutes:
     def __init__(self) -> None:
         self.client: httpx.AsyncClient | None = None
         self.registries: dict[str, AgentRegistry] = {}  # route name -> its agents
+        self.tls: dict[str, ssl.SSLContext] = {}  # route name -> its backendTLS context
+        self.clients: dict[str, httpx.AsyncClient] = {}  # route name -> its own client (backendTLS)
+
+    def client_for(self, route: str) -> httpx.AsyncClient | None:
+        """The client for a route's agents: its own when it has backendTLS, else the shared one."""
+        return self.clients.get(route) or self.client
+
+    def fetch_for(self, route: str) -> Any:
+        """A card fetcher for one route's registry (through that route's client)."""
+
+        async def fetch(spec: AgentSpec) -> Agent:
+            client = self.client_for(route)
+            if client is None:
+                raise ValueError(f"agent {spec.name!r}: the gateway is not running")
+            return await fetch_card(client, spec)
+
+        return fetch
 
     async def fetch(self, spec: AgentSpec) -> Agent:
         """The registry's card fetcher (ValueError naming the agent on failure)."""
@@ -60,14 +78,19 @@ class A2ARoutes:
         guard: Guard | None,
         timeout: float | None,
         registry: AgentRegistry | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> A2AEndpoint:
         """An endpoint for `route`: every agent of `specs` under `<prefix>/<name>/`, or (single) the one agent
         at `prefix`. `registry` replaces the plain one built from `specs` (a registry with a store)."""
-        registry = registry or AgentRegistry(specs, self.fetch)
+        if tls is not None:
+            self.tls[route] = tls
+        registry = registry or AgentRegistry(specs, self.fetch_for(route))
         self.registries[route] = registry
-        return A2AEndpoint(
+        endpoint = A2AEndpoint(
             self, registry, prefix.rstrip("/"), single=specs[0].name if single else None, guard=guard, timeout=timeout
         )
+        endpoint.route = route
+        return endpoint
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[A2ARoutes]:
@@ -78,11 +101,14 @@ class A2ARoutes:
         async with proxy.new_client() as client, contextlib.AsyncExitStack() as stack:
             self.client = client
             try:
+                for route, context in self.tls.items():
+                    self.clients[route] = await stack.enter_async_context(proxy.new_client(context))
                 for registry in self.registries.values():
                     await stack.enter_async_context(registry.running())
                 yield self
             finally:
                 self.client = None
+                self.clients.clear()
 
     def describe(self, route: str) -> Iterator[str]:
         """Startup-log lines for a route's agents."""
@@ -109,6 +135,7 @@ class A2AEndpoint:
     # The route's backendAuth (gateway/policies/backend_auth.py): headers added to every call to an agent,
     # e.g. a static key, a client-credentials token or the caller's own token (passthrough).
     auth: Any = None
+    route: str = ""  # its route's name (which client: see A2ARoutes.client_for)
 
     def __init__(
         self,
@@ -195,7 +222,7 @@ class A2AEndpoint:
                 return
         upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
-        client = self.routes.client
+        client = self.routes.client_for(self.route)
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         try:
             await proxy.forward(

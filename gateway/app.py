@@ -188,8 +188,16 @@ class Gateway:
         else:
             specs = [AgentSpec(name, route.backends[0].host or "")]
         registry = self._short_registry() if short is not None else None  # shared with a2a.tools
+        tls = next(((at, p.backendTLS) for at, p in reversed(levels) if p.backendTLS is not None), None)
         endpoint = self.a2a.endpoint(
-            name, specs, prefix, single=short is None, guard=compiled.guard, timeout=timeout, registry=registry
+            name,
+            specs,
+            prefix,
+            single=short is None,
+            guard=compiled.guard,
+            timeout=timeout,
+            registry=registry,
+            tls=ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
         )
         auth = next((p.backendAuth for _, p in reversed(levels) if p.backendAuth is not None), None)
         if auth is not None:
@@ -215,7 +223,7 @@ class Gateway:
         if self.agent_registry is None:
             assert self.config.a2a is not None
             self.agent_registry = build_registry(
-                self.config.a2a, self.base_dir, self.a2a.fetch, where=f"{self.config.source}: a2a"
+                self.config.a2a, self.base_dir, self.a2a.fetch_for("a2a"), where=f"{self.config.source}: a2a"
             )
         return self.agent_registry
 

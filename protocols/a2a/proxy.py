@@ -9,6 +9,7 @@ request's own dialect (a JSON-RPC error with its id, or a REST error); after tha
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -41,10 +42,12 @@ HEAD_TIMEOUT = 300.0  # seconds for the agent to start answering (a blocking Sen
 MAX_REWRITTEN_BODY = 1024 * 1024
 
 
-def new_client() -> httpx.AsyncClient:
+def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """The pooled client for talking to agents: no read timeout (streams idle between events; the
-    proxy bounds the wait for the answer's start), no redirects followed, no proxy from the environment."""
+    proxy bounds the wait for the answer's start), no redirects followed, no proxy from the environment.
+    `verify`: a route's backendTLS context (private CA, client certificate), built once."""
     return httpx.AsyncClient(
+        verify=verify,
         timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=10.0),
         limits=httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=30.0),
         follow_redirects=False,
