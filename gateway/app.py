@@ -22,6 +22,7 @@ from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
+from gateway.http_backend import HttpBackend
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
 from protocols.a2a import proxy
@@ -94,6 +95,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.federations: list[tuple[str, Federation]] = []
+        self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
         self.endpoints: list[StreamableHTTPEndpoint] = []
         self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
@@ -120,6 +122,9 @@ class Gateway:
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         if where == "a2a" or route.backends[0].host is not None:
+            a2a = where == "a2a" or any(p is not None and p.a2a is not None for p in (listener.policies, route.policies))
+            if not a2a:
+                return self._compile_http(name, listener, route, where, listener_at)
             return self._compile_a2a(name, listener, route, where, listener_at)
         backend = route.backends[0].mcp
         assert backend is not None
@@ -215,6 +220,30 @@ class Gateway:
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, endpoint)
 
+    def _compile_http(
+        self, name: str, listener: Listener, route: Route, where: str, listener_at: str
+    ) -> list[CompiledRoute]:
+        """A plain HTTP route: its `host` backend gets every matching request (gateway/http_backend.py)."""
+        src = self.config.source
+        levels = [
+            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
+        ]
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        inner = list(reversed(levels))
+        timeout = next((p.timeout.backendRequestTimeout for _, p in inner if p.timeout), None)
+        auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
+        tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
+        backend = HttpBackend(
+            name,
+            route.backends[0].host or "",
+            timeout=timeout or proxy.HEAD_TIMEOUT,
+            auth=backend_auth.build(auth) if auth is not None else None,
+            tls=ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
+        )
+        self.http_backends.append(backend)
+        self.closers.extend(compiled.closers)
+        return _routes(name, listener, route, compiled, backend)
+
     # -- a2a.tools: the `a2a:` block's agents as tools of the `mcp:` block ----------------------------
 
     def _short_registry(self) -> AgentRegistry:
@@ -253,6 +282,8 @@ class Gateway:
                 await stack.enter_async_context(federation.running())
             for endpoint in self.endpoints:
                 await stack.enter_async_context(endpoint.running())
+            for backend in self.http_backends:
+                await stack.enter_async_context(backend.running())
             yield self
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -77,6 +77,7 @@ class Upstream:
     url: str
     headers: Mapping[str, str]
     timeout: float | None = HEAD_TIMEOUT
+    kind: str = "agent"  # how errors name it ("backend" for plain HTTP routes)
 
 
 async def forward(
@@ -114,15 +115,15 @@ async def forward(
     except _ClientGone:
         return
     except TimeoutError:
-        raise AgentUnavailable(504, f"agent {upstream.agent!r} did not answer within {upstream.timeout:g} s") from None
+        raise AgentUnavailable(504, f"{upstream.kind} {upstream.agent!r} did not answer within {upstream.timeout:g} s") from None
     except httpx.PoolTimeout:
-        raise AgentUnavailable(503, f"too many open requests to agent {upstream.agent!r}; try again") from None
+        raise AgentUnavailable(503, f"too many open requests to {upstream.kind} {upstream.agent!r}; try again") from None
     except httpx.TimeoutException:
-        raise AgentUnavailable(504, f"agent {upstream.agent!r} timed out") from None
+        raise AgentUnavailable(504, f"{upstream.kind} {upstream.agent!r} timed out") from None
     except httpx.ConnectError as exc:
-        raise AgentUnavailable(502, f"agent {upstream.agent!r} is unreachable ({_why(exc)})") from None
+        raise AgentUnavailable(502, f"{upstream.kind} {upstream.agent!r} is unreachable ({_why(exc)})") from None
     except httpx.HTTPError as exc:
-        raise AgentUnavailable(502, f"agent {upstream.agent!r} failed to answer ({_why(exc)})") from None
+        raise AgentUnavailable(502, f"{upstream.kind} {upstream.agent!r} failed to answer ({_why(exc)})") from None
     try:
         if rewrite is not None and _rewritable(response):
             await _send_rewritten(response, rewrite, upstream, send)

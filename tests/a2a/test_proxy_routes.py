@@ -60,9 +60,8 @@ async def test_a_full_shape_route_serves_one_agent_at_its_prefix() -> None:
             assert (await http.get(f"http://127.0.0.1:{gw.port}/team/other")).status_code == 404  # not the route's
 
 
-def test_a_host_backend_must_be_an_a2a_agent_under_a_prefix() -> None:
-    with pytest.raises(ConfigError, match=r"routes\[0\]\.backends\[0\]: a host backend is served as an A2A agent"):
-        Gateway(parse_config(full_shape("127.0.0.1:9", policies="{}"), "x.yaml"))
+def test_an_a2a_route_needs_a_prefix() -> None:
+    """(Without the `a2a` policy a host backend is a plain HTTP backend: tests/gateway/test_http_backend.py.)"""
     exact = "[{path: {exact: /team/echo}}]"
     with pytest.raises(ConfigError, match=r"routes\[0\]\.matches: an A2A route needs a pathPrefix match"):
         Gateway(parse_config(full_shape("127.0.0.1:9", matches=exact), "x.yaml"))

@@ -1,0 +1,67 @@
+"""Plain HTTP backends: a route whose backend is `host:` (and no `a2a` policy) is reverse-proxied.
+
+The same streaming proxy as A2A agents (protocols/a2a/proxy.py): bodies flow both ways as they come,
+hop-by-hop headers stay on their hop, X-Forwarded-* are added, and the caller's Authorization is not
+passed on unless backendAuth says so. The path and query go to the backend as the client sent them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway.policies.mcp_authn import public_base
+from protocols.a2a import proxy
+
+logger = logging.getLogger("agentplex.http")
+
+
+class HttpBackend:
+    """The ASGI app of one plain HTTP route: every request goes to `url` + its own path and query."""
+
+    def __init__(self, name: str, url: str, *, timeout: float | None, auth: Any = None, tls: Any = None) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.auth = auth
+        self.tls = tls
+        self.client: httpx.AsyncClient | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[HttpBackend]:
+        async with proxy.new_client(self.tls if self.tls is not None else True) as client:
+            self.client = client
+            try:
+                yield self
+            finally:
+                self.client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.client is None:
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        url = self.url + raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        headers: dict[str, str] = {}
+        if self.auth is not None:
+            try:
+                headers.update(await self.auth.headers(scope))
+            except Exception as exc:  # the credential could not be had: this request fails, naming the backend
+                await _error(scope, receive, send, 502, f"backend {self.name!r}: backendAuth failed: {exc}")
+                return
+        upstream = proxy.Upstream(self.name, url, headers, self.timeout, kind="backend")
+        try:
+            await proxy.forward(self.client, upstream, scope, receive, send, public=public_base(scope))
+        except proxy.AgentUnavailable as exc:
+            logger.warning("%s", exc.message)
+            await _error(scope, receive, send, exc.status, exc.message)
+
+
+async def _error(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)

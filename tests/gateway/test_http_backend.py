@@ -1,0 +1,106 @@
+"""Plain HTTP backends: a route with a `host:` backend proxies ordinary HTTP, streaming both ways."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from tests.conftest import free_port, run_gateway
+from tests.fixtures.a2a_agent import serve
+
+pytestmark = pytest.mark.anyio
+
+
+def backend_app(base: str, release: anyio.Event) -> Starlette:
+    """Echoes what it got; `/api/events` sends one SSE event, then waits for `release` before the second."""
+
+    async def echo(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse(
+            {"method": request.method, "path": request.url.path, "query": request.url.query, "body": body.decode(),
+             "headers": dict(request.headers)},
+            headers={"x-backend": "yes", "connection": "close, x-private", "x-private": "hop only"},
+        )
+
+    async def events(request: Request) -> StreamingResponse:
+        async def stream() -> AsyncIterator[bytes]:
+            yield b"data: first\n\n"
+            await release.wait()
+            yield b"data: second\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/api/events", events), Route("/{path:path}", echo, methods=["GET", "POST", "PUT"])])
+
+
+def config(host: str, policies: str = "{}") -> str:
+    return f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: api
+      matches: [{{path: {{pathPrefix: /api}}}}]
+      policies: {policies}
+      backends: [{{host: "{host}"}}]
+"""
+
+
+@contextlib.asynccontextmanager
+async def backend() -> AsyncIterator[tuple[str, anyio.Event]]:
+    release = anyio.Event()
+    async with serve(lambda base: backend_app(base, release)) as running:  # type: ignore[arg-type]
+        yield running.url, release
+
+
+async def test_requests_reach_the_backend_with_forwarded_headers() -> None:
+    async with (
+        backend() as (url, _),
+        run_gateway(config(url.removeprefix("http://"))) as gw,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        answer = await http.post(
+            f"http://127.0.0.1:{gw.port}/api/items?x=1",
+            content=b"payload",
+            headers={"authorization": "Bearer callers", "x-custom": "kept", "connection": "keep-alive"},
+        )
+        got = answer.json()
+        assert (got["method"], got["path"], got["query"], got["body"]) == ("POST", "/api/items", "x=1", "payload")
+        assert got["headers"]["x-custom"] == "kept" and "authorization" not in got["headers"]
+        assert got["headers"]["x-forwarded-host"] == f"127.0.0.1:{gw.port}"
+        assert got["headers"]["x-forwarded-proto"] == "http"
+        assert answer.headers["x-backend"] == "yes" and "x-private" not in answer.headers
+
+
+async def test_a_stream_is_not_buffered() -> None:
+    async with backend() as (url, release), run_gateway(config(url)) as gw, httpx.AsyncClient(timeout=20) as http:
+        assert (await http.get(f"http://127.0.0.1:{gw.port}/events")).status_code == 404  # outside the route
+        async with http.stream("GET", f"http://127.0.0.1:{gw.port}/api/events") as r:
+            lines = r.aiter_lines()
+            with anyio.fail_after(5):  # the first event arrives while the backend still holds the second
+                while await lines.__anext__() != "data: first":
+                    pass
+            release.set()
+            with anyio.fail_after(5):
+                while await lines.__anext__() != "data: second":
+                    pass
+
+
+async def test_backend_auth_and_a_backend_that_is_down() -> None:
+    async with backend() as (url, _):
+        policies = "{backendAuth: {key: {value: backend-secret}}}"
+        async with run_gateway(config(url, policies)) as gw, httpx.AsyncClient(timeout=20) as http:
+            got = (await http.get(f"http://127.0.0.1:{gw.port}/api/x")).json()
+            assert got["headers"]["authorization"] == "Bearer backend-secret"
+    async with run_gateway(config(f"127.0.0.1:{free_port()}")) as gw, httpx.AsyncClient(timeout=20) as http:
+        down = await http.get(f"http://127.0.0.1:{gw.port}/api/x")
+        assert down.status_code == 502 and json.loads(down.text)["error"].startswith("backend 'api' is unreachable")
