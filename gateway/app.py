@@ -25,6 +25,7 @@ from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, P
 from gateway.http_backend import HttpBackend
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
+from gateway.policies.headers import ResponseHeaders
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
@@ -121,6 +122,8 @@ class Gateway:
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
+        if where != "a2a" and not route.backends:
+            return self._compile_direct(name, listener, route, where, listener_at)
         if where == "a2a" or route.backends[0].host is not None:
             a2a = where == "a2a" or any(p is not None and p.a2a is not None for p in (listener.policies, route.policies))
             if not a2a:
@@ -219,6 +222,19 @@ class Gateway:
             endpoint.mount(api)
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, endpoint)
+
+    def _compile_direct(
+        self, name: str, listener: Listener, route: Route, where: str, listener_at: str
+    ) -> list[CompiledRoute]:
+        """A route with no backend: its directResponse policy answers (after the other policies)."""
+        src = self.config.source
+        levels = [
+            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
+        ]
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        self.closers.extend(compiled.closers)
+        unreachable = JSONResponse({"error": "no backend"}, status_code=500)  # the directResponse step answers first
+        return _routes(name, listener, route, compiled, unreachable)
 
     def _compile_http(
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
@@ -392,6 +408,8 @@ def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies
     """A route's endpoint behind its HTTP-stage policies, after the documents its policies serve (RFC 9728)."""
     if compiled.steps:
         app = PolicyApp(app, compiled.steps)
+    if compiled.response_headers:
+        app = ResponseHeaders(app, compiled.response_headers)
     extras = [
         CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
         for path, doc in compiled.extra_routes

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 import cel
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from .base import _CI, Duration, _http_url, _Model, _non_empty
 
@@ -268,6 +268,37 @@ class BackendTLS(_Model):
         return self
 
 
+def _header_map(value: Any) -> Any:
+    """`{x-a: b}` or the Gateway API's `[{name: x-a, value: b}]`."""
+    if isinstance(value, list):
+        out: dict[str, Any] = {}
+        for item in value:
+            if not isinstance(item, dict) or set(item) != {"name", "value"}:
+                raise ValueError("expected a mapping of header names to values, or a list of {name, value}")
+            out[str(item["name"])] = item["value"]
+        return out
+    return value
+
+
+class HeaderModifier(_Model):
+    """`requestHeaderModifier` / `responseHeaderModifier`: add (append), set (replace), remove."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    add: Annotated[dict[str, str], BeforeValidator(_header_map)] = Field(default_factory=dict)
+    set: Annotated[dict[str, str], BeforeValidator(_header_map)] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class DirectResponse(_Model):
+    """Answer without a backend."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    status: int = Field(default=200, ge=100, le=599)
+    body: str = ""
+
+
 class A2aPolicy(_Model):
     """Marks a route whose backend is an A2A agent: its card is rewritten to point at the gateway."""
 
@@ -287,3 +318,6 @@ class Policies(_Model):
     backendAuth: BackendAuth | None = None
     backendTLS: BackendTLS | None = None
     a2a: A2aPolicy | None = None
+    requestHeaderModifier: HeaderModifier | None = None
+    responseHeaderModifier: HeaderModifier | None = None
+    directResponse: DirectResponse | None = None

@@ -17,11 +17,13 @@ from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Scope
 
 from federation.guard import Access
-from gateway.config.policies import Policies
+from gateway.config.policies import HeaderModifier, Policies
 from gateway.policies.api_key import ApiKeyStep
 from gateway.policies.authz_cel import RuleSet
 from gateway.policies.basic_auth import BasicAuthStep
+from gateway.policies.direct_response import DirectResponseStep
 from gateway.policies.guard import Limiter, PolicyGuard
+from gateway.policies.headers import RequestHeadersStep
 from gateway.policies.http import Identity, PolicyApp, Refusal, Step
 from gateway.policies.jwt import JwtAuthStep
 from gateway.policies.mcp_authn import McpAuthenticationStep
@@ -35,7 +37,8 @@ class RoutePolicies:
     steps: list[Step] = field(default_factory=list)
     guard: PolicyGuard | None = None
     extra_routes: list[tuple[str, ASGIApp]] = field(default_factory=list)  # exact path -> app (PRM documents)
-    closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
+    closers: list[Any] = field(default_factory=list)
+    response_headers: list[HeaderModifier] = field(default_factory=list)  # applied to every answer  # objects with `async aclose()`, closed on shutdown
 
 
 def compile_policies(
@@ -44,7 +47,9 @@ def compile_policies(
     """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages."""
     out = RoutePolicies()
     authn: list[Step] = []
+    headers: list[Step] = []
     later: list[Step] = []
+    direct: list[Step] = []
     rules: list[RuleSet] = []
     limits: list[Limiter] = []
     for where, p in levels:
@@ -58,6 +63,12 @@ def compile_policies(
             authn.append(ApiKeyStep(p.apiKey))
         if p.basicAuth is not None:
             authn.append(BasicAuthStep(p.basicAuth, base_dir, f"{where}.basicAuth"))
+        if p.requestHeaderModifier is not None:
+            headers.append(RequestHeadersStep(p.requestHeaderModifier))
+        if p.responseHeaderModifier is not None:
+            out.response_headers.append(p.responseHeaderModifier)
+        if p.directResponse is not None:
+            direct.append(DirectResponseStep(p.directResponse))
         if p.extAuthz is not None:
             from gateway.policies.ext_authz import ExtAuthzStep
 
@@ -76,7 +87,7 @@ def compile_policies(
             out.closers.extend({id(r.store): r.store for r in remotes}.values())  # one Redis pool per policy
             for remote in remotes:
                 (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
-    out.steps = authn + later
+    out.steps = authn + headers + later + direct[-1:]  # the innermost directResponse answers
     if rules or limits:
         out.guard = PolicyGuard(rules, limits)
     return out
