@@ -123,6 +123,10 @@ class Gateway:
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         if where != "a2a" and not route.backends:
+            if not any(p is not None and p.directResponse is not None for p in (listener.policies, route.policies)):
+                raise ConfigError(
+                    f"{self.config.source}: {where}.backends: expected at least one backend (or a directResponse policy)"
+                )
             return self._compile_direct(name, listener, route, where, listener_at)
         if where == "a2a" or route.backends[0].host is not None:
             a2a = where == "a2a" or any(p is not None and p.a2a is not None for p in (listener.policies, route.policies))

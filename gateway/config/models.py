@@ -135,13 +135,7 @@ class Route(_Model):
     name: str | None = None
     matches: list[Match] = Field(default_factory=list)  # empty matches every path
     policies: Policies | None = None
-    backends: list[Backend] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _backend_or_direct_response(self) -> Route:
-        if not self.backends and (self.policies is None or self.policies.directResponse is None):
-            raise _problem_at(("backends",), "expected at least one backend (or a directResponse policy)")
-        return self
+    backends: list[Backend] = Field(default_factory=list)  # none: a directResponse route (checked when compiled)
 
 
 class Listener(_Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
 from tests.conftest import run_gateway
 from tests.gateway.test_http_backend import backend
@@ -58,5 +59,5 @@ async def test_header_modifiers_and_direct_responses() -> None:
 
 def test_a_route_needs_a_backend_or_a_direct_response() -> None:
     text = "binds: [{port: 0, listeners: [{routes: [{name: r, policies: {}}]}]}]"
-    with pytest.raises(ConfigError, match=r"routes\[0\]\.backends: expected at least one backend"):
-        parse_config(text, "x.yaml")
+    with pytest.raises(ConfigError, match=r"x\.yaml: binds\[0\]\.listeners\[0\]\.routes\[0\]\.backends: expected at least one"):
+        Gateway(parse_config(text, "x.yaml"))
