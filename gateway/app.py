@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +136,17 @@ class Gateway:
             return self._compile_a2a(name, listener, route, where, listener_at)
         backend = route.backends[0].mcp
         assert backend is not None
-        src = self.config.source
-        levels = [
-            (f"{src}: {at}.policies", p)
-            for at, p in (
-                (listener_at, listener.policies),
-                (where, route.policies),
-                (f"{where}.backends[0].mcp" if where != "mcp" else "mcp", backend.policies),
-            )
-            if p is not None
-        ]
+        levels = self._levels(
+            (listener_at, listener.policies),
+            (where, route.policies),
+            (f"{where}.backends[0].mcp" if where != "mcp" else "mcp", backend.policies),
+        )
         compiled = compile_policies(
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
+        side = _backend_policies(levels, self.base_dir)
         federation = Federation(
-            [_target_spec(t, levels, self.base_dir) for t in backend.targets]
+            [_target_spec(t, side) for t in backend.targets]
             + self._agent_tool_targets(where, backend),
             FederationSettings(
                 prefix_mode=backend.prefixMode,
@@ -174,6 +171,10 @@ class Gateway:
         self.endpoints.append(endpoint)
         return _routes(name, listener, route, compiled, McpEndpoints(endpoint, sse))
 
+    def _levels(self, *pairs: tuple[str, Policies | None]) -> list[tuple[str, Policies]]:
+        """(where, policies) for the levels that have policies, outermost first; where = '<file>: <key.path>'."""
+        return [(f"{self.config.source}: {at}.policies", p) for at, p in pairs if p is not None]
+
     def _compile_a2a(
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
@@ -189,31 +190,25 @@ class Gateway:
             raise ConfigError(
                 f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
             )
-        levels = [
-            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
-        ]
+        levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
-        inner = [p.timeout.backendRequestTimeout for _, p in reversed(levels) if p.timeout]
-        timeout = next((t for t in inner if t), proxy.HEAD_TIMEOUT)  # the innermost level that sets it wins
+        side = _backend_policies(levels, self.base_dir)
         if short is not None:
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
         else:
             specs = [AgentSpec(name, route.backends[0].host or "")]
         registry = self._short_registry() if short is not None else None  # shared with a2a.tools
-        tls = next(((at, p.backendTLS) for at, p in reversed(levels) if p.backendTLS is not None), None)
         endpoint = self.a2a.endpoint(
             name,
             specs,
             prefix,
             single=short is None,
             guard=compiled.guard,
-            timeout=timeout,
+            timeout=side.timeout or proxy.HEAD_TIMEOUT,
             registry=registry,
-            tls=ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
+            tls=side.tls,
         )
-        auth = next((p.backendAuth for _, p in reversed(levels) if p.backendAuth is not None), None)
-        if auth is not None:
-            endpoint.auth = backend_auth.build(auth)
+        endpoint.auth = side.auth
         if short is not None:
             self.agent_registry = endpoint.registry
             api = RegistryApi(
@@ -231,10 +226,7 @@ class Gateway:
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         """A route with no backend: its directResponse policy answers (after the other policies)."""
-        src = self.config.source
-        levels = [
-            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
-        ]
+        levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
         self.closers.extend(compiled.closers)
         unreachable = JSONResponse({"error": "no backend"}, status_code=500)  # the directResponse step answers first
@@ -244,21 +236,11 @@ class Gateway:
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         """A plain HTTP route: its `host` backend gets every matching request (gateway/http_backend.py)."""
-        src = self.config.source
-        levels = [
-            (f"{src}: {at}.policies", p) for at, p in ((listener_at, listener.policies), (where, route.policies)) if p
-        ]
+        levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
-        inner = list(reversed(levels))
-        timeout = next((p.timeout.backendRequestTimeout for _, p in inner if p.timeout), None)
-        auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
-        tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
+        side = _backend_policies(levels, self.base_dir)
         backend = HttpBackend(
-            name,
-            route.backends[0].host or "",
-            timeout=timeout or proxy.HEAD_TIMEOUT,
-            auth=backend_auth.build(auth) if auth is not None else None,
-            tls=ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
+            name, route.backends[0].host or "", timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls
         )
         self.http_backends.append(backend)
         self.closers.extend(compiled.closers)
@@ -421,34 +403,46 @@ def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies
     return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
 
 
-def _target_spec(target: Target, levels: list[tuple[str, Policies]], base_dir: Path) -> TargetSpec:
-    """One target's spec. `levels` are the (where, policies) pairs above it, outermost first; for each
-    backend-facing policy the innermost level that sets it wins. `where` is '<file>: <key.path>'.
+@dataclass(frozen=True)
+class BackendPolicies:
+    """A route's policies toward its backends, built once (an SSL context per call would cost 20-40 ms)."""
 
-    backendTLS and backendAuth apply to HTTP targets; a stdio target under the same levels ignores them.
-    """
+    timeout: float | None = None
+    tls: ssl.SSLContext | None = None
+    auth: Any = None  # an UpstreamAuth (gateway/policies/backend_auth.py)
+
+
+def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> BackendPolicies:
+    """For each backend-facing policy the innermost level that sets it wins; `levels` are outermost first."""
     inner = list(reversed(levels))
     timeout = next(
         (p.timeout.backendRequestTimeout for _, p in inner if p.timeout and p.timeout.backendRequestTimeout), None
     )
+    tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
+    auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
+    return BackendPolicies(
+        timeout,
+        ssl_context(tls[1], base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
+        backend_auth.build(auth) if auth is not None else None,
+    )
+
+
+def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
+    """One target's spec. backendTLS and backendAuth apply to HTTP targets; stdio targets ignore them."""
     common: dict[str, Any] = {
         "name": target.name,
         "era": target.era,
         "sharing": target.sharing,
-        "request_timeout": timeout,
+        "request_timeout": side.timeout,
     }
     if target.stdio is not None:
         s = target.stdio
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
     http = target.mcp or target.sse
     assert http is not None
-    tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
-    if tls is not None:
-        common["tls"] = ssl_context(tls[1], base_dir, where=f"{tls[0]}.backendTLS")
-    auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
-    if auth is not None:
-        common["auth"] = backend_auth.build(auth)
-    return TargetSpec(transport=target.kind, url=http.host, headers=dict(http.headers), **common)
+    return TargetSpec(
+        transport=target.kind, url=http.host, headers=dict(http.headers), tls=side.tls, auth=side.auth, **common
+    )
 
 
 def _matcher(matches: list[Match], hostname: str | None) -> Callable[[Scope], bool]:

@@ -16,7 +16,7 @@ import httpx2
 import pytest
 import trustme
 
-from gateway.app import _target_spec
+from gateway.app import _backend_policies, _target_spec
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.policies import BackendTLS
 from gateway.policies.backend_tls import ssl_context
@@ -138,7 +138,7 @@ def compiled(path: Path) -> Any:
     """The `secure` target's spec as the gateway compiles it from the config file at `path`."""
     cfg = load_config(path)
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    return _target_spec(cfg.mcp.targets[0], [(f"{path}: mcp.policies", cfg.mcp.policies)], path.parent)
+    return _target_spec(cfg.mcp.targets[0], _backend_policies([(f"{path}: mcp.policies", cfg.mcp.policies)], path.parent))
 
 
 def write_config(directory: Path, tls: str) -> Path:
@@ -182,7 +182,7 @@ def test_alpn_must_keep_http11() -> None:
     assert "x.yaml: mcp.policies.backendTLS: alpn: must offer http/1.1 and not h2" in str(err.value)
     cfg = parse_config(config("https://127.0.0.1:1/mcp", "{ alpn: [http/1.1] }"))
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    assert _target_spec(cfg.mcp.targets[0], [("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd()).tls is not None
+    assert _target_spec(cfg.mcp.targets[0], _backend_policies([("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd())).tls is not None
 
 
 def test_stdio_targets_ignore_backend_tls_and_auth(pki: dict[str, Any]) -> None:
@@ -193,7 +193,7 @@ def test_stdio_targets_ignore_backend_tls_and_auth(pki: dict[str, Any]) -> None:
         )
     )
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    spec = _target_spec(cfg.mcp.targets[0], [("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd())
+    spec = _target_spec(cfg.mcp.targets[0], _backend_policies([("x.yaml: mcp.policies", cfg.mcp.policies)], Path.cwd()))
     assert spec.transport == "stdio" and spec.tls is None and spec.auth is None
 
 
