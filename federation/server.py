@@ -7,7 +7,7 @@ import contextvars
 import hashlib
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -476,24 +476,15 @@ class Federation:
             return None
 
         current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
-        inflight = self._inflight.setdefault(upstream, [])
-        inflight.append(current)
-        caller = _CALLER.set(current)
         if upstream is not self.upstreams[entry.target]:
             upstream.caller = downstream.scope
-        who = RELAY_CALLER.set(downstream.scope)
         try:
-            response = await upstream.relay(
-                {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
-            )
+            with self._on_behalf(upstream, current, downstream.scope):
+                response = await upstream.relay(
+                    {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
+                )
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
-        finally:
-            RELAY_CALLER.reset(who)
-            _CALLER.reset(caller)
-            inflight.remove(current)
-            if not inflight:
-                del self._inflight[upstream]
         if "error" in response:
             error = dict(response["error"])
             error["message"] = f"{error.get('message')} (from target '{entry.target}')"
@@ -608,16 +599,23 @@ class Federation:
         """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
         current = caller if isinstance(caller, Call) else Call(caller)
         upstream = self._upstream(target, current.ctx)
-        inflight = self._inflight.setdefault(upstream, [])
-        inflight.append(current)
-        token = _CALLER.set(current)
-        who = RELAY_CALLER.set(_request(current.ctx))  # whose credentials backendAuth uses for this call
         try:
-            return await upstream.request(method, call)
+            with self._on_behalf(upstream, current, _request(current.ctx)):
+                return await upstream.request(method, call)
         except UpstreamError:
             raise
         except MCPError as exc:
             raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
+
+    @contextlib.contextmanager
+    def _on_behalf(self, upstream: Upstream, current: Call, request: Any) -> Iterator[None]:
+        """While an upstream call runs: its callbacks find `current` (the in-flight list and _CALLER),
+        and backendAuth sends the credentials of `request`'s caller (RELAY_CALLER)."""
+        inflight = self._inflight.setdefault(upstream, [])
+        inflight.append(current)
+        token, who = _CALLER.set(current), RELAY_CALLER.set(request)
+        try:
+            yield
         finally:
             RELAY_CALLER.reset(who)
             _CALLER.reset(token)
