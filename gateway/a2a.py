@@ -46,6 +46,7 @@ class A2ARoutes:
         self.registries: dict[str, AgentRegistry] = {}  # route name -> its agents
         self.tls: dict[str, ssl.SSLContext] = {}  # route name -> its backendTLS context
         self.clients: dict[str, httpx.AsyncClient] = {}  # route name -> its own client (backendTLS)
+        self.external: set[str] = set()  # routes whose registry runs elsewhere (a kept part, gateway/keeper.py)
 
     def client_for(self, route: str) -> httpx.AsyncClient | None:
         """The client for a route's agents: its own when it has backendTLS, else the shared one."""
@@ -103,8 +104,9 @@ class A2ARoutes:
             try:
                 for route, context in self.tls.items():
                     self.clients[route] = await stack.enter_async_context(proxy.new_client(context))
-                for registry in self.registries.values():
-                    await stack.enter_async_context(registry.running())
+                for route, registry in self.registries.items():
+                    if route not in self.external:
+                        await stack.enter_async_context(registry.running())
                 yield self
             finally:
                 self.client = None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import logging
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +21,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.agent_tools import build_agent_server
 from federation.agents import AgentRegistry, AgentSpec
+from federation.guard import OpenGuard
 from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
+from gateway.config.a2a import A2aShort
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.http_backend import HttpBackend
+from gateway.keeper import Keeper, Part
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.headers import ResponseHeaders
@@ -52,6 +58,8 @@ class BindRuntime:
     port: int
     routes: list[CompiledRoute] = field(default_factory=list)
     server: uvicorn.Server | None = None
+    active: int = 0  # requests in flight (a reload waits for the old config's to finish)
+    streams: int = 0  # of which event streams a client holds open (GET text/event-stream)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,6 +85,87 @@ class BindRuntime:
         return self.server.servers[0].sockets[0].getsockname()[1]
 
 
+class Socket:
+    """One listening address: a uvicorn server, and the routes (a BindRuntime) it serves now.
+
+    A reload hands the socket the new config's routes; requests already running finish on the old ones.
+    """
+
+    def __init__(self, bind: BindRuntime, drain: float) -> None:
+        self.bind = bind
+        config = uvicorn.Config(
+            self,
+            host=bind.address,
+            port=bind.port,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
+        )
+        self.server = bind.server = _Server(config)
+        self.done = False
+        self.sock: socket.socket | None = None
+
+    def open(self) -> None:
+        """Bind the listening socket (uvicorn would exit the process on failure; this raises OSError)."""
+        family = socket.AF_INET6 if ":" in self.bind.address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.bind.address, self.bind.port))
+            sock.listen(2048)
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot listen on {self.describe()}: {exc.strerror or exc}") from None
+        sock.set_inheritable(False)
+        self.sock = sock
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock] if self.sock is not None else None)
+        finally:
+            self.done = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        bind = self.bind
+        stream = scope.get("method") == "GET" and _wants_events(scope)
+        bind.active += 1
+        bind.streams += stream
+        try:
+            await bind(scope, receive, send)
+        finally:
+            bind.active -= 1
+            bind.streams -= stream
+
+    def serve_routes_of(self, bind: BindRuntime) -> None:
+        bind.server = self.server
+        self.bind = bind
+
+    def describe(self) -> str:
+        return f"{self.bind.address}:{self.bind.port}"
+
+
+def open_all(sockets: list[Socket]) -> None:
+    """Bind every socket, or none: raises OSError naming the one that cannot listen."""
+    try:
+        for s in sockets:
+            s.open()
+    except OSError:
+        for s in sockets:
+            if s.sock is not None:
+                s.sock.close()
+        raise
+
+
+async def listen(sockets: list[Socket], tg: anyio.abc.TaskGroup) -> None:
+    """Serve opened `sockets` in `tg`; returns once all are listening."""
+    for s in sockets:
+        tg.start_soon(s.serve)
+    with anyio.fail_after(30):
+        while not all(s.server.started or s.done for s in sockets):
+            await anyio.sleep(0.01)
+
+
 class McpEndpoints:
     """An MCP route's transports: legacy SSE at `.../sse` + `.../messages/`, streamable HTTP elsewhere."""
 
@@ -94,12 +183,16 @@ class McpEndpoints:
 class Gateway:
     """Everything one config describes, ready to be started with `running()` and `serve()`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, keeper: Keeper | None = None) -> None:
+        """`keeper`: the running parts of the config before this one (a reload); an MCP route whose
+        backend is unchanged takes its part over, live sessions included."""
         self.config = config
+        self.keeper = keeper if keeper is not None else Keeper()
+        self._own_keeper = keeper is None
+        self.parts: list[Part] = []  # MCP routes' federation + endpoints, run by the keeper
         self.federations: list[tuple[str, Federation]] = []
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
-        self.endpoints: list[StreamableHTTPEndpoint] = []
         self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
         self.a2a = A2ARoutes()
         self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
@@ -144,32 +237,42 @@ class Gateway:
         compiled = compile_policies(
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
-        side = _backend_policies(levels, self.base_dir)
-        federation = Federation(
-            [_target_spec(t, side) for t in backend.targets]
-            + self._agent_tool_targets(where, backend),
-            FederationSettings(
-                prefix_mode=backend.prefixMode,
-                separator=backend.separator,
-                failure_mode=backend.failureMode,
-                stateless=backend.statefulMode == "stateless",
-            ),
-            guard=compiled.guard,
-        )
         self.closers.extend(compiled.closers)
-        server, security = federation.build_server(), rebinding_protection(bind.address)
-        endpoint = StreamableHTTPEndpoint(
-            server,
-            stateless=backend.statefulMode == "stateless",
-            security=security,
-            max_request_body_size=backend.maxRequestBodySize,
-            session_idle_timeout=backend.sessionIdleTimeout,
-            relay=federation.relay_tool_call,
-        )
-        sse = SseEndpoint(server, security=security)
+        agent_tools = self._agent_tool_targets(where, backend)
+        registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
+        key = _part_key(bind, name, backend, levels, registry)
+        if any(p.key == key for p in self.parts):  # the same route name twice on a bind: keep them apart
+            key += where
+        part = self.keeper.find(key)
+        if part is not None:  # a reload that left this backend as it was: its sessions carry on
+            federation, endpoints = part.value
+            federation.guard = compiled.guard or OpenGuard()
+        else:
+            side = _backend_policies(levels, self.base_dir)
+            federation = Federation(
+                [_target_spec(t, side) for t in backend.targets] + agent_tools,
+                FederationSettings(
+                    prefix_mode=backend.prefixMode,
+                    separator=backend.separator,
+                    failure_mode=backend.failureMode,
+                    stateless=backend.statefulMode == "stateless",
+                ),
+                guard=compiled.guard,
+            )
+            server, security = federation.build_server(), rebinding_protection(bind.address)
+            endpoint = StreamableHTTPEndpoint(
+                server,
+                stateless=backend.statefulMode == "stateless",
+                security=security,
+                max_request_body_size=backend.maxRequestBodySize,
+                session_idle_timeout=backend.sessionIdleTimeout,
+                relay=federation.relay_tool_call,
+            )
+            endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security))
+            part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))
+        self.parts.append(part)
         self.federations.append((name, federation))
-        self.endpoints.append(endpoint)
-        return _routes(name, listener, route, compiled, McpEndpoints(endpoint, sse))
+        return _routes(name, listener, route, compiled, endpoints)
 
     def _levels(self, *pairs: tuple[str, Policies | None]) -> list[tuple[str, Policies]]:
         """(where, policies) for the levels that have policies, outermost first; where = '<file>: <key.path>'."""
@@ -250,12 +353,23 @@ class Gateway:
 
     def _short_registry(self) -> AgentRegistry:
         """The `a2a:` block's one registry, made by whichever needs it first (the `mcp:` route, with
-        `a2a.tools`, is compiled before the `a2a` route): its A2A route and its agent tools share it."""
+        `a2a.tools`, is compiled before the `a2a` route): its A2A route and its agent tools share it.
+        It is a kept part: a reload that leaves the block's agents and store as they were keeps its
+        registrations and health state, and the agent tools built on it."""
         if self.agent_registry is None:
-            assert self.config.a2a is not None
-            self.agent_registry = build_registry(
-                self.config.a2a, self.base_dir, self.a2a.fetch_for("a2a"), where=f"{self.config.source}: a2a"
-            )
+            a2a = self.config.a2a
+            assert a2a is not None
+            key = _registry_key(a2a, self.base_dir)
+            fetch = self.a2a.fetch_for("a2a")
+            part = self.keeper.find(key)
+            if part is not None:
+                self.agent_registry = part.value
+                self.agent_registry.fetch = fetch  # cards now come through this config's client
+            else:
+                self.agent_registry = build_registry(a2a, self.base_dir, fetch, where=f"{self.config.source}: a2a")
+                part = Part(key, self.agent_registry, self.agent_registry.running)
+            self.parts.insert(0, part)  # before the MCP routes whose agent tools use it
+            self.a2a.external.add("a2a")
         return self.agent_registry
 
     def _agent_tool_targets(self, where: str, backend: McpBackend) -> list[TargetSpec]:
@@ -277,13 +391,14 @@ class Gateway:
     async def running(self) -> AsyncIterator[Gateway]:
         """Connect every target and open every endpoint; closes them all (and stdio children) on exit."""
         async with contextlib.AsyncExitStack() as stack:
+            if self._own_keeper:
+                await stack.enter_async_context(self.keeper.running())
             for closer in self.closers:
                 stack.push_async_callback(closer.aclose)
             await stack.enter_async_context(self.a2a.running())
-            for _, federation in self.federations:
-                await stack.enter_async_context(federation.running())
-            for endpoint in self.endpoints:
-                await stack.enter_async_context(endpoint.running())
+            for part in self.parts:
+                await self.keeper.acquire(part)
+                stack.push_async_callback(self.keeper.release, part)
             for backend in self.http_backends:
                 await stack.enter_async_context(backend.running())
             yield self
@@ -291,25 +406,9 @@ class Gateway:
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve every bind until `shutdown()`; `task_status.started()` once all are listening."""
         async with anyio.create_task_group() as tg:
-            for bind in self.binds:
-                config = uvicorn.Config(
-                    bind,
-                    host=bind.address,
-                    port=bind.port,
-                    lifespan="off",
-                    log_level="warning",
-                    access_log=False,
-                    timeout_graceful_shutdown=5,
-                )
-                bind.server = _Server(config)
-                tg.start_soon(bind.server.serve)
-            with anyio.fail_after(30):
-                while not all(b.server is not None and (b.server.started or b.server.should_exit) for b in self.binds):
-                    await anyio.sleep(0.01)
-            failed = [b for b in self.binds if b.server is not None and not b.server.started]
-            if failed:
-                tg.cancel_scope.cancel()
-                raise OSError(f"cannot listen on {', '.join(f'{b.address}:{b.port}' for b in failed)}")
+            sockets = [Socket(bind, drain=5) for bind in self.binds]
+            open_all(sockets)
+            await listen(sockets, tg)
             task_status.started()
 
     def shutdown(self) -> None:
@@ -403,6 +502,28 @@ def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies
     return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
 
 
+@contextlib.asynccontextmanager
+async def _mcp_running(federation: Federation, endpoint: StreamableHTTPEndpoint) -> AsyncIterator[None]:
+    async with federation.running(), endpoint.running():
+        yield
+
+
+def _part_key(
+    bind: Bind, name: str, backend: McpBackend, levels: list[tuple[str, Policies]], registry: str | None
+) -> str:
+    """What an MCP route's running part depends on: where it listens, its backend, the policies toward
+    that backend, and the registry its agent tools come from. Rules and limits are not in it: a reload
+    swaps them on the live federation."""
+    side = [p.model_dump(mode="json", include={"backendTLS", "backendAuth", "timeout"}) for _, p in levels]
+    parts = [bind.address, bind.port, name, backend.model_dump(mode="json", exclude={"policies"}), side, registry]
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _registry_key(a2a: A2aShort, base_dir: Path) -> str:
+    fields = {"agents", "registry", "tools"}
+    return json.dumps(["a2a registry", a2a.model_dump(mode="json", include=fields), str(base_dir)], sort_keys=True)
+
+
 @dataclass(frozen=True)
 class BackendPolicies:
     """A route's policies toward its backends, built once (an SSL context per call would cost 20-40 ms)."""
@@ -475,6 +596,10 @@ def _compile_match(match: Match) -> Callable[[Scope], bool]:
     if method is None:
         return lambda scope: path_test(scope["path"])
     return lambda scope: scope.get("method") == method and path_test(scope["path"])
+
+
+def _wants_events(scope: Scope) -> bool:
+    return any(k == b"accept" and b"text/event-stream" in v for k, v in scope.get("headers", ()))
 
 
 def _unnormalized(path: str) -> bool:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -19,6 +19,7 @@ from federation.server import Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.models import HttpTarget, McpShort, StdioTarget, Target
+from gateway.runtime import Runtime
 from protocols.mcp.stdio import serve_stdio
 
 logger = logging.getLogger("agentplex")
@@ -98,13 +99,14 @@ def _validate(path: str) -> int:
 
 def _run_file(path: str, args: argparse.Namespace) -> int:
     config = _override(load_config(path), args)
-    return _run_config(config, getattr(args, "log_level", None) or config.config.logging.level, path)
+    level = getattr(args, "log_level", None) or config.config.logging.level
+    return _run_config(config, level, path, reload=lambda: _override(load_config(path), args))
 
 
-def _run_config(config: Config, log_level: str, source: str) -> int:
+def _run_config(config: Config, log_level: str, source: str, reload: Callable[[], Config] | None = None) -> int:
     _setup_logging(log_level)
     logger.info("agentplex starting with %s", source)
-    anyio.run(serve, config)
+    anyio.run(serve, config, reload)
     return 0
 
 
@@ -189,25 +191,34 @@ def _override(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM; on the way out every target (and stdio child) is closed."""
-    gateway = Gateway(config)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with gateway.running(), anyio.create_task_group() as tg:
+async def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then drain (gateway/runtime.py); SIGHUP or an edit of the file reloads it."""
+    try:
+        runtime = Runtime(config, reload)
+    except OSError as exc:  # a port in use: say so, no traceback
+        raise ConfigError(f"{config.source}: {exc}") from None
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with anyio.open_signal_receiver(*watched) as signals:
+        async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
+            async def on_signals() -> None:
                 async for sig in signals:
+                    if sig == signal.SIGHUP:
+                        if reload is not None:
+                            logger.info("received SIGHUP: reloading %s", config.source)
+                            tg.start_soon(runtime.reload)
+                        continue
                     logger.info("received %s, shutting down", signal.Signals(sig).name)
-                    gateway.shutdown()
+                    runtime.stop()
                     return
 
-            async def serve_until_stopped(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-                await gateway.serve(task_status=task_status)
+            async def run_until_stopped(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                await runtime.run(task_status=task_status)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(stop_on_signal)
-            await tg.start(serve_until_stopped)
-            for line in gateway.summary():
+            tg.start_soon(on_signals)
+            await tg.start(run_until_stopped)
+            for line in runtime.gateway.summary():
                 logger.info("%s", line)
     logger.info("agentplex stopped")
 

@@ -160,6 +160,10 @@ class LoggingSettings(_Model):
 class GlobalSettings(_Model):
     adminAddr: str = "127.0.0.1:15000"
     statsAddr: str = "127.0.0.1:15020"
+    # On SIGTERM: keep accepting for the minimum, then stop accepting and let open requests finish
+    # until the deadline (event streams clients hold open end once the requests are done).
+    connectionMinTerminationDeadline: Duration = 0.0
+    connectionTerminationDeadline: Duration = 10.0
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 
