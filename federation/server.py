@@ -723,6 +723,11 @@ class Federation:
     def _shared_for_all(self, upstream: Upstream) -> bool:
         return upstream.spec.sharing == "shared" or self.settings.stateless
 
+    async def policy_changed(self) -> None:
+        """The guard was replaced (a config reload): every client is told its lists may have changed."""
+        for kind in ("tool", "prompt", "resource"):
+            await self.downstreams.list_changed(kind, None, True)
+
     async def _list_changed(self, kind: Kind, client: Any, clients: list[Any] | None) -> None:
         before = _fingerprint(self.catalogs[kind])
         try:

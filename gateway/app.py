@@ -190,6 +190,7 @@ class Gateway:
         self.keeper = keeper if keeper is not None else Keeper()
         self._own_keeper = keeper is None
         self.parts: list[Part] = []  # MCP routes' federation + endpoints, run by the keeper
+        self.changed_lists: list[Federation] = []  # kept federations whose policies this config changed
         self.federations: list[tuple[str, Federation]] = []
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
@@ -244,9 +245,12 @@ class Gateway:
         if any(p.key == key for p in self.parts):  # the same route name twice on a bind: keep them apart
             key += where
         part = self.keeper.find(key)
+        rules = json.dumps([p.model_dump(mode="json", exclude_none=True) for _, p in levels], sort_keys=True)
         if part is not None:  # a reload that left this backend as it was: its sessions carry on
             federation, endpoints = part.value
             federation.guard = compiled.guard or OpenGuard()
+            if part.revision != rules:  # what its clients may see may have changed: they list again
+                self.changed_lists.append(federation)
         else:
             side = _backend_policies(levels, self.base_dir)
             federation = Federation(
@@ -270,6 +274,7 @@ class Gateway:
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))
+        part.revision = rules
         self.parts.append(part)
         self.federations.append((name, federation))
         return _routes(name, listener, route, compiled, endpoints)

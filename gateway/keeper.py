@@ -28,6 +28,7 @@ class Part:
         self.value = value
         self._open = open
         self.refs = 0
+        self.revision = ""  # what the latest config said about its adjustable side (e.g. its rules)
         self._stop = anyio.Event()
         self._done = anyio.Event()
 

@@ -117,6 +117,8 @@ class Runtime:
             self.generation += 1
             if old is not None and old_gateway is not None:
                 self._tg.start_soon(self._retire, old, old_gateway)
+            for federation in gateway.changed_lists:
+                self._tg.start_soon(federation.policy_changed)
             kept = sum(1 for p in gateway.parts if p.refs > 1)
             logger.info(
                 "config reloaded from %s (generation %d; %d MCP route(s) kept live)",

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from mcp import Client
+from mcp import Client, types
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -99,7 +99,13 @@ async def test_reload_keeps_sessions_and_streams_and_applies_the_new_policies(tm
         path.write_text(config_text(host))
         async with running(path) as runtime, httpx.AsyncClient(timeout=20) as http:
             base = f"http://127.0.0.1:{port_of(runtime)}"
-            async with Client(f"{base}/mcp", mode="legacy", cache=None) as client:
+            changed = anyio.Event()
+
+            async def on_message(message: object) -> None:
+                if isinstance(message, types.ToolListChangedNotification):
+                    changed.set()
+
+            async with Client(f"{base}/mcp", mode="legacy", cache=None, message_handler=on_message) as client:
                 pid = (await client.call_tool("pid", {})).structured_content
                 assert "add" in {t.name for t in (await client.list_tools()).tools}
                 async with http.stream("GET", f"{base}/api/events") as stream:
@@ -114,6 +120,8 @@ async def test_reload_keeps_sessions_and_streams_and_applies_the_new_policies(tm
                         )
                     )
                     await until(lambda: runtime.generation == 2)
+                    with anyio.fail_after(10):  # its tools may have changed: the client is told so
+                        await changed.wait()
 
                     # The live session: same upstream process, the new rule already applies to it.
                     assert (await client.call_tool("pid", {})).structured_content == pid
