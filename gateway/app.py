@@ -27,6 +27,9 @@ from gateway.http_backend import HttpBackend
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.headers import ResponseHeaders
+from gateway.policies.retry import Delivery, delivery
+from gateway.policies.timeout import Timeouts
+from gateway.policies.timeout import resolve as resolve_timeouts
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
@@ -208,7 +211,7 @@ class Gateway:
             registry=registry,
             tls=side.tls,
         )
-        endpoint.auth = side.auth
+        endpoint.auth, endpoint.delivery = side.auth, side.delivery
         if short is not None:
             self.agent_registry = endpoint.registry
             api = RegistryApi(
@@ -242,6 +245,7 @@ class Gateway:
         backend = HttpBackend(
             name, route.backends[0].host or "", timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls
         )
+        backend.delivery = side.delivery
         self.http_backends.append(backend)
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, backend)
@@ -407,23 +411,26 @@ def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies
 class BackendPolicies:
     """A route's policies toward its backends, built once (an SSL context per call would cost 20-40 ms)."""
 
-    timeout: float | None = None
+    timeout: float | None = None  # backendRequestTimeout: each attempt, until the answer starts
     tls: ssl.SSLContext | None = None
     auth: Any = None  # an UpstreamAuth (gateway/policies/backend_auth.py)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    delivery: Delivery | None = None  # retries and requestTimeout (plain HTTP and A2A routes)
 
 
 def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> BackendPolicies:
     """For each backend-facing policy the innermost level that sets it wins; `levels` are outermost first."""
     inner = list(reversed(levels))
-    timeout = next(
-        (p.timeout.backendRequestTimeout for _, p in inner if p.timeout and p.timeout.backendRequestTimeout), None
-    )
+    timeouts = resolve_timeouts(p.timeout for _, p in levels)
+    retry = next((p.retry for _, p in inner if p.retry is not None), None)
     tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
     auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
     return BackendPolicies(
-        timeout,
+        timeouts.backend,
         ssl_context(tls[1], base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
         backend_auth.build(auth) if auth is not None else None,
+        timeouts,
+        delivery(retry, timeouts.request),
     )
 
 
@@ -433,7 +440,7 @@ def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
         "name": target.name,
         "era": target.era,
         "sharing": target.sharing,
-        "request_timeout": side.timeout,
+        "request_timeout": side.timeouts.per_message,
     }
     if target.stdio is not None:
         s = target.stdio

@@ -25,6 +25,8 @@ logger = logging.getLogger("agentplex.http")
 class HttpBackend:
     """The ASGI app of one plain HTTP route: every request goes to `url` + its own path and query."""
 
+    delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
+
     def __init__(self, name: str, url: str, *, timeout: float | None, auth: Any = None, tls: Any = None) -> None:
         self.name = name
         self.url = url.rstrip("/")
@@ -57,7 +59,9 @@ class HttpBackend:
                 return
         upstream = proxy.Upstream(self.name, url, headers, self.timeout, kind="backend")
         try:
-            await proxy.forward(self.client, upstream, scope, receive, send, public=public_base(scope))
+            await proxy.forward(
+                self.client, upstream, scope, receive, send, public=public_base(scope), sending=self.delivery
+            )
         except proxy.AgentUnavailable as exc:
             logger.warning("%s", exc.message)
             await _error(scope, receive, send, exc.status, exc.message)
