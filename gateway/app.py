@@ -23,6 +23,7 @@ from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
+from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
@@ -416,6 +417,7 @@ class BackendPolicies:
     auth: Any = None  # an UpstreamAuth (gateway/policies/backend_auth.py)
     timeouts: Timeouts = field(default_factory=Timeouts)
     delivery: Delivery | None = None  # retries and requestTimeout (plain HTTP and A2A routes)
+    retry: RetryPolicy | None = None  # MCP routes: connection attempts
 
 
 def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> BackendPolicies:
@@ -431,6 +433,7 @@ def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> Bac
         backend_auth.build(auth) if auth is not None else None,
         timeouts,
         delivery(retry, timeouts.request),
+        retry,
     )
 
 
@@ -442,6 +445,8 @@ def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
         "sharing": target.sharing,
         "request_timeout": side.timeouts.per_message,
     }
+    if side.retry is not None:  # MCP: only opening the connection is retried, never a message
+        common.update(connect_attempts=side.retry.attempts, connect_backoff=side.retry.backoff)
     if target.stdio is not None:
         s = target.stdio
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
