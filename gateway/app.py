@@ -25,7 +25,7 @@ from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
-from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
+from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.headers import ResponseHeaders
 from gateway.policies.retry import Delivery, delivery
@@ -149,6 +149,7 @@ class Gateway:
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
         side = _backend_policies(levels, self.base_dir)
+        mirror.refuse(levels, "MCP")
         federation = Federation(
             [_target_spec(t, side) for t in backend.targets]
             + self._agent_tool_targets(where, backend),
@@ -195,6 +196,7 @@ class Gateway:
                 f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
             )
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
+        mirror.refuse(levels, "A2A")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
         side = _backend_policies(levels, self.base_dir)
         if short is not None:
@@ -246,7 +248,7 @@ class Gateway:
         backend = HttpBackend(
             name, route.backends[0].host or "", timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls
         )
-        backend.delivery = side.delivery
+        backend.delivery, backend.mirror = side.delivery, mirror.build(name, levels)
         self.http_backends.append(backend)
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, backend)
