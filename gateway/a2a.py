@@ -138,6 +138,7 @@ class A2AEndpoint:
     # e.g. a static key, a client-credentials token or the caller's own token (passthrough).
     auth: Any = None
     route: str = ""  # its route's name (which client: see A2ARoutes.client_for)
+    delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
 
     def __init__(
         self,
@@ -228,7 +229,15 @@ class A2AEndpoint:
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         try:
             await proxy.forward(
-                client, upstream, scope, receive, send, public=public_base(scope), body=call.body, rewrite=rewrite
+                client,
+                upstream,
+                scope,
+                receive,
+                send,
+                public=public_base(scope),
+                body=call.body,
+                rewrite=rewrite,
+                sending=self.delivery,
             )
         except proxy.AgentUnavailable as exc:
             logger.warning("%s", exc.message)

@@ -28,11 +28,15 @@ from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
 from gateway.config.a2a import A2aShort
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
+from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.keeper import Keeper, Part
-from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
+from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.headers import ResponseHeaders
+from gateway.policies.retry import Delivery, delivery
+from gateway.policies.timeout import Timeouts
+from gateway.policies.timeout import resolve as resolve_timeouts
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
@@ -238,6 +242,7 @@ class Gateway:
         compiled = compile_policies(
             levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
         )
+        mirror.refuse(levels, "MCP")
         self.closers.extend(compiled.closers)
         agent_tools = self._agent_tool_targets(where, backend)
         registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
@@ -299,6 +304,7 @@ class Gateway:
                 f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
             )
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
+        mirror.refuse(levels, "A2A")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
         side = _backend_policies(levels, self.base_dir)
         if short is not None:
@@ -316,7 +322,7 @@ class Gateway:
             registry=registry,
             tls=side.tls,
         )
-        endpoint.auth = side.auth
+        endpoint.auth, endpoint.delivery = side.auth, side.delivery
         if short is not None:
             self.agent_registry = endpoint.registry
             api = RegistryApi(
@@ -350,6 +356,7 @@ class Gateway:
         backend = HttpBackend(
             name, route.backends[0].host or "", timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls
         )
+        backend.delivery, backend.mirror = side.delivery, mirror.build(name, levels)
         self.http_backends.append(backend)
         self.closers.extend(compiled.closers)
         return _routes(name, listener, route, compiled, backend)
@@ -519,7 +526,7 @@ def _part_key(
     """What an MCP route's running part depends on: where it listens, its backend, the policies toward
     that backend, and the registry its agent tools come from. Rules and limits are not in it: a reload
     swaps them on the live federation."""
-    side = [p.model_dump(mode="json", include={"backendTLS", "backendAuth", "timeout"}) for _, p in levels]
+    side = [p.model_dump(mode="json", include={"backendTLS", "backendAuth", "timeout", "retry"}) for _, p in levels]
     parts = [bind.address, bind.port, name, backend.model_dump(mode="json", exclude={"policies"}), side, registry]
     return json.dumps(parts, sort_keys=True, default=str)
 
@@ -533,23 +540,28 @@ def _registry_key(a2a: A2aShort, base_dir: Path) -> str:
 class BackendPolicies:
     """A route's policies toward its backends, built once (an SSL context per call would cost 20-40 ms)."""
 
-    timeout: float | None = None
+    timeout: float | None = None  # backendRequestTimeout: each attempt, until the answer starts
     tls: ssl.SSLContext | None = None
     auth: Any = None  # an UpstreamAuth (gateway/policies/backend_auth.py)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    delivery: Delivery | None = None  # retries and requestTimeout (plain HTTP and A2A routes)
+    retry: RetryPolicy | None = None  # MCP routes: connection attempts
 
 
 def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> BackendPolicies:
     """For each backend-facing policy the innermost level that sets it wins; `levels` are outermost first."""
     inner = list(reversed(levels))
-    timeout = next(
-        (p.timeout.backendRequestTimeout for _, p in inner if p.timeout and p.timeout.backendRequestTimeout), None
-    )
+    timeouts = resolve_timeouts(p.timeout for _, p in levels)
+    retry = next((p.retry for _, p in inner if p.retry is not None), None)
     tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
     auth = next((p.backendAuth for _, p in inner if p.backendAuth is not None), None)
     return BackendPolicies(
-        timeout,
+        timeouts.backend,
         ssl_context(tls[1], base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None,
         backend_auth.build(auth) if auth is not None else None,
+        timeouts,
+        delivery(retry, timeouts.request),
+        retry,
     )
 
 
@@ -559,8 +571,10 @@ def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
         "name": target.name,
         "era": target.era,
         "sharing": target.sharing,
-        "request_timeout": side.timeout,
+        "request_timeout": side.timeouts.per_message,
     }
+    if side.retry is not None:  # MCP: only opening the connection is retried, never a message
+        common.update(connect_attempts=side.retry.attempts, connect_backoff=side.retry.backoff)
     if target.stdio is not None:
         s = target.stdio
         return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)

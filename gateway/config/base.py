@@ -74,6 +74,11 @@ def _http_url(value: str) -> str:
     return value
 
 
+def host_url(value: str) -> str:
+    """A backend `host`: `127.0.0.1:9100` or `http://127.0.0.1:9100/base`, kept as a URL."""
+    return _http_url(value if "://" in value else f"http://{value}")
+
+
 def _non_empty(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _CI, Duration, _http_url, _Model, _non_empty
+from .base import _CI, Duration, _http_url, _Model, _non_empty, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
@@ -31,8 +31,41 @@ CelExpr = Annotated[str, AfterValidator(_cel)]
 
 
 class TimeoutPolicy(_Model):
-    requestTimeout: Duration | None = None
-    backendRequestTimeout: Duration | None = None
+    """Both bound the wait for the answer's start (a started stream is never cut); gateway/policies/timeout.py."""
+
+    requestTimeout: Duration | None = None  # the whole request, retries included
+    backendRequestTimeout: Duration | None = None  # each attempt (MCP: each message to a target)
+
+
+class RetryPolicy(_Model):
+    """`attempts` counts every try, the first included (as in agentgateway: 1 means no retry)."""
+
+    attempts: int = Field(default=1, ge=1, le=255)
+    backoff: Duration = 0.0  # between tries
+    codes: list[Annotated[int, Field(ge=100, le=599)]]  # answers worth another try; connect failures always are
+
+
+class MirrorBackend(_Model):
+    host: Annotated[str, AfterValidator(host_url)]
+
+
+def _mirror_backend(value: Any) -> Any:
+    return {"host": value} if isinstance(value, str) else value  # a plain string is a host
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"expected a fraction from 0 to 1 (0.5 mirrors half the requests, as in agentgateway), got {value:g}")
+    return value
+
+
+class RequestMirror(_Model):
+    """A copy of each request, for `percentage` of them, to another backend; its answer is ignored."""
+
+    backend: Annotated[MirrorBackend, BeforeValidator(_mirror_backend)]
+    percentage: Annotated[float, AfterValidator(_fraction)] = 1.0  # as in agentgateway: 0.5 mirrors half
+
+
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -307,6 +340,8 @@ class Policies(_Model):
     key_kind: ClassVar[str] = "policy"
 
     timeout: TimeoutPolicy | None = None
+    retry: RetryPolicy | None = None
+    requestMirror: RequestMirror | None = None
     jwtAuth: JwtAuth | None = None
     mcpAuthentication: McpAuthentication | None = None
     apiKey: ApiKey | None = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Protocol
 
 import anyio
 import httpx
@@ -80,6 +81,21 @@ class Upstream:
     kind: str = "agent"  # how errors name it ("backend" for plain HTTP routes)
 
 
+Content = bytes | AsyncIterator[bytes] | None
+Attempt = Callable[[Content], Awaitable[httpx.Response]]
+
+
+class Sending(Protocol):
+    """How a request reaches its upstream, when once is not enough (gateway/policies/retry.py).
+
+    `attempt(content)` sends the request once and returns the answer's head (its body still to be read),
+    or raises httpx errors / TimeoutError (the per-attempt `Upstream.timeout`). An implementation may
+    call it again with the same content only if that content can be replayed (bytes or None), must close
+    answers it does not return, and may raise AgentUnavailable itself."""
+
+    async def send(self, upstream: Upstream, method: str, content: Content, attempt: Attempt) -> httpx.Response: ...
+
+
 async def forward(
     client: httpx.AsyncClient,
     upstream: Upstream,
@@ -90,28 +106,37 @@ async def forward(
     public: str,
     body: bytes | None = None,
     rewrite: Callable[[bytes], bytes] | None = None,
+    sending: Sending | None = None,
 ) -> None:
     """Proxy the request in `scope` to `upstream.url` and stream the answer back.
 
     `public` is `scheme://host` as the client addressed the gateway (for X-Forwarded-Proto/-Host).
     `body`, if given, is the request body already read (and `receive` is past it). `rewrite`, if
-    given, transforms a successful JSON answer (bounded; used for cards, which name URLs).
+    given, transforms a successful JSON answer (bounded; used for cards, which name URLs). `sending`, if
+    given, decides how often and how long the request is tried (retries, an overall deadline).
     Raises AgentUnavailable (502/503/504) before anything is sent."""
-    headers = _request_headers(scope, upstream.headers, public)
+    headers = request_headers(scope, upstream.headers, public)
     if rewrite is not None:  # the rewrite reads plain JSON
         headers = [(k, v) for k, v in headers if k != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
-    content: bytes | AsyncIterator[bytes] | None = body
-    if body is None and _has_body(scope):
+    content: Content = body
+    if body is None and has_body(scope):
         content = _stream_body(receive)
     elif body is not None:
         headers = [(k, v) for k, v in headers if k != b"content-length"]  # httpx sets it for bytes
-    # Not client.build_request: it would add the client's default headers (Accept-Encoding the caller
-    # did not send) and its cookies (one caller's cookies sent for another).
     timeouts = {"timeout": client.timeout.as_dict()}
-    request = httpx.Request(scope["method"], upstream.url, headers=headers, content=content, extensions=timeouts)
-    try:
+
+    async def attempt(content: Content) -> httpx.Response:
+        # Not client.build_request: it would add the client's default headers (Accept-Encoding the caller
+        # did not send) and its cookies (one caller's cookies sent for another).
+        request = httpx.Request(scope["method"], upstream.url, headers=headers, content=content, extensions=timeouts)
         with anyio.fail_after(upstream.timeout):
-            response = await client.send(request, stream=True)
+            return await client.send(request, stream=True)
+
+    try:
+        if sending is None:
+            response = await attempt(content)
+        else:
+            response = await sending.send(upstream, scope["method"], content, attempt)
     except _ClientGone:
         return
     except TimeoutError:
@@ -133,7 +158,9 @@ async def forward(
         await response.aclose()
 
 
-def _request_headers(scope: Scope, configured: Mapping[str, str], public: str) -> list[tuple[bytes, bytes]]:
+def request_headers(scope: Scope, configured: Mapping[str, str], public: str) -> list[tuple[bytes, bytes]]:
+    """The caller's headers as they go upstream: minus hop-by-hop, Host and Authorization, plus `configured`
+    and X-Forwarded-*."""
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     named = _connection_tokens(raw)
     mine = {k.lower().encode("latin-1") for k in configured}
@@ -157,7 +184,7 @@ def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
     return {token.strip().lower() for k, v in raw if k == b"connection" for token in v.split(b",") if token.strip()}
 
 
-def _has_body(scope: Scope) -> bool:
+def has_body(scope: Scope) -> bool:
     headers = dict(scope.get("headers", []))
     return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")
 

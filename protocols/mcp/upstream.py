@@ -78,7 +78,11 @@ class TargetSpec:
     era: Era = "handshake"
     sharing: Literal["session", "shared"] = "session"
     connect_timeout: float = 30.0
-    request_timeout: float | None = None
+    request_timeout: float | None = None  # each message (tools/call, ...): until its answer, not reset by progress
+    # Tries to open the connection before a use of it fails, `connect_backoff` apart (the `retry` policy).
+    # A message is never sent twice: one that reached the target may have done its work.
+    connect_attempts: int = 1
+    connect_backoff: float = 0.0
     tls: ssl.SSLContext | None = None  # HTTP targets: how to verify (and present: `client_certificate`) certificates
     auth: UpstreamAuth | None = None  # HTTP targets: credentials for every request
     # memory targets: an in-process mcp `Server` or `MCPServer` (agents as tools: federation/agent_tools.py),
@@ -214,6 +218,12 @@ class Upstream:
             wait = self._failed_at + self.retry_after - time.monotonic()
             if wait > 0:
                 raise UpstreamError(self.spec.name, f"unavailable: {self.last_error} (retrying in {wait:.1f}s)")
+            for attempt in range(1, self.spec.connect_attempts):
+                try:
+                    return await self._connect()
+                except UpstreamError as exc:
+                    logger.info("target %s: connection attempt %d failed (%s); retrying", self.spec.name, attempt, exc)
+                await anyio.sleep(self.spec.connect_backoff)
             return await self._connect()
 
     def _failed(self, problem: str) -> None:

@@ -230,8 +230,8 @@ def test_unknown_key_lists_allowed_keys() -> None:
 
 def test_unknown_policy() -> None:
     assert one_problem("mcp: {policies: {retries: 3}, targets: [{name: a, stdio: {cmd: x}}]}") == (
-        "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout, jwtAuth, mcpAuthentication, apiKey, "
-        "basicAuth, extAuthz, mcpAuthorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, "
+        "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout, retry, requestMirror, jwtAuth, "
+        "mcpAuthentication, apiKey, basicAuth, extAuthz, mcpAuthorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, "
         "requestHeaderModifier, responseHeaderModifier, directResponse)"
     )
 
@@ -362,6 +362,25 @@ def test_bad_duration() -> None:
         "(expected a duration like '10s' or '500ms')"
     )
     assert parse_config(text % 2.5).mcp.policies.timeout.requestTimeout == 2.5  # type: ignore[union-attr]
+
+
+def test_retry_and_request_mirror_values() -> None:
+    text = "binds: [{port: 80, listeners: [{routes: [{policies: %s, backends: [{host: '127.0.0.1:1'}]}]}]}]"
+    at = "x.yaml: binds[0].listeners[0].routes[0].policies"
+    assert one_problem(text % "{retry: {attempts: 3}}") == f"{at}.retry.codes: missing required key (expected a list)"
+    assert one_problem(text % "{retry: {attempts: 256, codes: [503]}}") == (
+        f"{at}.retry.attempts: must be at most 255 (got 256)"
+    )
+    assert one_problem(text % "{retry: {codes: [42]}}") == f"{at}.retry.codes[0]: must be at least 100 (got 42)"
+    assert one_problem(text % "{requestMirror: {backend: '127.0.0.1:2', percentage: 50}}") == (
+        f"{at}.requestMirror.percentage: expected a fraction from 0 to 1 "
+        "(0.5 mirrors half the requests, as in agentgateway), got 50"
+    )
+    route = parse_config(text % "{retry: {codes: [503]}, requestMirror: {backend: '127.0.0.1:2'}}").binds[0]
+    policies = route.listeners[0].routes[0].policies
+    assert policies is not None and policies.retry is not None and policies.requestMirror is not None
+    assert (policies.retry.attempts, policies.retry.backoff) == (1, 0.0)
+    assert (policies.requestMirror.backend.host, policies.requestMirror.percentage) == ("http://127.0.0.1:2", 1.0)
 
 
 def test_parse_duration() -> None:
