@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from gateway.http_backend import HttpBackend
 from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.headers import ResponseHeaders
+from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
@@ -41,7 +41,7 @@ class CompiledRoute:
     """A route reduced to what the hot path needs: a match function and an ASGI endpoint."""
 
     name: str
-    matches: Callable[[Scope], bool]
+    matches: RouteMatcher
     endpoint: ASGIApp
     describe: str
 
@@ -52,6 +52,7 @@ class BindRuntime:
     port: int
     routes: list[CompiledRoute] = field(default_factory=list)
     server: uvicorn.Server | None = None
+    table: RouteTable[CompiledRoute] | None = None  # `routes` in precedence order (gateway/routing.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -61,10 +62,12 @@ class BindRuntime:
             response = JSONResponse({"error": "path has '.', '..' or empty segments"}, status_code=400)
             await response(scope, receive, send)
             return
-        for route in self.routes:
-            if route.matches(scope):
-                await route.endpoint(scope, receive, send)
-                return
+        if self.table is None:
+            self.table = RouteTable([(route.matches, route) for route in self.routes])
+        route = self.table.select(scope)
+        if route is not None:
+            await route.endpoint(scope, receive, send)
+            return
         if scope["type"] == "http":
             response = JSONResponse({"error": f"no route matches {scope['method']} {scope['path']}"}, status_code=404)
             await response(scope, receive, send)
@@ -118,6 +121,7 @@ class Gateway:
                 else:
                     where, listener_at = f"{origin}.listeners[{li}].routes[{ri}]", f"{origin}.listeners[{li}]"
                 runtime.routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
+        runtime.table = RouteTable([(route.matches, route) for route in runtime.routes])
         return runtime
 
     def _compile_route(
@@ -396,11 +400,13 @@ def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies
         app = PolicyApp(app, compiled.steps)
     if compiled.response_headers:
         app = ResponseHeaders(app, compiled.response_headers)
+    hosts = (route.hostnames, listener.hostname)
     extras = [
-        CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
+        CompiledRoute(f"{name}{path}", RouteMatcher(f"{name}{path}", [Match(path={"exact": path})], *hosts), doc, path)
         for path, doc in compiled.extra_routes
     ]
-    return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
+    matcher = RouteMatcher(name, route.matches, *hosts)
+    return [*extras, CompiledRoute(name, matcher, app, describe(route.matches, route.hostnames))]
 
 
 @dataclass(frozen=True)
@@ -445,38 +451,6 @@ def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
     )
 
 
-def _matcher(matches: list[Match], hostname: str | None) -> Callable[[Scope], bool]:
-    """Compile a route's matches once: any one match (all its conditions) selects the route."""
-    tests = [_compile_match(m) for m in matches] or [lambda scope: True]
-    if hostname is None:
-        return lambda scope: any(test(scope) for test in tests)
-
-    def with_host(scope: Scope) -> bool:
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-        return host.rsplit(":", 1)[0] == hostname and any(test(scope) for test in tests)
-
-    return with_host
-
-
-def _compile_match(match: Match) -> Callable[[Scope], bool]:
-    path_test: Callable[[str], bool] = lambda path: True  # noqa: E731
-    if match.path is not None:
-        p = match.path
-        if p.exact is not None:
-            exact = p.exact
-            path_test = lambda path: path == exact  # noqa: E731
-        elif p.pathPrefix is not None:
-            prefix = p.pathPrefix.rstrip("/")
-            path_test = lambda path: path == prefix or path.startswith(prefix + "/") or prefix == ""  # noqa: E731
-        elif p.regex is not None:
-            pattern = re.compile(p.regex)
-            path_test = lambda path: pattern.fullmatch(path) is not None  # noqa: E731
-    method = match.method.upper() if match.method else None
-    if method is None:
-        return lambda scope: path_test(scope["path"])
-    return lambda scope: scope.get("method") == method and path_test(scope["path"])
-
-
 def _unnormalized(path: str) -> bool:
     return "//" in path or any(segment in (".", "..") for segment in path.split("/"))
 
@@ -497,21 +471,6 @@ def _route_path(matches: list[Match]) -> str:
         if m.path is not None and (m.path.exact or m.path.pathPrefix):
             return (m.path.exact or m.path.pathPrefix or "/").rstrip("/") or "/"
     return "/"
-
-
-def _describe(matches: list[Match]) -> str:
-    if not matches:
-        return "every path"
-    parts = []
-    for m in matches:
-        p = m.path
-        text = (
-            "any path"
-            if p is None
-            else (f"path {p.exact}" if p.exact else f"prefix {p.pathPrefix}" if p.pathPrefix else f"regex {p.regex}")
-        )
-        parts.append(f"{m.method} {text}" if m.method else text)
-    return ", ".join(parts)
 
 
 def _host(address: str) -> str:
