@@ -23,9 +23,8 @@ from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.config import Config, ConfigError
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.http_backend import HttpBackend
-from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies
+from gateway.policies import RoutePolicies, backend_auth, compile_policies
 from gateway.policies.backend_tls import ssl_context
-from gateway.policies.headers import ResponseHeaders
 from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
@@ -128,9 +127,13 @@ class Gateway:
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         if where != "a2a" and not route.backends:
-            if not any(p is not None and p.directResponse is not None for p in (listener.policies, route.policies)):
+            if not any(
+                p is not None and (p.directResponse is not None or p.requestRedirect is not None)
+                for p in (listener.policies, route.policies)
+            ):
                 raise ConfigError(
-                    f"{self.config.source}: {where}.backends: expected at least one backend (or a directResponse policy)"
+                    f"{self.config.source}: {where}.backends: expected at least one backend "
+                    "(or a directResponse or requestRedirect policy)"
                 )
             return self._compile_direct(name, listener, route, where, listener_at)
         if where == "a2a" or route.backends[0].host is not None:
@@ -146,7 +149,11 @@ class Gateway:
             (f"{where}.backends[0].mcp" if where != "mcp" else "mcp", backend.policies),
         )
         compiled = compile_policies(
-            levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
+            levels,
+            base_dir=self.base_dir,
+            route_path=_route_path(route.matches),
+            max_body=backend.maxRequestBodySize,
+            kind="mcp",
         )
         side = _backend_policies(levels, self.base_dir)
         federation = Federation(
@@ -195,7 +202,7 @@ class Gateway:
                 f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
             )
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
-        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
         side = _backend_policies(levels, self.base_dir)
         if short is not None:
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
@@ -229,7 +236,7 @@ class Gateway:
     def _compile_direct(
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
-        """A route with no backend: its directResponse policy answers (after the other policies)."""
+        """A route with no backend: its directResponse or requestRedirect policy answers (after the other policies)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
         self.closers.extend(compiled.closers)
@@ -396,10 +403,7 @@ def _short_mcp_bind(m: McpShort, extra: list[Route] | None = None) -> Bind:
 
 def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies, app: ASGIApp) -> list[CompiledRoute]:
     """A route's endpoint behind its HTTP-stage policies, after the documents its policies serve (RFC 9728)."""
-    if compiled.steps:
-        app = PolicyApp(app, compiled.steps)
-    if compiled.response_headers:
-        app = ResponseHeaders(app, compiled.response_headers)
+    app = compiled.wrap(app)
     hosts = (route.hostnames, listener.hostname)
     extras = [
         CompiledRoute(f"{name}{path}", RouteMatcher(f"{name}{path}", [Match(path={"exact": path})], *hosts), doc, path)
