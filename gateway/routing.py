@@ -4,7 +4,9 @@ A request goes to the *best* matching route, not the first listed (like the refe
 Gateway API's HTTPRoute): an exact hostname beats a wildcard (the longer suffix first), which beats
 no hostname; then an exact path beats a path prefix (the longer first), which beats a regex, which
 beats a match without a path; then a match with a method beats one without; then more header
-matches, then more query matches; then config order. Every (route, match, hostname) is ranked when
+matches, then more query matches; then config order. A CORS preflight (OPTIONS) matches a method
+condition by the method it asks about, so it reaches the route (and its cors policy) that would serve
+the request it announces. Every (route, match, hostname) is ranked when
 the config is compiled, so a request walks one sorted list and stops at the first that holds.
 """
 
@@ -65,6 +67,12 @@ class RequestView:
             for key, value in self.scope.get("headers", ()):
                 self._headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         return self._headers
+
+    def preflight_for(self) -> str | None:
+        """The method a CORS preflight asks about: it goes where that method's request would go."""
+        if self.scope.get("method") != "OPTIONS" or "origin" not in self.headers:
+            return None
+        return next(iter(self.headers.get("access-control-request-method", ())), None)
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -150,7 +158,7 @@ def _compile_match(match: Match, hosts: list[Callable[[str], bool]]) -> Test:
     query = [(q.name, _value_test(q.value)) for q in match.query]
 
     def test(scope: Scope, view: RequestView) -> bool:
-        if method is not None and scope.get("method") != method:
+        if method is not None and scope.get("method") != method and view.preflight_for() != method:
             return False
         if path is not None and not path(scope["path"]):
             return False

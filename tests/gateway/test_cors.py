@@ -56,6 +56,25 @@ async def test_preflights_and_actual_requests_on_an_http_route() -> None:
         assert plain.status_code == 405 and plain.headers["access-control-allow-origin"] == APP
 
 
+async def test_a_preflight_reaches_the_route_of_the_method_it_asks_about() -> None:
+    text = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: writes
+      matches: [{{path: {{pathPrefix: /api}}, method: PUT}}]
+      policies: {{cors: {{allowOrigins: [{APP}], allowMethods: [PUT]}}, directResponse: {{body: written}}}}
+    - {{name: rest, policies: {{directResponse: {{body: rest}}}}}}
+"""
+    async with run_gateway(text) as gw, httpx.AsyncClient(timeout=20) as http:
+        api = f"http://127.0.0.1:{gw.port}/api/x"
+        asked = await http.options(api, headers=preflight(APP))
+        assert asked.status_code == 204 and asked.headers["access-control-allow-methods"] == "PUT"
+        assert (await http.options(api, headers=preflight(APP, "GET"))).text == "rest"
+        assert (await http.options(api)).text == "rest"
+
+
 async def test_any_origin_and_credentials() -> None:
     async with backend() as (url, _), httpx.AsyncClient(timeout=20) as http:
         async with run_gateway(config(url, "{cors: {allowOrigins: ['*'], allowHeaders: ['*']}}")) as gw:
