@@ -70,7 +70,7 @@ def compile_policies(
     """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages.
 
     Steps run authentication, request headers, external authorization and rate limits, urlRewrite,
-    then the innermost requestRedirect or directResponse answers. CORS (the innermost) wraps them all."""
+    then the innermost requestRedirect or directResponse answers. The innermost cors wraps them all."""
     out = RoutePolicies()
     authn: list[Step] = []
     headers: list[Step] = []
@@ -127,7 +127,8 @@ def compile_policies(
             out.closers.extend({id(r.store): r.store for r in remotes}.values())  # one Redis pool per policy
             for remote in remotes:
                 (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
-    out.steps = authn + headers + later + rewrites + direct[-1:]  # the innermost redirect/directResponse answers
+    # The innermost urlRewrite applies (one rewrite of the matched prefix), the innermost redirect/directResponse answers.
+    out.steps = authn + headers + later + rewrites[-1:] + direct[-1:]
     if rules or limits:
         out.guard = PolicyGuard(rules, limits)
     return out
