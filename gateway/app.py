@@ -6,10 +6,9 @@ import contextlib
 import functools
 import json
 import logging
-import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,12 @@ from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, P
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.keeper import Keeper, Part
-from gateway.policies import PolicyApp, RoutePolicies, backend_auth, compile_policies, mirror
+from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
-from gateway.policies.headers import ResponseHeaders
 from gateway.policies.retry import Delivery, delivery
 from gateway.policies.timeout import Timeouts
 from gateway.policies.timeout import resolve as resolve_timeouts
+from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.sse import SseEndpoint
@@ -51,7 +50,7 @@ class CompiledRoute:
     """A route reduced to what the hot path needs: a match function and an ASGI endpoint."""
 
     name: str
-    matches: Callable[[Scope], bool]
+    matches: RouteMatcher
     endpoint: ASGIApp
     describe: str
 
@@ -64,6 +63,7 @@ class BindRuntime:
     server: uvicorn.Server | None = None
     active: int = 0  # requests in flight (a reload waits for the old config's to finish)
     streams: int = 0  # of which event streams a client holds open (GET text/event-stream)
+    table: RouteTable[CompiledRoute] | None = None  # `routes` in precedence order (gateway/routing.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -73,10 +73,12 @@ class BindRuntime:
             response = JSONResponse({"error": "path has '.', '..' or empty segments"}, status_code=400)
             await response(scope, receive, send)
             return
-        for route in self.routes:
-            if route.matches(scope):
-                await route.endpoint(scope, receive, send)
-                return
+        if self.table is None:
+            self.table = RouteTable([(route.matches, route) for route in self.routes])
+        route = self.table.select(scope)
+        if route is not None:
+            await route.endpoint(scope, receive, send)
+            return
         if scope["type"] == "http":
             response = JSONResponse({"error": f"no route matches {scope['method']} {scope['path']}"}, status_code=404)
             await response(scope, receive, send)
@@ -216,15 +218,20 @@ class Gateway:
                 else:
                     where, listener_at = f"{origin}.listeners[{li}].routes[{ri}]", f"{origin}.listeners[{li}]"
                 runtime.routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
+        runtime.table = RouteTable([(route.matches, route) for route in runtime.routes])
         return runtime
 
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
         if where != "a2a" and not route.backends:
-            if not any(p is not None and p.directResponse is not None for p in (listener.policies, route.policies)):
+            if not any(
+                p is not None and (p.directResponse is not None or p.requestRedirect is not None)
+                for p in (listener.policies, route.policies)
+            ):
                 raise ConfigError(
-                    f"{self.config.source}: {where}.backends: expected at least one backend (or a directResponse policy)"
+                    f"{self.config.source}: {where}.backends: expected at least one backend "
+                    "(or a directResponse or requestRedirect policy)"
                 )
             return self._compile_direct(name, listener, route, where, listener_at)
         if where == "a2a" or route.backends[0].host is not None:
@@ -240,7 +247,11 @@ class Gateway:
             (f"{where}.backends[0].mcp" if where != "mcp" else "mcp", backend.policies),
         )
         compiled = compile_policies(
-            levels, base_dir=self.base_dir, route_path=_route_path(route.matches), max_body=backend.maxRequestBodySize
+            levels,
+            base_dir=self.base_dir,
+            route_path=_route_path(route.matches),
+            max_body=backend.maxRequestBodySize,
+            kind="mcp",
         )
         mirror.refuse(levels, "MCP")
         self.closers.extend(compiled.closers)
@@ -305,7 +316,7 @@ class Gateway:
             )
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         mirror.refuse(levels, "A2A")
-        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/")
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
         side = _backend_policies(levels, self.base_dir)
         if short is not None:
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
@@ -339,7 +350,7 @@ class Gateway:
     def _compile_direct(
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
-        """A route with no backend: its directResponse policy answers (after the other policies)."""
+        """A route with no backend: its directResponse or requestRedirect policy answers (after the other policies)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
         self.closers.extend(compiled.closers)
@@ -503,15 +514,14 @@ def _short_mcp_bind(m: McpShort, extra: list[Route] | None = None) -> Bind:
 
 def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies, app: ASGIApp) -> list[CompiledRoute]:
     """A route's endpoint behind its HTTP-stage policies, after the documents its policies serve (RFC 9728)."""
-    if compiled.steps:
-        app = PolicyApp(app, compiled.steps)
-    if compiled.response_headers:
-        app = ResponseHeaders(app, compiled.response_headers)
+    app = compiled.wrap(app)
+    hosts = (route.hostnames, listener.hostname)
     extras = [
-        CompiledRoute(f"{name}{path}", _matcher([Match(path={"exact": path})], listener.hostname), doc, path)
+        CompiledRoute(f"{name}{path}", RouteMatcher(f"{name}{path}", [Match(path={"exact": path})], *hosts), doc, path)
         for path, doc in compiled.extra_routes
     ]
-    return [*extras, CompiledRoute(name, _matcher(route.matches, listener.hostname), app, _describe(route.matches))]
+    matcher = RouteMatcher(name, route.matches, *hosts)
+    return [*extras, CompiledRoute(name, matcher, app, describe(route.matches, route.hostnames))]
 
 
 @contextlib.asynccontextmanager
@@ -585,38 +595,6 @@ def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
     )
 
 
-def _matcher(matches: list[Match], hostname: str | None) -> Callable[[Scope], bool]:
-    """Compile a route's matches once: any one match (all its conditions) selects the route."""
-    tests = [_compile_match(m) for m in matches] or [lambda scope: True]
-    if hostname is None:
-        return lambda scope: any(test(scope) for test in tests)
-
-    def with_host(scope: Scope) -> bool:
-        host = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"host"), "")
-        return host.rsplit(":", 1)[0] == hostname and any(test(scope) for test in tests)
-
-    return with_host
-
-
-def _compile_match(match: Match) -> Callable[[Scope], bool]:
-    path_test: Callable[[str], bool] = lambda path: True  # noqa: E731
-    if match.path is not None:
-        p = match.path
-        if p.exact is not None:
-            exact = p.exact
-            path_test = lambda path: path == exact  # noqa: E731
-        elif p.pathPrefix is not None:
-            prefix = p.pathPrefix.rstrip("/")
-            path_test = lambda path: path == prefix or path.startswith(prefix + "/") or prefix == ""  # noqa: E731
-        elif p.regex is not None:
-            pattern = re.compile(p.regex)
-            path_test = lambda path: pattern.fullmatch(path) is not None  # noqa: E731
-    method = match.method.upper() if match.method else None
-    if method is None:
-        return lambda scope: path_test(scope["path"])
-    return lambda scope: scope.get("method") == method and path_test(scope["path"])
-
-
 def _wants_events(scope: Scope) -> bool:
     return any(k == b"accept" and b"text/event-stream" in v for k, v in scope.get("headers", ()))
 
@@ -641,21 +619,6 @@ def _route_path(matches: list[Match]) -> str:
         if m.path is not None and (m.path.exact or m.path.pathPrefix):
             return (m.path.exact or m.path.pathPrefix or "/").rstrip("/") or "/"
     return "/"
-
-
-def _describe(matches: list[Match]) -> str:
-    if not matches:
-        return "every path"
-    parts = []
-    for m in matches:
-        p = m.path
-        text = (
-            "any path"
-            if p is None
-            else (f"path {p.exact}" if p.exact else f"prefix {p.pathPrefix}" if p.pathPrefix else f"regex {p.regex}")
-        )
-        parts.append(f"{m.method} {text}" if m.method else text)
-    return ", ".join(parts)
 
 
 def _host(address: str) -> str:

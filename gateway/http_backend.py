@@ -2,7 +2,8 @@
 
 The same streaming proxy as A2A agents (protocols/a2a/proxy.py): bodies flow both ways as they come,
 hop-by-hop headers stay on their hop, X-Forwarded-* are added, and the caller's Authorization is not
-passed on unless backendAuth says so. The path and query go to the backend as the client sent them.
+passed on unless backendAuth says so. The path and query go to the backend as the client sent them,
+unless urlRewrite changed the path (in the scope) or the Host to send (gateway/policies/rewrite.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from starlette.responses import JSONResponse
@@ -18,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.policies.mcp_authn import public_base
 from gateway.policies.mirror import Mirror
+from gateway.policies.rewrite import UPSTREAM_AUTHORITY, replace_authority
 from protocols.a2a import proxy
 
 logger = logging.getLogger("agentplex.http")
@@ -55,6 +58,10 @@ class HttpBackend:
         query = scope.get("query_string", b"")
         url = self.url + raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
         headers: dict[str, str] = {}
+        state = scope.get("state")
+        authority = state.get(UPSTREAM_AUTHORITY) if isinstance(state, dict) else None
+        if authority is not None:
+            headers["host"] = replace_authority(urlsplit(self.url).netloc, authority)
         if self.auth is not None:
             try:
                 headers.update(await self.auth.headers(scope))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
@@ -109,9 +110,38 @@ class PathMatch(_Model):
         return self
 
 
+class StringMatch(_Model):
+    """A header or query value: equal to `exact`, or wholly matched by `regex`."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    exact: str | None = None
+    regex: Annotated[str, AfterValidator(_regex)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StringMatch:
+        if (self.exact is None) == (self.regex is None):
+            raise ValueError("expected exactly one of: exact, regex")
+        return self
+
+
+class HeaderMatch(_Model):
+    name: Annotated[str, AfterValidator(_non_empty)]
+    value: StringMatch
+
+
+class QueryMatch(_Model):
+    name: Annotated[str, AfterValidator(_non_empty)]
+    value: StringMatch
+
+
 class Match(_Model):
+    """All conditions of one match must hold; any one match of a route selects it."""
+
     path: PathMatch | None = None
     method: str | None = None
+    headers: list[HeaderMatch] = Field(default_factory=list)
+    query: list[QueryMatch] = Field(default_factory=list)
 
 
 class Backend(_Model):
@@ -131,8 +161,22 @@ def _host(value: str) -> str:
     return _http_url(url)
 
 
+def _hostname(value: str) -> str:
+    """`api.example.com` or `*.example.com` (any subdomain, not the domain itself); no port."""
+    name = value.strip().lower().rstrip(".")
+    bare = name[2:] if name.startswith("*.") else name
+    if not bare or "*" in bare or not _HOSTNAME.fullmatch(bare):
+        raise ValueError(f"invalid hostname {value!r} (expected a name like api.example.com or *.example.com)")
+    return name
+
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+Hostname = Annotated[str, AfterValidator(_hostname)]
+
+
 class Route(_Model):
     name: str | None = None
+    hostnames: list[Hostname] = Field(default_factory=list)  # none: any host (the listener's hostname still applies)
     matches: list[Match] = Field(default_factory=list)  # empty matches every path
     policies: Policies | None = None
     backends: list[Backend] = Field(default_factory=list)  # none: a directResponse route (checked when compiled)
@@ -140,7 +184,7 @@ class Route(_Model):
 
 class Listener(_Model):
     name: str | None = None
-    hostname: str | None = None
+    hostname: Hostname | None = None
     protocol: Annotated[Literal["HTTP"], _CI] = "HTTP"
     policies: Policies | None = None
     routes: list[Route] = Field(min_length=1)

@@ -5,12 +5,13 @@ CEL expressions are compiled here, so a rule with a syntax error is a config err
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _CI, Duration, _http_url, _Model, _non_empty, host_url
+from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
@@ -301,6 +302,16 @@ class BackendTLS(_Model):
         return self
 
 
+def _authority(value: str) -> str:
+    """host, host:port or [v6]:port, without scheme, path or spaces (it ends up in Location and Host)."""
+    if not _AUTHORITY.fullmatch(value):
+        raise ValueError(f"invalid authority {value!r} (expected host or host:port)")
+    return value
+
+
+_AUTHORITY = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+
+
 def _header_map(value: Any) -> Any:
     """`{x-a: b}` or the Gateway API's `[{name: x-a, value: b}]`."""
     if isinstance(value, list):
@@ -332,6 +343,82 @@ class DirectResponse(_Model):
     body: str = ""
 
 
+class Authority(_Model):
+    """`full: host[:port]`, or only the `host` or only the `port` of the authority it replaces."""
+
+    full: Annotated[str, AfterValidator(_authority)] | None = None
+    host: Annotated[str, AfterValidator(_authority)] | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _one(self) -> Authority:
+        if sum(v is not None for v in (self.full, self.host, self.port)) != 1:
+            raise ValueError("expected exactly one of: full, host, port")
+        if self.host is not None and ":" in self.host.strip("[]"):
+            raise ValueError("host: expected a host without a port (use full: for host:port)")
+        return self
+
+
+class PathReplacement(_Model):
+    """`full` replaces the whole path; `prefix` replaces the pathPrefix the route matched, keeping the rest."""
+
+    full: AbsolutePath | None = None
+    prefix: AbsolutePath | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PathReplacement:
+        if (self.full is None) == (self.prefix is None):
+            raise ValueError("expected exactly one of: full, prefix")
+        return self
+
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+def _redirect_status(value: int) -> int:
+    if value not in REDIRECT_STATUSES:
+        raise ValueError(f"invalid redirect status {value} (expected one of: {', '.join(map(str, REDIRECT_STATUSES))})")
+    return value
+
+
+class RequestRedirect(_Model):
+    """Answer with a redirect built from the request (the query string is kept)."""
+
+    scheme: Annotated[Literal["http", "https"], _CI] | None = None
+    authority: Authority | None = None
+    path: PathReplacement | None = None
+    status: Annotated[int, AfterValidator(_redirect_status)] = 302
+
+
+class UrlRewrite(_Model):
+    """Change the URL sent to a plain HTTP backend: its path, and the Host it is sent with."""
+
+    authority: Authority | None = None
+    path: PathReplacement | None = None
+
+
+def _origin(value: str) -> str:
+    """`*`, `https://app.example.com[:port]`, or `https://*.example.com` (any subdomain)."""
+    origin = value.strip().lower().rstrip("/")
+    if origin == "*" or _ORIGIN.fullmatch(origin):
+        return origin
+    raise ValueError(f"invalid origin {value!r} (expected '*' or scheme://host[:port], host may start with '*.')")
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\*\.)?[a-z0-9.\[\]:-]+")
+
+
+class Cors(_Model):
+    """Cross-origin access for browsers: preflights answered by the gateway, CORS headers on answers."""
+
+    allowOrigins: list[Annotated[str, AfterValidator(_origin)]] = Field(default_factory=list)
+    allowMethods: list[str] = Field(default_factory=list)
+    allowHeaders: list[str] = Field(default_factory=list)
+    exposeHeaders: list[str] = Field(default_factory=list)
+    allowCredentials: bool = False
+    maxAge: Duration | None = None
+
+
 class A2aPolicy(_Model):
     """Marks a route whose backend is an A2A agent: its card is rewritten to point at the gateway."""
 
@@ -356,3 +443,6 @@ class Policies(_Model):
     requestHeaderModifier: HeaderModifier | None = None
     responseHeaderModifier: HeaderModifier | None = None
     directResponse: DirectResponse | None = None
+    requestRedirect: RequestRedirect | None = None
+    urlRewrite: UrlRewrite | None = None
+    cors: Cors | None = None

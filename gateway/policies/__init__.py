@@ -11,25 +11,31 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Scope
 
 from federation.guard import Access
+from gateway.config import ConfigError
 from gateway.config.policies import HeaderModifier, Policies
 from gateway.policies.api_key import ApiKeyStep
 from gateway.policies.authz_cel import RuleSet
 from gateway.policies.basic_auth import BasicAuthStep
+from gateway.policies.cors import CorsApp, CorsPolicy
 from gateway.policies.direct_response import DirectResponseStep
 from gateway.policies.guard import Limiter, PolicyGuard
-from gateway.policies.headers import RequestHeadersStep
+from gateway.policies.headers import RequestHeadersStep, ResponseHeaders
 from gateway.policies.http import Identity, PolicyApp, Refusal, Step
 from gateway.policies.jwt import JwtAuthStep
 from gateway.policies.mcp_authn import McpAuthenticationStep
 from gateway.policies.ratelimit_local import LocalRateLimit
+from gateway.policies.redirect import RedirectStep
+from gateway.policies.rewrite import UrlRewriteStep
 
-__all__ = ["PolicyApp", "RoutePolicies", "compile_policies"]
+__all__ = ["PolicyApp", "RouteKind", "RoutePolicies", "compile_policies"]
+
+RouteKind = Literal["http", "mcp", "a2a"]  # what serves the route: some policies depend on it
 
 
 @dataclass
@@ -37,18 +43,39 @@ class RoutePolicies:
     steps: list[Step] = field(default_factory=list)
     guard: PolicyGuard | None = None
     extra_routes: list[tuple[str, ASGIApp]] = field(default_factory=list)  # exact path -> app (PRM documents)
-    closers: list[Any] = field(default_factory=list)
-    response_headers: list[HeaderModifier] = field(default_factory=list)  # applied to every answer  # objects with `async aclose()`, closed on shutdown
+    closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
+    response_headers: list[HeaderModifier] = field(default_factory=list)  # applied to every answer
+    cors: CorsPolicy | None = None
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """The route's endpoint behind its HTTP-stage steps, then CORS (preflights never reach the
+        steps; refusals get CORS headers), then the response header modifiers (they see every answer)."""
+        if self.steps:
+            app = PolicyApp(app, self.steps)
+        if self.cors is not None:
+            app = CorsApp(app, self.cors)
+        if self.response_headers:
+            app = ResponseHeaders(app, self.response_headers)
+        return app
 
 
 def compile_policies(
-    levels: Sequence[tuple[str, Policies]], *, base_dir: Path, route_path: str, max_body: int = 4 * 1024 * 1024
+    levels: Sequence[tuple[str, Policies]],
+    *,
+    base_dir: Path,
+    route_path: str,
+    max_body: int = 4 * 1024 * 1024,
+    kind: RouteKind = "http",
 ) -> RoutePolicies:
-    """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages."""
+    """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages.
+
+    Steps run authentication, request headers, external authorization and rate limits, urlRewrite,
+    then the innermost requestRedirect or directResponse answers. The innermost cors wraps them all."""
     out = RoutePolicies()
     authn: list[Step] = []
     headers: list[Step] = []
     later: list[Step] = []
+    rewrites: list[Step] = []
     direct: list[Step] = []
     rules: list[RuleSet] = []
     limits: list[Limiter] = []
@@ -67,8 +94,21 @@ def compile_policies(
             headers.append(RequestHeadersStep(p.requestHeaderModifier))
         if p.responseHeaderModifier is not None:
             out.response_headers.append(p.responseHeaderModifier)
+        if p.directResponse is not None and p.requestRedirect is not None:
+            raise ConfigError(f"{where}: directResponse and requestRedirect both answer the request; keep one")
         if p.directResponse is not None:
             direct.append(DirectResponseStep(p.directResponse))
+        if p.requestRedirect is not None:
+            direct.append(RedirectStep(p.requestRedirect))
+        if p.urlRewrite is not None:
+            if kind != "http":
+                raise ConfigError(
+                    f"{where}.urlRewrite: applies to plain HTTP backends only, not to an {kind.upper()} route "
+                    "(set it on the plain HTTP routes themselves)"
+                )
+            rewrites.append(UrlRewriteStep(p.urlRewrite))
+        if p.cors is not None:
+            out.cors = CorsPolicy(p.cors, mcp=kind == "mcp")  # the innermost level's policy
         if p.extAuthz is not None:
             from gateway.policies.ext_authz import ExtAuthzStep
 
@@ -87,7 +127,8 @@ def compile_policies(
             out.closers.extend({id(r.store): r.store for r in remotes}.values())  # one Redis pool per policy
             for remote in remotes:
                 (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
-    out.steps = authn + headers + later + direct[-1:]  # the innermost directResponse answers
+    # The innermost urlRewrite applies (one rewrite of the matched prefix), the innermost redirect/directResponse answers.
+    out.steps = authn + headers + later + rewrites[-1:] + direct[-1:]
     if rules or limits:
         out.guard = PolicyGuard(rules, limits)
     return out
