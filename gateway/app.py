@@ -8,10 +8,11 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import uvicorn
@@ -173,13 +174,35 @@ async def listen(sockets: list[Socket], tg: anyio.abc.TaskGroup) -> None:
 
 
 class McpEndpoints:
-    """An MCP route's transports: legacy SSE at `.../sse` + `.../messages/`, streamable HTTP elsewhere."""
+    """An MCP route's transports: legacy SSE at `.../sse` + `.../messages/`, streamable HTTP elsewhere.
+
+    After a reload that changed the route's targets, `previous` holds the route's earlier endpoints
+    while they have sessions: a request for one of those sessions is served where the session lives.
+    """
 
     def __init__(self, streamable: StreamableHTTPEndpoint, sse: SseEndpoint) -> None:
         self.streamable = streamable
         self.sse = sse
+        self.previous: list[McpEndpoints] = []
+
+    def session_count(self) -> int:
+        return self.streamable.session_count() + self.sse.session_count()
+
+    def owns(self, scope: Scope) -> bool:
+        """Is the session this request names one of ours?"""
+        sid = next((v for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None)
+        if sid is not None:
+            return self.streamable.has_session(sid.decode("latin-1"))
+        if scope.get("method") == "POST" and b"session_id=" in scope.get("query_string", b""):
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            return self.sse.has_session(query.get("session_id", ""))
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for old in self.previous:
+            if old.owns(scope):
+                await old(scope, receive, send)
+                return
         if self.sse.handles(scope):
             await self.sse(scope, receive, send)
         else:
@@ -196,6 +219,9 @@ class Gateway:
         self.keeper = keeper if keeper is not None else Keeper()
         self._own_keeper = keeper is None
         self.parts: list[Part] = []  # MCP routes' federation + endpoints, run by the keeper
+        self.draining: list[tuple[Part, McpEndpoints]] = []  # earlier parts kept for their sessions, and who holds them
+        self._held: list[Part] = []  # the parts running() acquired and has not released yet
+        self._changes: list[Callable[[], None]] = []  # to parts kept from a running config: made by commit()
         self.changed_lists: list[Federation] = []  # kept federations whose policies this config changed
         self.federations: list[tuple[str, Federation]] = []
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
@@ -258,13 +284,15 @@ class Gateway:
         agent_tools = self._agent_tool_targets(where, backend)
         registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
         key = _part_key(bind, name, backend, levels, registry)
-        if any(p.key == key for p in self.parts):  # the same route name twice on a bind: keep them apart
-            key += where
+        route_id = f"{bind.address}:{bind.port} {name}"
+        if any(p.key == key or p.route == route_id for p in self.parts):  # a route name twice on a bind
+            key, route_id = key + where, route_id + where
         part = self.keeper.find(key)
         rules = json.dumps([p.model_dump(mode="json", exclude_none=True) for _, p in levels], sort_keys=True)
+        guard = compiled.guard or OpenGuard()
         if part is not None:  # a reload that left this backend as it was: its sessions carry on
             federation, endpoints = part.value
-            federation.guard = compiled.guard or OpenGuard()
+            self._later(setattr, federation, "guard", guard)
             if part.revision != rules:  # what its clients may see may have changed: they list again
                 self.changed_lists.append(federation)
         else:
@@ -290,7 +318,16 @@ class Gateway:
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))
-        part.revision = rules
+            part.route = route_id
+        previous = []
+        for earlier in self.keeper.running_for(route_id):  # a reload changed the backend: keep old sessions
+            old_federation, old_endpoints = earlier.value
+            if earlier is not part and old_endpoints.session_count():
+                self._later(setattr, old_federation, "guard", guard)  # the new rules apply to them too
+                previous.append(old_endpoints)
+                self.draining.append((earlier, endpoints))
+        self._later(setattr, endpoints, "previous", previous)
+        self._later(setattr, part, "revision", rules)
         self.parts.append(part)
         self.federations.append((name, federation))
         return _routes(name, listener, route, compiled, endpoints)
@@ -419,12 +456,40 @@ class Gateway:
             for closer in self.closers:
                 stack.push_async_callback(closer.aclose)
             await stack.enter_async_context(self.a2a.running())
-            for part in self.parts:
+            stack.push_async_callback(self._release_parts)
+            for part in [*self.parts, *(earlier for earlier, _ in self.draining)]:
                 await self.keeper.acquire(part)
-                stack.push_async_callback(self.keeper.release, part)
+                self._held.append(part)
             for backend in self.http_backends:
                 await stack.enter_async_context(backend.running())
+            if self._own_keeper:
+                self.commit()  # nothing is shared with an earlier config
             yield self
+
+    def _later(self, change: Callable[..., None], *args: Any) -> None:
+        self._changes.append(functools.partial(change, *args))
+
+    def commit(self) -> None:
+        """Make this config's changes to the parts it shares with the running config (new rules, kept
+        sessions), once it is sure to take over: a reload that fails changes nothing."""
+        for change in self._changes:
+            change()
+        self._changes.clear()
+
+    async def _release_parts(self) -> None:
+        while self._held:
+            await self.keeper.release(self._held.pop())
+
+    async def sweep(self) -> None:
+        """Let go of earlier endpoints (kept by a reload) whose last session has ended."""
+        for earlier, holder in list(self.draining):
+            _, old_endpoints = earlier.value
+            if old_endpoints.session_count() == 0:
+                self.draining.remove((earlier, holder))
+                holder.previous = [e for e in holder.previous if e is not old_endpoints]
+                if earlier in self._held:
+                    self._held.remove(earlier)
+                    await self.keeper.release(earlier)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve every bind until `shutdown()`; `task_status.started()` once all are listening."""

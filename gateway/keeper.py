@@ -29,6 +29,7 @@ class Part:
         self._open = open
         self.refs = 0
         self.revision = ""  # what the latest config said about its adjustable side (e.g. its rules)
+        self.route = ""  # the route it serves, across configs (a reload may replace the part, not the route)
         self._stop = anyio.Event()
         self._done = anyio.Event()
 
@@ -70,6 +71,10 @@ class Keeper:
                         await part.close()
                 self._parts.clear()
                 self._tg = None
+
+    def running_for(self, route: str) -> list[Part]:
+        """The running parts that served `route` under earlier configs."""
+        return [part for part in self._parts.values() if part.route == route]
 
     def find(self, key: str) -> Part | None:
         """The running part with this key, if a config before this one started it."""

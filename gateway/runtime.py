@@ -54,6 +54,7 @@ class Runtime:
         try:
             async with self._keeper.running(), anyio.create_task_group() as tg:
                 self._tg = tg
+                self.gateway.commit()
                 try:
                     self._current = await self._start(self.gateway)
                 except BaseException:
@@ -64,6 +65,7 @@ class Runtime:
                 self.generation = 1
                 if self._load is not None and self.config.source not in ("<string>", ""):
                     tg.start_soon(self._watch, Path(self.config.source))
+                tg.start_soon(self._sweep)
                 task_status.started()
                 await self._stop.wait()
                 await self._shutdown()
@@ -102,6 +104,7 @@ class Runtime:
                 await self._end(part)
                 return False
             await listen(list(fresh.values()), self._tg)
+            gateway.commit()
             sockets: dict[SocketKey, Socket] = {}
             for key, bind in binds.items():
                 socket = fresh.get(key) or self.sockets[key]
@@ -169,6 +172,13 @@ class Runtime:
         with anyio.move_on_after(settings.connectionTerminationDeadline + 1):
             while not all(socket.done for socket in self.sockets.values()):
                 await anyio.sleep(0.05)
+
+    async def _sweep(self) -> None:
+        """Close the endpoints a reload kept for their sessions once the last has ended."""
+        while True:
+            await anyio.sleep(1.0)
+            async with self._lock:
+                await self.gateway.sweep()
 
     async def _watch(self, path: Path) -> None:
         """Poll the file (editors replace files in place or by rename; both change this fingerprint)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from uuid import UUID
 
 from mcp.server import Server
 from mcp.server.sse import SseServerTransport
@@ -28,6 +29,15 @@ class SseEndpoint:
         path: str = scope["path"]
         method = scope.get("method")
         return (method == "GET" and path.endswith("/sse")) or (method == "POST" and _is_messages(path))
+
+    def has_session(self, session_hex: str) -> bool:
+        try:
+            return UUID(hex=session_hex) in self.transport._read_stream_writers  # the SDK's open streams
+        except ValueError:
+            return False
+
+    def session_count(self) -> int:
+        return len(self.transport._read_stream_writers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] == "POST":

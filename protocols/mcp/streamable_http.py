@@ -72,6 +72,12 @@ class StreamableHTTPEndpoint:
         async with self.manager.run():
             yield
 
+    def has_session(self, sid: str) -> bool:
+        return sid in self.manager._server_instances  # the SDK's live sessions
+
+    def session_count(self) -> int:
+        return len(self.manager._server_instances)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.relay is not None and scope.get("method") == "POST":
             replay = await self._try_relay(scope, receive, send)

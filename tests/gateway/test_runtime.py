@@ -162,21 +162,32 @@ async def test_an_invalid_file_is_rejected_and_the_running_config_stays(
                 assert (await client.call_tool("echo", {"text": "hi"})).content[0].text == "alpha: hi"  # type: ignore[union-attr]
 
 
-async def test_a_changed_backend_serves_new_sessions_from_the_new_targets(tmp_path: Path) -> None:
+async def test_a_changed_backend_serves_new_sessions_and_keeps_the_old_ones(tmp_path: Path) -> None:
+    """Adding a target builds the route anew; sessions opened before go on where they live (with the
+    new rules) until they end, then their upstream processes end too."""
     async with serve(lambda base: backend_app(anyio.Event())) as backend:
         host = backend.url.removeprefix("http://")
         path = tmp_path / "gw.yaml"
         path.write_text(config_text(host))
         async with running(path) as runtime:
             url = f"http://127.0.0.1:{port_of(runtime)}/mcp"
-            async with Client(url, mode="legacy", cache=None) as client:
-                assert "echo" in {t.name for t in (await client.list_tools()).tools}
-            beta = stdio_target("beta").replace("\n  ", "\n          ")
-            path.write_text(config_text(host, extra_target=beta))
-            await until(lambda: runtime.generation == 2)
-            async with Client(url, mode="legacy", cache=None) as client:
-                names = {t.name for t in (await client.list_tools()).tools}
-                assert {"alpha_echo", "beta_echo"} <= names
+            async with Client(url, mode="legacy", cache=None) as old:
+                pid = (await old.call_tool("pid", {})).structured_content["result"]  # type: ignore[index]
+                beta = stdio_target("beta").replace("\n  ", "\n          ")
+                rule = "{mcpAuthorization: {rules: ['mcp.tool.name != \"add\" && mcp.tool.name != \"alpha_add\"']}}"
+                path.write_text(config_text(host, extra_target=beta, mcp_policies=rule))
+                await until(lambda: runtime.generation == 2)
+                async with Client(url, mode="legacy", cache=None) as new:
+                    names = {t.name for t in (await new.list_tools()).tools}
+                    assert {"alpha_echo", "beta_echo"} <= names and "alpha_add" not in names
+                # The old session still works, on its own upstream process, under the new rules.
+                assert (await old.call_tool("pid", {})).structured_content["result"] == pid  # type: ignore[index]
+                assert (await old.call_tool("echo", {"text": "hi"})).content[0].text == "alpha: hi"  # type: ignore[union-attr]
+                assert "add" not in {t.name for t in (await old.list_tools()).tools}
+                assert len(runtime.gateway.draining) == 1  # the old route's endpoint, kept for this session
+            with anyio.fail_after(15):  # the session ended: its endpoint and process are let go
+                while alive(pid) or runtime.gateway.draining:
+                    await anyio.sleep(0.1)
 
 
 async def test_sigterm_drains_requests_in_flight_then_exits(tmp_path: Path) -> None:
