@@ -116,7 +116,7 @@ class Socket:
     def open(self) -> None:
         """Bind the listening socket (uvicorn would exit the process on failure; this raises OSError)."""
         family = socket.AF_INET6 if ":" in self.bind.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.bind.address, self.bind.port))

@@ -309,3 +309,21 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{path}: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_accepted_connections_do_not_wait_for_nagle(tmp_path: Path) -> None:
+    """The gateway binds its own sockets; asyncio sets TCP_NODELAY on accepted connections only for
+    IPPROTO_TCP sockets, and without it every keep-alive answer waited ~40 ms for a delayed ACK."""
+    import socket
+
+    path = tmp_path / "gw.yaml"
+    path.write_text("binds:\n- port: 0\n  listeners:\n  - routes:\n    - {policies: {directResponse: {body: x}}}\n")
+    async with running(path) as runtime, httpx.AsyncClient(timeout=20) as http:
+        answer = await http.get(f"http://127.0.0.1:{port_of(runtime)}/")
+        assert answer.text == "x"
+        server = next(iter(runtime.sockets.values())).server
+        connections = list(server.server_state.connections)
+        assert connections
+        for connection in connections:
+            sock = connection.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
