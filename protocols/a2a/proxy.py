@@ -19,6 +19,8 @@ import anyio
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from protocols import pooled_sockets
+
 logger = logging.getLogger("agentplex.a2a")
 
 # RFC 9110 §7.6.1 (plus the legacy proxy ones); headers named in `Connection` are dropped too.
@@ -47,7 +49,7 @@ def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """The pooled client for talking to agents: no read timeout (streams idle between events; the
     proxy bounds the wait for the answer's start), no redirects followed, no proxy from the environment.
     `verify`: a route's backendTLS context (private CA, client certificate), built once."""
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         verify=verify,
         timeout=httpx.Timeout(connect=10.0, read=None, write=60.0, pool=10.0),
         limits=httpx.Limits(max_connections=1024, max_keepalive_connections=128, keepalive_expiry=30.0),
@@ -55,6 +57,8 @@ def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
         trust_env=False,
         cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # shared by every caller: store none
     )
+    pooled_sockets.install(client)  # not coalesced: an upload streams through as it comes
+    return client
 
 
 class AgentUnavailable(Exception):

@@ -22,7 +22,6 @@ import anyio
 import httpcore2
 import httpx2
 import mcp_types as types
-from httpcore2._utils import is_socket_readable
 from mcp import ClientSession, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
@@ -37,6 +36,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
+from protocols import pooled_sockets
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
 
@@ -492,9 +492,7 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     wire = HttpWire(spec.url, client)
     upstream.wire = wire
     # The SDK's timeouts; we tune the transport under it, measured in bench/.
-    pool = getattr(client._transport, "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        pool._network_backend = _CachedSocketBackend(pool._network_backend)
+    pooled_sockets.install(client, coalesce=True)
     inner: httpx2.AsyncBaseTransport = client._transport
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
@@ -726,60 +724,3 @@ def _describe(exc: BaseException) -> str:
         return exc.message
     text = str(exc) or type(exc).__name__
     return text if not isinstance(exc, OSError | httpx2.HTTPError) else f"{type(exc).__name__}: {text}"
-
-
-class _CachedSocketBackend(httpcore2.AsyncNetworkBackend):
-    """httpcore's pool asks every idle connection "is your socket readable?" on each request; anyio
-    answers by rebuilding a dict of socket attributes each time (about a tenth of the gateway's CPU
-    under load). This backend looks the socket up once per connection."""
-
-    def __init__(self, inner: httpcore2.AsyncNetworkBackend) -> None:
-        self.inner = inner
-
-    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
-        return _CachedSocketStream(await self.inner.connect_tcp(*args, **kwargs))
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
-        return _CachedSocketStream(await self.inner.connect_unix_socket(*args, **kwargs))
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class _CachedSocketStream(httpcore2.AsyncNetworkStream):
-    """Also coalesces a request's writes (headers, body) into one send, made before the next read."""
-
-    def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
-        self.inner = inner
-        self.socket = inner.get_extra_info("socket")
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self.pending:
-            await self._flush(timeout)
-        return await self.inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:
-            self.pending.append(buffer)
-            self.pending_size += len(buffer)
-            if self.pending_size >= 65536:
-                await self._flush(timeout)
-
-    async def _flush(self, timeout: float | None) -> None:
-        data = b"".join(self.pending)
-        self.pending.clear()
-        self.pending_size = 0
-        await self.inner.write(data, timeout)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    async def start_tls(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
-        return _CachedSocketStream(await self.inner.start_tls(*args, **kwargs))
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and self.socket is not None:
-            return is_socket_readable(self.socket)
-        return self.inner.get_extra_info(info)
