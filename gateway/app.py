@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -173,6 +174,17 @@ async def listen(sockets: list[Socket], tg: anyio.abc.TaskGroup) -> None:
             await anyio.sleep(0.01)
 
 
+class Weighted:
+    """A plain HTTP route with several backends: each request goes to one, chosen at random by weight."""
+
+    def __init__(self, backends: list[tuple[HttpBackend, int]]) -> None:
+        self.backends = [backend for backend, _ in backends]
+        self.weights = [weight for _, weight in backends]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await random.choices(self.backends, self.weights)[0](scope, receive, send)
+
+
 class McpEndpoints:
     """An MCP route's transports: legacy SSE at `.../sse` + `.../messages/`, streamable HTTP elsewhere.
 
@@ -260,7 +272,12 @@ class Gateway:
                     "(or a directResponse or requestRedirect policy)"
                 )
             return self._compile_direct(name, listener, route, where, listener_at)
-        if where == "a2a" or route.backends[0].host is not None:
+        if where != "a2a" and len(route.backends) > 1 and any(b.mcp is not None for b in route.backends):
+            raise ConfigError(
+                f"{self.config.source}: {where}.backends: an MCP route has one backend (it federates its targets),"
+                f" found {len(route.backends)}"
+            )
+        if where == "a2a" or route.backends[0].mcp is None:
             a2a = where == "a2a" or any(p is not None and p.a2a is not None for p in (listener.policies, route.policies))
             if not a2a:
                 return self._compile_http(name, listener, route, where, listener_at)
@@ -354,11 +371,16 @@ class Gateway:
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         mirror.refuse(levels, "A2A")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
-        side = _backend_policies(levels, self.base_dir)
         if short is not None:
+            side = _backend_policies(levels, self.base_dir)
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
         else:
-            specs = [AgentSpec(name, route.backends[0].host or "")]
+            hosts = self._hosts(route, where)
+            if len(hosts) != 1:
+                raise ConfigError(f"{src}: {where}.backends: an A2A route has one agent, found {len(hosts)} backends")
+            host, _, backend_level = hosts[0]
+            side = _backend_policies(levels + backend_level, self.base_dir)
+            specs = [AgentSpec(name, host)]
         registry = self._short_registry() if short is not None else None  # shared with a2a.tools
         endpoint = self.a2a.endpoint(
             name,
@@ -397,17 +419,42 @@ class Gateway:
     def _compile_http(
         self, name: str, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
-        """A plain HTTP route: its `host` backend gets every matching request (gateway/http_backend.py)."""
+        """A plain HTTP route: its `host` backends share the matching requests by weight (gateway/http_backend.py)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
-        side = _backend_policies(levels, self.base_dir)
-        backend = HttpBackend(
-            name, route.backends[0].host or "", timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls
-        )
-        backend.delivery, backend.mirror = side.delivery, mirror.build(name, levels)
-        self.http_backends.append(backend)
+        mirrored = mirror.build(name, levels)
+        backends: list[tuple[HttpBackend, int]] = []
+        for host, weight, backend_level in self._hosts(route, where):
+            side = _backend_policies(levels + backend_level, self.base_dir)
+            backend = HttpBackend(name, host, timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls)
+            backend.delivery, backend.mirror = side.delivery, mirrored
+            mirrored = None  # one mirror per route (it copies requests, whichever backend serves them)
+            self.http_backends.append(backend)
+            backends.append((backend, weight))
+        if not any(weight for _, weight in backends):
+            raise ConfigError(f"{self.config.source}: {where}.backends: every backend has weight 0")
         self.closers.extend(compiled.closers)
-        return _routes(name, listener, route, compiled, backend)
+        app = backends[0][0] if len(backends) == 1 else Weighted(backends)
+        return _routes(name, listener, route, compiled, app)
+
+    def _hosts(self, route: Route, where: str) -> list[tuple[str, int, list[tuple[str, Policies]]]]:
+        """A route's plain HTTP backends: (URL, weight, the backend's policy level, if it is a named one)."""
+        named = {b.name: (i, b) for i, b in enumerate(self.config.backends)}
+        hosts = []
+        for index, backend in enumerate(route.backends):
+            if backend.host is not None:
+                hosts.append((backend.host, backend.weight, []))
+                continue
+            if backend.backend not in named:
+                known = ", ".join(sorted(named)) or "none"
+                raise ConfigError(
+                    f"{self.config.source}: {where}.backends[{index}].backend: unknown backend"
+                    f" {backend.backend!r} (defined in `backends:`: {known})"
+                )
+            at, definition = named[backend.backend]
+            level = self._levels((f"backends[{at}]", definition.policies))
+            hosts.append((definition.host, backend.weight, level))
+        return hosts
 
     # -- a2a.tools: the `a2a:` block's agents as tools of the `mcp:` block ----------------------------
 

@@ -147,12 +147,34 @@ class Match(_Model):
 class Backend(_Model):
     mcp: McpBackend | None = None
     host: Annotated[str, AfterValidator(_host)] | None = None  # a plain HTTP backend (an A2A agent): host:port or URL
+    backend: Name | None = None  # a top-level named backend (`backends:`)
+    weight: int = Field(default=1, ge=0)  # share of a plain HTTP route's requests among its backends
 
     @model_validator(mode="after")
     def _one(self) -> Backend:
-        if (self.mcp is None) == (self.host is None):
-            raise ValueError("expected exactly one of: mcp, host")
+        if sum(v is not None for v in (self.mcp, self.host, self.backend)) != 1:
+            raise ValueError("expected exactly one of: mcp, host, backend")
         return self
+
+
+class NamedBackend(_Model):
+    """A plain HTTP backend defined once (`backends:` at the top level) and used by name from routes;
+    its policies are the backend level (backendTLS, backendAuth, timeout, retry)."""
+
+    name: Name
+    host: Annotated[str, AfterValidator(_host)]
+    policies: Policies | None = None
+
+    @model_validator(mode="after")
+    def _toward_the_backend(self) -> NamedBackend:
+        for key in sorted((self.policies.model_fields_set if self.policies else set()) - _BACKEND_POLICIES):
+            raise _problem_at(
+                ("policies", key), "a backend's policies are those toward it (backendTLS, backendAuth, timeout, retry)"
+            )
+        return self
+
+
+_BACKEND_POLICIES = {"backendTLS", "backendAuth", "timeout", "retry"}
 
 
 def _host(value: str) -> str:
@@ -216,6 +238,7 @@ class Config(_Model):
     mcp: McpShort | None = None
     a2a: A2aShort | None = None
     binds: list[Bind] = Field(default_factory=list)
+    backends: list[NamedBackend] = Field(default_factory=list)
 
     _source: str = PrivateAttr(default="<string>")
 
@@ -228,6 +251,11 @@ class Config(_Model):
     def _check(self) -> Config:
         if self.mcp is None and self.a2a is None and not self.binds:
             raise ValueError("expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list")
+        named: set[str] = set()
+        for index, backend in enumerate(self.backends):
+            if backend.name in named:
+                raise _problem_at(("backends", index, "name"), f"duplicate backend name {backend.name!r}")
+            named.add(backend.name)
         owners: dict[int, str] = {} if self.mcp is None else {self.mcp.port: "mcp.port"}
         for index, bind in enumerate(self.binds):
             if bind.port in owners and bind.port != 0:

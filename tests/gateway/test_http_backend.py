@@ -14,8 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from gateway.app import Gateway
+from gateway.config import ConfigError, parse_config
 from tests.conftest import free_port, run_gateway
-from tests.fixtures.a2a_agent import serve
+from tests.fixtures.a2a_agent import Recorder, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +106,71 @@ async def test_backend_auth_and_a_backend_that_is_down() -> None:
     async with run_gateway(config(f"127.0.0.1:{free_port()}")) as gw, httpx.AsyncClient(timeout=20) as http:
         down = await http.get(f"http://127.0.0.1:{gw.port}/api/x")
         assert down.status_code == 502 and json.loads(down.text)["error"].startswith("backend 'api' is unreachable")
+
+
+def _named(name: str) -> Starlette:
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"backend": name, "authorization": request.headers.get("authorization")})
+
+    return Starlette(routes=[Route("/{path:path}", whoami)])
+
+
+async def test_named_and_weighted_backends() -> None:
+    """Backends defined once at the top level are used by name (with their backend-level policies), and
+    a route with several backends shares its requests among them by weight."""
+    async with (
+        serve(lambda base: Recorder(_named("blue"))) as blue,  # type: ignore[arg-type]
+        serve(lambda base: Recorder(_named("green"))) as green,  # type: ignore[arg-type]
+        serve(lambda base: Recorder(_named("idle"))) as idle,  # type: ignore[arg-type]
+    ):
+        text = f"""
+backends:
+- name: blue
+  host: "{blue.url}"
+  policies: {{backendAuth: {{key: blue-secret}}}}
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: split
+      matches: [{{path: {{pathPrefix: /split}}}}]
+      backends:
+      - {{backend: blue, weight: 3}}
+      - {{host: "{green.url}", weight: 1}}
+      - {{host: "{idle.url}", weight: 0}}
+"""
+        async with run_gateway(text) as gw, httpx.AsyncClient(timeout=20) as http:
+            seen: dict[str, int] = {}
+            for _ in range(200):
+                got = (await http.get(f"http://127.0.0.1:{gw.port}/split/x")).json()
+                seen[got["backend"]] = seen.get(got["backend"], 0) + 1
+                if got["backend"] == "blue":
+                    assert got["authorization"] == "Bearer blue-secret"  # the named backend's backendAuth
+                else:
+                    assert got["authorization"] is None
+            assert set(seen) == {"blue", "green"}  # weight 0: never
+            assert 110 <= seen["blue"] <= 185  # 3:1 of 200 is 150:50
+
+
+@pytest.mark.parametrize(
+    ("routes", "problem"),
+    [
+        ("- backends: [{backend: nope}]", "routes[0].backends[0].backend: unknown backend 'nope'"),
+        (
+            "- backends: [{mcp: {targets: [{name: a, mcp: {host: 'http://127.0.0.1:1/mcp'}}]}}, {host: '127.0.0.1:2'}]",
+            "routes[0].backends: an MCP route has one backend (it federates its targets), found 2",
+        ),
+        ("- backends: [{host: '127.0.0.1:2', weight: 0}]", "routes[0].backends: every backend has weight 0"),
+    ],
+)
+def test_backend_list_errors(routes: str, problem: str) -> None:
+    text = f"binds:\n- port: 0\n  listeners:\n  - routes:\n    {routes}\n"
+    with pytest.raises(ConfigError) as error:
+        Gateway(parse_config(text, "x.yaml"))
+    assert f"x.yaml: binds[0].listeners[0].{problem}" in str(error.value)
+
+
+def test_a_named_backend_takes_only_backend_policies() -> None:
+    text = "backends:\n- {name: api, host: '127.0.0.1:1', policies: {cors: {allowOrigins: ['*']}}}\n" + config("127.0.0.1:1")
+    with pytest.raises(ConfigError, match=r"x.yaml: backends\[0\].policies.cors: a backend's policies are those toward it"):
+        parse_config(text, "x.yaml")
