@@ -237,6 +237,7 @@ class Gateway:
         self.changed_lists: list[Federation] = []  # kept federations whose policies this config changed
         self.federations: list[tuple[str, Federation]] = []
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
+        self.mirrors: list[mirror.Mirror] = []  # requestMirror of plain HTTP routes (open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
         self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
         self.a2a = A2ARoutes()
@@ -422,19 +423,21 @@ class Gateway:
         """A plain HTTP route: its `host` backends share the matching requests by weight (gateway/http_backend.py)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
-        mirrored = mirror.build(name, levels)
         backends: list[tuple[HttpBackend, int]] = []
         for host, weight, backend_level in self._hosts(route, where):
             side = _backend_policies(levels + backend_level, self.base_dir)
             backend = HttpBackend(name, host, timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls)
-            backend.delivery, backend.mirror = side.delivery, mirrored
-            mirrored = None  # one mirror per route (it copies requests, whichever backend serves them)
+            backend.delivery = side.delivery
             self.http_backends.append(backend)
             backends.append((backend, weight))
         if not any(weight for _, weight in backends):
             raise ConfigError(f"{self.config.source}: {where}.backends: every backend has weight 0")
         self.closers.extend(compiled.closers)
-        app = backends[0][0] if len(backends) == 1 else Weighted(backends)
+        app: ASGIApp = backends[0][0] if len(backends) == 1 else Weighted(backends)
+        copies = mirror.build(name, levels)
+        if copies is not None:
+            self.mirrors.append(copies)
+            app = mirror.Mirrored(app, copies)
         return _routes(name, listener, route, compiled, app)
 
     def _hosts(self, route: Route, where: str) -> list[tuple[str, int, list[tuple[str, Policies]]]]:
@@ -509,6 +512,8 @@ class Gateway:
                 self._held.append(part)
             for backend in self.http_backends:
                 await stack.enter_async_context(backend.running())
+            for copies in self.mirrors:
+                await stack.enter_async_context(copies.running())
             if self._own_keeper:
                 self.commit()  # nothing is shared with an earlier config
             yield self

@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.policies.mcp_authn import public_base
-from gateway.policies.mirror import Mirror
 from gateway.policies.rewrite import UPSTREAM_AUTHORITY, replace_authority
 from protocols.a2a import proxy
 
@@ -30,7 +29,6 @@ class HttpBackend:
     """The ASGI app of one plain HTTP route: every request goes to `url` + its own path and query."""
 
     delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
-    mirror: Mirror | None = None  # requestMirror (gateway/policies/mirror.py)
 
     def __init__(self, name: str, url: str, *, timeout: float | None, auth: Any = None, tls: Any = None) -> None:
         self.name = name
@@ -42,10 +40,8 @@ class HttpBackend:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[HttpBackend]:
-        async with contextlib.AsyncExitStack() as stack:
-            if self.mirror is not None:
-                await stack.enter_async_context(self.mirror.running())
-            self.client = await stack.enter_async_context(proxy.new_client(self.tls if self.tls is not None else True))
+        async with proxy.new_client(self.tls if self.tls is not None else True) as client:
+            self.client = client
             try:
                 yield self
             finally:
@@ -69,8 +65,6 @@ class HttpBackend:
                 await _error(scope, receive, send, 502, f"backend {self.name!r}: backendAuth failed: {exc}")
                 return
         upstream = proxy.Upstream(self.name, url, headers, self.timeout, kind="backend")
-        if self.mirror is not None:
-            receive = self.mirror.tee(scope, receive)
         try:
             await proxy.forward(
                 self.client, upstream, scope, receive, send, public=public_base(scope), sending=self.delivery

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 import anyio
 import anyio.abc
 import httpx
-from starlette.types import Message, Receive, Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import ConfigError
 from gateway.config.policies import Policies
@@ -111,6 +111,19 @@ class Mirror:
             logger.debug("route %s: mirror %s failed: %s", self.route, self.url, exc)
         finally:
             self.in_flight -= 1
+
+
+class Mirrored:
+    """A route's app behind its mirror: the copy is taken whichever of the route's backends serves."""
+
+    def __init__(self, app: ASGIApp, mirror: Mirror) -> None:
+        self.app = app
+        self.mirror = mirror
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            receive = self.mirror.tee(scope, receive)
+        await self.app(scope, receive, send)
 
 
 def build(route: str, levels: Sequence[tuple[str, Policies]]) -> Mirror | None:

@@ -122,6 +122,7 @@ async def test_named_and_weighted_backends() -> None:
         serve(lambda base: Recorder(_named("blue"))) as blue,  # type: ignore[arg-type]
         serve(lambda base: Recorder(_named("green"))) as green,  # type: ignore[arg-type]
         serve(lambda base: Recorder(_named("idle"))) as idle,  # type: ignore[arg-type]
+        serve(lambda base: Recorder(_named("shadow"))) as shadow,  # type: ignore[arg-type]
     ):
         text = f"""
 backends:
@@ -134,6 +135,7 @@ binds:
   - routes:
     - name: split
       matches: [{{path: {{pathPrefix: /split}}}}]
+      policies: {{requestMirror: {{backend: {{host: "{shadow.url}"}}, percentage: 1}}}}
       backends:
       - {{backend: blue, weight: 3}}
       - {{host: "{green.url}", weight: 1}}
@@ -150,6 +152,9 @@ binds:
                     assert got["authorization"] is None
             assert set(seen) == {"blue", "green"}  # weight 0: never
             assert 110 <= seen["blue"] <= 185  # 3:1 of 200 is 150:50
+            with anyio.fail_after(10):  # the route's mirror copies every request, whichever backend served it
+                while len(shadow.seen) < 200:
+                    await anyio.sleep(0.05)
 
 
 @pytest.mark.parametrize(
