@@ -139,6 +139,7 @@ class A2AEndpoint:
     auth: Any = None
     route: str = ""  # its route's name (which client: see A2ARoutes.client_for)
     delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
+    mirror: Any = None  # requestMirror (gateway/policies/mirror.py): copies of the calls that passed the checks
 
     def __init__(
         self,
@@ -227,6 +228,8 @@ class A2AEndpoint:
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
         client = self.routes.client_for(self.route)
         assert client is not None, "A2ARoutes.running() opens the client before serving"
+        if self.mirror is not None:
+            receive = self.mirror.tee(scope, receive, path=raw_tail, body=call.body)
         try:
             await proxy.forward(
                 client,

@@ -370,7 +370,8 @@ class Gateway:
                 f"{src}: {where}.matches: an A2A route needs a pathPrefix match (its agent lives below it)"
             )
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
-        mirror.refuse(levels, "A2A")
+        if short is not None:
+            mirror.refuse(levels, "the a2a block's")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
         if short is not None:
             side = _backend_policies(levels, self.base_dir)
@@ -394,6 +395,9 @@ class Gateway:
             tls=side.tls,
         )
         endpoint.auth, endpoint.delivery = side.auth, side.delivery
+        endpoint.mirror = mirror.build(name, levels)
+        if endpoint.mirror is not None:
+            self.mirrors.append(endpoint.mirror)
         if short is not None:
             self.agent_registry = endpoint.registry
             api = RegistryApi(

@@ -6,7 +6,9 @@ not mirrored; at most 64 copies are in flight per route (more are dropped, so a 
 cannot pile up work) and each is abandoned after 30 s or at shutdown. The copy has the caller's
 method, path, query and headers, minus hop-by-hop ones and Authorization (as the real request).
 
-Plain HTTP routes only: on an MCP route each message belongs to a session the mirror never opened.
+Plain HTTP routes, and A2A routes with one agent: there the copy is taken after the route's per-method
+and per-skill checks (a denied call is not copied) and goes to the path the agent sees. Not on MCP
+routes: each message belongs to a session the mirror never opened.
 """
 
 from __future__ import annotations
@@ -56,13 +58,15 @@ class Mirror:
                 self._client = self._tg = None
                 tg.cancel_scope.cancel()
 
-    def tee(self, scope: Scope, receive: Receive) -> Receive:
+    def tee(self, scope: Scope, receive: Receive, *, path: str | None = None, body: bytes | None = None) -> Receive:
         """The `receive` to give the real backend: the copy is sent when the body has gone by (at once
-        without a body), unless this request is not in the mirrored percentage."""
+        without a body, or with `body` when the caller already read it), unless this request is not in
+        the mirrored percentage. `path`: the path the copy goes to (default: the request's)."""
         if self._tg is None or random.random() >= self.percentage:
             return receive
-        if not proxy.has_body(scope):
-            self._launch(scope, b"")
+        if body is not None or not proxy.has_body(scope):
+            if len(body or b"") <= MAX_MIRRORED_BODY:
+                self._launch(scope, body or b"", path)
             return receive
         body = bytearray()
         copying = True
@@ -77,23 +81,24 @@ class Mirror:
                     body.clear()
                 elif not message.get("more_body", False):
                     copying = False
-                    self._launch(scope, bytes(body))
+                    self._launch(scope, bytes(body), path)
             elif message["type"] == "http.disconnect":
                 copying = False  # a request the caller abandoned is not mirrored
             return message
 
         return teeing
 
-    def _launch(self, scope: Scope, body: bytes) -> None:
+    def _launch(self, scope: Scope, body: bytes, path: str | None = None) -> None:
         if self._tg is None:
             return
         if self.in_flight >= MAX_IN_FLIGHT:
             self.dropped += 1
             logger.debug("route %s: mirror %s busy, copy dropped", self.route, self.url)
             return
-        raw_path = scope.get("raw_path") or scope["path"].encode()
+        if path is None:
+            path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope.get("query_string", b"")
-        url = self.url + raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")
+        url = self.url + path + (f"?{query.decode('latin-1')}" if query else "")
         headers = [(k, v) for k, v in proxy.request_headers(scope, {}, public_base(scope)) if k != b"content-length"]
         request = httpx.Request(scope["method"], url, headers=headers, content=body or None)
         self.in_flight += 1
@@ -136,14 +141,15 @@ def build(route: str, levels: Sequence[tuple[str, Policies]]) -> Mirror | None:
 
 _WHY_NOT = {
     "MCP": "an MCP message belongs to a session the mirror never opened",
-    "A2A": "not implemented for agents yet",
+    "the a2a block's": "it serves many agents; mirror a route with one agent",
 }
 
 
 def refuse(levels: Sequence[tuple[str, Policies]], kind: str) -> None:
-    """requestMirror is for plain HTTP routes; say so at load rather than ignore it on others."""
+    """requestMirror is for plain HTTP and one-agent A2A routes; say so at load rather than ignore it on others."""
     for where, policies in levels:
         if policies.requestMirror is not None:
             raise ConfigError(
-                f"{where}.requestMirror: applies to plain HTTP routes, not to {kind} routes ({_WHY_NOT[kind]})"
+                f"{where}.requestMirror: applies to plain HTTP routes and one-agent A2A routes, not to {kind}"
+                f" routes ({_WHY_NOT[kind]})"
             )

@@ -1,8 +1,9 @@
-"""`requestMirror` on plain HTTP routes: a copy goes to the mirror, and the mirror never slows or fails the caller."""
+"""`requestMirror` on plain HTTP and A2A routes: a copy goes to the mirror, and the mirror never slows or fails the caller."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,9 @@ from starlette.routing import Route
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
+from tests.a2a.harness import V1, message, rpc
 from tests.conftest import free_port, run_gateway, stdio_target
-from tests.fixtures.a2a_agent import serve
+from tests.fixtures.a2a_agent import Recorder, echo_agent, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -124,10 +126,56 @@ async def test_a_dead_mirror_does_not_fail_the_caller() -> None:
         assert len(real) == 5
 
 
-def test_mcp_and_a2a_routes_refuse_a_mirror() -> None:
+def test_mcp_routes_and_the_a2a_block_refuse_a_mirror() -> None:
     mcp = f"mcp:\n  port: 0\n  policies: {{requestMirror: {{backend: '127.0.0.1:1'}}}}\n  targets:{stdio_target('x')}\n"
-    with pytest.raises(ConfigError, match=r"mcp\.policies\.requestMirror: applies to plain HTTP routes, not to MCP"):
+    with pytest.raises(ConfigError, match=r"mcp\.policies\.requestMirror: applies to plain HTTP routes and one-agent"):
         Gateway(parse_config(mcp, "x.yaml"))
-    a2a = config("127.0.0.1:1", "127.0.0.1:2").replace("{requestMirror", "{a2a: {}, requestMirror")
-    with pytest.raises(ConfigError, match=r"routes\[0\]\.policies\.requestMirror: .* not to A2A routes"):
-        Gateway(parse_config(a2a, "x.yaml"))
+    block = "a2a:\n  port: 0\n  registry: {sqlite: null, healthInterval: 0}\n  agents: []\n"
+    block += "  policies: {requestMirror: {backend: '127.0.0.1:1'}}\n"
+    with pytest.raises(ConfigError, match=r"a2a\.policies\.requestMirror: .* not to the a2a block's routes"):
+        Gateway(parse_config(block, "x.yaml"))
+
+
+async def test_an_a2a_route_mirrors_the_calls_that_passed_its_checks() -> None:
+    """The copy goes to the path the agent sees, with the body the route already read for its checks;
+    a call the route's rules deny is not copied."""
+    bodies: list[bytes] = []
+    async with serve(echo_agent) as agent, serve(lambda base: Recorder(_shadow(bodies))) as shadow:  # type: ignore[arg-type]
+        policies = (
+            "{a2a: {}, requestMirror: {backend: {host: 'SHADOW'}, percentage: 1},"
+            " apiKey: {keys: [{key: alice-key, metadata: {user: alice}}, {key: bob-key, metadata: {user: bob}}]},"
+            " mcpAuthorization: {rules: [{deny: 'a2a.method == \"SendMessage\" && apiKey.user == \"bob\"'}]}}"
+        ).replace("SHADOW", shadow.url.removeprefix("http://"))
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: echo
+      matches: [{{path: {{pathPrefix: /team/echo}}}}]
+      policies: {policies}
+      backends: [{{host: "{agent.url}"}}]
+"""
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=20) as http:
+            url = f"http://127.0.0.1:{gw.port}/team/echo/"
+            call = rpc("SendMessage", {"message": message("hello")})
+            ok = await http.post(url, json=call, headers={"authorization": "Bearer alice-key", **V1})
+            assert "result" in ok.json(), ok.text
+            denied = await http.post(url, json=call, headers={"authorization": "Bearer bob-key", **V1})
+            assert "error" in denied.json()
+            with anyio.fail_after(10):
+                while not shadow.seen:
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)
+            assert [(method, path) for method, path, _ in shadow.seen] == [("POST", "/")]  # alice's only
+            headers = shadow.seen[0][2]
+            assert "authorization" not in headers
+            assert [json.loads(body) for body in bodies] == [call]
+
+
+def _shadow(bodies: list[bytes]) -> Starlette:
+    async def record(request: Request) -> JSONResponse:
+        bodies.append(await request.body())
+        return JSONResponse({})
+
+    return Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST"])])
