@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +39,8 @@ class Observability:
         self.json = log_format == "json"
 
     async def serve(self, route: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics, logging = self.metrics, access_log.logger.isEnabledFor(20)
-        if metrics is None and not logging:
+        metrics, log = self.metrics, access_log.logger.isEnabledFor(logging.INFO)
+        if metrics is None and not log:
             await app(scope, receive, send)
             return
         state = scope.get("state")
@@ -50,7 +51,7 @@ class Observability:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
-                if logging:
+                if log:
                     for key, value in message.get("headers", ()):
                         if key.lower() == b"mcp-session-id":
                             exchange.session = value.decode("latin-1")
@@ -67,7 +68,7 @@ class Observability:
             seconds = time.perf_counter() - start
             if metrics is not None:
                 metrics.request(route, scope["method"], exchange.status, seconds)
-            if logging:
+            if log:
                 access_log.write(self._fields(scope, exchange, seconds), self.json)
 
     def _fields(self, scope: Scope, exchange: Exchange, seconds: float) -> dict[str, Any]:

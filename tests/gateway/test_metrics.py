@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import parse_config
+from gateway.config import load_config, parse_config
 from gateway.runtime import Runtime
 from tests.a2a.harness import NO_STORE, V1, message
 from tests.a2a.harness import rpc as a2a_rpc
@@ -176,3 +176,24 @@ async def test_only_metrics_is_served_at_the_stats_address() -> None:
         await http.get(gateway_url(runtime, "/anything"))
         samples = await scrape(http, runtime)
     assert value(samples, "agentplex_requests_total", route="listener0/route0", method="GET", status="200") == 1
+
+
+async def test_counters_carry_on_across_a_reload(tmp_path: Any) -> None:
+    text = "config: {statsAddr: '127.0.0.1:0'}\nbinds:\n- port: 0\n  listeners:\n  - routes:\n"
+    text += "    - {name: hello, policies: {directResponse: {body: BODY}}}\n"
+    path = tmp_path / "gw.yaml"
+    path.write_text(text.replace("BODY", "one"))
+    runtime = Runtime(load_config(path), lambda: load_config(path), poll=0.1)
+    async with anyio.create_task_group() as tg, httpx.AsyncClient(timeout=30) as http:
+        await tg.start(runtime.run)
+        try:
+            assert (await http.get(gateway_url(runtime, "/"))).text == "one"
+            path.write_text(text.replace("BODY", "two"))
+            with anyio.fail_after(15):
+                while runtime.generation < 2:
+                    await anyio.sleep(0.05)
+            assert (await http.get(gateway_url(runtime, "/"))).text == "two"
+            samples = await scrape(http, runtime)
+        finally:
+            runtime.stop()
+    assert value(samples, "agentplex_requests_total", route="hello", method="GET", status="200") == 2
