@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from federation.bridge import Parked, ParkedCalls
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
+from federation.observer import Message as Observed
+from federation.observer import NoObserver, Observer
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import RELAY_CALLER, TargetSpec, Upstream
@@ -61,6 +64,8 @@ class Call:
 
 # The call an upstream request is being made for; read back in upstream callbacks.
 _CALLER: contextvars.ContextVar[Call | None] = contextvars.ContextVar("caller", default=None)
+# The request being served, as the observer will be told of it; the guard checks fill in its item.
+_OBSERVED: contextvars.ContextVar[Observed | None] = contextvars.ContextVar("observed", default=None)
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,16 @@ class Federation:
     """
 
     def __init__(
-        self, targets: Sequence[TargetSpec], settings: FederationSettings | None = None, guard: Guard | None = None
+        self,
+        targets: Sequence[TargetSpec],
+        settings: FederationSettings | None = None,
+        guard: Guard | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings or FederationSettings()
         self.guard: Guard = guard or OpenGuard()
+        self.observer: Observer = observer or NoObserver()
+        self._ended_restarts: dict[str, int] = {}  # restarts of client sessions' upstreams that have closed
         self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}  # the shared ones
         self._session_upstreams: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
         self._owners: dict[Upstream, Any] = {}  # and back
@@ -179,6 +190,16 @@ class Federation:
         for upstream in self._session_upstreams.pop(connection, {}).values():
             self._owners.pop(upstream, None)
             await upstream.close()
+            name = upstream.spec.name
+            self._ended_restarts[name] = self._ended_restarts.get(name, 0) + upstream.restarts
+
+    def restarts(self) -> dict[str, int]:
+        """Reconnections per target so far (for stdio: processes started again), every client session's included."""
+        counts = dict(self._ended_restarts)
+        for ups in [self.upstreams, *self._session_upstreams.values()]:
+            for name, up in ups.items():
+                counts[name] = counts.get(name, 0) + up.restarts
+        return counts
 
     # -- the virtual server ----------------------------------------------------------------
 
@@ -208,15 +229,39 @@ class Federation:
     async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         """Every request: remember who is connected; failClosed: no session starts while a target is down."""
         self.downstreams.seen(ctx)
-        if ctx.method not in _ITEM_METHODS:  # those are admitted once their item is known
-            await self._guard_admit(_request(ctx), Access(ctx.method))
-        if ctx.method in ("initialize", "server/discover"):
-            down = await self._unreachable(ctx)
-            if down and self.settings.failure_mode == "failClosed":
-                raise UpstreamError(down[0][0], f"unavailable, so the session was refused (failClosed): {down[0][1]}")
-            if len(down) == len(self.upstreams):
-                raise UpstreamError(down[0][0], f"unavailable, and so is every other target: {down[0][1]}")
-        return await call_next(ctx)
+        if ctx.request_id is None:  # a notification
+            return await call_next(ctx)
+        observed = Observed(ctx.method)
+        token = _OBSERVED.set(observed)
+        start = time.perf_counter()
+        try:
+            if ctx.method not in _ITEM_METHODS:  # those are admitted once their item is known
+                await self._guard_admit(_request(ctx), Access(ctx.method))
+            if ctx.method in ("initialize", "server/discover"):
+                down = await self._unreachable(ctx)
+                if down and self.settings.failure_mode == "failClosed":
+                    raise UpstreamError(
+                        down[0][0], f"unavailable, so the session was refused (failClosed): {down[0][1]}"
+                    )
+                if len(down) == len(self.upstreams):
+                    raise UpstreamError(down[0][0], f"unavailable, and so is every other target: {down[0][1]}")
+            return await call_next(ctx)
+        except MCPError as exc:
+            observed.failed(exc.error.code)
+            raise
+        except Exception:
+            observed.failed(types.INTERNAL_ERROR)
+            raise
+        finally:
+            _OBSERVED.reset(token)
+            observed.seconds = time.perf_counter() - start
+            self._observe(_request(ctx), observed)
+
+    def _observe(self, request: Any, observed: Observed) -> None:
+        try:
+            self.observer.message(request, observed)
+        except Exception:  # watching must never break serving
+            logger.exception("observer failed for %s", observed.method)
 
     async def _unreachable(self, ctx: ServerRequestContext[Any]) -> list[tuple[str, str]]:
         """Targets this client cannot reach (its own session upstreams are opened here)."""
@@ -312,7 +357,15 @@ class Federation:
 
     async def _check(self, request: Any, access: Access) -> None:
         """Hidden: the unknown-name error. Visible: the guard admits it or raises (rate limits)."""
+        observed = _OBSERVED.get()
+        if observed is not None and access.kind is not None:
+            observed.target = access.target
+            # Only a name the catalog holds: a resource URI may be free text the client made up.
+            catalog = self.catalogs.get(access.kind)  # type: ignore[arg-type]
+            observed.name = access.name if catalog is not None and catalog.get(access.name) is not None else ""
         if not self._visible(request, access):
+            if observed is not None:
+                observed.outcome = "denied"
             if access.kind == "resource":  # what an unknown URI gets
                 raise MCPError(-32002, f"Resource not found: {access.name}")
             raise unknown_name(_KIND_NOUN[access.kind or "tool"], access.name)
@@ -321,7 +374,11 @@ class Federation:
     async def _guard_admit(self, request: Any, access: Access) -> None:
         try:
             await self.guard.admit(request, access)
-        except MCPError:
+        except MCPError as exc:
+            observed = _OBSERVED.get()
+            if observed is not None:  # a limit says when to retry; anything else is a refusal
+                data = exc.error.data
+                observed.outcome = "rate_limited" if isinstance(data, dict) and "retryAfter" in data else "denied"
             raise
         except Exception:
             logger.exception("policy check failed for %s %s", access.method, access.name)
@@ -449,6 +506,22 @@ class Federation:
         upstream = self._upstream_for_session(entry.target, downstream.session_id)
         if upstream is None or not upstream.can_relay:
             return None
+        observed = Observed("tools/call")
+        token = _OBSERVED.set(observed)
+        start = time.perf_counter()
+        try:
+            response = await self._relay(request, downstream, entry, upstream)
+        finally:
+            _OBSERVED.reset(token)
+        error = response.get("error")
+        if error is not None:
+            observed.failed(error.get("code", types.INTERNAL_ERROR))
+        observed.seconds = time.perf_counter() - start
+        self._observe(downstream.scope, observed)
+        return response
+
+    async def _relay(self, request: Message, downstream: Downstream, entry: Any, upstream: Upstream) -> Message:
+        params = request["params"]
         reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
         access = Access("tools/call", "tool", entry.item.name, entry.target, entry.original)
         try:

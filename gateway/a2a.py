@@ -140,6 +140,7 @@ class A2AEndpoint:
     route: str = ""  # its route's name (which client: see A2ARoutes.client_for)
     delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
     mirror: Any = None  # requestMirror (gateway/policies/mirror.py): copies of the calls that passed the checks
+    observe: Any = None  # an Observability (gateway/observability/exchange.py): each call's outcome
 
     def __init__(
         self,
@@ -185,11 +186,16 @@ class A2AEndpoint:
             return
         if call is None:
             return  # a malformed request, answered
-        refusal = await self._check(scope, agent.name, call)
-        if refusal is not None:
+        refused = await self._check(scope, agent.name, call)
+        if refused is not None:
+            refusal, outcome = refused
+            if self.observe is not None:
+                self.observe.a2a_call(self.route, scope, agent.name, call.method, outcome)
             await refusal(scope, receive, send)
             return
-        await self._forward(scope, receive, send, agent, raw_tail, call)
+        ok = await self._forward(scope, receive, send, agent, raw_tail, call)
+        if self.observe is not None:
+            self.observe.a2a_call(self.route, scope, agent.name, call.method, "ok" if ok else "error")
 
     async def _find(self, scope: Scope) -> tuple[Agent, str, str] | JSONResponse:
         """The agent the path names (with the path below it, decoded and as sent), or the error to answer."""
@@ -208,7 +214,8 @@ class A2AEndpoint:
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, agent: Agent, raw_tail: str, call: _Call
-    ) -> None:
+    ) -> bool:
+        """False when the agent could not be reached (the client got the error)."""
         query = scope.get("query_string", b"").decode("latin-1")
         url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
         headers = dict(agent.headers)
@@ -223,7 +230,7 @@ class A2AEndpoint:
                     await JSONResponse(body, status_code=502)(scope, receive, send)
                 else:
                     await _rest(502, "INTERNAL_ERROR", why)(scope, receive, send)
-                return
+                return False
         upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
         client = self.routes.client_for(self.route)
@@ -242,6 +249,7 @@ class A2AEndpoint:
                 rewrite=rewrite,
                 sending=self.delivery,
             )
+            return True
         except proxy.AgentUnavailable as exc:
             logger.warning("%s", exc.message)
             if call.jsonrpc:
@@ -249,6 +257,7 @@ class A2AEndpoint:
                 await JSONResponse(body, status_code=exc.status)(scope, receive, send)
             else:
                 await _rest(exc.status, "INTERNAL_ERROR", exc.message)(scope, receive, send)
+            return False
 
     # -- where, what -------------------------------------------------------------------------
 
@@ -315,8 +324,8 @@ class A2AEndpoint:
             logger.exception("authorization failed for agent %r; denying", name)
             return False
 
-    async def _check(self, scope: Scope, name: str, call: _Call) -> JSONResponse | None:
-        """None if the guard admits the call, else the refusal in the call's dialect."""
+    async def _check(self, scope: Scope, name: str, call: _Call) -> tuple[JSONResponse, str] | None:
+        """None if the guard admits the call, else the refusal in the call's dialect and why (denied, rate_limited)."""
         if self.guard is None:
             return None
         access = Access(call.method, "agent", name, name, "", call.skill)
@@ -325,7 +334,7 @@ class A2AEndpoint:
             if allowed:
                 await self.guard.admit(scope, access)
         except MCPError as exc:  # a rate limit (or a limiter that cannot decide and fails closed)
-            return _limited(exc, call)
+            return _limited(exc, call), "rate_limited"
         except Exception:
             logger.exception("authorization failed for %s on agent %r; denying", call.method, name)
             allowed = False
@@ -333,8 +342,8 @@ class A2AEndpoint:
             return None
         what = f"{call.method or scope['method'] + ' ' + scope['path']} on agent {name!r} is not allowed"
         if call.jsonrpc:
-            return JSONResponse(jsonrpc_error(call.request_id, UNSUPPORTED_OPERATION, what))
-        return _rest(403, "UNSUPPORTED_OPERATION", what)
+            return JSONResponse(jsonrpc_error(call.request_id, UNSUPPORTED_OPERATION, what)), "denied"
+        return _rest(403, "UNSUPPORTED_OPERATION", what), "denied"
 
     # -- cards -------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, P
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.keeper import Keeper, Part
+from gateway.observability.exchange import Observability
 from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.retry import Delivery, delivery
@@ -66,24 +67,30 @@ class BindRuntime:
     active: int = 0  # requests in flight (a reload waits for the old config's to finish)
     streams: int = 0  # of which event streams a client holds open (GET text/event-stream)
     table: RouteTable[CompiledRoute] | None = None  # `routes` in precedence order (gateway/routing.py)
+    observe: Observability | None = None  # metrics and access logs per HTTP request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return
+        route, app = self._select(scope)
+        if app is None:
+            return
+        if self.observe is not None and scope["type"] == "http":
+            await self.observe.serve(route, app, scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    def _select(self, scope: Scope) -> tuple[str, ASGIApp | None]:
+        """The route's name and endpoint, or ("", the error answer) when no route may serve the request."""
         if scope["type"] == "http" and _unnormalized(scope["path"]):
             # `/public/../mcp` would match one route here and another behind a normalizing proxy: refuse.
-            response = JSONResponse({"error": "path has '.', '..' or empty segments"}, status_code=400)
-            await response(scope, receive, send)
-            return
+            return "", _UNNORMALIZED
         if self.table is None:
             self.table = RouteTable([(route.matches, route) for route in self.routes])
         route = self.table.select(scope)
         if route is not None:
-            await route.endpoint(scope, receive, send)
-            return
-        if scope["type"] == "http":
-            response = JSONResponse({"error": f"no route matches {scope['method']} {scope['path']}"}, status_code=404)
-            await response(scope, receive, send)
+            return route.name, route.endpoint
+        return "", (_no_route if scope["type"] == "http" else None)
 
     @property
     def bound_port(self) -> int:
@@ -91,6 +98,14 @@ class BindRuntime:
         if self.server is None or not self.server.servers:
             return self.port
         return self.server.servers[0].sockets[0].getsockname()[1]
+
+
+_UNNORMALIZED = JSONResponse({"error": "path has '.', '..' or empty segments"}, status_code=400)
+
+
+async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
+    response = JSONResponse({"error": f"no route matches {scope['method']} {scope['path']}"}, status_code=404)
+    await response(scope, receive, send)
 
 
 class Socket:
@@ -224,10 +239,12 @@ class McpEndpoints:
 class Gateway:
     """Everything one config describes, ready to be started with `running()` and `serve()`."""
 
-    def __init__(self, config: Config, keeper: Keeper | None = None) -> None:
+    def __init__(self, config: Config, keeper: Keeper | None = None, observability: Observability | None = None) -> None:
         """`keeper`: the running parts of the config before this one (a reload); an MCP route whose
-        backend is unchanged takes its part over, live sessions included."""
+        backend is unchanged takes its part over, live sessions included. `observability`: the process's
+        metrics (None: none, only access logs)."""
         self.config = config
+        self.observability = observability or Observability(None, config.config.logging.format)
         self.keeper = keeper if keeper is not None else Keeper()
         self._own_keeper = keeper is None
         self.parts: list[Part] = []  # MCP routes' federation + endpoints, run by the keeper
@@ -248,7 +265,7 @@ class Gateway:
 
     def _compile_bind(self, bind: Bind, origin: str) -> BindRuntime:
         """`origin` is the config key the bind came from: `binds[i]`, or a short block (`mcp`, `a2a`)."""
-        runtime = BindRuntime(bind.address, bind.port)
+        runtime = BindRuntime(bind.address, bind.port, observe=self.observability)
         for li, listener in enumerate(bind.listeners):
             for ri, route in enumerate(listener.routes):
                 name = route.name or f"{listener.name or f'listener{li}'}/route{ri}"
@@ -308,9 +325,12 @@ class Gateway:
         part = self.keeper.find(key)
         rules = json.dumps([p.model_dump(mode="json", exclude_none=True) for _, p in levels], sort_keys=True)
         guard = compiled.guard or OpenGuard()
+        self._observe_limits(name, compiled)
+        observer = self.observability.federation_observer(name)
         if part is not None:  # a reload that left this backend as it was: its sessions carry on
             federation, endpoints = part.value
             self._later(setattr, federation, "guard", guard)
+            self._later(setattr, federation, "observer", observer)
             if part.revision != rules:  # what its clients may see may have changed: they list again
                 self.changed_lists.append(federation)
         else:
@@ -324,6 +344,7 @@ class Gateway:
                     stateless=backend.statefulMode == "stateless",
                 ),
                 guard=compiled.guard,
+                observer=observer,
             )
             server, security = federation.build_server(), rebinding_protection(bind.address)
             endpoint = StreamableHTTPEndpoint(
@@ -350,6 +371,11 @@ class Gateway:
         self.federations.append((name, federation))
         return _routes(name, listener, route, compiled, endpoints)
 
+    def _observe_limits(self, route: str, compiled: RoutePolicies) -> None:
+        observer = self.observability.limit_observer(route)
+        if observer is not None:
+            compiled.observe_limits(observer)
+
     def _levels(self, *pairs: tuple[str, Policies | None]) -> list[tuple[str, Policies]]:
         """(where, policies) for the levels that have policies, outermost first; where = '<file>: <key.path>'."""
         return [(f"{self.config.source}: {at}.policies", p) for at, p in pairs if p is not None]
@@ -373,6 +399,7 @@ class Gateway:
         if short is not None:
             mirror.refuse(levels, "the a2a block's")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
+        self._observe_limits(name, compiled)
         if short is not None:
             side = _backend_policies(levels, self.base_dir)
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
@@ -394,7 +421,7 @@ class Gateway:
             registry=registry,
             tls=side.tls,
         )
-        endpoint.auth, endpoint.delivery = side.auth, side.delivery
+        endpoint.auth, endpoint.delivery, endpoint.observe = side.auth, side.delivery, self.observability
         endpoint.mirror = mirror.build(name, levels)
         if endpoint.mirror is not None:
             self.mirrors.append(endpoint.mirror)
@@ -417,6 +444,7 @@ class Gateway:
         """A route with no backend: its directResponse or requestRedirect policy answers (after the other policies)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        self._observe_limits(name, compiled)
         self.closers.extend(compiled.closers)
         unreachable = JSONResponse({"error": "no backend"}, status_code=500)  # the directResponse step answers first
         return _routes(name, listener, route, compiled, unreachable)
@@ -427,6 +455,7 @@ class Gateway:
         """A plain HTTP route: its `host` backends share the matching requests by weight (gateway/http_backend.py)."""
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        self._observe_limits(name, compiled)
         backends: list[tuple[HttpBackend, int]] = []
         for host, weight, backend_level in self._hosts(route, where):
             side = _backend_policies(levels + backend_level, self.base_dir)

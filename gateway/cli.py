@@ -104,7 +104,7 @@ def _run_file(path: str, args: argparse.Namespace) -> int:
 
 
 def _run_config(config: Config, log_level: str, source: str, reload: Callable[[], Config] | None = None) -> int:
-    _setup_logging(log_level)
+    _setup_logging(log_level, config.config.logging.format)
     logger.info("agentplex starting with %s", source)
     anyio.run(serve, config, reload)
     return 0
@@ -263,13 +263,21 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20
     raise SystemExit(f"the sample notes server did not listen on port {port} within {timeout:g}s")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    access = logging.getLogger("agentplex.access")
+    access.handlers.clear()
+    access.propagate = True
+    if log_format == "json":  # access lines are JSON documents: one per line, nothing around them
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
     for noisy in ("httpx2", "httpx", "mcp", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -20,6 +20,9 @@ import anyio.abc
 from gateway.app import BindRuntime, Gateway, Socket, listen, open_all
 from gateway.config import Config, ConfigError
 from gateway.keeper import Keeper, Part
+from gateway.observability.exchange import Observability
+from gateway.observability.metrics import Metrics
+from gateway.observability.stats import StatsServer
 
 logger = logging.getLogger("agentplex")
 
@@ -35,8 +38,14 @@ class Runtime:
         self._load = load
         self._poll = poll
         self._keeper = Keeper()
+        # One registry for the process: counters carry on across reloads. The stats address is read
+        # once, at start (a reload that changes it takes effect on the next start).
+        self.metrics = Metrics() if config.config.statsAddr else None
+        self.stats: StatsServer | None = None
+        if self.metrics is not None:
+            self.metrics.federations = lambda: self.gateway.federations
         # Compiled and bound here: a bad config or a port in use fails before anything runs.
-        self.gateway = Gateway(config, self._keeper)
+        self.gateway = Gateway(config, self._keeper, self._observability(config))
         self.sockets: dict[SocketKey, Socket] = {
             key: Socket(bind, config.config.connectionTerminationDeadline) for key, bind in _by_key(self.gateway).items()
         }
@@ -62,6 +71,10 @@ class Runtime:
                         s.sock.close()  # type: ignore[union-attr]
                     raise
                 await listen(list(self.sockets.values()), tg)
+                if self.metrics is not None and self.config.config.statsAddr:
+                    stats = StatsServer(self.config.config.statsAddr, self.metrics)
+                    if await stats.start(tg):
+                        self.stats = stats
                 self.generation = 1
                 if self._load is not None and self.config.source not in ("<string>", ""):
                     tg.start_soon(self._watch, Path(self.config.source))
@@ -84,7 +97,7 @@ class Runtime:
                 return False
             try:
                 config = self._load()
-                gateway = Gateway(config, self._keeper)
+                gateway = Gateway(config, self._keeper, self._observability(config))
             except ConfigError as exc:
                 for problem in exc.problems:
                     logger.error("reload rejected: %s", problem)
@@ -131,6 +144,14 @@ class Runtime:
             )
             return True
 
+    def _observability(self, config: Config) -> Observability:
+        return Observability(self.metrics, config.config.logging.format)
+
+    @property
+    def stats_port(self) -> int | None:
+        """The port /metrics is served on (None: not serving it)."""
+        return self.stats.port if self.stats is not None else None
+
     @property
     def _deadline(self) -> float:
         return self.config.config.connectionTerminationDeadline
@@ -172,6 +193,8 @@ class Runtime:
         with anyio.move_on_after(settings.connectionTerminationDeadline + 1):
             while not all(socket.done for socket in self.sockets.values()):
                 await anyio.sleep(0.05)
+        if self.stats is not None:
+            self.stats.stop()
 
     async def _sweep(self) -> None:
         """Close the endpoints a reload kept for their sessions once the last has ended."""

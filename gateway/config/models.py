@@ -225,7 +225,7 @@ class LoggingSettings(_Model):
 
 class GlobalSettings(_Model):
     adminAddr: str = "127.0.0.1:15000"
-    statsAddr: str = "127.0.0.1:15020"
+    statsAddr: str | None = "127.0.0.1:15020"  # Prometheus /metrics (gateway/observability); null: none
     # On SIGTERM: keep accepting for the minimum, then stop accepting and let open requests finish
     # until the deadline (event streams clients hold open end once the requests are done).
     connectionMinTerminationDeadline: Duration = 0.0

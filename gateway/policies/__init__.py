@@ -8,7 +8,7 @@ denying rule at any level wins.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +46,14 @@ class RoutePolicies:
     closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
     response_headers: list[HeaderModifier] = field(default_factory=list)  # applied to every answer
     cors: CorsPolicy | None = None
+
+    def observe_limits(self, decided: Callable[[bool], None]) -> None:
+        """Have every rate limit of the route report each decision (allowed: True) to `decided`."""
+        if self.guard is not None:
+            self.guard.decided = decided
+        for step in self.steps:
+            if isinstance(step, HttpRateLimitStep):
+                step.decided = decided
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The route's endpoint behind its HTTP-stage steps, then CORS (preflights never reach the
@@ -141,6 +149,8 @@ class HttpRateLimitStep:
     """A limit that does not look at MCP messages refuses the whole HTTP request: 429 + Retry-After
     (503 when the limiter itself is unavailable and fails closed)."""
 
+    decided: Callable[[bool], None] | None = None  # told each decision (metrics)
+
     def __init__(self, limit: Limiter) -> None:
         self.limit = limit
 
@@ -149,6 +159,8 @@ class HttpRateLimitStep:
             wait = await self.limit.take(self.limit.scope.bucket(scope, _HTTP))
         except MCPError as exc:  # the limiter cannot decide (remoteRateLimit failClosed without Redis)
             return Refusal(503, "rate_limiter_unavailable", exc.message)
+        if self.decided is not None:
+            self.decided(wait is None)
         if wait is None:
             return None
         seconds = max(1, math.ceil(wait))

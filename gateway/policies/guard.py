@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from federation.guard import Access
@@ -19,6 +19,8 @@ class Limiter(Protocol):
 class PolicyGuard:
     """Every level's rules must allow (a deny anywhere wins); every applicable limit is charged."""
 
+    decided: Callable[[bool], None] | None = None  # told each rate-limit decision (metrics)
+
     def __init__(self, rules: Sequence[RuleSet], limits: Sequence[Limiter]) -> None:
         self.rules = list(rules)
         self.limits = list(limits)
@@ -32,5 +34,7 @@ class PolicyGuard:
             return
         for limit in applicable:
             wait = await limit.take(limit.scope.bucket(request, access))
+            if self.decided is not None:
+                self.decided(wait is None)
             if wait is not None:
                 raise rate_limited(wait, access.name or access.method)

@@ -159,6 +159,7 @@ class Upstream:
         self.spec = spec
         self.events = events
         self.last_error: str | None = None
+        self.connections = 0  # sessions opened so far: each after the first is a restart (a new process for stdio)
         self._session: ClientSession | None = None
         self._stop: anyio.Event | None = None
         self._done: anyio.Event | None = None
@@ -194,6 +195,10 @@ class Upstream:
     @property
     def connected(self) -> bool:
         return self._session is not None and not _is_closed(self._session)
+
+    @property
+    def restarts(self) -> int:
+        return max(0, self.connections - 1)
 
     @property
     def protocol_version(self) -> str | None:
@@ -258,6 +263,7 @@ class Upstream:
         outcome = ready[0]
         if isinstance(outcome, ClientSession):
             self._session = outcome
+            self.connections += 1
             self.last_error = None
             self.retry_after = self.first_retry
             logger.info("target %s connected (%s, %s)", self.spec.name, self.spec.transport, outcome.protocol_version)

@@ -1,0 +1,43 @@
+"""What federation tells whoever watches it: one `Message` per downstream MCP request it served.
+
+Like the guard, the interface is federation's and the gateway implements it (metrics, access logs);
+federation knows nothing of Prometheus or log formats. `request` is the transport's request, as
+the guard gets it: the ASGI scope of the HTTP request that carried the message, or None on stdio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["ok", "error", "denied", "rate_limited"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One request served. `target` and `name` come from the catalog only (a name the catalog does not
+    hold is left ""), so what a client writes never becomes a label or a log field by itself."""
+
+    method: str
+    target: str = ""
+    name: str = ""
+    outcome: Outcome = "ok"
+    code: int | None = None  # the JSON-RPC error code, when the request failed
+    seconds: float = 0.0
+
+    def failed(self, code: int) -> None:
+        """An error answer; a refusal already noted (denied, rate limited) keeps its outcome."""
+        self.code = code
+        if self.outcome == "ok":
+            self.outcome = "error"
+
+
+class Observer(Protocol):
+    def message(self, request: Any, message: Message) -> None:
+        """Called once a request has been answered; must be cheap and must not raise."""
+        ...
+
+
+class NoObserver:
+    def message(self, request: Any, message: Message) -> None:
+        return None

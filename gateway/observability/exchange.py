@@ -1,0 +1,133 @@
+"""Per HTTP request: time it, count it, log it. The message layer adds what it learns to the request's
+`Exchange` (in `scope["state"]`), so the access line can say which MCP method, tool or agent it was."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from federation.observer import Message as McpMessage
+from gateway.observability import access_log
+from gateway.observability.metrics import Metrics
+
+EXCHANGE = "agentplex.exchange"
+
+
+@dataclass(slots=True)
+class Exchange:
+    route: str
+    status: int = 0
+    session: str = ""  # Mcp-Session-Id (of the request, or the one an initialize answer assigned)
+    mcp: McpMessage | None = None
+    a2a: tuple[str, str, str] | None = None  # agent, method, outcome
+
+
+def exchange_of(scope: Any) -> Exchange | None:
+    state = scope.get("state") if isinstance(scope, dict) else None
+    return state.get(EXCHANGE) if isinstance(state, dict) else None
+
+
+class Observability:
+    """What one config records into: the process's metrics (None: no stats address) and its log format."""
+
+    def __init__(self, metrics: Metrics | None = None, log_format: str = "text") -> None:
+        self.metrics = metrics
+        self.json = log_format == "json"
+
+    async def serve(self, route: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics, log = self.metrics, access_log.logger.isEnabledFor(logging.INFO)
+        if metrics is None and not log:
+            await app(scope, receive, send)
+            return
+        state = scope.get("state")
+        if not isinstance(state, dict):
+            state = scope["state"] = {}
+        exchange = state[EXCHANGE] = Exchange(route)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                if log:
+                    for key, value in message.get("headers", ()):
+                        if key.lower() == b"mcp-session-id":
+                            exchange.session = value.decode("latin-1")
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await app(scope, receive, sending)
+        except BaseException:
+            if exchange.status == 0:
+                exchange.status = 500
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            if metrics is not None:
+                metrics.request(route, scope["method"], exchange.status, seconds)
+            if log:
+                access_log.write(self._fields(scope, exchange, seconds), self.json)
+
+    def _fields(self, scope: Scope, exchange: Exchange, seconds: float) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "route": exchange.route,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": exchange.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "caller": access_log.caller(scope),
+        }
+        session = exchange.session or _header(scope, b"mcp-session-id")
+        mcp = exchange.mcp
+        if mcp is not None:
+            fields.update({"mcp.method": mcp.method, "mcp.target": mcp.target, "mcp.name": mcp.name})
+            fields["mcp.outcome"] = mcp.outcome
+            if mcp.code is not None:
+                fields["mcp.error_code"] = mcp.code
+        if session:
+            fields["mcp.session"] = session
+        if exchange.a2a is not None:
+            fields["a2a.agent"], fields["a2a.method"], fields["a2a.outcome"] = exchange.a2a
+        return fields
+
+    def federation_observer(self, route: str) -> McpObserver:
+        return McpObserver(route, self.metrics)
+
+    def a2a_call(self, route: str, scope: Scope, agent: str, method: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.a2a_call(route, agent, method, outcome)
+        exchange = exchange_of(scope)
+        if exchange is not None:
+            exchange.a2a = (agent, method, outcome)
+
+    def limit_observer(self, route: str) -> Any:
+        """What a route's rate limits call with each decision (None: nobody counts them)."""
+        metrics = self.metrics
+        if metrics is None:
+            return None
+        return lambda allowed: metrics.ratelimit_decision(route, allowed)
+
+
+class McpObserver:
+    """Federation's observer for one MCP route: the message's counters, and its access-log fields."""
+
+    def __init__(self, route: str, metrics: Metrics | None) -> None:
+        self.route = route
+        self.metrics = metrics
+
+    def message(self, request: Any, message: McpMessage) -> None:
+        if self.metrics is not None:
+            self.metrics.message(self.route, message)
+        exchange = exchange_of(request)
+        if exchange is not None:
+            exchange.mcp = message
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""

@@ -1,0 +1,142 @@
+"""The gateway's Prometheus metrics, in a registry of their own (one per process: `Runtime` makes it).
+
+Labels stay bounded: routes, targets and agents come from the config or the registry, tool/prompt/resource
+names from the catalog (federation leaves unknown ones ""), HTTP and MCP methods from fixed lists
+("other" otherwise). Children are bound once per label set and cached, so recording is a dict look-up
+and an increment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from federation.observer import Message
+from federation.server import Federation
+from protocols.a2a.methods import METHODS as A2A_METHODS
+
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+MCP_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "subscriptions/listen",
+        "tasks/get",
+        "tasks/list",
+        "tasks/cancel",
+        "tasks/result",
+    }
+)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def bounded(value: str, known: frozenset[str]) -> str:
+    return value if value in known else "other"
+
+
+class Metrics:
+    """Every agentplex_* metric, and cached children for the label sets seen so far."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "agentplex_requests", "HTTP requests answered", ["route", "method", "status"], registry=registry
+        )
+        self.request_seconds = Histogram(
+            "agentplex_request_duration_seconds", "HTTP request duration", ["route"], buckets=BUCKETS, registry=registry
+        )
+        self.mcp_messages = Counter(
+            "agentplex_mcp_messages",
+            "MCP requests served, by method, target, catalog name and outcome (ok, error, denied, rate_limited)",
+            ["route", "method", "target", "name", "outcome"],
+            registry=registry,
+        )
+        self.mcp_seconds = Histogram(
+            "agentplex_mcp_message_duration_seconds",
+            "MCP request duration",
+            ["route", "method", "target"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.a2a_calls = Counter(
+            "agentplex_a2a_calls",
+            "A2A calls, by agent, method and outcome",
+            ["route", "agent", "method", "outcome"],
+            registry=registry,
+        )
+        self.ratelimit = Counter(
+            "agentplex_ratelimit_decisions",
+            "Rate limit decisions (allowed, limited)",
+            ["route", "decision"],
+            registry=registry,
+        )
+        # The MCP routes' federations now (the runtime points this at its current config).
+        self.federations: Callable[[], Iterable[tuple[str, Federation]]] = lambda: ()
+        registry.register(UpstreamCollector(self))
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self._child(self.requests, route, bounded(method, HTTP_METHODS), str(status)).inc()
+        self._child(self.request_seconds, route).observe(seconds)
+
+    def message(self, route: str, message: Message) -> None:
+        method = bounded(message.method, MCP_METHODS)
+        self._child(self.mcp_messages, route, method, message.target, message.name, message.outcome).inc()
+        self._child(self.mcp_seconds, route, method, message.target).observe(message.seconds)
+
+    def a2a_call(self, route: str, agent: str, method: str, outcome: str) -> None:
+        self._child(self.a2a_calls, route, agent, bounded(method, A2A_METHODS), outcome).inc()
+
+    def ratelimit_decision(self, route: str, allowed: bool) -> None:
+        self._child(self.ratelimit, route, "allowed" if allowed else "limited").inc()
+
+
+class UpstreamCollector(Collector):
+    """Upstream health, session counts and stdio restarts, read from the federations at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("agentplex_upstream_up", "1 if the target is connected", labels=["route", "target"])
+        sessions = GaugeMetricFamily(
+            "agentplex_upstream_sessions",
+            "Client sessions with an upstream session of their own",
+            labels=["route", "target"],
+        )
+        restarts = CounterMetricFamily(
+            "agentplex_stdio_restarts", "stdio target processes started again", labels=["route", "target"]
+        )
+        for route, federation in self.metrics.federations():
+            again = federation.restarts()
+            for target, state in federation.status().items():
+                up.add_metric([route, target], 1.0 if state["connected"] else 0.0)
+                sessions.add_metric([route, target], float(state["sessions"]))
+                if federation.upstreams[target].spec.transport == "stdio":
+                    restarts.add_metric([route, target], float(again.get(target, 0)))
+        yield up
+        yield sessions
+        yield restarts
