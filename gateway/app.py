@@ -110,7 +110,7 @@ class Socket:
             access_log=False,
             timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
         )
-        self.server = bind.server = _Server(config)
+        self.server = bind.server = SignalFreeServer(config)
         self.done = False
         self.sock: socket.socket | None = None
 
@@ -200,6 +200,13 @@ class McpEndpoints:
     def session_count(self) -> int:
         return self.streamable.session_count() + self.sse.session_count()
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """Live client sessions, those kept from before a reload included (marked `draining`)."""
+        found = self.streamable.sessions() + self.sse.sessions()
+        for old in self.previous:
+            found.extend({**session, "draining": True} for session in old.sessions())
+        return found
+
     def owns(self, scope: Scope) -> bool:
         """Is the session this request names one of ours?"""
         sid = next((v for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None)
@@ -236,6 +243,7 @@ class Gateway:
         self._changes: list[Callable[[], None]] = []  # to parts kept from a running config: made by commit()
         self.changed_lists: list[Federation] = []  # kept federations whose policies this config changed
         self.federations: list[tuple[str, Federation]] = []
+        self.endpoints: dict[str, McpEndpoints] = {}  # MCP route name -> its transports (sessions, for the admin API)
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.mirrors: list[mirror.Mirror] = []  # requestMirror of plain HTTP routes (open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
@@ -348,6 +356,7 @@ class Gateway:
         self._later(setattr, part, "revision", rules)
         self.parts.append(part)
         self.federations.append((name, federation))
+        self.endpoints[name] = endpoints
         return _routes(name, listener, route, compiled, endpoints)
 
     def _levels(self, *pairs: tuple[str, Policies | None]) -> list[tuple[str, Policies]]:
@@ -576,7 +585,7 @@ class Gateway:
                     yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
 
 
-class _Server(uvicorn.Server):
+class SignalFreeServer(uvicorn.Server):
     """uvicorn without its own signal handling: the CLI owns signals for all binds at once."""
 
     @contextlib.contextmanager
