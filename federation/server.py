@@ -46,7 +46,7 @@ _ITEM_METHODS = frozenset(
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
-_CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
+CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
 
 @dataclass(eq=False)
@@ -260,7 +260,7 @@ class Federation:
         async def fetch(up: Upstream) -> None:
             try:
                 session = await up.session()
-                if getattr(session.server_capabilities, _CAPABILITY[kind], None) is None:
+                if getattr(session.server_capabilities, CAPABILITY[kind], None) is None:
                     results[up.spec.name] = []
                     return
                 results[up.spec.name] = await up.list_all(method)

@@ -584,6 +584,18 @@ class Gateway:
                     status = "up" if state["connected"] else f"DOWN ({state['lastError']})"
                     yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
 
+    def failed_targets(self) -> Iterator[str]:
+        """One clear line per target that did not start, and what that means for its route."""
+        for route, federation in self.federations:
+            for name, state in federation.status().items():
+                if state["connected"]:
+                    continue
+                if federation.settings.failure_mode == "failOpen":
+                    effect = "failOpen: the route serves its other targets meanwhile"
+                else:
+                    effect = "failClosed: the route refuses new sessions until it is up"
+                yield f"target {name} of route {route} failed to start: {state['lastError']} (retried on use; {effect})"
+
 
 class SignalFreeServer(uvicorn.Server):
     """uvicorn without its own signal handling: the CLI owns signals for all binds at once."""

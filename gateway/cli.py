@@ -12,10 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
+from mcp.shared.exceptions import MCPError
 
-from federation.server import Federation
+from federation.catalog import Kind, build_catalog
+from federation.server import CAPABILITY, LIST_METHODS, Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.models import HttpTarget, McpShort, StdioTarget, Target
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or ("run" if args.file else "quickstart")
     try:
         if command == "validate":
-            return _validate(args.file)
+            return _validate(args.file, catalog=args.catalog)
         if command == "quickstart":
             return _quickstart(args)
         if command == "stdio":
@@ -66,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     _serve_flags(run)
     validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
     validate.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    validate.add_argument(
+        "--catalog",
+        action="store_true",
+        help="also start the targets and print the tools, prompts and resources each MCP route would serve"
+        " (exit 1 if a target cannot be listed)",
+    )
     stdio = sub.add_parser("stdio", help="serve a config's MCP route over stdin/stdout (for desktop clients)")
     stdio.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
     stdio.add_argument("--route", help="which MCP route, when the config has several")
@@ -89,12 +98,84 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
 
 
-def _validate(path: str) -> int:
+def _validate(path: str, catalog: bool = False) -> int:
     config = load_config(path)
     gateway = Gateway(config)  # compiles routes and federations: catches what the models cannot
     targets = sum(len(f.upstreams) for _, f in gateway.federations)
     print(f"{path}: ok ({len(gateway.binds)} bind(s), {len(gateway.federations)} MCP route(s), {targets} target(s))")
-    return 0
+    if not catalog:
+        return 0
+    _setup_logging("critical")  # the targets' own chatter would bury the listing
+    failed = anyio.run(_print_catalog, gateway)
+    return 1 if failed else 0
+
+
+_KINDS: tuple[tuple[Kind, str], ...] = (
+    ("tool", "tool"),
+    ("prompt", "prompt"),
+    ("resource", "resource"),
+    ("template", "resource template"),
+)
+
+
+async def _print_catalog(gateway: Gateway, timeout: float = 30.0) -> int:
+    """Start the config's targets (no listening socket), list each one, print the merged catalog per
+    MCP route with every item's origin, then shut them down. Returns how many targets failed."""
+    failed = 0
+    async with gateway.running():
+        for route, federation in gateway.federations:
+            print(f"route {route}:")
+            listed, errors = await _list_targets(federation, timeout)
+            catalogs = {kind: build_catalog(kind, federation.naming, listed[kind]) for kind, _ in _KINDS}
+            for name, upstream in federation.upstreams.items():
+                spec = upstream.spec
+                if name in errors:
+                    failed += 1
+                    print(f"  target {name} [{spec.transport}] {spec.describe()}: FAILED: {errors[name]}")
+                    continue
+                counts = ", ".join(
+                    f"{sum(1 for e in catalogs[kind].entries.values() if e.target == name)} {noun}(s)"
+                    for kind, noun in _KINDS
+                )
+                print(f"  target {name} [{spec.transport}] {spec.describe()}: {counts}")
+                for kind, noun in _KINDS:
+                    for exposed, entry in catalogs[kind].entries.items():
+                        if entry.target == name:
+                            print(f"    {noun} {exposed}{_origin_and_summary(exposed, entry)}")
+            for kind, _ in _KINDS:
+                for problem in catalogs[kind].problems:
+                    print(f"  problem: {problem}")
+    return failed
+
+
+async def _list_targets(federation: Federation, timeout: float) -> tuple[dict[Kind, dict[str, list[Any]]], dict[str, str]]:
+    """Every target's items of every kind it serves, and the targets that could not be listed (why)."""
+    listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind, _ in _KINDS}
+    errors: dict[str, str] = {}
+
+    async def list_target(name: str) -> None:
+        upstream = federation.upstreams[name]
+        try:
+            with anyio.fail_after(timeout):
+                session = await upstream.session()
+                for kind, _ in _KINDS:
+                    if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
+                        listed[kind][name] = await upstream.list_all(LIST_METHODS[kind])
+        except MCPError as exc:
+            errors[name] = exc.message
+        except TimeoutError:
+            errors[name] = f"no answer within {timeout:g}s"
+
+    async with anyio.create_task_group() as tg:
+        for name in federation.upstreams:
+            tg.start_soon(list_target, name)
+    return listed, errors
+
+
+def _origin_and_summary(exposed: str, entry: Any) -> str:
+    origin = f" (from {entry.original})" if entry.original != exposed else ""
+    description = (getattr(entry.item, "description", None) or "").strip()
+    return origin + (f": {description.splitlines()[0]}" if description else "")
 
 
 def _run_file(path: str, args: argparse.Namespace) -> int:
@@ -220,6 +301,8 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             await tg.start(run_until_stopped)
             for line in runtime.gateway.summary():
                 logger.info("%s", line)
+            for line in runtime.gateway.failed_targets():
+                logger.warning("%s", line)
     logger.info("agentplex stopped")
 
 
