@@ -33,8 +33,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from federation.catalog import Kind
 from federation.server import Federation
 from gateway.a2a_registry import RegistryApi
 from gateway.app import Gateway, SignalFreeServer
@@ -52,7 +53,7 @@ PROBES = frozenset({"/healthz", "/readyz"})
 PROBE_TIMEOUT = 5.0  # /readyz: how long a target that is not connected gets to connect
 LIST_TIMEOUT = 15.0  # /catalog: how long one route's listing may take
 _registry_apis: weakref.WeakKeyDictionary[Gateway, RegistryApi] = weakref.WeakKeyDictionary()  # one per generation
-_CATALOG = (("tool", "tools"), ("prompt", "prompts"), ("resource", "resources"), ("template", "resourceTemplates"))
+_CATALOG: tuple[tuple[Kind, str], ...] = (("tool", "tools"), ("prompt", "prompts"), ("resource", "resources"), ("template", "resourceTemplates"))
 
 
 class AdminServer:
@@ -105,7 +106,7 @@ class AdminServer:
         self.server.should_exit = True
 
 
-def build_admin_app(runtime: Runtime) -> Starlette:
+def build_admin_app(runtime: Runtime) -> ASGIApp:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "serving", "generation": runtime.generation})
 
@@ -191,7 +192,7 @@ def build_admin_app(runtime: Runtime) -> Starlette:
             Route("/reload", reload, methods=["POST"]),
         ]
     )
-    return _Guarded(app, runtime)  # type: ignore[return-value]
+    return _Guarded(app, runtime)
 
 
 class _Guarded:
@@ -315,26 +316,13 @@ def _route_targets(gateway: Gateway, route: str, federation: Federation) -> dict
 
 
 async def _route_catalog(route: str, federation: Federation) -> dict[str, Any]:
-    """List every kind from every target now (as an unauthenticated, unfiltered operator view)."""
+    """Every kind listed now from every target: an unfiltered operator view (no caller's rules apply)."""
+    catalogs, failures = await federation.survey(LIST_TIMEOUT)
     out: dict[str, Any] = {"route": route}
-    errors: list[str] = []
     for kind, key in _CATALOG:
-        try:
-            with anyio.fail_after(LIST_TIMEOUT):
-                catalog = await federation.refresh(kind)  # type: ignore[arg-type]
-        except MCPError as exc:
-            errors.append(exc.message)
-            catalog = federation.catalogs[kind]  # type: ignore[index]
-        except TimeoutError:
-            errors.append(f"listing {key} took longer than {LIST_TIMEOUT:g}s")
-            catalog = federation.catalogs[kind]  # type: ignore[index]
-        out[key] = [_item(kind, exposed, entry) for exposed, entry in catalog.entries.items()]
-        for problem in catalog.problems:
-            if problem not in errors:
-                errors.append(problem)
-        if catalog.unavailable:
-            out.setdefault("unavailable", sorted(catalog.unavailable))
-    out["problems"] = errors
+        out[key] = [_item(kind, exposed, entry) for exposed, entry in catalogs[kind].entries.items()]
+    out["failed"] = dict(sorted(failures.items()))
+    out["problems"] = [problem for kind, _ in _CATALOG for problem in catalogs[kind].problems]
     return out
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp.shared.exceptions import MCPError
 
-from federation.catalog import Kind, build_catalog
-from federation.server import CAPABILITY, LIST_METHODS, Federation
+from federation.catalog import Kind
+from federation.server import Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
 from gateway.config.models import HttpTarget, McpShort, StdioTarget, Target
@@ -125,8 +124,7 @@ async def _print_catalog(gateway: Gateway, timeout: float = 30.0) -> int:
     async with gateway.running():
         for route, federation in gateway.federations:
             print(f"route {route}:")
-            listed, errors = await _list_targets(federation, timeout)
-            catalogs = {kind: build_catalog(kind, federation.naming, listed[kind]) for kind, _ in _KINDS}
+            catalogs, errors = await federation.survey(timeout)
             for name, upstream in federation.upstreams.items():
                 spec = upstream.spec
                 if name in errors:
@@ -146,30 +144,6 @@ async def _print_catalog(gateway: Gateway, timeout: float = 30.0) -> int:
                 for problem in catalogs[kind].problems:
                     print(f"  problem: {problem}")
     return failed
-
-
-async def _list_targets(federation: Federation, timeout: float) -> tuple[dict[Kind, dict[str, list[Any]]], dict[str, str]]:
-    """Every target's items of every kind it serves, and the targets that could not be listed (why)."""
-    listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind, _ in _KINDS}
-    errors: dict[str, str] = {}
-
-    async def list_target(name: str) -> None:
-        upstream = federation.upstreams[name]
-        try:
-            with anyio.fail_after(timeout):
-                session = await upstream.session()
-                for kind, _ in _KINDS:
-                    if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
-                        listed[kind][name] = await upstream.list_all(LIST_METHODS[kind])
-        except MCPError as exc:
-            errors[name] = exc.message
-        except TimeoutError:
-            errors[name] = f"no answer within {timeout:g}s"
-
-    async with anyio.create_task_group() as tg:
-        for name in federation.upstreams:
-            tg.start_soon(list_target, name)
-    return listed, errors
 
 
 def _origin_and_summary(exposed: str, entry: Any) -> str:

@@ -81,7 +81,7 @@ async def test_every_endpoint_describes_the_running_gateway(tmp_path: Path) -> N
             assert tools["web_add"]["target"] == "web" and tools["web_add"]["originalName"] == "add"
             resources = {r["uri"]: r for r in catalog["resources"]}
             assert any(r["target"] == "web" and r["originalUri"].startswith("mem://") for r in resources.values())
-            assert catalog["problems"] == []
+            assert catalog["problems"] == [] and catalog["failed"] == {}
 
             assert (await admin.get("/sessions")).json() == {"routes": [{"route": "mcp", "sessions": []}]}
             async with Client(gateway_url(runtime), mode="legacy", cache=None) as client:
@@ -137,6 +137,9 @@ async def test_readyz_is_503_while_a_target_is_down_and_names_it(tmp_path: Path)
             (route,) = (await admin.get("/targets")).json()["routes"]
             gone = route["targets"][2]
             assert gone["health"] == "down" and gone["lastError"]
+            (catalog,) = (await admin.get("/catalog")).json()["routes"]
+            assert list(catalog["failed"]) == ["gone"] and "gone" in catalog["failed"]["gone"]
+            assert {"one_echo", "web_echo"} <= {tool["name"] for tool in catalog["tools"]}  # the others still list
 
             # failOpen serves the others: ready, with the target listed as degraded.
             path.write_text(
