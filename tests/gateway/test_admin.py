@@ -17,7 +17,7 @@ from mcp import Client
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.redact import REDACTED, redacted_config
 from gateway.runtime import Runtime
-from tests.conftest import free_port, http_server, stdio_target
+from tests.conftest import HEADERS, INIT, free_port, http_server, stdio_target
 from tests.fixtures.a2a_agent import echo_agent, serve
 
 pytestmark = pytest.mark.anyio
@@ -334,3 +334,21 @@ async def test_agents_are_listed_with_health_and_managed_through_the_registry(tm
             assert (await admin.delete("/agents/again")).status_code == 200
             assert (await admin.delete("/agents/echo")).status_code == 409  # a config agent
             assert (await admin.get("/agents/nobody")).status_code == 404
+
+
+async def test_sessions_show_who_opened_them_never_their_key(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"{ADMIN}mcp:\n  port: 0\n  policies: {{apiKey: {{keys: [{{key: sk-ops-key, metadata: {{name: ops}}}}]}}}}\n"
+        f"  targets:{stdio_target('one')}\n"
+    )
+    async with running(path) as (runtime, admin), httpx.AsyncClient(timeout=30) as http:
+        headers = {**HEADERS, "authorization": "Bearer sk-ops-key"}
+        init = await http.post(gateway_url(runtime), json=INIT, headers=headers)
+        assert init.status_code == 200, init.text
+        listed = await admin.get("/sessions")
+        (route,) = listed.json()["routes"]
+        (session,) = route["sessions"]
+        assert session["id"] == init.headers["mcp-session-id"]
+        assert session["principal"] == "apiKey:ops"
+        assert "sk-ops-key" not in listed.text
