@@ -146,29 +146,6 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
         found = [_agent(route, agent) for route, registry in gateway.a2a.registries.items() for agent in registry.all()]
         return JSONResponse({"agents": found})
 
-    async def registry(request: Request) -> Response:
-        """The `a2a:` block's registry API, as an operator (registration allowed) sees it."""
-        api = _registry_api(runtime.gateway)
-        if api is None:
-            return _error(404, "not_found", "no agent registry: the config has no `a2a:` block")
-        scope = dict(request.scope)
-        scope["path"] = api.base + request.url.path[len("/agents") :]
-        scope["raw_path"] = scope["path"].encode()
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if not k.startswith(b"x-forwarded-") and k != b"host"]
-        scope["headers"].append((b"host", _a2a_host(runtime.gateway).encode()))
-        collected: dict[str, Any] = {}
-
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                collected["status"] = message["status"]
-                collected["headers"] = message.get("headers", [])
-            elif message["type"] == "http.response.body":
-                collected["body"] = collected.get("body", b"") + message.get("body", b"")
-
-        await api(scope, request.receive, send)
-        headers = {k.decode(): v.decode() for k, v in collected.get("headers", []) if k.lower() != b"content-length"}
-        return Response(collected.get("body", b""), status_code=collected.get("status", 500), headers=headers)
-
     async def reload(request: Request) -> Response:
         if not runtime.reloadable:
             return _error(409, "not_reloadable", "this gateway was not started from a config file")
@@ -178,6 +155,7 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
             return JSONResponse(body, status_code=422)
         return JSONResponse({"reloaded": True, "generation": runtime.generation, "source": runtime.config.source})
 
+    registry = _RegistryProxy(runtime)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -193,6 +171,25 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
         ]
     )
     return _Guarded(app, runtime)
+
+
+class _RegistryProxy:
+    """The `a2a:` block's registry API (gateway/a2a_registry.py) at /agents, as an operator sees it:
+    registration allowed, and the cards' URLs those of the gateway's A2A route, not of this address."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.runtime.gateway
+        api = _registry_api(gateway)
+        if api is None:
+            await _error(404, "not_found", "no agent registry: the config has no `a2a:` block")(scope, receive, send)
+            return
+        path = api.base + scope["path"][len("/agents") :]
+        headers = [(k, v) for k, v in scope["headers"] if not k.startswith(b"x-forwarded-") and k != b"host"]
+        headers.append((b"host", _a2a_host(gateway).encode()))
+        await api({**scope, "path": path, "raw_path": path.encode(), "headers": headers}, receive, send)
 
 
 class _Guarded:
