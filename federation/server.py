@@ -49,7 +49,7 @@ _ITEM_METHODS = frozenset(
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
-_CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
+CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
 
 @dataclass(eq=False)
@@ -295,6 +295,30 @@ class Federation:
 
         return handler
 
+    async def survey(self, timeout: float = 30.0) -> tuple[dict[Kind, Catalog], dict[str, str]]:
+        """Every kind, listed now from every (shared) target, for operators: the catalogs as they would be
+        built, and the targets that could not be listed with why. Changes nothing the clients see."""
+        listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
+        failures: dict[str, str] = {}
+
+        async def survey_one(up: Upstream) -> None:
+            try:
+                with anyio.fail_after(timeout):
+                    session = await up.session()
+                    for kind, method in LIST_METHODS.items():
+                        if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
+                            listed[kind][up.spec.name] = await up.list_all(method)
+            except MCPError as exc:
+                failures[up.spec.name] = exc.message
+            except TimeoutError:
+                failures[up.spec.name] = f"target '{up.spec.name}' gave no list within {timeout:g}s"
+
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams.values():
+                tg.start_soon(survey_one, upstream)
+        catalogs = {kind: build_catalog(kind, self.naming, listed[kind]) for kind in LIST_METHODS}
+        return catalogs, failures
+
     async def refresh(self, kind: Kind, ctx: ServerRequestContext[Any] | None = None, client: Any = None) -> Catalog:
         """Fan one list out to every target (as this client sees them) and rebuild that kind's catalog."""
         client = client if client is not None else self._client(ctx)
@@ -305,7 +329,7 @@ class Federation:
         async def fetch(up: Upstream) -> None:
             try:
                 session = await up.session()
-                if getattr(session.server_capabilities, _CAPABILITY[kind], None) is None:
+                if getattr(session.server_capabilities, CAPABILITY[kind], None) is None:
                     results[up.spec.name] = []
                     return
                 results[up.spec.name] = await up.list_all(method)

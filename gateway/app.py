@@ -125,7 +125,7 @@ class Socket:
             access_log=False,
             timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
         )
-        self.server = bind.server = _Server(config)
+        self.server = bind.server = SignalFreeServer(config)
         self.done = False
         self.sock: socket.socket | None = None
 
@@ -215,6 +215,13 @@ class McpEndpoints:
     def session_count(self) -> int:
         return self.streamable.session_count() + self.sse.session_count()
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """Live client sessions, those kept from before a reload included (marked `draining`)."""
+        found = self.streamable.sessions() + self.sse.sessions()
+        for old in self.previous:
+            found.extend({**session, "draining": True} for session in old.sessions())
+        return found
+
     def owns(self, scope: Scope) -> bool:
         """Is the session this request names one of ours?"""
         sid = next((v for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None)
@@ -253,6 +260,7 @@ class Gateway:
         self._changes: list[Callable[[], None]] = []  # to parts kept from a running config: made by commit()
         self.changed_lists: list[Federation] = []  # kept federations whose policies this config changed
         self.federations: list[tuple[str, Federation]] = []
+        self.endpoints: dict[str, McpEndpoints] = {}  # MCP route name -> its transports (sessions, for the admin API)
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.mirrors: list[mirror.Mirror] = []  # requestMirror of plain HTTP routes (open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
@@ -369,6 +377,7 @@ class Gateway:
         self._later(setattr, part, "revision", rules)
         self.parts.append(part)
         self.federations.append((name, federation))
+        self.endpoints[name] = endpoints
         return _routes(name, listener, route, compiled, endpoints)
 
     def _observe_limits(self, route: str, compiled: RoutePolicies) -> None:
@@ -608,8 +617,20 @@ class Gateway:
                     status = "up" if state["connected"] else f"DOWN ({state['lastError']})"
                     yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
 
+    def failed_targets(self) -> Iterator[str]:
+        """One clear line per target that did not start, and what that means for its route."""
+        for route, federation in self.federations:
+            for name, state in federation.status().items():
+                if state["connected"]:
+                    continue
+                if federation.settings.failure_mode == "failOpen":
+                    effect = "failOpen: the route serves its other targets meanwhile"
+                else:
+                    effect = "failClosed: the route refuses new sessions until it is up"
+                yield f"target {name} of route {route} failed to start: {state['lastError']} (retried on use; {effect})"
 
-class _Server(uvicorn.Server):
+
+class SignalFreeServer(uvicorn.Server):
     """uvicorn without its own signal handling: the CLI owns signals for all binds at once."""
 
     @contextlib.contextmanager

@@ -12,9 +12,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
+from federation.catalog import Kind
 from federation.server import Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or ("run" if args.file else "quickstart")
     try:
         if command == "validate":
-            return _validate(args.file)
+            return _validate(args.file, catalog=args.catalog)
         if command == "quickstart":
             return _quickstart(args)
         if command == "stdio":
@@ -66,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     _serve_flags(run)
     validate = sub.add_parser("validate", help="check a config file and exit non-zero on problems")
     validate.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
+    validate.add_argument(
+        "--catalog",
+        action="store_true",
+        help="also start the targets and print the tools, prompts and resources each MCP route would serve"
+        " (exit 1 if a target cannot be listed)",
+    )
     stdio = sub.add_parser("stdio", help="serve a config's MCP route over stdin/stdout (for desktop clients)")
     stdio.add_argument("-f", "--file", required=True, help="config file (YAML or JSON)")
     stdio.add_argument("--route", help="which MCP route, when the config has several")
@@ -89,12 +97,59 @@ def _serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
 
 
-def _validate(path: str) -> int:
+def _validate(path: str, catalog: bool = False) -> int:
     config = load_config(path)
     gateway = Gateway(config)  # compiles routes and federations: catches what the models cannot
     targets = sum(len(f.upstreams) for _, f in gateway.federations)
     print(f"{path}: ok ({len(gateway.binds)} bind(s), {len(gateway.federations)} MCP route(s), {targets} target(s))")
-    return 0
+    if not catalog:
+        return 0
+    _setup_logging("critical")  # the targets' own chatter would bury the listing
+    failed = anyio.run(_print_catalog, gateway)
+    return 1 if failed else 0
+
+
+_KINDS: tuple[tuple[Kind, str], ...] = (
+    ("tool", "tool"),
+    ("prompt", "prompt"),
+    ("resource", "resource"),
+    ("template", "resource template"),
+)
+
+
+async def _print_catalog(gateway: Gateway, timeout: float = 30.0) -> int:
+    """Start the config's targets (no listening socket), list each one, print the merged catalog per
+    MCP route with every item's origin, then shut them down. Returns how many targets failed."""
+    failed = 0
+    async with gateway.running():
+        for route, federation in gateway.federations:
+            print(f"route {route}:")
+            catalogs, errors = await federation.survey(timeout)
+            for name, upstream in federation.upstreams.items():
+                spec = upstream.spec
+                if name in errors:
+                    failed += 1
+                    print(f"  target {name} [{spec.transport}] {spec.describe()}: FAILED: {errors[name]}")
+                    continue
+                counts = ", ".join(
+                    f"{sum(1 for e in catalogs[kind].entries.values() if e.target == name)} {noun}(s)"
+                    for kind, noun in _KINDS
+                )
+                print(f"  target {name} [{spec.transport}] {spec.describe()}: {counts}")
+                for kind, noun in _KINDS:
+                    for exposed, entry in catalogs[kind].entries.items():
+                        if entry.target == name:
+                            print(f"    {noun} {exposed}{_origin_and_summary(exposed, entry)}")
+            for kind, _ in _KINDS:
+                for problem in catalogs[kind].problems:
+                    print(f"  problem: {problem}")
+    return failed
+
+
+def _origin_and_summary(exposed: str, entry: Any) -> str:
+    origin = f" (from {entry.original})" if entry.original != exposed else ""
+    description = (getattr(entry.item, "description", None) or "").strip()
+    return origin + (f": {description.splitlines()[0]}" if description else "")
 
 
 def _run_file(path: str, args: argparse.Namespace) -> int:
@@ -220,6 +275,8 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             await tg.start(run_until_stopped)
             for line in runtime.gateway.summary():
                 logger.info("%s", line)
+            for line in runtime.gateway.failed_targets():
+                logger.warning("%s", line)
     logger.info("agentplex stopped")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from gateway.admin import AdminServer
 from gateway.app import BindRuntime, Gateway, Socket, listen, open_all
 from gateway.config import Config, ConfigError
 from gateway.keeper import Keeper, Part
@@ -47,7 +48,8 @@ class Runtime:
         # Compiled and bound here: a bad config or a port in use fails before anything runs.
         self.gateway = Gateway(config, self._keeper, self._observability(config))
         self.sockets: dict[SocketKey, Socket] = {
-            key: Socket(bind, config.config.connectionTerminationDeadline) for key, bind in _by_key(self.gateway).items()
+            key: Socket(bind, config.config.connectionTerminationDeadline)
+            for key, bind in _by_key(self.gateway).items()
         }
         open_all(list(self.sockets.values()))
         self.generation = 0  # configs applied so far
@@ -57,6 +59,7 @@ class Runtime:
         self._lock = anyio.Lock()
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
+        self.admin: AdminServer | None = None  # the admin API, when config.adminAddr is set and could be bound
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Until `stop()`: then stop accepting, let requests finish, close upstreams and child processes."""
@@ -76,6 +79,7 @@ class Runtime:
                     if await stats.start(tg):
                         self.stats = stats
                 self.generation = 1
+                await self._start_admin(tg)
                 if self._load is not None and self.config.source not in ("<string>", ""):
                     tg.start_soon(self._watch, Path(self.config.source))
                 tg.start_soon(self._sweep)
@@ -89,12 +93,25 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def admin_port(self) -> int | None:
+        """The admin API's real port (None when it is off or its address could not be bound)."""
+        return self.admin.port if self.admin is not None else None
+
+    @property
+    def reloadable(self) -> bool:
+        return self._load is not None
+
     async def reload(self) -> bool:
         """Apply the config as it is now; False (and logged) if it is invalid or cannot be served."""
+        return not await self.apply()
+
+    async def apply(self) -> list[str]:
+        """Apply the config as it is now; the problems that kept it from being applied (logged), or none."""
         assert self._load is not None and self._tg is not None
         async with self._lock:
             if self._stop.is_set():
-                return False
+                return ["the gateway is shutting down"]
             try:
                 config = self._load()
                 gateway = Gateway(config, self._keeper, self._observability(config))
@@ -102,12 +119,12 @@ class Runtime:
                 for problem in exc.problems:
                     logger.error("reload rejected: %s", problem)
                 logger.error("reload rejected: still serving the previous config")
-                return False
+                return [str(problem) for problem in exc.problems]
             try:
                 part = await self._start(gateway)
             except Exception as exc:
                 logger.error("reload rejected: the new config could not start: %s", exc)
-                return False
+                return [f"the new config could not start: {exc}"]
             binds = _by_key(gateway)
             fresh = {key: Socket(bind, self._deadline) for key, bind in binds.items() if key not in self.sockets}
             try:
@@ -115,7 +132,7 @@ class Runtime:
             except OSError as exc:
                 logger.error("reload rejected: %s; still serving the previous config", exc)
                 await self._end(part)
-                return False
+                return [str(exc)]
             await listen(list(fresh.values()), self._tg)
             gateway.commit()
             sockets: dict[SocketKey, Socket] = {}
@@ -142,7 +159,13 @@ class Runtime:
                 self.generation,
                 kept,
             )
-            return True
+            if self.admin is not None and config.config.adminAddr != self.admin.address:
+                logger.warning(
+                    "config.adminAddr changed to %s: the admin API stays on %s until a restart",
+                    config.config.adminAddr,
+                    self.admin.address,
+                )
+            return []
 
     def _observability(self, config: Config) -> Observability:
         return Observability(self.metrics, config.config.logging.format)
@@ -155,6 +178,20 @@ class Runtime:
     @property
     def _deadline(self) -> float:
         return self.config.config.connectionTerminationDeadline
+
+    async def _start_admin(self, tg: anyio.abc.TaskGroup) -> None:
+        """The admin API on config.adminAddr; an address that cannot be bound is a warning, not a failure
+        (two gateways on one machine both default to 127.0.0.1:15000)."""
+        address = self.config.config.adminAddr
+        if address is None:
+            return
+        admin = AdminServer(self, address)
+        if not admin.open():
+            return
+        tg.start_soon(admin.serve)
+        await admin.started()
+        self.admin = admin
+        logger.info("admin API on http://%s:%d", address.rpartition(":")[0], admin.port)
 
     async def _start(self, gateway: Gateway) -> Part:
         """Run the generation's resources (targets, clients, sessions) in a task of their own."""
@@ -195,6 +232,8 @@ class Runtime:
                 await anyio.sleep(0.05)
         if self.stats is not None:
             self.stats.stop()
+        if self.admin is not None:
+            self.admin.stop()
 
     async def _sweep(self) -> None:
         """Close the endpoints a reload kept for their sessions once the last has ended."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -223,14 +224,51 @@ class LoggingSettings(_Model):
     format: Annotated[Literal["text", "json"], _CI] = "text"
 
 
+def _listen_addr(value: str | None) -> str | None:
+    """`host:port` (`[::1]:15000` for IPv6); None turns the server off."""
+    if value is None:
+        return None
+    host, port = split_addr(value)
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"invalid address {value!r} (expected host:port, e.g. 127.0.0.1:15000, or null for off)")
+    return value
+
+
+def split_addr(value: str) -> tuple[str, str]:
+    """`127.0.0.1:15000` -> ("127.0.0.1", "15000"); `[::1]:15000` -> ("::1", "15000")."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class GlobalSettings(_Model):
-    adminAddr: str = "127.0.0.1:15000"
+    # The admin API (gateway/admin.py); null turns it off. Off loopback it needs adminToken.
+    adminAddr: Annotated[str | None, AfterValidator(_listen_addr)] = "127.0.0.1:15000"
+    adminToken: str | None = None  # `Authorization: Bearer <token>` on every admin request but the probes
     statsAddr: str | None = "127.0.0.1:15020"  # Prometheus /metrics (gateway/observability); null: none
     # On SIGTERM: keep accepting for the minimum, then stop accepting and let open requests finish
     # until the deadline (event streams clients hold open end once the requests are done).
     connectionMinTerminationDeadline: Duration = 0.0
     connectionTerminationDeadline: Duration = 10.0
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _admin_token_off_loopback(self) -> GlobalSettings:
+        if self.adminAddr is not None and not self.adminToken and not is_loopback(split_addr(self.adminAddr)[0]):
+            raise _problem_at(
+                ("adminAddr",),
+                f"the admin API on {self.adminAddr} would be reachable from other machines: set adminToken"
+                " (e.g. adminToken: ${AGENTPLEX_ADMIN_TOKEN}) or bind it to a loopback address",
+            )
+        return self
 
 
 class Config(_Model):

@@ -39,6 +39,13 @@ class SseEndpoint:
     def session_count(self) -> int:
         return len(self.transport._read_stream_writers)
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """The open streams (for the admin API); the SDK keeps no start time or principal for them."""
+        return [
+            {"id": sid.hex, "transport": "sse", "principal": None, "ageSeconds": None}
+            for sid in list(self.transport._read_stream_writers)
+        ]
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] == "POST":
             await self.transport.handle_post_message(scope, receive, send)

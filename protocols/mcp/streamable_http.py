@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -60,6 +61,7 @@ class StreamableHTTPEndpoint:
             max_request_body_size=max_request_body_size,
             session_idle_timeout=session_idle_timeout,
         )
+        self.manager._server_instances = _Sessions()  # the SDK's session table, now with start times
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
         self.max_body = max_request_body_size
@@ -77,6 +79,24 @@ class StreamableHTTPEndpoint:
 
     def session_count(self) -> int:
         return len(self.manager._server_instances)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """The live sessions (for the admin API): id, who opened it, and how long ago."""
+        table = self.manager._server_instances
+        started = table.started if isinstance(table, _Sessions) else {}
+        now = time.monotonic()
+        out = []
+        for sid in list(table):
+            owner = self.manager._session_owners.get(sid)
+            out.append(
+                {
+                    "id": sid,
+                    "transport": "streamable-http",
+                    "principal": (owner.get("subject") or owner.get("client_id")) if owner else None,
+                    "ageSeconds": round(now - started[sid], 1) if sid in started else None,
+                }
+            )
+        return out
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.relay is not None and scope.get("method") == "POST":
@@ -169,6 +189,30 @@ class StreamableHTTPEndpoint:
 _RELAY_HEADERS = frozenset(
     {b"mcp-session-id", b"mcp-protocol-version", b"content-type", b"accept", b"content-length", b"host", b"origin"}
 )
+
+
+class _Sessions(dict[str, Any]):
+    """The session manager's table of live sessions, remembering when each was added (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: dict[str, float] = {}
+
+    def __setitem__(self, sid: str, transport: Any) -> None:
+        self.started.setdefault(sid, time.monotonic())
+        super().__setitem__(sid, transport)
+
+    def __delitem__(self, sid: str) -> None:
+        self.started.pop(sid, None)
+        super().__delitem__(sid)
+
+    def pop(self, sid: str, *default: Any) -> Any:
+        self.started.pop(sid, None)
+        return super().pop(sid, *default)
+
+    def clear(self) -> None:
+        self.started.clear()
+        super().clear()
 
 
 def _length_ok(length: bytes, limit: int) -> bool:

@@ -68,6 +68,65 @@ def test_validate_reports_a_missing_file(tmp_path: Path) -> None:
     assert result.returncode != 0 and "cannot read config" in result.stderr
 
 
+def test_validate_catalog_lists_what_each_route_would_serve_and_names_a_failing_target(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"mcp:\n  port: 0\n  targets:{stdio_target('one')}\n  - name: broken\n    stdio: {{cmd: /nonexistent/server}}\n"
+    )
+    result = subprocess.run(
+        [AGENTPLEX, "validate", "-f", str(path), "--catalog"], capture_output=True, text=True, timeout=120
+    )
+    out = result.stdout
+    assert result.returncode == 1, result.stderr
+    assert "ok (1 bind(s), 1 MCP route(s), 2 target(s))" in out
+    assert "route mcp:" in out
+    assert "    tool one_echo (from echo): Echo text back, prefixed with the server name" in out
+    assert "    prompt one_greet (from greet)" in out
+    assert "    resource one+mem://static (from mem://static)" in out
+    assert "    resource template one+mem://item/{id} (from mem://item/{id})" in out
+    assert "  target broken [stdio] /nonexistent/server: FAILED: " in out and "No such file" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_catalog_succeeds_when_every_target_lists(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [AGENTPLEX, "validate", "-f", str(write_config(tmp_path)), "--catalog"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tool one_whoami (from whoami)" in result.stdout and "tool two_whoami (from whoami)" in result.stdout
+    assert "FAILED" not in result.stdout
+
+
+def test_run_logs_a_startup_summary_and_a_clear_line_per_target_that_fails(tmp_path: Path) -> None:
+    port = free_port()
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"config: {{adminAddr: 127.0.0.1:0}}\nmcp:\n  port: {port}\n  targets:{stdio_target('one')}\n"
+        "  - name: broken\n    stdio: {cmd: /nonexistent/server}\n"
+    )
+    log_path = tmp_path / "log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([AGENTPLEX, "run", "-f", str(path)], cwd=ROOT, stderr=log_file)
+        try:
+            wait_for_port(port, proc)
+            deadline = time.monotonic() + 20
+            while "failed to start" not in log_path.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            stop(proc)
+    log = log_path.read_text()
+    assert f"listening on http://127.0.0.1:{port}" in log
+    assert "  route mcp: path /mcp" in log
+    assert "    target one [stdio]" in log and "--name one --transport stdio: up" in log
+    assert "    target broken [stdio] /nonexistent/server: DOWN (" in log
+    assert "WARNING agentplex: target broken of route mcp failed to start: " in log
+    assert "failClosed: the route refuses new sessions until it is up" in log
+    assert "admin API on http://127.0.0.1:" in log
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.parametrize("form", [["run", "-f"], ["-f"]])
 def test_run_serves_and_shuts_down_leaving_no_child(tmp_path: Path, sig: signal.Signals, form: list[str]) -> None:

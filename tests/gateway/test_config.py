@@ -30,6 +30,7 @@ mcp:
 FULL = """
 config:
   adminAddr: 0.0.0.0:15000
+  adminToken: s3cret
   logging: {level: DEBUG, format: json}
 binds:
   - port: 3000

@@ -1,0 +1,354 @@
+"""The admin API as an operator uses it: a real Runtime, real upstreams, real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from gateway.config import ConfigError, load_config, parse_config
+from gateway.config.redact import REDACTED, redacted_config
+from gateway.runtime import Runtime
+from tests.conftest import HEADERS, INIT, free_port, http_server, stdio_target
+from tests.fixtures.a2a_agent import echo_agent, serve
+
+pytestmark = pytest.mark.anyio
+
+ADMIN = "config: {adminAddr: 127.0.0.1:0}\n"
+
+
+@contextlib.contextmanager
+def web_upstream() -> Iterator[str]:
+    with http_server("tests.fixtures.upstream", "--name", "web", "--transport", "http") as url:
+        yield url
+
+
+def two_targets(url: str, extra: str = "", admin: str = ADMIN) -> str:
+    return f"{admin}mcp:\n  port: 0{extra}\n  targets:{stdio_target('one')}\n  - name: web\n    mcp: {{host: '{url}'}}\n"
+
+
+@contextlib.asynccontextmanager
+async def running(path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    runtime = Runtime(load_config(path), lambda: load_config(path), poll=60)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        try:
+            assert runtime.admin_port is not None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.admin_port}", timeout=30) as admin:
+                yield runtime, admin
+        finally:
+            runtime.stop()
+
+
+def gateway_url(runtime: Runtime) -> str:
+    return f"http://127.0.0.1:{next(iter(runtime.sockets.values())).bind.bound_port}/mcp"
+
+
+async def test_every_endpoint_describes_the_running_gateway(tmp_path: Path) -> None:
+    with web_upstream() as url:
+        path = tmp_path / "gw.yaml"
+        path.write_text(two_targets(url))
+        async with running(path) as (runtime, admin):
+            health = await admin.get("/healthz")
+            assert (health.status_code, health.json()) == (200, {"status": "serving", "generation": 1})
+            ready = await admin.get("/readyz")
+            assert (ready.status_code, ready.json()["ready"], ready.json()["down"]) == (200, True, [])
+
+            config = (await admin.get("/config")).json()
+            assert config["source"] == str(path)
+            assert [t["name"] for t in config["config"]["mcp"]["targets"]] == ["one", "web"]
+
+            (route,) = (await admin.get("/targets")).json()["routes"]
+            assert route["route"] == "mcp" and route["failureMode"] == "failClosed"
+            one, web = route["targets"]
+            assert one["transport"] == "stdio" and "tests.fixtures.upstream" in one["command"]
+            assert web["transport"] == "mcp" and web["url"] == url
+            for target in (one, web):
+                assert target["health"] == "up" and target["lastError"] is None
+                assert target["protocolEra"] == "handshake" and target["protocolVersion"]
+
+            (catalog,) = (await admin.get("/catalog")).json()["routes"]
+            tools = {tool["name"]: tool for tool in catalog["tools"]}
+            assert tools["one_echo"]["target"] == "one" and tools["one_echo"]["originalName"] == "echo"
+            assert tools["web_add"]["target"] == "web" and tools["web_add"]["originalName"] == "add"
+            resources = {r["uri"]: r for r in catalog["resources"]}
+            assert any(r["target"] == "web" and r["originalUri"].startswith("mem://") for r in resources.values())
+            assert catalog["problems"] == [] and catalog["failed"] == {}
+
+            assert (await admin.get("/sessions")).json() == {"routes": [{"route": "mcp", "sessions": []}]}
+            async with Client(gateway_url(runtime), mode="legacy", cache=None) as client:
+                await client.list_tools()
+                (sessions,) = (await admin.get("/sessions")).json()["routes"]
+                (session,) = sessions["sessions"]
+                assert session["transport"] == "streamable-http" and session["id"]
+                assert 0 <= session["ageSeconds"] < 60
+                (route,) = (await admin.get("/targets")).json()["routes"]
+                assert [t["sessions"] for t in route["targets"]] == [1, 1]  # its own upstream sessions
+
+            assert (await admin.get("/agents")).json() == {"agents": []}
+            assert (await admin.get("/nothing")).status_code == 404
+
+
+async def test_reload_applies_a_good_file_and_reports_a_bad_one(tmp_path: Path) -> None:
+    with web_upstream() as url:
+        path = tmp_path / "gw.yaml"
+        path.write_text(two_targets(url))
+        async with running(path) as (runtime, admin):
+            path.write_text(two_targets(url, extra="\n  prefixMode: always"))
+            good = await admin.post("/reload")
+            assert (good.status_code, good.json()["reloaded"], good.json()["generation"]) == (200, True, 2)
+            assert (await admin.get("/config")).json()["config"]["mcp"]["prefixMode"] == "always"
+
+            path.write_text(ADMIN + "mcp:\n  port: 0\n  prefixMode: sometimes\n  targets: []\n")
+            bad = await admin.post("/reload")
+            assert bad.status_code == 422
+            body = bad.json()
+            assert body["reloaded"] is False and body["generation"] == 2
+            assert f"{path}: mcp.prefixMode: invalid value 'sometimes' (expected one of: conditional, always, never)" in (
+                body["problems"]
+            )
+            assert any("mcp.targets" in problem for problem in body["problems"])
+            assert runtime.generation == 2
+            assert (await admin.get("/healthz")).status_code == 200
+            assert (await admin.get("/config")).json()["config"]["mcp"]["prefixMode"] == "always"
+
+
+async def test_readyz_is_503_while_a_target_is_down_and_names_it(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/mcp"
+    with web_upstream() as url:
+        path = tmp_path / "gw.yaml"
+        path.write_text(two_targets(url))
+        async with running(path) as (_, admin):
+            assert (await admin.get("/readyz")).status_code == 200
+            path.write_text(two_targets(url) + f"  - name: gone\n    mcp: {{host: '{dead}'}}\n")
+            assert (await admin.post("/reload")).status_code == 200
+            ready = await admin.get("/readyz")
+            assert ready.status_code == 503
+            (down,) = ready.json()["down"]
+            assert (down["route"], down["target"]) == ("mcp", "gone") and down["error"]
+            (route,) = (await admin.get("/targets")).json()["routes"]
+            gone = route["targets"][2]
+            assert gone["health"] == "down" and gone["lastError"]
+            (catalog,) = (await admin.get("/catalog")).json()["routes"]
+            assert list(catalog["failed"]) == ["gone"] and "gone" in catalog["failed"]["gone"]
+            assert {"one_echo", "web_echo"} <= {tool["name"] for tool in catalog["tools"]}  # the others still list
+
+            # failOpen serves the others: ready, with the target listed as degraded.
+            path.write_text(
+                two_targets(url, extra="\n  failureMode: failOpen") + f"  - name: gone\n    mcp: {{host: '{dead}'}}\n"
+            )
+            assert (await admin.post("/reload")).status_code == 200
+            ready = await admin.get("/readyz")
+            assert ready.status_code == 200
+            assert [d["target"] for d in ready.json()["degraded"]] == ["gone"]
+
+
+def test_a_non_loopback_admin_address_needs_a_token() -> None:
+    targets = "mcp:\n  targets: [{name: a, stdio: {cmd: x}}]\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config("config: {adminAddr: 0.0.0.0:15000}\n" + targets, "gw.yaml")
+    assert "gw.yaml: config.adminAddr: the admin API on 0.0.0.0:15000 would be reachable from other machines" in str(
+        caught.value
+    )
+    assert "set adminToken" in str(caught.value)
+    config = parse_config("config: {adminAddr: 0.0.0.0:15000, adminToken: t0k}\n" + targets)
+    assert config.config.adminAddr == "0.0.0.0:15000"
+    assert parse_config("config: {adminAddr: '[::1]:15000'}\n" + targets).config.adminToken is None
+    assert parse_config("config: {adminAddr: null}\n" + targets).config.adminAddr is None
+    with pytest.raises(ConfigError, match=r"config\.adminAddr: invalid address 'admin'"):
+        parse_config("config: {adminAddr: admin}\n" + targets)
+
+
+async def test_the_token_is_required_when_set_except_for_the_probes(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    admin_block = "config: {adminAddr: 127.0.0.1:0, adminToken: 'opensesame'}\n"
+    path.write_text(f"{admin_block}mcp:\n  port: 0\n  targets:{stdio_target('one')}\n")
+    async with running(path) as (_, admin):
+        for request in (admin.get("/config"), admin.get("/targets"), admin.post("/reload")):
+            refused = await request
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        wrong = await admin.get("/config", headers={"authorization": "Bearer opensesam"})
+        assert wrong.status_code == 401
+        ok = await admin.get("/config", headers={"authorization": "Bearer opensesame"})
+        assert ok.status_code == 200
+        assert ok.json()["config"]["config"]["adminToken"] == REDACTED
+        assert "opensesame" not in ok.text
+        assert (await admin.get("/healthz")).status_code == 200
+        assert (await admin.get("/readyz")).status_code == 200
+
+
+async def test_browser_pages_and_rebound_host_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(f"{ADMIN}mcp:\n  port: 0\n  targets:{stdio_target('one')}\n")
+    async with running(path) as (_, admin):
+        other_site = await admin.post("/reload", headers={"origin": "http://evil.example"})
+        assert other_site.status_code == 403
+        rebound = await admin.get("/config", headers={"host": "evil.example:15000"})
+        assert rebound.status_code == 403
+        assert (await admin.get("/config", headers={"host": "localhost:15000"})).status_code == 200
+
+
+async def test_an_admin_address_in_use_is_a_warning_and_null_turns_it_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "gw.yaml"
+        path.write_text(f"config: {{adminAddr: 127.0.0.1:{port}}}\nmcp:\n  port: 0\n  targets:{stdio_target('one')}\n")
+        runtime = Runtime(load_config(path))
+        with caplog.at_level(logging.WARNING, logger="agentplex.admin"):
+            async with anyio.create_task_group() as tg:
+                await tg.start(runtime.run)
+                assert runtime.admin_port is None
+                async with Client(gateway_url(runtime), mode="legacy", cache=None) as client:
+                    assert any(t.name == "echo" for t in (await client.list_tools()).tools)
+                runtime.stop()
+        assert f"admin API: cannot listen on 127.0.0.1:{port}" in caplog.text
+
+    path.write_text(f"config: {{adminAddr: null}}\nmcp:\n  port: 0\n  targets:{stdio_target('one')}\n")
+    runtime = Runtime(load_config(path))
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        assert runtime.admin is None and runtime.admin_port is None
+        runtime.stop()
+
+
+SECRETS = {
+    "sk-live-apikey": "apiKey key",
+    "backend-key-value": "backendAuth key",
+    "oauth-client-secret": "oauth2 clientSecret",
+    "hmac-jwk-secret": "jwks inline symmetric key",
+    "ann:$apr1$hash": "htpasswd inline",
+    "Bearer header-token": "target Authorization header",
+    "cookie-value": "agent cookie header",
+    "env-api-token": "stdio env",
+    "arg-token": "stdio --token argument",
+    "arg-eq-secret": "stdio --api-key= argument",
+    "redis-password": "redis URL password",
+    "admin-token-value": "adminToken",
+    "set-header-secret": "requestHeaderModifier Authorization",
+}
+
+SECRET_CONFIG = """
+config: {adminAddr: 127.0.0.1:0, adminToken: admin-token-value}
+mcp:
+  port: 0
+  policies:
+    apiKey: {keys: [{key: sk-live-apikey, metadata: {name: ops}}]}
+    backendAuth: {key: backend-key-value}
+    jwtAuth: {jwks: {inline: '{"keys": [{"kty": "oct", "kid": "one", "k": "hmac-jwk-secret"}]}'}}
+    requestHeaderModifier: {set: {Authorization: set-header-secret, X-Team: blue}}
+    remoteRateLimit:
+      redis: {url: "redis://:redis-password@127.0.0.1:6379/0"}
+      limits: [{maxTokens: 5, fillInterval: 1s}]
+  targets:
+  - name: local
+    stdio: {cmd: server, args: [--token, arg-token, --api-key=arg-eq-secret, --verbose], env: {API_TOKEN: env-api-token, LEVEL: debug}}
+  - name: remote
+    mcp: {host: "https://example.com/mcp", headers: {Authorization: Bearer header-token, Accept-Language: en}}
+a2a:
+  port: 0
+  agents: [{name: helper, url: "http://127.0.0.1:1", headers: {Cookie: cookie-value}}]
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: other
+      policies:
+        basicAuth: {htpasswd: {inline: "ann:$apr1$hash"}}
+        backendAuth: {oauth2: {tokenUrl: "https://idp.example/token", clientId: gw, clientSecret: oauth-client-secret}}
+      backends: [{host: 127.0.0.1:9}]
+"""
+
+
+def test_redacted_config_hides_every_secret_and_keeps_the_rest() -> None:
+    config = parse_config(SECRET_CONFIG)
+    shown = json.dumps(redacted_config(config))
+    for secret, what in SECRETS.items():
+        assert secret not in shown, f"{what} leaked"
+    data = redacted_config(config)
+    local, remote = data["mcp"]["targets"]
+    assert local["stdio"]["args"] == ["--token", REDACTED, f"--api-key={REDACTED}", "--verbose"]
+    assert local["stdio"]["env"] == {"API_TOKEN": REDACTED, "LEVEL": "debug"}
+    assert remote["mcp"]["headers"] == {"Authorization": REDACTED, "Accept-Language": "en"}
+    policies = data["mcp"]["policies"]
+    assert policies["apiKey"]["keys"] == [{"key": REDACTED, "metadata": {"name": "ops"}}]
+    assert policies["requestHeaderModifier"]["set"] == {"Authorization": REDACTED, "X-Team": "blue"}
+    assert policies["jwtAuth"]["jwks"]["inline"]["keys"] == [{"kty": "oct", "kid": "one", "k": REDACTED}]
+    assert policies["remoteRateLimit"]["redis"]["url"] == "redis://127.0.0.1:6379/0"
+    assert policies["remoteRateLimit"]["limits"][0]["maxTokens"] == 5  # a limit named "tokens" is no secret
+    oauth2 = data["binds"][0]["listeners"][0]["routes"][0]["policies"]["backendAuth"]["oauth2"]
+    assert (oauth2["clientId"], oauth2["clientSecret"], oauth2["tokenUrl"]) == (
+        "gw",
+        REDACTED,
+        "https://idp.example/token",
+    )
+
+
+async def test_get_config_over_the_socket_shows_no_secret(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    target = stdio_target("one").replace(" }", ", env: {API_TOKEN: env-api-token, LEVEL: debug} }")
+    path.write_text(
+        "config: {adminAddr: 127.0.0.1:0}\nmcp:\n  port: 0\n  policies: {apiKey: {keys: [{key: sk-live-apikey}]}}\n"
+        f"  targets:{target}\n"
+    )
+    async with running(path) as (_, admin):
+        shown = await admin.get("/config")
+        assert shown.status_code == 200
+        assert "sk-live-apikey" not in shown.text and "env-api-token" not in shown.text
+        assert shown.json()["config"]["mcp"]["targets"][0]["stdio"]["env"]["LEVEL"] == "debug"
+
+
+async def test_agents_are_listed_with_health_and_managed_through_the_registry(tmp_path: Path) -> None:
+    async with serve(lambda base: echo_agent(base, "Echo")) as echo:
+        path = tmp_path / "gw.yaml"
+        path.write_text(
+            f"{ADMIN}a2a:\n  port: 0\n  registry: {{sqlite: null, healthInterval: 0}}\n"
+            f"  agents: [{{name: echo, url: '{echo.url}'}}]\n"
+        )
+        async with running(path) as (runtime, admin):
+            (agent,) = (await admin.get("/agents")).json()["agents"]
+            assert (agent["name"], agent["route"], agent["health"], agent["source"]) == ("echo", "a2a", "up", "config")
+            assert agent["url"] == echo.url and agent["version"] == "1.0"
+
+            # The registry API itself: the public URL is the gateway's A2A route, not the admin address.
+            one = await admin.get("/agents/echo")
+            assert one.status_code == 200
+            gateway_port = next(iter(runtime.sockets.values())).bind.bound_port
+            assert one.json()["url"] == f"http://127.0.0.1:{gateway_port}/a2a/echo"
+            assert one.json()["card"]["name"] == "Echo"
+            # The operator may register (the gateway's own callers may not: registration.allow is false).
+            added = await admin.post("/agents", json={"name": "again", "url": echo.url})
+            assert added.status_code == 201, added.text
+            assert sorted(a["name"] for a in (await admin.get("/agents")).json()["agents"]) == ["again", "echo"]
+            assert (await admin.delete("/agents/again")).status_code == 200
+            assert (await admin.delete("/agents/echo")).status_code == 409  # a config agent
+            assert (await admin.get("/agents/nobody")).status_code == 404
+
+
+async def test_sessions_show_who_opened_them_never_their_key(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"{ADMIN}mcp:\n  port: 0\n  policies: {{apiKey: {{keys: [{{key: sk-ops-key, metadata: {{name: ops}}}}]}}}}\n"
+        f"  targets:{stdio_target('one')}\n"
+    )
+    async with running(path) as (runtime, admin), httpx.AsyncClient(timeout=30) as http:
+        headers = {**HEADERS, "authorization": "Bearer sk-ops-key"}
+        init = await http.post(gateway_url(runtime), json=INIT, headers=headers)
+        assert init.status_code == 200, init.text
+        listed = await admin.get("/sessions")
+        (route,) = listed.json()["routes"]
+        (session,) = route["sessions"]
+        assert session["id"] == init.headers["mcp-session-id"]
+        assert session["principal"] == "apiKey:ops"
+        assert "sk-ops-key" not in listed.text
