@@ -1,4 +1,5 @@
-"""What federation tells whoever watches it: one `Message` per downstream MCP request it served.
+"""What federation tells whoever watches it: one `Message` per downstream MCP request it served, and
+each upstream call it makes for one (`upstream`: the gateway wraps it in a trace span).
 
 Like the guard, the interface is federation's and the gateway implements it (metrics, access logs);
 federation knows nothing of Prometheus or log formats. `request` is the transport's request, as
@@ -7,9 +8,12 @@ the guard gets it: the ASGI scope of the HTTP request that carried the message, 
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+NOTHING: AbstractContextManager[None] = contextlib.nullcontext()  # reusable: what `upstream` returns when off
 Outcome = Literal["ok", "error", "denied", "rate_limited"]
 
 
@@ -37,7 +41,15 @@ class Observer(Protocol):
         """Called once a request has been answered; must be cheap and must not raise."""
         ...
 
+    def upstream(self, request: Any, method: str, target: str, name: str) -> AbstractContextManager[None]:
+        """Entered around one upstream call made for `request` (`name` from the catalog, or ""): the
+        call's request is sent inside it. `NOTHING` when nobody watches; must not raise."""
+        ...
+
 
 class NoObserver:
     def message(self, request: Any, message: Message) -> None:
         return None
+
+    def upstream(self, request: Any, method: str, target: str, name: str) -> AbstractContextManager[None]:
+        return NOTHING

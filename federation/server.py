@@ -576,7 +576,10 @@ class Federation:
         if upstream is not self.upstreams[entry.target]:
             upstream.caller = downstream.scope
         try:
-            with self._on_behalf(upstream, current, downstream.scope):
+            with (
+                self._on_behalf(upstream, current, downstream.scope),
+                self.observer.upstream(downstream.scope, "tools/call", entry.target, entry.item.name),
+            ):
                 response = await upstream.relay(
                     {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
                 )
@@ -696,8 +699,11 @@ class Federation:
         """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
         current = caller if isinstance(caller, Call) else Call(caller)
         upstream = self._upstream(target, current.ctx)
+        request = _request(current.ctx)
+        observed = _OBSERVED.get()
+        name = observed.name if observed is not None and observed.target == target else ""
         try:
-            with self._on_behalf(upstream, current, _request(current.ctx)):
+            with self._on_behalf(upstream, current, request), self.observer.upstream(request, method, target, name):
                 return await upstream.request(method, call)
         except UpstreamError:
             raise

@@ -13,9 +13,11 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 
 from gateway.admin import AdminServer
 from gateway.app import BindRuntime, Gateway, Socket, listen, open_all
@@ -24,6 +26,7 @@ from gateway.keeper import Keeper, Part
 from gateway.observability.exchange import Observability
 from gateway.observability.metrics import Metrics
 from gateway.observability.stats import StatsServer
+from gateway.observability.tracing import provider_for, tracer_of
 
 logger = logging.getLogger("agentplex")
 
@@ -33,9 +36,19 @@ SocketKey = tuple[str, int, int]  # address, configured port, which of the binds
 class Runtime:
     """Serve a config, reload it when `reload()` is called or its file changes, stop on `stop()`."""
 
-    def __init__(self, config: Config, load: Callable[[], Config] | None = None, *, poll: float = 1.0) -> None:
-        """`load` reads the config again (None: no reloading); the file `config.source` is watched."""
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], Config] | None = None,
+        *,
+        poll: float = 1.0,
+        tracer_provider: Any = None,
+    ) -> None:
+        """`load` reads the config again (None: no reloading); the file `config.source` is watched.
+        `tracer_provider` (an OpenTelemetry SDK one, e.g. with an in-memory exporter) replaces the
+        one `config.tracing` describes; its owner shuts it down."""
         self.config = config
+        self.config_at_start = config.config
         self._load = load
         self._poll = poll
         self._keeper = Keeper()
@@ -45,6 +58,10 @@ class Runtime:
         self.stats: StatsServer | None = None
         if self.metrics is not None:
             self.metrics.federations = lambda: self.gateway.federations
+        # Tracing too is the process's, set up once from the first config.
+        tracing = config.config.tracing
+        self._own_provider = provider_for(tracing) if tracer_provider is None and tracing is not None else None
+        self.tracer = tracer_of(tracer_provider or self._own_provider)
         # Compiled and bound here: a bad config or a port in use fails before anything runs.
         self.gateway = Gateway(config, self._keeper, self._observability(config))
         self.sockets: dict[SocketKey, Socket] = {
@@ -159,6 +176,8 @@ class Runtime:
                 self.generation,
                 kept,
             )
+            if config.config.tracing != self.config_at_start.tracing:
+                logger.warning("config.tracing changed: it takes effect on the next start")
             if self.admin is not None and config.config.adminAddr != self.admin.address:
                 logger.warning(
                     "config.adminAddr changed to %s: the admin API stays on %s until a restart",
@@ -168,7 +187,7 @@ class Runtime:
             return []
 
     def _observability(self, config: Config) -> Observability:
-        return Observability(self.metrics, config.config.logging.format)
+        return Observability(self.metrics, config.config.logging.format, self.tracer)
 
     @property
     def stats_port(self) -> int | None:
@@ -234,6 +253,9 @@ class Runtime:
             self.stats.stop()
         if self.admin is not None:
             self.admin.stop()
+        if self._own_provider is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._own_provider.shutdown)  # exports what is still batched
 
     async def _sweep(self) -> None:
         """Close the endpoints a reload kept for their sessions once the last has ended."""

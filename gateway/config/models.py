@@ -249,6 +249,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class TracingSettings(_Model):
+    """OpenTelemetry traces, exported over OTLP/HTTP (gateway/observability/tracing.py)."""
+
+    otlpEndpoint: Annotated[str, AfterValidator(_http_url)]  # the full URL, e.g. http://collector:4318/v1/traces
+    headers: dict[str, str] = Field(default_factory=dict)  # sent with every export (a backend's API key)
+    randomSampling: float = Field(default=1.0, ge=0.0, le=1.0)  # share of new traces kept; callers' choice wins
+
+
 class GlobalSettings(_Model):
     # The admin API (gateway/admin.py); null turns it off. Off loopback it needs adminToken.
     adminAddr: Annotated[str | None, AfterValidator(_listen_addr)] = "127.0.0.1:15000"
@@ -259,6 +267,7 @@ class GlobalSettings(_Model):
     connectionMinTerminationDeadline: Duration = 0.0
     connectionTerminationDeadline: Duration = 10.0
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings | None = None  # off unless set; read once, at start
 
     @model_validator(mode="after")
     def _admin_token_off_loopback(self) -> GlobalSettings:

@@ -4,7 +4,7 @@ Secrets are found by what the models say they are, then by name as a safety net 
 - the known secret fields: apiKey keys, backendAuth key values, OAuth client secrets, htpasswd
   contents, the admin token;
 - header values that carry credentials (Authorization, Cookie, X-Api-Key, anything named *token*,
-  *secret*, *key*, *auth*, *password*, *session*, *cookie*): targets', agents' and header modifiers';
+  *secret*, *key*, *auth*, *password*, *session*, *cookie*): targets', agents', header modifiers' and the trace exporter's;
 - stdio targets' environment variables with such names, and `--token X` / `--token=X` style arguments;
 - the private and symmetric members of inline JWKS keys (d, p, q, dp, dq, qi, k);
 - passwords in connection URLs (redis://:secret@host), and anything that holds a PEM private key;
@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from protocols.urls import redacted as url_without_credentials
 
 from .a2a import AgentConfig
-from .models import Config, GlobalSettings, HttpTarget, StdioTarget
+from .models import Config, GlobalSettings, HttpTarget, StdioTarget, TracingSettings
 from .policies import ApiKeyEntry, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
 
 REDACTED = "<redacted>"
@@ -41,6 +41,7 @@ _NAMED_VALUES: list[tuple[type[BaseModel], frozenset[str]]] = [
     (StdioTarget, frozenset({"env"})),
     (AgentConfig, frozenset({"headers"})),
     (HeaderModifier, frozenset({"add", "set"})),
+    (TracingSettings, frozenset({"headers"})),
 ]
 _SENSITIVE = re.compile(r"auth|token|secret|passw|pwd|key|cookie|session|credential|signature", re.IGNORECASE)
 # A field named like a secret is one, unless it is one of these (names of limits, URLs, CEL keys, paths).

@@ -1,17 +1,19 @@
-"""Per HTTP request: time it, count it, log it. The message layer adds what it learns to the request's
+"""Per HTTP request: time it, count it, log it, trace it. The message layer adds what it learns to the request's
 `Exchange` (in `scope["state"]`), so the access line can say which MCP method, tool or agent it was."""
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from federation.observer import NOTHING
 from federation.observer import Message as McpMessage
-from gateway.observability import access_log
+from gateway.observability import access_log, tracing
 from gateway.observability.metrics import Metrics
 
 EXCHANGE = "agentplex.exchange"
@@ -24,6 +26,7 @@ class Exchange:
     session: str = ""  # Mcp-Session-Id (of the request, or the one an initialize answer assigned)
     mcp: McpMessage | None = None
     a2a: tuple[str, str, str] | None = None  # agent, method, outcome
+    span: Any = None  # the request's trace span, when tracing is on
 
 
 def exchange_of(scope: Any) -> Exchange | None:
@@ -32,21 +35,25 @@ def exchange_of(scope: Any) -> Exchange | None:
 
 
 class Observability:
-    """What one config records into: the process's metrics (None: no stats address) and its log format."""
+    """What one config records into: the process's metrics (None: no stats address), its log format and
+    its tracer (None: tracing is off)."""
 
-    def __init__(self, metrics: Metrics | None = None, log_format: str = "text") -> None:
+    def __init__(self, metrics: Metrics | None = None, log_format: str = "text", tracer: Any = None) -> None:
         self.metrics = metrics
         self.json = log_format == "json"
+        self.tracer = tracer
 
     async def serve(self, route: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-        metrics, log = self.metrics, access_log.logger.isEnabledFor(logging.INFO)
-        if metrics is None and not log:
+        metrics, log, tracer = self.metrics, access_log.logger.isEnabledFor(logging.INFO), self.tracer
+        if metrics is None and not log and tracer is None:
             await app(scope, receive, send)
             return
         state = scope.get("state")
         if not isinstance(state, dict):
             state = scope["state"] = {}
         exchange = state[EXCHANGE] = Exchange(route)
+        if tracer is not None:
+            exchange.span = tracing.server_span(tracer, route, scope)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -66,6 +73,8 @@ class Observability:
             raise
         finally:
             seconds = time.perf_counter() - start
+            if exchange.span is not None:
+                tracing.end_server_span(exchange.span, exchange.status, exchange.mcp)
             if metrics is not None:
                 metrics.request(route, scope["method"], exchange.status, seconds)
             if log:
@@ -94,7 +103,7 @@ class Observability:
         return fields
 
     def federation_observer(self, route: str) -> McpObserver:
-        return McpObserver(route, self.metrics)
+        return McpObserver(route, self.metrics, self.tracer)
 
     def a2a_call(self, route: str, scope: Scope, agent: str, method: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -112,11 +121,13 @@ class Observability:
 
 
 class McpObserver:
-    """Federation's observer for one MCP route: the message's counters, and its access-log fields."""
+    """Federation's observer for one MCP route: the message's counters, its access-log fields, and a
+    span per upstream call (a child of the request's)."""
 
-    def __init__(self, route: str, metrics: Metrics | None) -> None:
+    def __init__(self, route: str, metrics: Metrics | None, tracer: Any = None) -> None:
         self.route = route
         self.metrics = metrics
+        self.tracer = tracer
 
     def message(self, request: Any, message: McpMessage) -> None:
         if self.metrics is not None:
@@ -124,6 +135,13 @@ class McpObserver:
         exchange = exchange_of(request)
         if exchange is not None:
             exchange.mcp = message
+
+    def upstream(self, request: Any, method: str, target: str, name: str) -> AbstractContextManager[None]:
+        if self.tracer is None:
+            return NOTHING
+        exchange = exchange_of(request)
+        parent = exchange.span if exchange is not None else None
+        return tracing.upstream_span(self.tracer, parent, method, target, name)
 
 
 def _header(scope: Scope, name: bytes) -> str:

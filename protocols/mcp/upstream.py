@@ -2,6 +2,10 @@
 
 Federation never asks which transport it holds: it gets an `Upstream` with typed verbs,
 and hands in an `UpstreamEvents` object that receives what the server sends back.
+
+Trace context: whoever makes a call may make an OpenTelemetry span current around it. HTTP requests
+then carry it as a W3C `traceparent` header (the SDK's requests and the raw relay's alike), and the
+SDK's client puts it in each JSON-RPC request's `params._meta` (how it reaches stdio servers).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from protocols import pooled_sockets
 from protocols.mcp import relay
@@ -568,7 +574,17 @@ def _http_client(
     kwargs["verify"] = spec.tls if spec.tls is not None else _default_tls()
     if spec.auth is not None:
         kwargs["auth"] = _UpstreamHttpAuth(upstream, spec.auth)
+    kwargs["event_hooks"] = {"request": [_send_trace_context]}
     return httpx2.AsyncClient(**kwargs)
+
+
+_W3C = TraceContextTextMapPropagator()
+
+
+async def _send_trace_context(request: httpx2.Request) -> None:
+    """`traceparent` (and `tracestate`) for the span current where the request is sent, if any."""
+    if trace.get_current_span().get_span_context().is_valid:
+        _W3C.inject(request.headers)
 
 
 @functools.cache
