@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -34,8 +36,8 @@ CALLER_SPAN = "b7ad6b7169203331"
 
 
 @contextlib.asynccontextmanager
-async def running(targets: str, provider: TracerProvider | None) -> AsyncIterator[str]:
-    text = f"config: {{statsAddr: null, adminAddr: null}}\nmcp:\n  port: 0\n  targets:{targets}\n"
+async def running(targets: str, provider: TracerProvider | None, tracing: str = "null") -> AsyncIterator[str]:
+    text = f"config: {{statsAddr: null, adminAddr: null, tracing: {tracing}}}\nmcp:\n  port: 0\n  targets:{targets}\n"
     runtime = Runtime(parse_config(text, "<test>"), tracer_provider=provider)
     async with anyio.create_task_group() as tg:
         await tg.start(runtime.run)
@@ -178,3 +180,35 @@ def test_random_sampling_applies_to_new_traces_and_callers_decisions_are_kept() 
         assert tracer.start_span("continued", context=sampled).is_recording()
     finally:
         provider.shutdown()
+
+
+async def test_config_tracing_exports_over_otlp_http_by_the_time_the_gateway_has_stopped(upstream: Any) -> None:
+    received: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
+    try:
+        tracing = f"{{otlpEndpoint: '{endpoint}', headers: {{x-api-key: k1}}}}"
+        async with running(stdio_target("local"), None, tracing) as url, httpx.AsyncClient(timeout=30) as http:
+            headers = await session(http, url, HEADERS)
+            assert "result" in rpc(await http.post(url, json=call("tracecontext"), headers=headers))
+    finally:
+        collector.shutdown()
+    assert received, "nothing was exported"
+    path, sent, _ = received[0]
+    assert path == "/v1/traces" and sent["x-api-key"] == "k1" and sent["content-type"] == "application/x-protobuf"
+    exported = b"".join(b for _, _, b in received)
+    assert b"tools/call tracecontext" in exported and b"agentplex" in exported
