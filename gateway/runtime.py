@@ -48,7 +48,6 @@ class Runtime:
         `tracer_provider` (an OpenTelemetry SDK one, e.g. with an in-memory exporter) replaces the
         one `config.tracing` describes; its owner shuts it down."""
         self.config = config
-        self.config_at_start = config.config
         self._load = load
         self._poll = poll
         self._keeper = Keeper()
@@ -59,11 +58,16 @@ class Runtime:
         if self.metrics is not None:
             self.metrics.federations = lambda: self.gateway.federations
         # Tracing too is the process's, set up once from the first config.
-        tracing = config.config.tracing
+        self._tracing = tracing = config.config.tracing
         self._own_provider = provider_for(tracing) if tracer_provider is None and tracing is not None else None
         self.tracer = tracer_of(tracer_provider or self._own_provider)
         # Compiled and bound here: a bad config or a port in use fails before anything runs.
-        self.gateway = Gateway(config, self._keeper, self._observability(config))
+        try:
+            self.gateway = Gateway(config, self._keeper, self._observability(config))
+        except BaseException:
+            if self._own_provider is not None:
+                self._own_provider.shutdown()  # its export thread
+            raise
         self.sockets: dict[SocketKey, Socket] = {
             key: Socket(bind, config.config.connectionTerminationDeadline)
             for key, bind in _by_key(self.gateway).items()
@@ -176,7 +180,7 @@ class Runtime:
                 self.generation,
                 kept,
             )
-            if config.config.tracing != self.config_at_start.tracing:
+            if config.config.tracing != self._tracing:
                 logger.warning("config.tracing changed: it takes effect on the next start")
             if self.admin is not None and config.config.adminAddr != self.admin.address:
                 logger.warning(
