@@ -178,20 +178,36 @@ async def stdio_session(*command: str) -> tuple[list[str], str]:
         return tools, (await session.call_tool(whoami, {})).content[0].text
 
 
-def upstream_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "tests.fixtures.upstream --name"], capture_output=True, text=True).stdout
+def upstream_pids(marker: str) -> set[int]:
+    """This test's stdio upstreams: they carry `--port <marker>` (ignored by the stdio transport), so
+    upstreams of other suites running on the machine at the same time are not counted."""
+    pattern = f"tests.fixtures.upstream --name .* --transport stdio --port {marker}$"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
 
 
 def test_stdio_front_end_serves_the_federation_and_leaves_no_child(tmp_path: Path) -> None:
-    before = upstream_pids()
-    tools, answer = anyio.run(stdio_session, AGENTPLEX, "stdio", "-f", str(write_config(tmp_path)))
+    marker = str(20000 + os.getpid() % 40000)
+    config = tmp_path / "gw.yaml"
+    config.write_text(f"mcp:\n  port: 0\n  targets:{stdio_target('one', '--port', marker)}{stdio_target('two', '--port', marker)}\n")
+    seen: set[int] = set()
+
+    async def session() -> tuple[list[str], str]:
+        params = StdioServerParameters(command=AGENTPLEX, args=["stdio", "-f", str(config)], cwd=str(ROOT))
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
+            await client.initialize()
+            tools = sorted(t.name for t in (await client.list_tools()).tools)
+            seen.update(upstream_pids(marker))  # the upstreams run now
+            return tools, (await client.call_tool("one_whoami", {})).content[0].text  # type: ignore[union-attr]
+
+    tools, answer = anyio.run(session)
     assert {"one_whoami", "two_whoami"} <= set(tools)
     assert answer == "one"
+    assert len(seen) >= 2  # each target: its catalog connection and this session's own
     deadline = time.monotonic() + 10
-    while upstream_pids() - before and time.monotonic() < deadline:
+    while upstream_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not upstream_pids() - before
+    assert not upstream_pids(marker)
 
 
 def test_stdio_needs_a_route_when_there_are_several(tmp_path: Path) -> None:
