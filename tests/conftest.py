@@ -140,6 +140,20 @@ async def run_gateway(yaml_text: str, source: str = "<test>") -> AsyncIterator[R
             gateway.shutdown()
 
 
+def http_route_yaml(host: str, policies: str = "{}") -> str:
+    """A full-shape config on port 0: one route `api` at /api proxying to the plain HTTP backend `host`."""
+    return f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: api
+      matches: [{{path: {{pathPrefix: /api}}}}]
+      policies: {policies}
+      backends: [{{host: "{host}"}}]
+"""
+
+
 def mcp_yaml(targets: str, **options: str) -> str:
     """A short-shape config on port 0 with the given target YAML."""
     opts = "".join(f"\n  {k}: {v}" for k, v in options.items())

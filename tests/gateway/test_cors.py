@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from tests.conftest import HEADERS, INIT, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import HEADERS, INIT, http_route_yaml, mcp_yaml, run_gateway, stdio_target
 from tests.gateway.test_auth import SIGNER, bearer, jwt_policy
-from tests.gateway.test_http_backend import backend, config
+from tests.gateway.test_http_backend import backend
 
 pytestmark = pytest.mark.anyio
 
@@ -28,7 +28,7 @@ def cors_headers(response: httpx.Response) -> dict[str, str]:
 
 
 async def test_preflights_and_actual_requests_on_an_http_route() -> None:
-    async with backend() as (url, _), run_gateway(config(url, CORS)) as gw, httpx.AsyncClient(timeout=20) as http:
+    async with backend() as (url, _), run_gateway(http_route_yaml(url, CORS)) as gw, httpx.AsyncClient(timeout=20) as http:
         api = f"http://127.0.0.1:{gw.port}/api/items"
         allowed = await http.options(api, headers=preflight(APP))
         assert allowed.status_code == 204  # answered by the gateway: the backend does not serve OPTIONS
@@ -77,14 +77,14 @@ binds:
 
 async def test_any_origin_and_credentials() -> None:
     async with backend() as (url, _), httpx.AsyncClient(timeout=20) as http:
-        async with run_gateway(config(url, "{cors: {allowOrigins: ['*'], allowHeaders: ['*']}}")) as gw:
+        async with run_gateway(http_route_yaml(url, "{cors: {allowOrigins: ['*'], allowHeaders: ['*']}}")) as gw:
             api = f"http://127.0.0.1:{gw.port}/api/x"
             answer = await http.get(api, headers={"origin": "https://anyone.test"})
             assert answer.headers["access-control-allow-origin"] == "*" and "vary" not in answer.headers
             asked = await http.options(api, headers=preflight("https://anyone.test", headers="x-a, x-b"))
             assert asked.headers["access-control-allow-headers"] == "x-a, x-b"  # `*` echoes what was asked
         policies = "{cors: {allowOrigins: ['*'], allowCredentials: true}}"
-        async with run_gateway(config(url, policies)) as gw:
+        async with run_gateway(http_route_yaml(url, policies)) as gw:
             api = f"http://127.0.0.1:{gw.port}/api/x"
             answer = await http.get(api, headers={"origin": "https://anyone.test"})
             assert cors_headers(answer) == {  # never `*` with credentials

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
-from tests.conftest import free_port, run_gateway
+from tests.conftest import free_port, http_route_yaml, run_gateway
 from tests.fixtures.a2a_agent import Recorder, serve
 
 pytestmark = pytest.mark.anyio
@@ -44,19 +44,6 @@ def backend_app(base: str, release: anyio.Event) -> Starlette:
     return Starlette(routes=[Route("/api/events", events), Route("/{path:path}", echo, methods=["GET", "POST", "PUT"])])
 
 
-def config(host: str, policies: str = "{}") -> str:
-    return f"""
-binds:
-- port: 0
-  listeners:
-  - routes:
-    - name: api
-      matches: [{{path: {{pathPrefix: /api}}}}]
-      policies: {policies}
-      backends: [{{host: "{host}"}}]
-"""
-
-
 @contextlib.asynccontextmanager
 async def backend() -> AsyncIterator[tuple[str, anyio.Event]]:
     release = anyio.Event()
@@ -67,7 +54,7 @@ async def backend() -> AsyncIterator[tuple[str, anyio.Event]]:
 async def test_requests_reach_the_backend_with_forwarded_headers() -> None:
     async with (
         backend() as (url, _),
-        run_gateway(config(url.removeprefix("http://"))) as gw,
+        run_gateway(http_route_yaml(url.removeprefix("http://"))) as gw,
         httpx.AsyncClient(timeout=20) as http,
     ):
         answer = await http.post(
@@ -84,7 +71,7 @@ async def test_requests_reach_the_backend_with_forwarded_headers() -> None:
 
 
 async def test_a_stream_is_not_buffered() -> None:
-    async with backend() as (url, release), run_gateway(config(url)) as gw, httpx.AsyncClient(timeout=20) as http:
+    async with backend() as (url, release), run_gateway(http_route_yaml(url)) as gw, httpx.AsyncClient(timeout=20) as http:
         assert (await http.get(f"http://127.0.0.1:{gw.port}/events")).status_code == 404  # outside the route
         async with http.stream("GET", f"http://127.0.0.1:{gw.port}/api/events") as r:
             lines = r.aiter_lines()
@@ -100,10 +87,10 @@ async def test_a_stream_is_not_buffered() -> None:
 async def test_backend_auth_and_a_backend_that_is_down() -> None:
     async with backend() as (url, _):
         policies = "{backendAuth: {key: {value: backend-secret}}}"
-        async with run_gateway(config(url, policies)) as gw, httpx.AsyncClient(timeout=20) as http:
+        async with run_gateway(http_route_yaml(url, policies)) as gw, httpx.AsyncClient(timeout=20) as http:
             got = (await http.get(f"http://127.0.0.1:{gw.port}/api/x")).json()
             assert got["headers"]["authorization"] == "Bearer backend-secret"
-    async with run_gateway(config(f"127.0.0.1:{free_port()}")) as gw, httpx.AsyncClient(timeout=20) as http:
+    async with run_gateway(http_route_yaml(f"127.0.0.1:{free_port()}")) as gw, httpx.AsyncClient(timeout=20) as http:
         down = await http.get(f"http://127.0.0.1:{gw.port}/api/x")
         assert down.status_code == 502 and json.loads(down.text)["error"].startswith("backend 'api' is unreachable")
 
@@ -176,6 +163,6 @@ def test_backend_list_errors(routes: str, problem: str) -> None:
 
 
 def test_a_named_backend_takes_only_backend_policies() -> None:
-    text = "backends:\n- {name: api, host: '127.0.0.1:1', policies: {cors: {allowOrigins: ['*']}}}\n" + config("127.0.0.1:1")
+    text = "backends:\n- {name: api, host: '127.0.0.1:1', policies: {cors: {allowOrigins: ['*']}}}\n" + http_route_yaml("127.0.0.1:1")
     with pytest.raises(ConfigError, match=r"x.yaml: backends\[0\].policies.cors: a backend's policies are those toward it"):
         parse_config(text, "x.yaml")

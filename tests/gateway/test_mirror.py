@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
 from tests.a2a.harness import V1, message, rpc
-from tests.conftest import free_port, run_gateway, stdio_target
+from tests.conftest import free_port, http_route_yaml, run_gateway, stdio_target
 from tests.fixtures.a2a_agent import Recorder, echo_agent, serve
 
 pytestmark = pytest.mark.anyio
@@ -39,17 +39,8 @@ def recording_app(seen: list[dict[str, Any]], delay: float = 0.0) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", record, methods=["GET", "POST", "PUT", "DELETE"])])
 
 
-def config(backend: str, mirror: str, percentage: float = 1.0) -> str:
-    return f"""
-binds:
-- port: 0
-  listeners:
-  - routes:
-    - name: api
-      matches: [{{path: {{pathPrefix: /api}}}}]
-      policies: {{requestMirror: {{backend: {{host: "{mirror}"}}, percentage: {percentage}}}}}
-      backends: [{{host: "{backend}"}}]
-"""
+def mirror_policy(host: str, percentage: float) -> str:
+    return f'{{requestMirror: {{backend: {{host: "{host}"}}, percentage: {percentage}}}}}'
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +53,7 @@ async def setup(percentage: float = 1.0, mirror_delay: float = 0.0, mirror_down:
     ):
         mirror_host = f"127.0.0.1:{free_port()}" if mirror_down else mirror.url
         async with (
-            run_gateway(config(backend.url, mirror_host, percentage)) as gw,
+            run_gateway(http_route_yaml(backend.url, mirror_policy(mirror_host, percentage))) as gw,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=20) as http,
         ):
             yield http, real, copies

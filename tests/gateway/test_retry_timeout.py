@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port, run_gateway
+from tests.conftest import free_port, http_route_yaml, run_gateway
 from tests.fixtures.a2a_agent import echo_agent, serve
 
 pytestmark = pytest.mark.anyio
@@ -65,25 +65,12 @@ class Backend:
         )
 
 
-def config(host: str, policies: str) -> str:
-    return f"""
-binds:
-- port: 0
-  listeners:
-  - routes:
-    - name: api
-      matches: [{{path: {{pathPrefix: /api}}}}]
-      policies: {policies}
-      backends: [{{host: "{host}"}}]
-"""
-
-
 @contextlib.asynccontextmanager
 async def setup(policies: str) -> AsyncIterator[tuple[Backend, httpx.AsyncClient]]:
     backend = Backend()
     async with (
         serve(backend.app) as running,  # type: ignore[arg-type]
-        run_gateway(config(running.url, policies)) as gw,
+        run_gateway(http_route_yaml(running.url, policies)) as gw,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=20) as http,
     ):
         yield backend, http
@@ -135,7 +122,7 @@ async def test_a_post_is_retried_when_the_backend_was_not_listening(caplog: pyte
     port, backend = free_port(), Backend()
     policies = "{retry: {attempts: 20, backoff: 200ms, codes: []}}"
     async with (
-        run_gateway(config(f"127.0.0.1:{port}", policies)) as gw,
+        run_gateway(http_route_yaml(f"127.0.0.1:{port}", policies)) as gw,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=20) as http,
         anyio.create_task_group() as tg,
     ):
