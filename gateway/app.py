@@ -62,12 +62,15 @@ class CompiledRoute:
 class BindRuntime:
     address: str
     port: int
-    routes: list[CompiledRoute] = field(default_factory=list)
+    routes: list[CompiledRoute]
+    observe: Observability | None = None  # metrics and access logs per HTTP request
     server: uvicorn.Server | None = None
     active: int = 0  # requests in flight (a reload waits for the old config's to finish)
     streams: int = 0  # of which event streams a client holds open (GET text/event-stream)
-    table: RouteTable[CompiledRoute] | None = None  # `routes` in precedence order (gateway/routing.py)
-    observe: Observability | None = None  # metrics and access logs per HTTP request
+    table: RouteTable[CompiledRoute] = field(init=False)  # `routes` in precedence order (gateway/routing.py)
+
+    def __post_init__(self) -> None:
+        self.table = RouteTable([(route.matches, route) for route in self.routes])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -85,8 +88,6 @@ class BindRuntime:
         if scope["type"] == "http" and _unnormalized(scope["path"]):
             # `/public/../mcp` would match one route here and another behind a normalizing proxy: refuse.
             return "", _UNNORMALIZED
-        if self.table is None:
-            self.table = RouteTable([(route.matches, route) for route in self.routes])
         route = self.table.select(scope)
         if route is not None:
             return route.name, route.endpoint
@@ -273,7 +274,7 @@ class Gateway:
 
     def _compile_bind(self, bind: Bind, origin: str) -> BindRuntime:
         """`origin` is the config key the bind came from: `binds[i]`, or a short block (`mcp`, `a2a`)."""
-        runtime = BindRuntime(bind.address, bind.port, observe=self.observability)
+        routes: list[CompiledRoute] = []
         for li, listener in enumerate(bind.listeners):
             for ri, route in enumerate(listener.routes):
                 name = route.name or f"{listener.name or f'listener{li}'}/route{ri}"
@@ -281,9 +282,8 @@ class Gateway:
                     where = listener_at = name
                 else:
                     where, listener_at = f"{origin}.listeners[{li}].routes[{ri}]", f"{origin}.listeners[{li}]"
-                runtime.routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
-        runtime.table = RouteTable([(route.matches, route) for route in runtime.routes])
-        return runtime
+                routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
+        return BindRuntime(bind.address, bind.port, routes, observe=self.observability)
 
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str

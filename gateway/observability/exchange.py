@@ -15,6 +15,7 @@ from federation.observer import NOTHING
 from federation.observer import Message as McpMessage
 from gateway.observability import access_log, tracing
 from gateway.observability.metrics import Metrics
+from gateway.policies.http import header
 
 EXCHANGE = "agentplex.exchange"
 
@@ -89,7 +90,7 @@ class Observability:
             "duration_ms": round(seconds * 1000, 3),
             "caller": access_log.caller(scope),
         }
-        session = exchange.session or _header(scope, b"mcp-session-id")
+        session = exchange.session or header(scope, "mcp-session-id")
         mcp = exchange.mcp
         if mcp is not None:
             fields.update({"mcp.method": mcp.method, "mcp.target": mcp.target, "mcp.name": mcp.name})
@@ -143,9 +144,3 @@ class McpObserver:
         parent = exchange.span if exchange is not None else None
         return tracing.upstream_span(self.tracer, parent, method, target, name)
 
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
