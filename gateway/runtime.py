@@ -79,37 +79,33 @@ class Runtime:
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
         self._stop = anyio.Event()
-        self._stopped = anyio.Event()
         self.admin: AdminServer | None = None  # the admin API, when config.adminAddr is set and could be bound
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Until `stop()`: then stop accepting, let requests finish, close upstreams and child processes."""
-        try:
-            async with self._keeper.running(), anyio.create_task_group() as tg:
-                self._tg = tg
-                self.gateway.commit()
-                try:
-                    self._current = await self._start(self.gateway)
-                except BaseException:
-                    for s in self.sockets.values():
-                        s.sock.close()  # type: ignore[union-attr]
-                    raise
-                await listen(list(self.sockets.values()), tg)
-                if self.metrics is not None and self.config.config.statsAddr:
-                    stats = StatsServer(self.config.config.statsAddr, self.metrics)
-                    if await stats.start(tg):
-                        self.stats = stats
-                self.generation = 1
-                await self._start_admin(tg)
-                if self._load is not None and self.config.source not in ("<string>", ""):
-                    tg.start_soon(self._watch, Path(self.config.source))
-                tg.start_soon(self._sweep)
-                task_status.started()
-                await self._stop.wait()
-                await self._shutdown()
-                tg.cancel_scope.cancel()
-        finally:
-            self._stopped.set()
+        async with self._keeper.running(), anyio.create_task_group() as tg:
+            self._tg = tg
+            self.gateway.commit()
+            try:
+                self._current = await self._start(self.gateway)
+            except BaseException:
+                for s in self.sockets.values():
+                    s.sock.close()  # type: ignore[union-attr]
+                raise
+            await listen(list(self.sockets.values()), tg)
+            if self.metrics is not None:  # there is a stats address
+                stats = StatsServer(self.config.config.statsAddr, self.metrics)
+                if await stats.start(tg):
+                    self.stats = stats
+            self.generation = 1
+            await self._start_admin(tg)
+            if self._load is not None and self.config.source not in ("<string>", ""):
+                tg.start_soon(self._watch, Path(self.config.source))
+            tg.start_soon(self._sweep)
+            task_status.started()
+            await self._stop.wait()
+            await self._shutdown()
+            tg.cancel_scope.cancel()
 
     def stop(self) -> None:
         self._stop.set()
