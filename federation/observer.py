@@ -35,6 +35,11 @@ class Message:
         if self.outcome == "ok":
             self.outcome = "error"
 
+    def tool_failed(self) -> None:
+        """A tools/call answered with `isError: true`: the tool failed, though the protocol did not (no code)."""
+        if self.outcome == "ok":
+            self.outcome = "error"
+
 
 class Observer(Protocol):
     def message(self, request: Any, message: Message) -> None:

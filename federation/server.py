@@ -19,6 +19,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp_types import REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from federation.bridge import Parked, ParkedCalls
@@ -295,19 +296,21 @@ class Federation:
 
         return handler
 
-    async def survey(self, timeout: float = 30.0) -> tuple[dict[Kind, Catalog], dict[str, str]]:
-        """Every kind, listed now from every (shared) target, for operators: the catalogs as they would be
-        built, and the targets that could not be listed with why. Changes nothing the clients see."""
-        listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
+    async def survey(
+        self, timeout: float = 30.0, kinds: Sequence[Kind] = tuple(LIST_METHODS)
+    ) -> tuple[dict[Kind, Catalog], dict[str, str]]:
+        """Every kind (of `kinds`), listed now from every (shared) target, for operators: the catalogs as
+        they would be built, and the targets that could not be listed with why. Changes nothing the clients see."""
+        listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in kinds}
         failures: dict[str, str] = {}
 
         async def survey_one(up: Upstream) -> None:
             try:
                 with anyio.fail_after(timeout):
                     session = await up.session()
-                    for kind, method in LIST_METHODS.items():
+                    for kind in kinds:
                         if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
-                            listed[kind][up.spec.name] = await up.list_all(method)
+                            listed[kind][up.spec.name] = await up.list_all(LIST_METHODS[kind])
             except MCPError as exc:
                 failures[up.spec.name] = exc.message
             except TimeoutError:
@@ -316,8 +319,43 @@ class Federation:
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams.values():
                 tg.start_soon(survey_one, upstream)
-        catalogs = {kind: build_catalog(kind, self.naming, listed[kind]) for kind in LIST_METHODS}
+        catalogs = {kind: build_catalog(kind, self.naming, listed[kind]) for kind in kinds}
         return catalogs, failures
+
+    async def operator_call(self, name: str, arguments: dict[str, Any] | None, timeout: float = 30.0) -> Any:
+        """tools/call for an operator (the admin playground): on the shared upstream and with no caller, so
+        no caller's rules or limits apply (like `survey`, an operator's view). Observed as a tools/call."""
+        observed = Observed("tools/call")
+        token = _OBSERVED.set(observed)
+        start = time.perf_counter()
+        try:
+            entry = self.catalogs["tool"].get(name)
+            if entry is None:
+                entry = (await self.survey(timeout, kinds=("tool",)))[0]["tool"].get(name)
+            if entry is None:
+                raise unknown_name("tool", name)
+            observed.target, observed.name = entry.target, name
+
+            async def invoke(session: Any) -> Any:
+                return await session.call_tool(entry.original, arguments)
+
+            with anyio.fail_after(timeout):  # cancelling sends notifications/cancelled upstream
+                result = await self._forward(Call(None), entry.target, "tools/call", invoke)
+            if result.is_error:
+                observed.tool_failed()
+            if not self.naming.prefixed:
+                return result
+            return result.model_copy(update={"content": [self._expose_block(entry.target, b) for b in result.content]})
+        except TimeoutError:
+            observed.failed(REQUEST_TIMEOUT)
+            raise UpstreamError(observed.target, f"gave no answer to tools/call within {timeout:g}s", REQUEST_TIMEOUT) from None
+        except MCPError as exc:
+            observed.failed(exc.error.code)
+            raise
+        finally:
+            _OBSERVED.reset(token)
+            observed.seconds = time.perf_counter() - start
+            self._observe(None, observed)
 
     async def refresh(self, kind: Kind, ctx: ServerRequestContext[Any] | None = None, client: Any = None) -> Catalog:
         """Fan one list out to every target (as this client sees them) and rebuild that kind's catalog."""
@@ -424,6 +462,8 @@ class Federation:
             result = await session.call_tool(
                 entry.original, params.arguments, progress_callback=progress, **interactive
             )
+            if getattr(result, "is_error", False) and (observed := _OBSERVED.get()) is not None:
+                observed.tool_failed()
             if not self.naming.prefixed or isinstance(result, types.InputRequiredResult):
                 return result
             return result.model_copy(update={"content": [self._expose_block(entry.target, b) for b in result.content]})
@@ -540,6 +580,8 @@ class Federation:
         error = response.get("error")
         if error is not None:
             observed.failed(error.get("code", types.INTERNAL_ERROR))
+        elif isinstance(result := response.get("result"), dict) and result.get("isError") is True:
+            observed.tool_failed()
         observed.seconds = time.perf_counter() - start
         self._observe(downstream.scope, observed)
         return response

@@ -140,3 +140,45 @@ class UpstreamCollector(Collector):
         yield up
         yield sessions
         yield restarts
+
+
+def totals(metrics: Metrics) -> dict[str, Any]:
+    """Running totals for the admin UI's live counters, summed from the counters' samples."""
+    statuses: dict[str, float] = {}
+    outcomes: dict[str, float] = {}
+    tools: dict[tuple[str, str, str], dict[str, Any]] = {}
+    a2a: dict[str, float] = {}
+    decisions: dict[str, float] = {}
+    for labels, value in _samples(metrics.requests):
+        klass = f"{labels['status'][:1]}xx"
+        statuses[klass] = statuses.get(klass, 0) + value
+    for labels, value in _samples(metrics.mcp_messages):
+        outcomes[labels["outcome"]] = outcomes.get(labels["outcome"], 0) + value
+        if labels["method"] == "tools/call" and labels["name"]:
+            key = (labels["route"], labels["name"], labels["target"])
+            tool = tools.setdefault(key, {"route": key[0], "name": key[1], "target": key[2], "calls": 0, "failed": 0})
+            tool["calls"] += value
+            if labels["outcome"] != "ok":
+                tool["failed"] += value
+    for labels, value in _samples(metrics.a2a_calls):
+        a2a[labels["outcome"]] = a2a.get(labels["outcome"], 0) + value
+    for labels, value in _samples(metrics.ratelimit):
+        decisions[labels["decision"]] = decisions.get(labels["decision"], 0) + value
+    busiest = sorted(tools.values(), key=lambda tool: (-tool["calls"], tool["route"], tool["name"]))
+    return {
+        "requests": int(sum(statuses.values())),
+        "statuses": {klass: int(n) for klass, n in sorted(statuses.items())},
+        "mcpMessages": int(sum(outcomes.values())),
+        "mcpOutcomes": {outcome: int(n) for outcome, n in sorted(outcomes.items())},
+        "toolCalls": [{**tool, "calls": int(tool["calls"]), "failed": int(tool["failed"])} for tool in busiest[:20]],
+        "a2aCalls": int(sum(a2a.values())),
+        "a2aOutcomes": {outcome: int(n) for outcome, n in sorted(a2a.items())},
+        "rateLimit": {decision: int(n) for decision, n in sorted(decisions.items())},
+    }
+
+
+def _samples(counter: Counter) -> Iterator[tuple[dict[str, str], float]]:
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                yield sample.labels, sample.value

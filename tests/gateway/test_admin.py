@@ -23,6 +23,7 @@ from tests.fixtures.a2a_agent import echo_agent, serve
 pytestmark = pytest.mark.anyio
 
 ADMIN = "config: {adminAddr: 127.0.0.1:0}\n"
+STATS_ON = "config: {adminAddr: 127.0.0.1:0, statsAddr: 127.0.0.1:0}\n"
 
 
 @contextlib.contextmanager
@@ -32,7 +33,9 @@ def web_upstream() -> Iterator[str]:
 
 
 def two_targets(url: str, extra: str = "", admin: str = ADMIN) -> str:
-    return f"{admin}mcp:\n  port: 0{extra}\n  targets:{stdio_target('one')}\n  - name: web\n    mcp: {{host: '{url}'}}\n"
+    return (
+        f"{admin}mcp:\n  port: 0{extra}\n  targets:{stdio_target('one')}\n  - name: web\n    mcp: {{host: '{url}'}}\n"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -112,8 +115,9 @@ async def test_reload_applies_a_good_file_and_reports_a_bad_one(tmp_path: Path) 
             assert bad.status_code == 422
             body = bad.json()
             assert body["reloaded"] is False and body["generation"] == 2
-            assert f"{path}: mcp.prefixMode: invalid value 'sometimes' (expected one of: conditional, always, never)" in (
-                body["problems"]
+            assert (
+                f"{path}: mcp.prefixMode: invalid value 'sometimes' (expected one of: conditional, always, never)"
+                in (body["problems"])
             )
             assert any("mcp.targets" in problem for problem in body["problems"])
             assert runtime.generation == 2
@@ -352,3 +356,106 @@ async def test_sessions_show_who_opened_them_never_their_key(tmp_path: Path) -> 
         assert session["id"] == init.headers["mcp-session-id"]
         assert session["principal"] == "apiKey:ops"
         assert "sk-ops-key" not in listed.text
+
+
+async def test_call_runs_one_tool_as_the_operator_and_says_clearly_what_went_wrong(tmp_path: Path) -> None:
+    with contextlib.ExitStack() as web:
+        url = web.enter_context(web_upstream())
+        path = tmp_path / "gw.yaml"
+        path.write_text(two_targets(url, extra="\n  failureMode: failOpen", admin=STATS_ON))
+        async with running(path) as (runtime, admin):
+            called = await admin.post("/call", json={"route": "mcp", "tool": "web_add", "arguments": {"a": 2, "b": 3}})
+            assert called.status_code == 200, called.text
+            body = called.json()
+            assert (body["route"], body["tool"]) == ("mcp", "web_add")
+            assert body["result"]["content"] == [{"type": "text", "text": "5"}] and body["result"]["isError"] is False
+
+            async def call(payload: object) -> httpx.Response:
+                return await admin.post("/call", content=json.dumps(payload))
+
+            for payload, status, error in (
+                ({"route": "nope", "tool": "web_add"}, 404, "unknown_route"),
+                ({"route": "mcp", "tool": "web_nothing"}, 404, "unknown_tool"),
+                ({"route": "mcp"}, 400, "bad_request"),
+                ({"route": "mcp", "tool": "web_add", "arguments": [1, 2]}, 400, "bad_request"),
+                ([], 400, "bad_request"),
+            ):
+                answer = await call(payload)
+                assert (answer.status_code, answer.json()["error"]) == (status, error), payload
+            assert (await admin.post("/call", content=b"{not json")).json()[
+                "error_description"
+            ] == "the body is not JSON"
+            # The tool's own failure is a result; the upstream's refusal of bad arguments an error naming it.
+            refused = await call({"route": "mcp", "tool": "web_add", "arguments": {"a": "two"}})
+            assert refused.status_code == 200 and refused.json()["result"]["isError"] is True
+            assert "valid integer" in refused.json()["result"]["content"][0]["text"]
+            foreign = await admin.post(
+                "/call", json={"route": "mcp", "tool": "web_add"}, headers={"origin": "http://evil.example"}
+            )
+            assert foreign.status_code == 403
+
+            stats = (await admin.get("/stats")).json()
+            assert stats["now"] == {"targets": 2, "targetsUp": 2, "sessions": 0, "agents": 0}
+            (add,) = [tool for tool in stats["totals"]["toolCalls"] if tool["name"] == "web_add"]
+            assert (add["route"], add["target"], add["calls"], add["failed"]) == ("mcp", "web", 2, 1)
+
+            # A client lists (so the catalog knows web_add), then web dies: the call names the target.
+            async with Client(gateway_url(runtime), mode="legacy", cache=None) as client:
+                await client.list_tools()
+                web.close()
+                dead = await admin.post(
+                    "/call", json={"route": "mcp", "tool": "web_add", "arguments": {"a": 1, "b": 1}}
+                )
+                assert dead.status_code == 502
+                assert dead.json()["error"] == "call_failed" and "target 'web'" in dead.json()["error_description"]
+                # ...and the gateway goes on serving the other target.
+                echoed = await admin.post(
+                    "/call", json={"route": "mcp", "tool": "one_echo", "arguments": {"text": "x"}}
+                )
+                assert echoed.json()["result"]["content"][0]["text"] == "one: x"
+
+
+async def test_stats_without_metrics_still_show_what_is_up(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"config: {{adminAddr: 127.0.0.1:0, statsAddr: null}}\nmcp:\n  port: 0\n  targets:{stdio_target('one')}\n"
+    )
+    async with running(path) as (_, admin):
+        stats = (await admin.get("/stats")).json()
+        assert stats == {"now": {"targets": 1, "targetsUp": 1, "sessions": 0, "agents": 0}, "totals": None}
+
+
+async def test_ui_pages_render_and_a_forged_sign_in_cookie_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"config: {{adminAddr: 127.0.0.1:0, adminToken: opensesame}}\nmcp:\n  port: 0\n  targets:{stdio_target('one')}\n"
+    )
+    async with running(path) as (_, admin):
+        assert (await admin.get("/ui/static/ui.js")).status_code == 200  # the sign-in page needs it
+        for forged in ("opensesame", "0" * 64):
+            refused = await admin.get("/ui/catalog", cookies={"agentplex-admin": forged})
+            assert (refused.status_code, refused.headers["location"]) == (303, "/ui/login")
+            assert (await admin.get("/stats", cookies={"agentplex-admin": forged})).status_code == 401
+        signed = await admin.post("/ui/login", data={"token": "opensesame"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui"
+        cookie = signed.cookies["agentplex-admin"]
+        assert (
+            "httponly" in signed.headers["set-cookie"].lower()
+            and "samesite=strict" in signed.headers["set-cookie"].lower()
+        )
+        for page, marker in (
+            ("/ui", "MCP targets"),
+            ("/ui/catalog", "<code>echo</code>"),
+            ("/ui/playground?route=mcp&tool=echo", 'id="arg-text"'),
+            ("/ui/playground?route=mcp&tool=nothing", "route &#39;mcp&#39; serves no tool named &#39;nothing&#39;"),
+            ("/ui/agents", "No A2A agents"),
+            ("/ui/config", "&lt;redacted&gt;"),
+        ):
+            shown = await admin.get(page, cookies={"agentplex-admin": cookie})
+            assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/html"), page
+            assert marker in shown.text, page
+            assert "opensesame" not in shown.text
+        other_site = await admin.post(
+            "/ui/login", data={"token": "opensesame"}, headers={"origin": "http://evil.example"}
+        )
+        assert other_site.status_code == 403

@@ -77,6 +77,9 @@ async def test_mcp_messages_requests_upstreams_and_limits_are_counted(upstream: 
         for _ in range(2):
             assert "result" in rpc(await http.post(url, json=call("local_whoami"), headers=headers))
         assert rpc(await http.post(url, json=call("local_whoami"), headers=headers))["error"]["code"] == -32029
+        # A result with isError (here: arguments the tool refuses) counts as an error, on both paths.
+        assert rpc(await http.post(url, json=call("local_echo"), headers=headers))["result"]["isError"] is True
+        assert rpc(await http.post(url, json=call("web_echo"), headers=headers))["result"]["isError"] is True
         free_text = "made-up-" + "x" * 50
         assert "error" in rpc(await http.post(url, json=call(free_text), headers=headers))  # unknown: no label
         samples = await scrape(http, runtime)
@@ -85,6 +88,9 @@ async def test_mcp_messages_requests_upstreams_and_limits_are_counted(upstream: 
     calls = {**route, "method": "tools/call"}
     assert value(samples, "agentplex_mcp_messages_total", **calls, target="local", name="local_echo", outcome="ok") == 1
     assert value(samples, "agentplex_mcp_messages_total", **calls, target="web", name="web_echo", outcome="ok") == 1
+    for target in ("local", "web"):
+        name = f"{target}_echo"
+        assert value(samples, "agentplex_mcp_messages_total", **calls, target=target, name=name, outcome="error") == 1
     assert (
         value(samples, "agentplex_mcp_messages_total", **calls, target="local", name="local_add", outcome="denied") == 1
     )
@@ -101,7 +107,7 @@ async def test_mcp_messages_requests_upstreams_and_limits_are_counted(upstream: 
         samples, "agentplex_mcp_messages_total", **route, method="initialize", target="", name="", outcome="ok"
     )
     histogram = value(samples, "agentplex_mcp_message_duration_seconds_count", **calls, target="local")
-    assert histogram == 5  # echo, add, whoami x3
+    assert histogram == 6  # echo x2, add, whoami x3
     assert value(samples, "agentplex_ratelimit_decisions_total", **route, decision="allowed") == 2
     assert value(samples, "agentplex_ratelimit_decisions_total", **route, decision="limited") == 1
     posts = value(samples, "agentplex_requests_total", **route, method="POST", status="200")

@@ -7,18 +7,22 @@
     GET  /catalog          per MCP route: the federated tools, prompts, resources and templates with their origin
     GET  /sessions         per MCP route: the live client sessions (id, principal, age)
     GET  /agents           every A2A route's agents with their health
+    GET  /stats            live counters: targets up, sessions, agents, and totals since start (with metrics on)
+    POST /call             {"route", "tool", "arguments"}: call one tool as the operator (the UI playground)
+    GET  /ui               the web UI (gateway/admin/ui.py)
     POST /agents, GET|DELETE /agents/<name>   the `a2a:` block's registry (gateway/a2a_registry.py)
     POST /reload           apply the config file again: 200 with the generation, 422 with the problems
 
 It always answers for the runtime's current config generation. Off loopback it needs `config.adminToken`
 (checked when the config loads); with a token, every request but the probes must carry
-`Authorization: Bearer <token>`. A browser page cannot drive it: requests whose Origin is another site,
+`Authorization: Bearer <token>` or the cookie the UI's sign-in page sets. A browser page cannot drive it: requests whose Origin is another site,
 and (without a token) requests whose Host is not a loopback name (DNS rebinding), are refused.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import socket
 import weakref
@@ -27,22 +31,19 @@ from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
-from mcp.shared.exceptions import MCPError
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request, cookie_parser
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from federation.catalog import Kind
-from federation.server import Federation
 from gateway.a2a_registry import RegistryApi
+from gateway.admin import views
+from gateway.admin.ui import COOKIE, LOGIN, STATIC, ui_cookie, ui_routes
 from gateway.app import Gateway, SignalFreeServer
 from gateway.config.models import is_loopback, split_addr
-from gateway.config.redact import redacted_args, redacted_config
+from gateway.config.redact import redacted_config
 from protocols.a2a.card import rewrite_card
-from protocols.urls import redacted as url_without_credentials
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -50,10 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("agentplex.admin")
 
 PROBES = frozenset({"/healthz", "/readyz"})
-PROBE_TIMEOUT = 5.0  # /readyz: how long a target that is not connected gets to connect
-LIST_TIMEOUT = 15.0  # /catalog: how long one route's listing may take
 _registry_apis: weakref.WeakKeyDictionary[Gateway, RegistryApi] = weakref.WeakKeyDictionary()  # one per generation
-_CATALOG: tuple[tuple[Kind, str], ...] = (("tool", "tools"), ("prompt", "prompts"), ("resource", "resources"), ("template", "resourceTemplates"))
 
 
 class AdminServer:
@@ -113,7 +111,7 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
     async def readyz(request: Request) -> Response:
         if runtime.generation < 1:
             return JSONResponse({"ready": False, "reason": "the config is not loaded yet"}, status_code=503)
-        down, degraded = await _readiness(runtime.gateway)
+        down, degraded = await views.readiness(runtime.gateway)
         body: dict[str, Any] = {"ready": not down, "generation": runtime.generation, "down": down}
         if degraded:
             body["degraded"] = degraded
@@ -130,11 +128,11 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
 
     async def targets(request: Request) -> Response:
         gateway = runtime.gateway
-        return JSONResponse({"routes": [_route_targets(gateway, name, fed) for name, fed in gateway.federations]})
+        return JSONResponse({"routes": [views.route_targets(gateway, name, fed) for name, fed in gateway.federations]})
 
     async def catalog(request: Request) -> Response:
         gateway = runtime.gateway
-        return JSONResponse({"routes": [await _route_catalog(name, fed) for name, fed in gateway.federations]})
+        return JSONResponse({"routes": [await views.route_catalog(name, fed) for name, fed in gateway.federations]})
 
     async def sessions(request: Request) -> Response:
         gateway = runtime.gateway
@@ -142,9 +140,20 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
         return JSONResponse({"routes": routes})
 
     async def agents(request: Request) -> Response:
-        gateway = runtime.gateway
-        found = [_agent(route, agent) for route, registry in gateway.a2a.registries.items() for agent in registry.all()]
-        return JSONResponse({"agents": found})
+        return JSONResponse({"agents": views.agents(runtime.gateway)})
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(views.stats(runtime.gateway, runtime.metrics))
+
+    async def call(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "bad_request", "the body is not JSON")
+        status, answer = await views.call_tool(runtime.gateway, body)
+        if status == 200:
+            logger.info("admin: called tool %s on route %s", body["tool"], body["route"])
+        return JSONResponse(answer, status_code=status)
 
     async def reload(request: Request) -> Response:
         if not runtime.reloadable:
@@ -168,6 +177,9 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
             Route("/agents", registry, methods=["POST"]),
             Route("/agents/{name:path}", registry, methods=["GET", "DELETE"]),
             Route("/reload", reload, methods=["POST"]),
+            Route("/stats", stats, methods=["GET"]),
+            Route("/call", call, methods=["POST"]),
+            *ui_routes(runtime),
         ]
     )
     return _Guarded(app, runtime)
@@ -218,140 +230,24 @@ class _Guarded:
             if host and not is_loopback(_hostname(host)):
                 return _error(403, "forbidden", f"Host {host!r} is not a loopback name (set adminToken to allow it)")
             return None
-        if scope["path"] in PROBES:
+        path = scope["path"]
+        if path in PROBES or path == LOGIN or path.startswith(STATIC + "/"):
             return None
         given = headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            return _error(
-                401,
-                "unauthorized",
-                "the admin API needs Authorization: Bearer <adminToken>",
-                {"www-authenticate": "Bearer"},
-            )
-        return None
-
-
-# -- answers ------------------------------------------------------------------------------------
-
-
-async def _readiness(gateway: Gateway) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(targets that keep a route from being ready, targets down on failOpen routes that still serve).
-
-    A failClosed route (the default) refuses new sessions while any target is down, so every target
-    counts; a failOpen route serves what is up, so it is ready while at least one target is."""
-    down: list[dict[str, Any]] = []
-    degraded: list[dict[str, Any]] = []
-    for route, federation in gateway.federations:
-        failed = await _unreachable(federation)
-        if not failed:
-            continue
-        entries = [{"route": route, "target": name, "error": error} for name, error in failed]
-        if federation.settings.failure_mode == "failOpen" and len(failed) < len(federation.upstreams):
-            degraded.extend(entries)
-        else:
-            down.extend(entries)
-    return down, degraded
-
-
-async def _unreachable(federation: Federation) -> list[tuple[str, str]]:
-    """Targets without a live session after one (short) attempt to connect the ones that are not connected."""
-    failed: list[tuple[str, str]] = []
-
-    async def probe(name: str) -> None:
-        upstream = federation.upstreams[name]
-        if upstream.connected:
-            return
-        try:
-            with anyio.fail_after(PROBE_TIMEOUT):
-                await upstream.session()
-        except MCPError as exc:
-            failed.append((name, exc.message))
-        except TimeoutError:
-            failed.append((name, upstream.last_error or f"no connection within {PROBE_TIMEOUT:g}s"))
-
-    async with anyio.create_task_group() as tg:
-        for name in federation.upstreams:
-            tg.start_soon(probe, name)
-    return sorted(failed)
-
-
-def _route_targets(gateway: Gateway, route: str, federation: Federation) -> dict[str, Any]:
-    targets = []
-    for name, state in federation.status().items():
-        spec = federation.upstreams[name].spec
-        version = state["protocolVersion"]
-        entry: dict[str, Any] = {"name": name, "transport": spec.transport}
-        if spec.transport == "stdio":
-            entry["command"] = [spec.command, *redacted_args(list(spec.args))]
-        elif spec.transport == "memory":
-            entry["server"] = spec.describe()
-        else:
-            entry["url"] = url_without_credentials(spec.url) if "@" in spec.url else spec.url
-        entry.update(
-            {
-                "health": "up" if state["connected"] else "down",
-                "era": spec.era,  # as configured: handshake, modern or auto
-                "protocolVersion": version,
-                "protocolEra": None
-                if version is None
-                else "modern"
-                if version in MODERN_PROTOCOL_VERSIONS
-                else "handshake",
-                "sharing": spec.sharing,
-                "sessions": state["sessions"],
-                "lastError": state["lastError"],
-            }
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
+            return None
+        cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE, "")
+        if hmac.compare_digest(cookie.encode(), ui_cookie(token).encode()):
+            return None
+        if path == "/ui" or path.startswith("/ui/"):
+            return RedirectResponse(LOGIN, status_code=303)
+        return _error(
+            401,
+            "unauthorized",
+            "the admin API needs Authorization: Bearer <adminToken>",
+            {"www-authenticate": "Bearer"},
         )
-        targets.append(entry)
-    return {
-        "route": route,
-        "listener": _listener_of(gateway, route),
-        "failureMode": federation.settings.failure_mode,
-        "targets": targets,
-    }
-
-
-async def _route_catalog(route: str, federation: Federation) -> dict[str, Any]:
-    """Every kind listed now from every target: an unfiltered operator view (no caller's rules apply)."""
-    catalogs, failures = await federation.survey(LIST_TIMEOUT)
-    out: dict[str, Any] = {"route": route}
-    for kind, key in _CATALOG:
-        out[key] = [_item(kind, exposed, entry) for exposed, entry in catalogs[kind].entries.items()]
-    out["failed"] = dict(sorted(failures.items()))
-    out["problems"] = [problem for kind, _ in _CATALOG for problem in catalogs[kind].problems]
-    return out
-
-
-def _item(kind: str, exposed: str, entry: Any) -> dict[str, Any]:
-    item = entry.item
-    if kind in ("tool", "prompt"):
-        return {
-            "name": exposed,
-            "target": entry.target,
-            "originalName": entry.original,
-            "description": getattr(item, "description", None),
-        }
-    key = "uri" if kind == "resource" else "uriTemplate"
-    return {
-        key: exposed,
-        "target": entry.target,
-        f"original{key[0].upper()}{key[1:]}": entry.original,
-        "name": getattr(item, "name", None),
-    }
-
-
-def _agent(route: str, agent: Any) -> dict[str, Any]:
-    return {
-        "name": agent.name,
-        "route": route,
-        "url": url_without_credentials(agent.url) if "@" in agent.url else agent.url,
-        "health": "up" if agent.healthy and agent.card else "down",
-        "lastError": agent.last_error,
-        "source": agent.source,
-        "version": agent.version,
-        "skills": [skill.get("id") for skill in agent.skills()],
-    }
 
 
 def _registry_api(gateway: Gateway) -> RegistryApi | None:
@@ -372,13 +268,6 @@ def _a2a_host(gateway: Gateway) -> str:
             host = f"[{host}]" if ":" in host and not host.startswith("[") else host
             return f"{host}:{bind.bound_port}"
     return "127.0.0.1"
-
-
-def _listener_of(gateway: Gateway, route: str) -> str | None:
-    for bind in gateway.binds:
-        if any(r.name == route for r in bind.routes):
-            return f"{bind.address}:{bind.bound_port}"
-    return None
 
 
 def _hostname(host: str) -> str:
