@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 from uuid import UUID
 
 from mcp.server import Server
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
+
+from protocols.mcp.streamable_http import SessionTable
 
 MESSAGES = "/messages/"
 
@@ -23,6 +26,7 @@ class SseEndpoint:
     def __init__(self, server: Server[Any], *, security: TransportSecuritySettings | None = None) -> None:
         self.server = server
         self.transport = SseServerTransport(MESSAGES, security_settings=security)
+        self.transport._read_stream_writers = SessionTable()  # the SDK's open streams, now with start times
 
     @staticmethod
     def handles(scope: Any) -> bool:
@@ -40,11 +44,22 @@ class SseEndpoint:
         return len(self.transport._read_stream_writers)
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The open streams (for the admin API); the SDK keeps no start time or principal for them."""
-        return [
-            {"id": sid.hex, "transport": "sse", "principal": None, "ageSeconds": None}
-            for sid in list(self.transport._read_stream_writers)
-        ]
+        """The open streams (for the admin API): id, who opened it, and how long ago."""
+        table = self.transport._read_stream_writers
+        started = table.started if isinstance(table, SessionTable) else {}
+        now = time.monotonic()
+        out = []
+        for sid in list(table):
+            owner = self.transport._session_owners.get(sid)
+            out.append(
+                {
+                    "id": sid.hex,
+                    "transport": "sse",
+                    "principal": (owner.get("subject") or owner.get("client_id")) if owner else None,
+                    "ageSeconds": round(now - started[sid], 1) if sid in started else None,
+                }
+            )
+        return out
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] == "POST":

@@ -61,7 +61,7 @@ class StreamableHTTPEndpoint:
             max_request_body_size=max_request_body_size,
             session_idle_timeout=session_idle_timeout,
         )
-        self.manager._server_instances = _Sessions()  # the SDK's session table, now with start times
+        self.manager._server_instances = SessionTable()  # the SDK's session table, now with start times
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
         self.max_body = max_request_body_size
@@ -83,7 +83,7 @@ class StreamableHTTPEndpoint:
     def sessions(self) -> list[dict[str, Any]]:
         """The live sessions (for the admin API): id, who opened it, and how long ago."""
         table = self.manager._server_instances
-        started = table.started if isinstance(table, _Sessions) else {}
+        started = table.started if isinstance(table, SessionTable) else {}
         now = time.monotonic()
         out = []
         for sid in list(table):
@@ -191,22 +191,23 @@ _RELAY_HEADERS = frozenset(
 )
 
 
-class _Sessions(dict[str, Any]):
-    """The session manager's table of live sessions, remembering when each was added (monotonic seconds)."""
+class SessionTable(dict[Any, Any]):
+    """An SDK's table of live sessions (streamable HTTP's manager, SSE's streams), remembering when each
+    was added (monotonic seconds), which the SDK does not."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.started: dict[str, float] = {}
+        self.started: dict[Any, float] = {}
 
-    def __setitem__(self, sid: str, transport: Any) -> None:
+    def __setitem__(self, sid: Any, transport: Any) -> None:
         self.started.setdefault(sid, time.monotonic())
         super().__setitem__(sid, transport)
 
-    def __delitem__(self, sid: str) -> None:
+    def __delitem__(self, sid: Any) -> None:
         self.started.pop(sid, None)
         super().__delitem__(sid)
 
-    def pop(self, sid: str, *default: Any) -> Any:
+    def pop(self, sid: Any, *default: Any) -> Any:
         self.started.pop(sid, None)
         return super().pop(sid, *default)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from mcp import Client
+from mcp import Client, ClientSession
+from mcp.client.sse import sse_client
 
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.redact import REDACTED, redacted_config
@@ -356,6 +357,21 @@ async def test_sessions_show_who_opened_them_never_their_key(tmp_path: Path) -> 
         assert session["id"] == init.headers["mcp-session-id"]
         assert session["principal"] == "apiKey:ops"
         assert "sk-ops-key" not in listed.text
+
+        # A legacy SSE stream of the same caller: listed with its principal and age too.
+        base = gateway_url(runtime).removesuffix("/mcp")
+        key = {"authorization": "Bearer sk-ops-key"}
+        async with sse_client(f"{base}/sse", headers=key) as (read, write), ClientSession(read, write) as legacy:
+            await legacy.initialize()
+            (route,) = (await admin.get("/sessions")).json()["routes"]
+            (sse,) = [s for s in route["sessions"] if s["transport"] == "sse"]
+            assert sse["principal"] == "apiKey:ops" and 0 <= sse["ageSeconds"] < 60
+        for _ in range(100):  # the server notices the closed stream shortly after the client left
+            (route,) = (await admin.get("/sessions")).json()["routes"]
+            if [s["transport"] for s in route["sessions"]] == ["streamable-http"]:
+                break
+            await anyio.sleep(0.1)
+        assert [s["transport"] for s in route["sessions"]] == ["streamable-http"]  # the stream's entry went with it
 
 
 async def test_call_runs_one_tool_as_the_operator_and_says_clearly_what_went_wrong(tmp_path: Path) -> None:

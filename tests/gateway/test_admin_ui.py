@@ -266,3 +266,40 @@ async def test_with_an_admin_token_the_ui_asks_for_it_once(tmp_path: Path, brows
         assert (await admin.get("/stats")).status_code == 401
         assert (await admin.get("/ui")).headers["location"] == "/ui/login"
         browser.delete_all_cookies()
+
+
+async def test_the_config_page_reloads_the_file_and_lists_what_is_wrong_with_it(
+    tmp_path: Path, browser: WebDriver
+) -> None:
+    path = tmp_path / "gw.yaml"
+    good = f"config: {{adminAddr: 127.0.0.1:0, statsAddr: null}}\nmcp:\n  port: 0\n  targets:{stdio_target('one')}\n"
+    path.write_text(good)
+    async with running(path) as (runtime, _):
+        base = f"http://127.0.0.1:{runtime.admin_port}"
+
+        def shown(driver: WebDriver) -> str:
+            driver.get(f"{base}/ui/config")
+            return text_of(driver, "#config")
+
+        assert '"prefixMode": "conditional"' in await in_browser(shown, browser)
+        path.write_text(good.replace("port: 0\n", "port: 0\n  prefixMode: sometimes\n"))
+
+        def reload_refused(driver: WebDriver) -> list[str]:
+            driver.find_element(By.ID, "reload").click()
+            until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#reload-problems li"), "the problems")
+            return [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#reload-problems li")]
+
+        problems = await in_browser(reload_refused, browser)
+        assert (
+            f"{path}: mcp.prefixMode: invalid value 'sometimes' (expected one of: conditional, always, never)"
+            in problems
+        )
+        assert runtime.generation == 1
+        path.write_text(good.replace("port: 0\n", "port: 0\n  prefixMode: always\n"))
+
+        def reload_applied(driver: WebDriver) -> str:
+            driver.find_element(By.ID, "reload").click()
+            until(driver, lambda d: "config generation 2" in text_of(d, ".generation"), "the page for generation 2")
+            return text_of(driver, "#config")
+
+        assert '"prefixMode": "always"' in await in_browser(reload_applied, browser)
