@@ -237,27 +237,32 @@ class A2AEndpoint:
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         if self.mirror is not None:
             receive = self.mirror.tee(scope, receive, path=raw_tail, body=call.body)
-        try:
-            await proxy.forward(
-                client,
-                upstream,
-                scope,
-                receive,
-                send,
-                public=public_base(scope),
-                body=call.body,
-                rewrite=rewrite,
-                sending=self.delivery,
-            )
-            return True
-        except proxy.AgentUnavailable as exc:
-            logger.warning("%s", exc.message)
-            if call.jsonrpc:
-                body = jsonrpc_error(call.request_id, INTERNAL_ERROR, exc.message, {"agent": agent.name})
-                await JSONResponse(body, status_code=exc.status)(scope, receive, send)
-            else:
-                await _rest(exc.status, "INTERNAL_ERROR", exc.message)(scope, receive, send)
-            return False
+        attributes = {"a2a.agent": agent.name, **({"a2a.method": call.method} if call.method else {})}
+        traced = (
+            self.observe.proxied(scope, agent.name, url, send, attributes) if self.observe else contextlib.nullcontext(send)
+        )
+        with traced as send:
+            try:
+                await proxy.forward(
+                    client,
+                    upstream,
+                    scope,
+                    receive,
+                    send,
+                    public=public_base(scope),
+                    body=call.body,
+                    rewrite=rewrite,
+                    sending=self.delivery,
+                )
+                return True
+            except proxy.AgentUnavailable as exc:
+                logger.warning("%s", exc.message)
+                if call.jsonrpc:
+                    body = jsonrpc_error(call.request_id, INTERNAL_ERROR, exc.message, {"agent": agent.name})
+                    await JSONResponse(body, status_code=exc.status)(scope, receive, send)
+                else:
+                    await _rest(exc.status, "INTERNAL_ERROR", exc.message)(scope, receive, send)
+                return False
 
     # -- where, what -------------------------------------------------------------------------
 

@@ -469,7 +469,7 @@ class Gateway:
         for host, weight, backend_level in self._hosts(route, where):
             side = _backend_policies(levels + backend_level, self.base_dir)
             backend = HttpBackend(name, host, timeout=side.timeout or proxy.HEAD_TIMEOUT, auth=side.auth, tls=side.tls)
-            backend.delivery = side.delivery
+            backend.delivery, backend.observe = side.delivery, self.observability
             self.http_backends.append(backend)
             backends.append((backend, weight))
         if not any(weight for _, weight in backends):

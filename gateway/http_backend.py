@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,6 +23,9 @@ from gateway.policies.mcp_authn import public_base
 from gateway.policies.rewrite import UPSTREAM_AUTHORITY, replace_authority
 from protocols.a2a import proxy
 
+if TYPE_CHECKING:
+    from gateway.observability.exchange import Observability
+
 logger = logging.getLogger("agentplex.http")
 
 
@@ -29,6 +33,7 @@ class HttpBackend:
     """The ASGI app of one plain HTTP route: every request goes to `url` + its own path and query."""
 
     delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
+    observe: Observability | None = None  # a trace span per proxied request, when tracing is on
 
     def __init__(self, name: str, url: str, *, timeout: float | None, auth: Any = None, tls: Any = None) -> None:
         self.name = name
@@ -65,13 +70,15 @@ class HttpBackend:
                 await _error(scope, receive, send, 502, f"backend {self.name!r}: backendAuth failed: {exc}")
                 return
         upstream = proxy.Upstream(self.name, url, headers, self.timeout, kind="backend")
-        try:
-            await proxy.forward(
-                self.client, upstream, scope, receive, send, public=public_base(scope), sending=self.delivery
-            )
-        except proxy.AgentUnavailable as exc:
-            logger.warning("%s", exc.message)
-            await _error(scope, receive, send, exc.status, exc.message)
+        traced = self.observe.proxied(scope, self.name, url, send) if self.observe is not None else nullcontext(send)
+        with traced as send:
+            try:
+                await proxy.forward(
+                    self.client, upstream, scope, receive, send, public=public_base(scope), sending=self.delivery
+                )
+            except proxy.AgentUnavailable as exc:
+                logger.warning("%s", exc.message)
+                await _error(scope, receive, send, exc.status, exc.message)
 
 
 async def _error(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:

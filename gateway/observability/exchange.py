@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from contextlib import AbstractContextManager
@@ -102,6 +103,17 @@ class Observability:
         if exchange.a2a is not None:
             fields["a2a.agent"], fields["a2a.method"], fields["a2a.outcome"] = exchange.a2a
         return fields
+
+    def proxied(
+        self, scope: Scope, name: str, url: str, send: Send, attributes: dict[str, str] | None = None
+    ) -> AbstractContextManager[Send]:
+        """Around one request to a plain HTTP backend or an A2A agent: with tracing on, a CLIENT span (the
+        request's trace context goes with it), and the `send` to answer through; otherwise `send` as it is."""
+        if self.tracer is None:
+            return contextlib.nullcontext(send)
+        exchange = exchange_of(scope)
+        parent = exchange.span if exchange is not None else None
+        return tracing.proxied_span(self.tracer, parent, scope["method"], name, url, attributes or {}, send)
 
     def federation_observer(self, route: str) -> McpObserver:
         return McpObserver(route, self.metrics, self.tracer)

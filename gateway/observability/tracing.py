@@ -1,12 +1,13 @@
-"""OpenTelemetry traces: a SERVER span per downstream HTTP request, a CLIENT span per upstream MCP call.
+"""OpenTelemetry traces: a SERVER span per downstream HTTP request, a CLIENT span per upstream MCP call
+and per request proxied to a plain HTTP backend or an A2A agent.
 
 The tracer provider is the process's (`Runtime` builds it from `config.tracing`, or a test hands one
 in); it is never installed as OpenTelemetry's global, so nothing else in the process starts exporting.
 Spans are only made when tracing is on: otherwise the hooks return before touching OpenTelemetry.
 
 Trace context travels in the current OpenTelemetry context: the upstream span is made current around
-the call, and the outgoing request picks it up (an HTTP `traceparent` header, protocols/mcp/upstream.py;
-`params._meta.traceparent`, which the MCP SDK's client adds to every request it sends).
+the call, and the outgoing request picks it up (an HTTP `traceparent` header: protocols/mcp/upstream.py
+and protocols/a2a/proxy.py; `params._meta.traceparent`, which the MCP SDK's client adds to every request).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -23,6 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import Message, Send
 
 from federation.observer import Message as McpMessage
 from gateway.config.models import TracingSettings
@@ -82,6 +85,37 @@ def upstream_span(tracer: trace.Tracer, parent: Span | None, method: str, target
     )
     with trace.use_span(span, end_on_exit=True):
         yield
+
+
+@contextlib.contextmanager
+def proxied_span(
+    tracer: trace.Tracer, parent: Span | None, method: str, name: str, url: str, attributes: dict[str, str], send: Send
+) -> Iterator[Send]:
+    """A CLIENT span around one request proxied to `url` (a backend or agent called `name`), current while
+    it is sent; yields the `send` to answer through, which puts the answer's status on the span."""
+    parts = urlsplit(url)
+    span = tracer.start_span(
+        f"{method} {name}",
+        context=trace.set_span_in_context(parent) if parent is not None else None,
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            "url.path": parts.path or "/",  # never the query: it may carry credentials
+            **attributes,
+        },
+    )
+
+    async def answering(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            span.set_attribute("http.response.status_code", message["status"])
+            if message["status"] >= 500:
+                span.set_status(StatusCode.ERROR)
+        await send(message)
+
+    with trace.use_span(span, end_on_exit=True):
+        yield answering
 
 
 def _mcp_attributes(method: str, target: str, name: str) -> dict[str, str]:

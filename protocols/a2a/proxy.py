@@ -17,6 +17,8 @@ from typing import Protocol
 
 import anyio
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Receive, Scope, Send
 
 from protocols import pooled_sockets
@@ -56,9 +58,22 @@ def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,
         cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # shared by every caller: store none
+        event_hooks={"request": [_send_trace_context]},
     )
     pooled_sockets.install(client)  # not coalesced: an upload streams through as it comes
     return client
+
+
+_W3C = TraceContextTextMapPropagator()
+
+
+async def _send_trace_context(request: httpx.Request) -> None:
+    """With a trace span current (the gateway's, when tracing is on), its W3C `traceparent` replaces the
+    caller's; otherwise the caller's headers, trace context included, go on as they came."""
+    if trace.get_current_span().get_span_context().is_valid:
+        for name in ("traceparent", "tracestate"):
+            request.headers.pop(name, None)
+        _W3C.inject(request.headers)
 
 
 class AgentUnavailable(Exception):

@@ -26,8 +26,10 @@ from gateway.config.redact import redacted_config
 from gateway.observability.exchange import McpObserver
 from gateway.observability.tracing import provider_for
 from gateway.runtime import Runtime
-from tests.conftest import HEADERS, http_target, stdio_target
+from tests.conftest import HEADERS, http_route_yaml, http_target, stdio_target
+from tests.fixtures.a2a_agent import echo_agent, serve
 from tests.gateway.test_auth import call, rpc, session
+from tests.gateway.test_http_backend import backend_app
 
 pytestmark = pytest.mark.anyio
 
@@ -212,3 +214,70 @@ async def test_config_tracing_exports_over_otlp_http_by_the_time_the_gateway_has
     assert path == "/v1/traces" and sent["x-api-key"] == "k1" and sent["content-type"] == "application/x-protobuf"
     exported = b"".join(b for _, _, b in received)
     assert b"tools/call tracecontext" in exported and b"agentplex" in exported
+
+
+@contextlib.asynccontextmanager
+async def runtime_of(text: str, provider: TracerProvider | None) -> AsyncIterator[int]:
+    runtime = Runtime(parse_config(text, "<test>"), tracer_provider=provider)
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        try:
+            yield next(iter(runtime.sockets.values())).bind.bound_port
+        finally:
+            runtime.stop()
+
+
+async def client_span_under(exporter: InMemorySpanExporter, server_name: str) -> tuple[ReadableSpan, ReadableSpan]:
+    """The server span named `server_name` and its one client span (the server span ends just after the answer)."""
+    for _ in range(100):
+        finished = exporter.get_finished_spans()
+        if any(s.kind == SpanKind.SERVER and s.name == server_name for s in finished):
+            break
+        await anyio.sleep(0.05)
+    (server,) = [s for s in finished if s.kind == SpanKind.SERVER and s.name == server_name]
+    (client,) = [s for s in finished if s.kind == SpanKind.CLIENT and s.parent and s.parent.span_id == server.context.span_id]
+    return server, client
+
+
+async def test_requests_to_http_backends_and_agents_get_a_client_span_and_carry_it(spans: Any) -> None:
+    provider, exporter = spans
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    async with serve(lambda base: backend_app(base, anyio.Event())) as backend:  # type: ignore[arg-type]
+        config = "config: {statsAddr: null, adminAddr: null}\n" + http_route_yaml(backend.url.removeprefix("http://"))
+        async with runtime_of(config, provider) as port, httpx.AsyncClient(timeout=20) as http:
+            got = (await http.get(f"http://127.0.0.1:{port}/api/items?token=secret", headers={"traceparent": caller})).json()
+            server, client = await client_span_under(exporter, "GET api")
+            assert server.context.trace_id == int(CALLER_TRACE, 16)  # the caller's trace, continued
+            assert got["headers"]["traceparent"] == traceparent(client)  # the backend sees the gateway's hop
+            assert client.name == "GET api"
+            attributes = dict(client.attributes or {})
+            assert attributes["http.response.status_code"] == 200 and attributes["url.path"] == "/api/items"
+            assert attributes["server.address"] == "127.0.0.1" and "secret" not in str(attributes)
+
+    # A2A, on the `a2a:` block's own bind: a JSON-RPC SendMessage to the agent.
+    async with serve(lambda base: echo_agent(base, "Echo")) as agent:
+        config = "config: {statsAddr: null, adminAddr: null}\n"
+        config += f"a2a:\n  port: 0\n  registry: {{sqlite: null, healthInterval: 0}}\n  agents: [{{name: echo, url: '{agent.url}'}}]\n"
+        async with runtime_of(config, provider) as port, httpx.AsyncClient(timeout=20) as http:
+            exporter.clear()
+            message = {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hi"}]}
+            sent = await http.post(
+                f"http://127.0.0.1:{port}/a2a/echo",
+                json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}},
+                headers={"a2a-version": "1.0"},
+            )
+            assert sent.status_code == 200, sent.text
+            _, client = await client_span_under(exporter, "POST a2a")
+            assert (client.attributes or {})["a2a.agent"] == "echo"
+            assert (client.attributes or {})["a2a.method"] == "SendMessage"
+            seen_by_agent = [headers for method, path, headers in agent.app.seen if method == "POST"]
+            assert seen_by_agent[-1]["traceparent"] == traceparent(client)
+
+
+async def test_with_tracing_off_a_callers_trace_context_reaches_the_backend_untouched() -> None:
+    caller = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
+    async with serve(lambda base: backend_app(base, anyio.Event())) as backend:  # type: ignore[arg-type]
+        config = "config: {statsAddr: null, adminAddr: null}\n" + http_route_yaml(backend.url.removeprefix("http://"))
+        async with runtime_of(config, None) as port, httpx.AsyncClient(timeout=20) as http:
+            got = (await http.get(f"http://127.0.0.1:{port}/api/x", headers={"traceparent": caller})).json()
+            assert got["headers"]["traceparent"] == caller
