@@ -64,6 +64,9 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
                 for bind in gateway.binds
             ],
             routes=[views.route_targets(gateway, name, federation) for name, federation in gateway.federations],
+            sessions=[
+                {"route": name, **session} for name, endpoints in gateway.endpoints.items() for session in endpoints.sessions()
+            ],
             stats=views.stats(gateway, runtime.metrics),
         )
 

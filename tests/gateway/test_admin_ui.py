@@ -161,6 +161,14 @@ async def test_an_operator_finds_a_tool_calls_it_in_the_playground_and_watches_t
                 lambda d: until(d, lambda d: text_of(d, "[data-stat='now.sessions']") == "1", "1 session"), browser
             )
 
+            def session_listed(driver: WebDriver) -> list[str]:
+                driver.refresh()
+                (row,) = driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
+                return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+
+            route, sid, transport, caller, age = await in_browser(session_listed, browser)
+            assert (route, transport, caller) == ("mcp", "streamable-http", "—") and sid and age.endswith(" s")
+
         def agents(driver: WebDriver) -> None:
             driver.find_element(By.LINK_TEXT, "Agents").click()
             row = until(driver, lambda d: d.find_element(By.CSS_SELECTOR, "tr[data-agent='echo']"), "the echo agent")
