@@ -32,6 +32,7 @@ from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, P
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.keeper import Keeper, Part
+from gateway.listening import tcp_listener
 from gateway.observability.exchange import Observability
 from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
@@ -132,17 +133,10 @@ class Socket:
 
     def open(self) -> None:
         """Bind the listening socket (uvicorn would exit the process on failure; this raises OSError)."""
-        family = socket.AF_INET6 if ":" in self.bind.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.bind.address, self.bind.port))
-            sock.listen(2048)
+            self.sock = tcp_listener(self.bind.address, self.bind.port, backlog=2048)
         except OSError as exc:
-            sock.close()
             raise OSError(f"cannot listen on {self.describe()}: {exc.strerror or exc}") from None
-        sock.set_inheritable(False)
-        self.sock = sock
 
     async def serve(self) -> None:
         try:

@@ -43,6 +43,7 @@ from gateway.admin.ui import COOKIE, LOGIN, STATIC, ui_cookie, ui_routes
 from gateway.app import Gateway, SignalFreeServer
 from gateway.config.models import is_loopback, split_addr
 from gateway.config.redact import redacted_config
+from gateway.listening import tcp_listener
 from protocols.a2a.card import rewrite_card
 
 if TYPE_CHECKING:
@@ -70,13 +71,9 @@ class AdminServer:
     def open(self) -> bool:
         """Bind the address; False (with a warning naming it) if it cannot be: the gateway runs without it."""
         host, port = split_addr(self.address)
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, int(port)))
-            sock.listen(128)
+            self.sock = tcp_listener(host, int(port))
         except OSError as exc:
-            sock.close()
             logger.warning(
                 "admin API: cannot listen on %s (%s); running without it (set config.adminAddr to another"
                 " address, or null to turn it off)",
@@ -84,8 +81,6 @@ class AdminServer:
                 exc.strerror or exc,
             )
             return False
-        sock.set_inheritable(False)
-        self.sock = sock
         return True
 
     @property

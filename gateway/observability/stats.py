@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from collections.abc import Iterator
 
 import anyio
@@ -18,6 +17,7 @@ from prometheus_client import make_asgi_app
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.listening import tcp_listener
 from gateway.observability.metrics import Metrics
 
 logger = logging.getLogger("agentplex")
@@ -50,15 +50,7 @@ class StatsServer:
         """Listen in `tg`; False (and a warning naming the address) if it cannot be bound."""
         try:
             host, port = split_address(self.address)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((host, port))
-                sock.listen(128)
-            except OSError:
-                sock.close()
-                raise
+            sock = tcp_listener(host, port)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             logger.warning("stats: cannot listen on %s (%s); serving without /metrics", self.address, reason)

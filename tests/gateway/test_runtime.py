@@ -317,13 +317,20 @@ async def test_accepted_connections_do_not_wait_for_nagle(tmp_path: Path) -> Non
     import socket
 
     path = tmp_path / "gw.yaml"
-    path.write_text("binds:\n- port: 0\n  listeners:\n  - routes:\n    - {policies: {directResponse: {body: x}}}\n")
+    path.write_text(
+        "config: {adminAddr: 127.0.0.1:0, statsAddr: 127.0.0.1:0}\n"
+        "binds:\n- port: 0\n  listeners:\n  - routes:\n    - {policies: {directResponse: {body: x}}}\n"
+    )
     async with running(path) as runtime, httpx.AsyncClient(timeout=20) as http:
         answer = await http.get(f"http://127.0.0.1:{port_of(runtime)}/")
         assert answer.text == "x"
-        server = next(iter(runtime.sockets.values())).server
-        connections = list(server.server_state.connections)
-        assert connections
-        for connection in connections:
-            sock = connection.transport.get_extra_info("socket")
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert (await http.get(f"http://127.0.0.1:{runtime.admin_port}/healthz")).status_code == 200
+        assert (await http.get(f"http://127.0.0.1:{runtime.stats_port}/metrics")).status_code == 200
+        assert runtime.admin is not None and runtime.stats is not None
+        # the gateway's bind, the admin API and the stats address alike
+        for server in (next(iter(runtime.sockets.values())).server, runtime.admin.server, runtime.stats._server):
+            connections = list(server.server_state.connections)
+            assert connections
+            for connection in connections:
+                sock = connection.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
