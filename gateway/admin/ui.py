@@ -34,6 +34,17 @@ HERE = Path(__file__).parent
 COOKIE = "agentplex-admin"
 LOGIN = "/ui/login"
 STATIC = "/ui/static"
+# Defence in depth for pages that show what upstreams wrote (descriptions, errors): no inline script
+# runs even if escaping ever failed, and no other site may frame the pages (clickjacking).
+PAGE_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",  # not no-referrer: Chromium would then send `Origin: null` on our own POSTs
+    "cache-control": "no-store",
+}
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=False)
 
@@ -47,7 +58,7 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
     def page(request: Request, name: str, **context: Any) -> Response:
         context.setdefault("generation", runtime.generation)
         context.setdefault("token_login", bool(runtime.config.config.adminToken))
-        return templates.TemplateResponse(request, name, context)
+        return templates.TemplateResponse(request, name, context, headers=PAGE_HEADERS)
 
     async def dashboard(request: Request) -> Response:
         gateway = runtime.gateway

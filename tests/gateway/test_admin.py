@@ -470,6 +470,9 @@ async def test_ui_pages_render_and_a_forged_sign_in_cookie_is_refused(tmp_path: 
             shown = await admin.get(page, cookies={"agentplex-admin": cookie})
             assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/html"), page
             assert marker in shown.text, page
+            assert "script-src" not in shown.headers["content-security-policy"]  # default-src 'self': no inline script
+            assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
+            assert shown.headers["x-frame-options"] == "DENY" and shown.headers["cache-control"] == "no-store"
             assert "opensesame" not in shown.text
         other_site = await admin.post(
             "/ui/login", data={"token": "opensesame"}, headers={"origin": "http://evil.example"}
