@@ -324,22 +324,27 @@ class Federation:
 
     async def operator_call(self, name: str, arguments: dict[str, Any] | None, timeout: float = 30.0) -> Any:
         """tools/call for an operator (the admin playground): on the shared upstream and with no caller, so
-        no caller's rules or limits apply (like `survey`, an operator's view). Observed as a tools/call."""
+        no caller's rules or limits apply (like `survey`, an operator's view). Observed as a tools/call.
+        Every failure is an MCPError; `timeout` bounds the whole call, finding the tool included."""
         observed = Observed("tools/call")
         token = _OBSERVED.set(observed)
         start = time.perf_counter()
         try:
-            entry = self.catalogs["tool"].get(name)
-            if entry is None:
-                entry = (await self.survey(timeout, kinds=("tool",)))[0]["tool"].get(name)
-            if entry is None:
-                raise unknown_name("tool", name)
-            observed.target, observed.name = entry.target, name
+            with anyio.fail_after(timeout):
+                entry = self.catalogs["tool"].get(name)
+                if entry is None:  # no client has listed yet (or not lately): ask the targets now
+                    catalogs, failures = await self.survey(timeout, kinds=("tool",))
+                    entry = catalogs["tool"].get(name)
+                    if entry is None and failures:
+                        down = sorted(failures)[0]
+                        raise UpstreamError(down, f"could not list its tools, so {name!r} may be one: {failures[down]}")
+                if entry is None:
+                    raise unknown_name("tool", name)
+                observed.target, observed.name = entry.target, name
 
-            async def invoke(session: Any) -> Any:
-                return await session.call_tool(entry.original, arguments)
+                async def invoke(session: Any) -> Any:
+                    return await session.call_tool(entry.original, arguments)
 
-            with anyio.fail_after(timeout):  # cancelling sends notifications/cancelled upstream
                 result = await self._forward(Call(None), entry.target, "tools/call", invoke)
             if result.is_error:
                 observed.tool_failed()
@@ -348,10 +353,15 @@ class Federation:
             return result.model_copy(update={"content": [self._expose_block(entry.target, b) for b in result.content]})
         except TimeoutError:
             observed.failed(REQUEST_TIMEOUT)
-            raise UpstreamError(observed.target, f"gave no answer to tools/call within {timeout:g}s", REQUEST_TIMEOUT) from None
+            where = f" (target '{observed.target}')" if observed.target else ""
+            raise MCPError(REQUEST_TIMEOUT, f"tools/call {name} gave no answer within {timeout:g}s{where}") from None
         except MCPError as exc:
             observed.failed(exc.error.code)
             raise
+        except Exception as exc:
+            logger.exception("operator tools/call %s failed", name)
+            observed.failed(types.INTERNAL_ERROR)
+            raise MCPError(types.INTERNAL_ERROR, f"agentplex could not call {name}: {exc}") from None
         finally:
             _OBSERVED.reset(token)
             observed.seconds = time.perf_counter() - start
@@ -800,7 +810,10 @@ class Federation:
             if "error" in answer:
                 return types.ErrorData.model_validate(answer["error"])
             return _RESULT_TYPES[request.method].model_validate(answer.get("result") or {})
-        assert call.ctx is not None
+        if call.ctx is None:  # an operator's call (the admin playground): nobody to ask
+            return types.ErrorData(
+                code=types.INVALID_REQUEST, message=f"target '{target}' asked for {what}, but this call has no client"
+            )
         if _is_modern(call.ctx):
             return types.ErrorData(
                 code=types.INVALID_REQUEST,

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.a2a_registry import RegistryApi
 from gateway.admin import views
-from gateway.admin.ui import COOKIE, LOGIN, STATIC, ui_cookie, ui_routes
+from gateway.admin.ui import COOKIE, LOGIN, STATIC, SignIns, ui_routes
 from gateway.app import Gateway, SignalFreeServer
 from gateway.config.models import is_loopback, split_addr
 from gateway.config.redact import redacted_config
@@ -160,6 +160,7 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
         return JSONResponse({"reloaded": True, "generation": runtime.generation, "source": runtime.config.source})
 
     registry = _RegistryProxy(runtime)
+    signins = SignIns()
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -174,10 +175,10 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
             Route("/reload", reload, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/call", call, methods=["POST"]),
-            *ui_routes(runtime),
+            *ui_routes(runtime, signins),
         ]
     )
-    return _Guarded(app, runtime)
+    return _Guarded(app, runtime, signins)
 
 
 class _RegistryProxy:
@@ -202,9 +203,10 @@ class _RegistryProxy:
 class _Guarded:
     """Token, Origin and Host checks in front of the admin routes."""
 
-    def __init__(self, app: Starlette, runtime: Runtime) -> None:
+    def __init__(self, app: Starlette, runtime: Runtime, signins: SignIns) -> None:
         self.app = app
         self.runtime = runtime
+        self.signins = signins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -232,8 +234,7 @@ class _Guarded:
         scheme, _, value = given.partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
             return None
-        cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE, "")
-        if hmac.compare_digest(cookie.encode(), ui_cookie(token).encode()):
+        if self.signins.valid(cookie_parser(headers.get("cookie", "")).get(COOKIE, ""), token):
             return None
         if path == "/ui" or path.startswith("/ui/"):
             return RedirectResponse(LOGIN, status_code=303)

@@ -1,7 +1,9 @@
 """A tool's input schema as form fields for the playground: one field per top-level property.
 
-Scalars get native inputs (text, number, checkbox, a select for an enum); anything else (objects,
-arrays, unions of several types) is a JSON text area, so every schema can still be called.
+Scalars get native inputs (text, number, checkbox, a select for an enum or an optional boolean);
+anything else (objects, arrays, unions of several types) is a JSON text area. A schema whose arguments
+are not all named properties ($ref, allOf/anyOf/oneOf, additionalProperties, patternProperties) also
+gets one JSON text area for the arguments as a whole, so every schema can still be called.
 """
 
 from __future__ import annotations
@@ -30,8 +32,19 @@ def form_fields(schema: Any) -> list[Field]:
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         return []
-    required = set(schema.get("required") or ())
+    listed = schema.get("required")
+    required = {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
     return [_field(name, prop if isinstance(prop, dict) else {}, name in required) for name, prop in properties.items()]
+
+
+def takes_more(schema: Any) -> bool:
+    """Whether the arguments may hold more than the named properties the fields cover."""
+    if not isinstance(schema, dict):
+        return False
+    if any(key in schema for key in ("$ref", "allOf", "anyOf", "oneOf", "patternProperties")):
+        return True
+    extra = schema.get("additionalProperties")
+    return extra is True or (isinstance(extra, dict) and extra != {"not": {}})
 
 
 def _field(name: str, prop: dict[str, Any], required: bool) -> Field:
@@ -40,6 +53,8 @@ def _field(name: str, prop: dict[str, Any], required: bool) -> Field:
     enum = prop.get("enum")
     if isinstance(enum, list) and enum:
         kind, options = "enum", tuple(json.dumps(value) for value in enum)
+    elif kind == "boolean" and not required:  # unchecked must be able to mean "not sent", not false
+        kind, options = "enum", ("true", "false")
     default = ""
     value = prop.get("default")
     if value is not None:  # a null default: left empty, so not sent

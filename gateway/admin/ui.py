@@ -6,7 +6,8 @@ JavaScript (static/ui.js) for the catalog search, the playground's call and the 
     /ui/playground  call one tool through a form generated from its input schema (POST /call)
     /ui/agents      the A2A agents and their health
     /ui/config      the effective config (secrets redacted), and a reload button (POST /reload)
-    /ui/login       with config.adminToken: the token, kept in an HttpOnly, SameSite=Strict cookie
+    /ui/login       with config.adminToken: signs a browser in (a random id in an HttpOnly, SameSite=Strict cookie)
+    /ui/logout      signs it out
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gateway.admin import views
-from gateway.admin.schema_form import form_fields
+from gateway.admin.schema_form import form_fields, takes_more
 from gateway.config.redact import redacted_config
 
 if TYPE_CHECKING:
@@ -49,13 +52,48 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=False)
 
 
-def ui_cookie(token: str) -> str:
-    """The sign-in cookie's value: derived from the admin token, so the cookie never holds the token itself."""
-    return hmac.new(token.encode(), b"agentplex admin ui", hashlib.sha256).hexdigest()
+class SignIns:
+    """Browsers signed in to the UI: random ids that expire, kept in memory (a restart signs everyone out).
+
+    The cookie holds only the id, never the token or anything derived from it; an id is also void once
+    the admin token it was given for changes. The gateway never passes it on to backends (its name starts
+    with `agentplex-`, protocols/a2a/proxy.py), though browsers send it to every port of the host."""
+
+    lifetime = 12 * 3600.0
+    most = 1000  # signed-in browsers kept at once; the oldest go first
+
+    def __init__(self) -> None:
+        self._ids: dict[str, tuple[float, bytes]] = {}  # id -> (expires at, the token's fingerprint)
+
+    def start(self, token: str) -> str:
+        now = time.monotonic()
+        self._ids = {sid: held for sid, held in self._ids.items() if held[0] > now}
+        while len(self._ids) >= self.most:
+            del self._ids[next(iter(self._ids))]
+        sid = secrets.token_urlsafe(32)
+        self._ids[sid] = (now + self.lifetime, _fingerprint(token))
+        return sid
+
+    def valid(self, sid: str, token: str) -> bool:
+        held = self._ids.get(sid)
+        if held is None:
+            return False
+        if held[0] <= time.monotonic() or not hmac.compare_digest(held[1], _fingerprint(token)):
+            del self._ids[sid]
+            return False
+        return True
+
+    def end(self, sid: str) -> None:
+        self._ids.pop(sid, None)
 
 
-def ui_routes(runtime: Runtime) -> list[BaseRoute]:
+def _fingerprint(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def ui_routes(runtime: Runtime, signins: SignIns) -> list[BaseRoute]:
     def page(request: Request, name: str, **context: Any) -> Response:
+        context.setdefault("active", name.removesuffix(".html"))
         context.setdefault("generation", runtime.generation)
         context.setdefault("token_login", bool(runtime.config.config.adminToken))
         return templates.TemplateResponse(request, name, context, headers=PAGE_HEADERS)
@@ -66,7 +104,6 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
         return page(
             request,
             "dashboard.html",
-            active="dashboard",
             ready=not down,
             down=down,
             degraded=degraded,
@@ -85,38 +122,43 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
         gateway = runtime.gateway
         query = request.query_params.get("q", "").strip()
         routes = [await views.route_catalog(name, federation) for name, federation in gateway.federations]
-        return page(request, "catalog.html", active="catalog", routes=routes, query=query)
+        # every word must appear in the row (name, target, upstream name, description), as the page's search does
+        return page(request, "catalog.html", routes=routes, query=query, words=query.lower().split())
 
     async def playground(request: Request) -> Response:
         gateway = runtime.gateway
         federations = dict(gateway.federations)
         route, tool = request.query_params.get("route", ""), request.query_params.get("tool", "")
         choices: list[dict[str, Any]] = []
+        failed: list[str] = []  # targets whose tools could not be listed: they are missing from the choices
         for name, federation in federations.items():
-            catalogs, _ = await federation.survey(views.LIST_TIMEOUT, kinds=("tool",))
+            catalogs, failures = await federation.survey(views.LIST_TIMEOUT, kinds=("tool",))
+            failed.extend(f"route {name}, target {target}: {why}" for target, why in sorted(failures.items()))
             choices.extend({"route": name, "tool": exposed} for exposed in catalogs["tool"].entries)
             if name == route and tool in catalogs["tool"].entries:
                 entry = catalogs["tool"].entries[tool]
+                schema = entry.item.input_schema
+                fields = form_fields(schema)
                 selected = {
                     "route": name,
                     "tool": tool,
                     "target": entry.target,
                     "description": entry.item.description,
-                    "fields": form_fields(entry.item.input_schema),
-                    "schema": entry.item.input_schema,
+                    "fields": fields,
+                    "more": takes_more(schema) or not fields,  # a JSON box for what the fields cannot hold
+                    "schema": schema,
                 }
-                return page(request, "playground.html", active="playground", choices=choices, selected=selected)
+                return page(request, "playground.html", choices=choices, selected=selected, failed=failed)
         missing = f"route {route!r} serves no tool named {tool!r}" if route or tool else None
-        return page(request, "playground.html", active="playground", choices=choices, selected=None, missing=missing)
+        return page(request, "playground.html", choices=choices, selected=None, missing=missing, failed=failed)
 
     async def agents(request: Request) -> Response:
-        return page(request, "agents.html", active="agents", agents=views.agents(runtime.gateway))
+        return page(request, "agents.html", agents=views.agents(runtime.gateway))
 
     async def config(request: Request) -> Response:
         return page(
             request,
             "config.html",
-            active="config",
             source=runtime.config.source,
             config=redacted_config(runtime.config),
             reloadable=runtime.reloadable,
@@ -131,7 +173,14 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             return page(request, "login.html", active=None, failed=True)
         response = RedirectResponse("/ui", status_code=303)
-        response.set_cookie(COOKIE, ui_cookie(token), httponly=True, samesite="strict", path="/")
+        max_age = int(SignIns.lifetime)
+        response.set_cookie(COOKIE, signins.start(token), max_age=max_age, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def logout(request: Request) -> Response:
+        signins.end(request.cookies.get(COOKIE, ""))
+        response = RedirectResponse(LOGIN if runtime.config.config.adminToken else "/ui", status_code=303)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     return [
@@ -141,5 +190,6 @@ def ui_routes(runtime: Runtime) -> list[BaseRoute]:
         Route("/ui/agents", agents, methods=["GET"]),
         Route("/ui/config", config, methods=["GET"]),
         Route(LOGIN, login, methods=["GET", "POST"]),
+        Route("/ui/logout", logout, methods=["POST"]),
         Mount(STATIC, StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -41,6 +41,9 @@ HOP_BY_HOP = frozenset(
 )
 # Not forwarded up: the caller's credentials are the gateway's business, the agent gets its own.
 _NOT_UP = HOP_BY_HOP | {b"host", b"authorization", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+# Cookies named so are the gateway's own (the admin UI's sign-in): browsers send a host's cookies to every
+# port of it, so they reach the gateway's routes too, and must never travel on to a backend.
+OWN_COOKIE_PREFIX = b"agentplex-"
 # Not passed down: the gateway's server writes its own.
 _NOT_DOWN = HOP_BY_HOP | {b"date", b"server"}
 HEAD_TIMEOUT = 300.0  # seconds for the agent to start answering (a blocking SendMessage can take long)
@@ -177,13 +180,23 @@ async def forward(
         await response.aclose()
 
 
+def _foreign_cookies(value: bytes) -> bytes:
+    """A Cookie header without the gateway's own cookies (b"" when nothing else is left)."""
+    if OWN_COOKIE_PREFIX not in value:
+        return value
+    pairs = [pair.strip() for pair in value.split(b";")]
+    return b"; ".join(pair for pair in pairs if pair and not pair.startswith(OWN_COOKIE_PREFIX))
+
+
 def request_headers(scope: Scope, configured: Mapping[str, str], public: str) -> list[tuple[bytes, bytes]]:
     """The caller's headers as they go upstream: minus hop-by-hop, Host and Authorization, plus `configured`
     and X-Forwarded-*."""
     raw: list[tuple[bytes, bytes]] = scope.get("headers", [])
     named = _connection_tokens(raw)
     mine = {k.lower().encode("latin-1") for k in configured}
-    out = [(k, v) for k, v in raw if k not in _NOT_UP and k not in named and k not in mine]
+    out = [(k, v) for k, v in raw if k not in _NOT_UP and k not in named and k not in mine and k != b"cookie"]
+    cookies = [kept for k, v in raw if k == b"cookie" and k not in mine and (kept := _foreign_cookies(v))]
+    out += [(b"cookie", value) for value in cookies]
     out += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in configured.items()]
     client = scope.get("client")
     chain = b", ".join(v for k, v in raw if k == b"x-forwarded-for")

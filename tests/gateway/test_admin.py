@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -474,7 +475,48 @@ async def test_ui_pages_render_and_a_forged_sign_in_cookie_is_refused(tmp_path: 
             assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
             assert shown.headers["x-frame-options"] == "DENY" and shown.headers["cache-control"] == "no-store"
             assert "opensesame" not in shown.text
+
+        # ?q= hides rows on the server by the page's own rule: every word must appear in the row.
+        def shown_tools(html: str) -> list[str]:
+            rows = re.findall(r'<tr class="item" data-search="[^"]*" *(hidden)?>\s*<td><code>([^<]+)</code>', html)
+            return sorted(name for hidden, name in rows if not hidden)
+
+        signed_in = {"agentplex-admin": cookie}
+        assert shown_tools((await admin.get("/ui/catalog?q=Echo+TEXT", cookies=signed_in)).text) == ["echo"]
+        assert shown_tools((await admin.get("/ui/catalog?q=echo+nowhere", cookies=signed_in)).text) == []
+        assert len(shown_tools((await admin.get("/ui/catalog", cookies=signed_in)).text)) > 5
         other_site = await admin.post(
             "/ui/login", data={"token": "opensesame"}, headers={"origin": "http://evil.example"}
         )
         assert other_site.status_code == 403
+
+
+async def test_call_names_a_target_it_could_not_list_and_a_tool_that_asks_back_gets_a_clear_no(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    path = tmp_path / "gw.yaml"
+    path.write_text(two_targets(dead, extra="\n  failureMode: failOpen"))
+    async with running(path) as (_, admin):
+        # No client has listed yet: the tool might be web's, so the answer names web rather than "unknown tool".
+        down = await admin.post("/call", json={"route": "mcp", "tool": "web_add", "arguments": {"a": 1, "b": 2}})
+        assert down.status_code == 502 and down.json()["error"] == "call_failed"
+        assert down.json()["error_description"].startswith("target 'web' could not list its tools")
+        page = await admin.get("/ui/playground")
+        assert "Tools missing from this list: route mcp, target web" in page.text
+        # A tool that asks its client for a sampling mid-call: the operator's call has no client to ask.
+        asked = await admin.post("/call", json={"route": "mcp", "tool": "one_sample_any_era", "arguments": {"prompt": "x"}})
+        assert asked.status_code == 502
+        assert asked.json()["error_description"].startswith("target 'one' asked for sampling, but this call has no client")
+
+
+async def test_a_ui_sign_in_ends_when_the_admin_token_changes(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    text = "config: {adminAddr: 127.0.0.1:0, adminToken: TOKEN}\nmcp:\n  port: 0\n  targets:" + stdio_target("one") + "\n"
+    path.write_text(text.replace("TOKEN", "first-token"))
+    async with running(path) as (_, admin):
+        signed = await admin.post("/ui/login", data={"token": "first-token"})
+        assert "max-age=43200" in signed.headers["set-cookie"].lower()
+        cookie = {"agentplex-admin": signed.cookies["agentplex-admin"]}
+        assert (await admin.get("/stats", cookies=cookie)).status_code == 200
+        path.write_text(text.replace("TOKEN", "second-token"))
+        assert (await admin.post("/reload", headers={"authorization": "Bearer first-token"})).status_code == 200
+        assert (await admin.get("/stats", cookies=cookie)).status_code == 401

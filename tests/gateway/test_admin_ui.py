@@ -17,6 +17,7 @@ import anyio
 import pytest
 from mcp import Client
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -71,7 +72,9 @@ async def in_browser(step: Callable[..., Any], *args: Any) -> Any:
 
 
 def until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(condition, message=f"never saw {what}")
+    """Poll `condition` (a page may replace what it read meanwhile: that is a retry, not a failure)."""
+    wait = WebDriverWait(driver, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(condition, message=f"never saw {what}")
 
 
 def text_of(driver: WebDriver, css: str) -> str:
@@ -79,11 +82,12 @@ def text_of(driver: WebDriver, css: str) -> str:
 
 
 def tool_calls(driver: WebDriver) -> dict[str, int]:
-    """The dashboard's tool-call table, as {tool: calls}."""
-    rows = driver.find_elements(By.CSS_SELECTOR, "#tool-calls tbody tr:not(.empty)")
-    return {
-        row.find_elements(By.TAG_NAME, "td")[1].text: int(row.find_elements(By.TAG_NAME, "td")[3].text) for row in rows
-    }
+    """The dashboard's tool-call table, as {tool: calls}, read in one step (the page refreshes it)."""
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#tool-calls tbody tr:not(.empty)')]"
+        ".map((row) => [...row.cells].map((cell) => cell.textContent))"
+    )
+    return {cells[1]: int(cells[3]) for cells in rows}
 
 
 @contextlib.asynccontextmanager
@@ -226,6 +230,22 @@ async def test_the_playground_form_sends_typed_arguments_and_shows_tool_errors(
         text, css = await in_browser(tool_error, browser)
         assert "refused: no" in text and css == "bad"
 
+        def no_fields_means_a_json_box(driver: WebDriver) -> tuple[str, str]:
+            driver.get(f"{base}/ui/playground?route=mcp&tool=one_whoami")  # whoami() takes nothing
+            assert not driver.find_elements(By.CSS_SELECTOR, "[data-arg]")
+            box = driver.find_element(By.ID, "arguments-json")
+            box.send_keys("[1]")
+            driver.find_element(By.ID, "call").click()
+            until(driver, lambda d: d.find_elements(By.ID, "result-error"), "the form's error")
+            refused = text_of(driver, "#result-error")
+            box.clear()
+            driver.find_element(By.ID, "call").click()
+            until(driver, lambda d: text_of(d, "#result-status") == "ok", "whoami's result")
+            return refused, text_of(driver, "#result pre.block")
+
+        refused, whoami = await in_browser(no_fields_means_a_json_box, browser)
+        assert refused == "the JSON arguments must be an object" and whoami == "one"
+
         def upstream_markup_stays_text(driver: WebDriver) -> None:
             for page in ("/ui/catalog", "/ui/playground?route=mcp&tool=typed_shout"):
                 driver.get(base + page)
@@ -270,6 +290,16 @@ async def test_with_an_admin_token_the_ui_asks_for_it_once(tmp_path: Path, brows
             return text_of(driver, "#result pre.block")
 
         assert await in_browser(sign_in, browser) == "one: hi"
+        signed_in = browser.get_cookie("agentplex-admin")
+        assert signed_in is not None
+
+        def sign_out(driver: WebDriver) -> None:
+            driver.find_element(By.ID, "logout").click()
+            until(driver, lambda d: d.current_url == f"{base}/ui/login", "the sign-in page")
+
+        await in_browser(sign_out, browser)
+        # The id the browser held is void now, wherever it is replayed from.
+        assert (await admin.get("/stats", cookies={"agentplex-admin": signed_in["value"]})).status_code == 401
         # The JSON API still wants the token from anything that has not signed in.
         assert (await admin.get("/stats")).status_code == 401
         assert (await admin.get("/ui")).headers["location"] == "/ui/login"

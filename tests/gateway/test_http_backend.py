@@ -166,3 +166,20 @@ def test_a_named_backend_takes_only_backend_policies() -> None:
     text = "backends:\n- {name: api, host: '127.0.0.1:1', policies: {cors: {allowOrigins: ['*']}}}\n" + http_route_yaml("127.0.0.1:1")
     with pytest.raises(ConfigError, match=r"x.yaml: backends\[0\].policies.cors: a backend's policies are those toward it"):
         parse_config(text, "x.yaml")
+
+
+async def test_the_gateways_own_cookies_never_reach_a_backend() -> None:
+    """Browsers send a host's cookies to all its ports: the admin UI's sign-in reaches the routes too."""
+    async with (
+        backend() as (url, _),
+        run_gateway(http_route_yaml(url.removeprefix("http://"))) as gw,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        mixed = await http.get(
+            f"http://127.0.0.1:{gw.port}/api/x", headers={"cookie": "a=1; agentplex-admin=s3ss10n; b=2"}
+        )
+        assert mixed.json()["headers"]["cookie"] == "a=1; b=2"
+        only = await http.get(f"http://127.0.0.1:{gw.port}/api/x", headers={"cookie": "agentplex-admin=s3ss10n"})
+        assert "cookie" not in only.json()["headers"]
+        theirs = await http.get(f"http://127.0.0.1:{gw.port}/api/x", headers={"cookie": "session=abc"})
+        assert theirs.json()["headers"]["cookie"] == "session=abc"

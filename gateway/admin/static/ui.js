@@ -36,11 +36,19 @@ function setupSearch() {
   };
   box.addEventListener("input", apply);
   box.form.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
+  apply();  // the same rule as the server's ?q= filter, once the page is here
 }
 
 // -- playground ---------------------------------------------------------------------------------
 function readArguments(form) {
-  const args = {};
+  const args = Object.create(null);  // a property named __proto__ is an argument like any other
+  const more = document.getElementById("arguments-json");
+  if (more && more.value.trim()) {
+    let parsed;
+    try { parsed = JSON.parse(more.value); } catch (_) { throw new Error("the JSON arguments are not valid JSON"); }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("the JSON arguments must be an object");
+    Object.assign(args, parsed);
+  }
   for (const input of form.querySelectorAll("[data-arg]")) {
     const name = input.dataset.arg;
     const kind = input.dataset.kind;
@@ -149,7 +157,9 @@ function setupCounters() {
         node.textContent = value == null ? "0" : String(value);
       });
       const body = document.querySelector("#tool-calls tbody");
-      if (body && data.totals) {
+      const calls = data.totals ? JSON.stringify(data.totals.toolCalls) : null;
+      if (body && data.totals && calls !== body.dataset.shown) {  // rows are replaced only when they changed
+        body.dataset.shown = calls;
         const rows = data.totals.toolCalls.map((tool) => {
           const row = el("tr");
           [tool.route, tool.name, tool.target, tool.calls, tool.failed].forEach((cell) => row.append(el("td", {}, String(cell))));
