@@ -17,6 +17,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -138,6 +139,17 @@ async def run_gateway(yaml_text: str, source: str = "<test>") -> AsyncIterator[R
             yield RunningGateway(gateway)
         finally:
             gateway.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def started(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """Run a whole Runtime (binds, admin API, stats address, reloads) in this event loop for the block."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(runtime.run)
+        try:
+            yield runtime
+        finally:
+            runtime.stop()
 
 
 def http_route_yaml(host: str, policies: str = "{}") -> str:

@@ -15,8 +15,9 @@
 
 It always answers for the runtime's current config generation. Off loopback it needs `config.adminToken`
 (checked when the config loads); with a token, every request but the probes must carry
-`Authorization: Bearer <token>` or the cookie the UI's sign-in page sets. A browser page cannot drive it: requests whose Origin is another site,
-and (without a token) requests whose Host is not a loopback name (DNS rebinding), are refused.
+`Authorization: Bearer <token>` or the cookie the UI's sign-in page sets. A browser page of another
+site cannot drive it: requests whose Origin is another site, and (without a token) requests whose
+Host is not a loopback name (DNS rebinding), are refused.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 from uuid import UUID
 
@@ -45,21 +44,7 @@ class SseEndpoint:
 
     def sessions(self) -> list[dict[str, Any]]:
         """The open streams (for the admin API): id, who opened it, and how long ago."""
-        table = self.transport._read_stream_writers
-        started = table.started if isinstance(table, SessionTable) else {}
-        now = time.monotonic()
-        out = []
-        for sid in list(table):
-            owner = self.transport._session_owners.get(sid)
-            out.append(
-                {
-                    "id": sid.hex,
-                    "transport": "sse",
-                    "principal": (owner.get("subject") or owner.get("client_id")) if owner else None,
-                    "ageSeconds": round(now - started[sid], 1) if sid in started else None,
-                }
-            )
-        return out
+        return self.transport._read_stream_writers.describe("sse", self.transport._session_owners, lambda sid: sid.hex)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] == "POST":

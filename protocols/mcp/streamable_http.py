@@ -6,7 +6,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import anyio
@@ -82,21 +82,7 @@ class StreamableHTTPEndpoint:
 
     def sessions(self) -> list[dict[str, Any]]:
         """The live sessions (for the admin API): id, who opened it, and how long ago."""
-        table = self.manager._server_instances
-        started = table.started if isinstance(table, SessionTable) else {}
-        now = time.monotonic()
-        out = []
-        for sid in list(table):
-            owner = self.manager._session_owners.get(sid)
-            out.append(
-                {
-                    "id": sid,
-                    "transport": "streamable-http",
-                    "principal": (owner.get("subject") or owner.get("client_id")) if owner else None,
-                    "ageSeconds": round(now - started[sid], 1) if sid in started else None,
-                }
-            )
-        return out
+        return self.manager._server_instances.describe("streamable-http", self.manager._session_owners, str)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.relay is not None and scope.get("method") == "POST":
@@ -214,6 +200,18 @@ class SessionTable(dict[Any, Any]):
     def clear(self) -> None:
         self.started.clear()
         super().clear()
+
+    def describe(self, transport: str, owners: Mapping[Any, Any], show: Callable[[Any], str]) -> list[dict[str, Any]]:
+        """Each session: its id (as `show` writes it), who opened it (the SDK's `owners`), and how long ago."""
+        now = time.monotonic()
+        out = []
+        for sid in list(self):
+            owner = owners.get(sid)
+            started = self.started.get(sid)
+            principal = (owner.get("subject") or owner.get("client_id")) if owner else None
+            age = round(now - started, 1) if started is not None else None
+            out.append({"id": show(sid), "transport": transport, "principal": principal, "ageSeconds": age})
+        return out
 
 
 def _length_ok(length: bytes, limit: int) -> bool:

@@ -19,7 +19,7 @@ from mcp.client.sse import sse_client
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.config.redact import REDACTED, redacted_config
 from gateway.runtime import Runtime
-from tests.conftest import HEADERS, INIT, free_port, http_server, stdio_target
+from tests.conftest import HEADERS, INIT, free_port, http_server, started, stdio_target
 from tests.fixtures.a2a_agent import echo_agent, serve
 
 pytestmark = pytest.mark.anyio
@@ -42,15 +42,10 @@ def two_targets(url: str, extra: str = "", admin: str = ADMIN) -> str:
 
 @contextlib.asynccontextmanager
 async def running(path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    runtime = Runtime(load_config(path), lambda: load_config(path), poll=60)
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.run)
-        try:
-            assert runtime.admin_port is not None
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.admin_port}", timeout=30) as admin:
-                yield runtime, admin
-        finally:
-            runtime.stop()
+    async with started(Runtime(load_config(path), lambda: load_config(path), poll=60)) as runtime:
+        assert runtime.admin_port is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.admin_port}", timeout=30) as admin:
+            yield runtime, admin
 
 
 def gateway_url(runtime: Runtime) -> str:

@@ -17,7 +17,7 @@ from gateway.config import load_config, parse_config
 from gateway.runtime import Runtime
 from tests.a2a.harness import NO_STORE, V1, message
 from tests.a2a.harness import rpc as a2a_rpc
-from tests.conftest import HEADERS, http_target, stdio_target
+from tests.conftest import HEADERS, http_target, started, stdio_target
 from tests.fixtures.a2a_agent import echo_agent, serve
 from tests.gateway.test_auth import call, rpc, session
 
@@ -28,13 +28,8 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @contextlib.asynccontextmanager
 async def running(text: str) -> AsyncIterator[Runtime]:
-    runtime = Runtime(parse_config(text, "<test>"))
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.run)
-        try:
-            yield runtime
-        finally:
-            runtime.stop()
+    async with started(Runtime(parse_config(text, "<test>"))) as runtime:
+        yield runtime
 
 
 def gateway_url(runtime: Runtime, path: str = "/mcp") -> str:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from gateway.config import ConfigError, load_config
 from gateway.runtime import Runtime
-from tests.conftest import ROOT, free_port, stdio_target, stop, wait_for_port
+from tests.conftest import ROOT, free_port, started, stdio_target, stop, wait_for_port
 from tests.fixtures.a2a_agent import Recorder, echo_agent, serve
 from tests.gateway.test_cli import AGENTPLEX, alive, children
 
@@ -72,13 +72,8 @@ binds:
 
 @contextlib.asynccontextmanager
 async def running(path: Path) -> AsyncIterator[Runtime]:
-    runtime = Runtime(load_config(path), lambda: load_config(path), poll=0.1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.run)
-        try:
-            yield runtime
-        finally:
-            runtime.stop()
+    async with started(Runtime(load_config(path), lambda: load_config(path), poll=0.1)) as runtime:
+        yield runtime
 
 
 async def until(condition: object, seconds: float = 15) -> None:

@@ -26,7 +26,7 @@ from gateway.config.redact import redacted_config
 from gateway.observability.exchange import McpObserver
 from gateway.observability.tracing import provider_for
 from gateway.runtime import Runtime
-from tests.conftest import HEADERS, http_route_yaml, http_target, stdio_target
+from tests.conftest import HEADERS, http_route_yaml, http_target, started, stdio_target
 from tests.fixtures.a2a_agent import echo_agent, serve
 from tests.gateway.test_auth import call, rpc, session
 from tests.gateway.test_http_backend import backend_app
@@ -38,15 +38,16 @@ CALLER_SPAN = "b7ad6b7169203331"
 
 
 @contextlib.asynccontextmanager
+async def runtime_of(text: str, provider: TracerProvider | None) -> AsyncIterator[int]:
+    async with started(Runtime(parse_config(text, "<test>"), tracer_provider=provider)) as runtime:
+        yield next(iter(runtime.sockets.values())).bind.bound_port
+
+
+@contextlib.asynccontextmanager
 async def running(targets: str, provider: TracerProvider | None, tracing: str = "null") -> AsyncIterator[str]:
     text = f"config: {{statsAddr: null, adminAddr: null, tracing: {tracing}}}\nmcp:\n  port: 0\n  targets:{targets}\n"
-    runtime = Runtime(parse_config(text, "<test>"), tracer_provider=provider)
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.run)
-        try:
-            yield f"http://127.0.0.1:{next(iter(runtime.sockets.values())).bind.bound_port}/mcp"
-        finally:
-            runtime.stop()
+    async with runtime_of(text, provider) as port:
+        yield f"http://127.0.0.1:{port}/mcp"
 
 
 @pytest.fixture
@@ -214,17 +215,6 @@ async def test_config_tracing_exports_over_otlp_http_by_the_time_the_gateway_has
     assert path == "/v1/traces" and sent["x-api-key"] == "k1" and sent["content-type"] == "application/x-protobuf"
     exported = b"".join(b for _, _, b in received)
     assert b"tools/call tracecontext" in exported and b"agentplex" in exported
-
-
-@contextlib.asynccontextmanager
-async def runtime_of(text: str, provider: TracerProvider | None) -> AsyncIterator[int]:
-    runtime = Runtime(parse_config(text, "<test>"), tracer_provider=provider)
-    async with anyio.create_task_group() as tg:
-        await tg.start(runtime.run)
-        try:
-            yield next(iter(runtime.sockets.values())).bind.bound_port
-        finally:
-            runtime.stop()
 
 
 async def client_span_under(exporter: InMemorySpanExporter, server_name: str) -> tuple[ReadableSpan, ReadableSpan]:
