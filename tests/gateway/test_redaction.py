@@ -206,3 +206,28 @@ def test_arguments_are_shown_only_where_they_are_clearly_not_secret(args: list[s
 )
 def test_urls_show_where_they_go_and_no_credential(url: str, shown: str) -> None:
     assert redaction.url(url) == shown
+
+
+async def test_an_agent_that_is_down_leaks_none_of_its_secrets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentplex")
+    url = HTTP_URL.format(port=free_port())
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "config: {adminAddr: 127.0.0.1:0, statsAddr: null}\n"
+        f"a2a:\n  port: 0\n  agents: [{{name: helper, url: '{url}', headers: {json.dumps(HTTP_HEADERS)}}}]\n"
+    )
+    async with started(Runtime(load_config(path), lambda: load_config(path), poll=60)) as runtime:
+        port = next(iter(runtime.sockets.values())).bind.bound_port
+        async with httpx.AsyncClient(timeout=30) as http:
+            listed = await http.get(f"http://127.0.0.1:{port}/a2a/agents")
+            assert listed.status_code == 200
+            (agent,) = listed.json()["agents"]
+            assert agent["healthy"] is False and "cannot fetch" in agent["lastError"], agent
+            assert_clean(listed.text, "/a2a/agents")
+            shown = await http.get(f"http://127.0.0.1:{runtime.admin_port}/agents")
+            assert shown.status_code == 200 and "cannot fetch" in shown.text
+            assert_clean(shown.text, "admin /agents")
+            assert_clean("\n".join(runtime.gateway.summary()), "start-up log")
+    assert_clean("\n".join(r.getMessage() for r in caplog.records), "the log")
