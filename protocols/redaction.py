@@ -48,7 +48,7 @@ _CREDENTIAL_FLAG = re.compile(
 _HEADER_FLAGS = frozenset({"-H", "--header", "--headers", "--http-header"})
 _ENV_FLAGS = frozenset({"-e", "--env", "--environment", "--set-env"})
 _KEYLIKE = re.compile(r"[A-Za-z0-9_+=~-]{20,}")
-_URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]+""")
+_URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>]*[^\s'"<>:;,.)\]]""")  # not a sentence's punctuation
 _HEADER_SHAPE = re.compile(r"([A-Za-z0-9_-]+):\s*(.*)", re.S)
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)=(.*)", re.S)
 
@@ -124,7 +124,7 @@ def _url(value: str) -> tuple[str, list[str]]:
         pairs = [pair.partition("=") for pair in parts.query.split("&")]
         secrets.extend(v if eq else k for k, eq, v in pairs if v or not eq)
         secrets.extend(v for _, v in parse_qsl(parts.query) if v)
-        shown += "?" + "&".join(f"{k}={REDACTED}" if eq else REDACTED for k, eq, _ in pairs)
+        shown += "?" + "&".join(f"{k}={REDACTED if v else ''}" if eq else REDACTED for k, eq, v in pairs)
     return shown, secrets
 
 

@@ -19,7 +19,8 @@ from gateway.config import load_config, parse_config
 from gateway.config.redact import REDACTED, redacted_config
 from gateway.runtime import Runtime
 from protocols import redaction
-from tests.conftest import HEADERS, INIT, free_port, started
+from tests.conftest import HEADERS, INIT, free_port, http_route_yaml, mcp_yaml, run_gateway, started
+from tests.gateway.test_backend_auth import oauth2, refusal, target, upstream_server
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +232,26 @@ async def test_an_agent_that_is_down_leaks_none_of_its_secrets(
             assert_clean(shown.text, "admin /agents")
             assert_clean("\n".join(runtime.gateway.summary()), "start-up log")
     assert_clean("\n".join(r.getMessage() for r in caplog.records), "the log")
+
+
+async def test_a_token_endpoint_problem_shows_its_url_redacted() -> None:
+    """Both ways a backendAuth problem reaches a client: an MCP target's refusal, a plain HTTP route's 502."""
+    port = free_port()
+    token_url = f"http://idp:{PASSWORD}@127.0.0.1:{port}/token?tenant_key={QUERY_KEY}"
+    shown = f"cannot reach the token endpoint http://127.0.0.1:{port}/token?tenant_key={REDACTED}: ConnectError"
+    async with upstream_server("api") as (url, _), httpx.AsyncClient(timeout=30) as http:
+        async with run_gateway(mcp_yaml(target("api", url), policies=oauth2(token_url))) as gw:
+            message = refusal(await http.post(gw.url, json=INIT, headers=HEADERS))
+        assert_clean(message, "the MCP refusal")
+        assert "target 'api' cannot connect: backendAuth failed: " in message and shown in message, message
+        async with run_gateway(http_route_yaml(url.removeprefix("http://"), oauth2(token_url))) as gw:
+            answer = await http.get(f"http://127.0.0.1:{gw.port}/api/x")
+        assert answer.status_code == 502
+        assert_clean(answer.text, "the HTTP route's 502")
+        assert shown in answer.json()["error"], answer.text
+
+
+def test_redacting_twice_changes_nothing() -> None:
+    once = redaction.text(f"see http://u:p@h/s/9f2c51ab77de03e16a0bc4d8?a=1&b=&c#f: {TOKEN} (http://h/x?k=v).", [TOKEN])
+    assert once == f"see http://h/s/{REDACTED}?a={REDACTED}&b=&{REDACTED}: {REDACTED} (http://h/x?k={REDACTED})."
+    assert redaction.text(once, [TOKEN]) == once
