@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -255,3 +257,30 @@ def test_redacting_twice_changes_nothing() -> None:
     once = redaction.text(f"see http://u:p@h/s/9f2c51ab77de03e16a0bc4d8?a=1&b=&c#f: {TOKEN} (http://h/x?k=v).", [TOKEN])
     assert once == f"see http://h/s/{REDACTED}?a={REDACTED}&b=&{REDACTED}: {REDACTED} (http://h/x?k={REDACTED})."
     assert redaction.text(once, [TOKEN]) == once
+
+
+async def test_a_url_the_reason_quotes_reaches_the_client_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    """An SSE target that answers 401: httpx's error quotes the URL it asked, credentials and all."""
+    caplog.set_level(logging.WARNING)  # what the CLI lets through from the SDK and httpx
+    caplog.set_level(logging.DEBUG, logger="agentplex")
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def refuse(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(10):
+                head = b""
+                while b"\r\n\r\n" not in head and len(head) < 65536:
+                    head += await stream.receive()
+                await stream.send(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+
+    url = f"http://svc:{PASSWORD}@127.0.0.1:{port}/sse?key={QUERY_KEY}"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, refuse)
+        yaml = mcp_yaml(f"\n  - name: odd\n    sse: {{host: '{url}'}}")
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+            message = rpc(await http.post(gw.url, json=INIT, headers=HEADERS))["error"]["message"]
+        tg.cancel_scope.cancel()
+    assert_clean(message, "the refusal")
+    assert f"401 Unauthorized' for url 'http://127.0.0.1:{port}/sse?key={REDACTED}'" in message, message
+    assert_clean("\n".join(r.getMessage() for r in caplog.records), "the log")
