@@ -121,7 +121,7 @@ async def test_a_target_that_is_down_leaks_none_of_its_secrets(
             ready = await admin.get("/readyz")
             assert ready.status_code == 503
             assert_clean(ready.text, "/readyz")
-            for view in ("/targets", "/catalog", "/config"):
+            for view in ("/targets", "/catalog", "/config", "/ui", "/ui/config"):  # the UI: its dashboard, config
                 shown = await admin.get(view)
                 assert shown.status_code == 200
                 assert_clean(shown.text, view)
