@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 
+from protocols import redaction
 from protocols.a2a.agent import Agent, AgentSource, AgentSpec  # defined with the wire code; re-exported here
 
 __all__ = ["Agent", "AgentConflict", "AgentRegistry", "AgentSource", "AgentSpec", "AgentStore", "StoreError"]
@@ -323,14 +324,16 @@ class AgentRegistry:
             try:
                 with anyio.fail_after(self.fetch_timeout):
                     agent = await self.fetch(spec)
-            except ValueError:
-                raise
+            except ValueError as exc:
+                raise ValueError(_shown(spec, str(exc))) from None
             except TimeoutError:
                 raise ValueError(
-                    f"agent {spec.name!r}: no card from {spec.url} within {self.fetch_timeout:g} s"
+                    _shown(spec, f"agent {spec.name!r}: no card from {spec.url} within {self.fetch_timeout:g} s")
                 ) from None
             except Exception as exc:
-                raise ValueError(f"agent {spec.name!r}: cannot fetch its card from {spec.url}: {exc}") from None
+                raise ValueError(
+                    _shown(spec, f"agent {spec.name!r}: cannot fetch its card from {spec.url}: {exc}")
+                ) from None
         agent.source = spec.source
         return agent
 
@@ -365,3 +368,8 @@ class AgentRegistry:
                 listener()
             except Exception:  # a listener's bug must not break registration or health checks
                 logger.exception("agent registry: a change listener failed")
+
+
+def _shown(spec: AgentSpec, problem: str) -> str:
+    """A card problem as callers may read it (an agent's lastError is theirs to see): no credential of its config."""
+    return redaction.text(problem, redaction.hidden(spec.url, headers=spec.headers))

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from federation.agents import Agent, AgentRegistry, AgentSpec
 from federation.guard import Access, Guard
 from gateway.policies.mcp_authn import public_base
+from protocols import redaction
 from protocols.a2a import proxy
 from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, rewrite_card, rewrite_urls
 from protocols.a2a.errors import INTERNAL_ERROR, UNSUPPORTED_OPERATION, jsonrpc_error, rest_error
@@ -117,7 +118,7 @@ class A2ARoutes:
         registry = self.registries.get(route)
         for agent in registry.all() if registry else []:
             status = "up" if agent.healthy and agent.card else f"DOWN ({agent.last_error})"
-            yield f"    agent {agent.name} [A2A {agent.version}] {agent.url}: {status}"
+            yield f"    agent {agent.name} [A2A {agent.version}] {redaction.url(agent.url)}: {status}"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from gateway.config.errors import ConfigError
 from gateway.policies.cel_context import EvalError, Expr
 from gateway.policies.http import Refusal
 from gateway.policies.mcp_authn import public_base
+from protocols import redaction
 
 logger = logging.getLogger("agentplex.a2a.registry")
 
@@ -205,7 +206,7 @@ class RegistryApi:
             return _error(502, "bad_agent_card", _naming(cfg.name, str(exc)))
         except StoreError as exc:
             return _error(503, "registry_unavailable", f"agent {cfg.name!r} was not registered: {exc}")
-        logger.info("agent %r registered at %s", cfg.name, cfg.url)
+        logger.info("agent %r registered at %s", cfg.name, redaction.url(cfg.url))
         location = f"{self.base}/{quote(cfg.name, safe='')}"
         return JSONResponse(
             self._record(scope, agent), status_code=200 if existed else 201, headers={"location": location}

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from protocols.redaction import url as redacted
 
-
-def redacted(url: str) -> str:
-    """`redis://user:secret@host:6379/0` -> `redis://host:6379/0`, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{host}{port}{parts.path}" if host else f"{parts.scheme}://{parts.path}"
-    except ValueError:
-        return "<url>"
+__all__ = ["redacted"]

@@ -12,9 +12,8 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from federation.catalog import Kind
 from federation.server import Federation
 from gateway.app import Gateway
-from gateway.config.redact import redacted_args
 from gateway.observability.metrics import Metrics, totals
-from protocols.urls import redacted as url_without_credentials
+from protocols import redaction
 
 PROBE_TIMEOUT = 5.0  # /readyz: how long a target that is not connected gets to connect
 LIST_TIMEOUT = 15.0  # /catalog: how long one route's listing may take
@@ -75,11 +74,11 @@ def route_targets(gateway: Gateway, route: str, federation: Federation) -> dict[
         version = state["protocolVersion"]
         entry: dict[str, Any] = {"name": name, "transport": spec.transport}
         if spec.transport == "stdio":
-            entry["command"] = [spec.command, *redacted_args(list(spec.args))]
+            entry["command"] = [spec.command, *redaction.args(spec.args)]
         elif spec.transport == "memory":
             entry["server"] = spec.describe()
         else:
-            entry["url"] = url_without_credentials(spec.url) if "@" in spec.url else spec.url
+            entry["url"] = redaction.url(spec.url)
         entry.update(
             {
                 "health": "up" if state["connected"] else "down",
@@ -137,7 +136,7 @@ def agent_view(route: str, agent: Any) -> dict[str, Any]:
     return {
         "name": agent.name,
         "route": route,
-        "url": url_without_credentials(agent.url) if "@" in agent.url else agent.url,
+        "url": redaction.url(agent.url),
         "health": "up" if agent.healthy and agent.card else "down",
         "lastError": agent.last_error,
         "source": agent.source,

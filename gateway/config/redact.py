@@ -3,11 +3,11 @@
 Secrets are found by what the models say they are, then by name as a safety net for fields to come:
 - the known secret fields: apiKey keys, backendAuth key values, OAuth client secrets, htpasswd
   contents, the admin token;
-- header values that carry credentials (Authorization, Cookie, X-Api-Key, anything named *token*,
-  *secret*, *key*, *auth*, *password*, *session*, *cookie*): targets', agents', header modifiers' and the trace exporter's;
-- stdio targets' environment variables with such names, and `--token X` / `--token=X` style arguments;
+- header values (targets', agents', header modifiers' and the trace exporter's), stdio environment
+  values and arguments, and URLs anywhere: shown only where they are clearly not secret
+  (protocols/redaction.py has the rules: an allow-list, so a credential under an unforeseen name stays hidden);
 - the private and symmetric members of inline JWKS keys (d, p, q, dp, dq, qi, k);
-- passwords in connection URLs (redis://:secret@host), and anything that holds a PEM private key;
+- anything that holds a PEM private key;
 - any other field whose name says it is a secret (password, secret, token, credential, ...).
 """
 
@@ -16,17 +16,16 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from protocols.urls import redacted as url_without_credentials
+from protocols import redaction
 
 from .a2a import AgentConfig
 from .models import Config, GlobalSettings, HttpTarget, StdioTarget, TracingSettings
 from .policies import ApiKeyEntry, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
 
-REDACTED = "<redacted>"
+REDACTED = redaction.REDACTED
 
 _SECRET_FIELDS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (ApiKeyEntry, frozenset({"key"})),
@@ -35,15 +34,14 @@ _SECRET_FIELDS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (Htpasswd, frozenset({"inline"})),
     (GlobalSettings, frozenset({"adminToken"})),
 ]
-# Mappings whose values are hidden when their key names a credential (headers, environment variables).
-_NAMED_VALUES: list[tuple[type[BaseModel], frozenset[str]]] = [
+# Header mappings: a value is shown only for a few standard, credential-free header names.
+_HEADERS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (HttpTarget, frozenset({"headers"})),
-    (StdioTarget, frozenset({"env"})),
     (AgentConfig, frozenset({"headers"})),
     (HeaderModifier, frozenset({"add", "set"})),
     (TracingSettings, frozenset({"headers"})),
 ]
-_SENSITIVE = re.compile(r"auth|token|secret|passw|pwd|key|cookie|session|credential|signature", re.IGNORECASE)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 # A field named like a secret is one, unless it is one of these (names of limits, URLs, CEL keys, paths).
 _SECRET_NAME = re.compile(r"secret|password|passwd|token$|credential|privatekey|apikey$", re.IGNORECASE)
 _NOT_SECRET = frozenset({"maxTokens", "tokensPerFill", "tokenUrl", "subjectTokenType", "requestedTokenType"})
@@ -57,7 +55,7 @@ def redacted_config(config: Config) -> dict[str, Any]:
 
 def _model(model: BaseModel) -> dict[str, Any]:
     secrets = _fields_of(model, _SECRET_FIELDS)
-    named = _fields_of(model, _NAMED_VALUES)
+    headers = _fields_of(model, _HEADERS)
     out: dict[str, Any] = {}
     values = {name: getattr(model, name) for name in type(model).model_fields}
     values.update(model.model_extra or {})
@@ -66,10 +64,12 @@ def _model(model: BaseModel) -> dict[str, Any]:
             continue
         if name in secrets or (_SECRET_NAME.search(name) and name not in _NOT_SECRET and isinstance(value, str)):
             out[name] = REDACTED
-        elif name in named and isinstance(value, dict):
-            out[name] = {k: REDACTED if _SENSITIVE.search(k) else _value(v) for k, v in value.items()}
+        elif name in headers and isinstance(value, dict):
+            out[name] = {k: redaction.header(k, v) for k, v in value.items()}
+        elif isinstance(model, StdioTarget) and name == "env":
+            out[name] = {k: redaction.env(k, v) for k, v in value.items()}
         elif isinstance(model, StdioTarget) and name == "args":
-            out[name] = redacted_args(value)
+            out[name] = redaction.args(value)
         elif isinstance(model, Jwks) and name == "inline":
             out[name] = _jwks(value)
         else:
@@ -98,34 +98,7 @@ def _value(value: Any) -> Any:
 def _string(value: str) -> str:
     if "PRIVATE KEY" in value:
         return REDACTED
-    if "://" in value and "@" in value:
-        try:
-            if urlsplit(value).password is not None or urlsplit(value).username is not None:
-                return url_without_credentials(value)
-        except ValueError:
-            return REDACTED
-    return value
-
-
-def redacted_args(args: list[str]) -> list[str]:
-    """`--token X`, `--api-key=X`: the value goes, the flag stays (a reader still sees the shape)."""
-    out: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        flag, eq, _ = arg.partition("=")
-        if arg.startswith("-") and _SENSITIVE.search(flag):
-            if eq:
-                out.append(f"{flag}={REDACTED}")
-            else:
-                out.append(arg)
-                hide_next = True
-            continue
-        out.append(_string(arg))
-    return out
+    return redaction.url(value) if _URL.fullmatch(value) else value
 
 
 def _jwks(inline: str | dict[str, Any]) -> Any:

@@ -34,6 +34,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from gateway.config.policies import BackendAuth, BackendKey, OAuthClientCredentials, TokenExchange
+from protocols import redaction
 from protocols.mcp.upstream import UpstreamAuth
 
 IDENTITY = "agentplex.identity"  # where authentication leaves the caller's Identity in scope["state"]
@@ -138,6 +139,7 @@ class _TokenEndpoint:
     async def fetch(self, grant_type: str, **extra: str) -> tuple[str, float]:
         """(access token, lifetime in seconds), or BackendAuthError."""
         cfg = self.cfg
+        endpoint = redaction.url(cfg.tokenUrl)  # errors reach clients and logs: no credential of the URL
         scope = " ".join(cfg.scopes) or None
         try:
             async with AsyncOAuth2Client(
@@ -146,18 +148,16 @@ class _TokenEndpoint:
                 token = await client.fetch_token(cfg.tokenUrl, grant_type=grant_type, **self.form, **extra)
         except OAuthError as exc:
             problem = f"{exc.error}: {exc.description}" if exc.description else str(exc.error)
-            raise BackendAuthError(f"the token endpoint {cfg.tokenUrl} refused: {problem}") from None
+            raise BackendAuthError(f"the token endpoint {endpoint} refused: {problem}") from None
         except httpx2.HTTPStatusError as exc:
-            raise BackendAuthError(
-                f"the token endpoint {cfg.tokenUrl} answered HTTP {exc.response.status_code}"
-            ) from None
+            raise BackendAuthError(f"the token endpoint {endpoint} answered HTTP {exc.response.status_code}") from None
         except httpx2.HTTPError as exc:
-            raise BackendAuthError(f"cannot reach the token endpoint {cfg.tokenUrl}: {_describe(exc)}") from None
+            raise BackendAuthError(f"cannot reach the token endpoint {endpoint}: {_describe(exc)}") from None
         except ValueError as exc:
-            raise BackendAuthError(f"the token endpoint {cfg.tokenUrl} answered with no token: {exc}") from None
+            raise BackendAuthError(f"the token endpoint {endpoint} answered with no token: {exc}") from None
         access = token.get("access_token")
         if not isinstance(access, str) or not access:
-            raise BackendAuthError(f"the token endpoint {cfg.tokenUrl} answered with no access_token")
+            raise BackendAuthError(f"the token endpoint {endpoint} answered with no access_token")
         lifetime = token.get("expires_in")
         if not isinstance(lifetime, int | float) or isinstance(lifetime, bool) or lifetime <= 0:
             lifetime = DEFAULT_LIFETIME

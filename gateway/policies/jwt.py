@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Scope
 from gateway.config import ConfigError
 from gateway.config.policies import Jwks, JwtAuth
 from gateway.policies.http import Identity, Refusal, bearer_challenge, find_token
+from protocols import redaction
 
 logger = logging.getLogger("agentplex.jwt")
 
@@ -71,7 +72,7 @@ class JwksSource:
                 if self._last_fetch < now:  # nobody refreshed while we waited
                     await self._fetch()
         if self._keys is None:
-            raise KeysUnavailable(f"signing keys from {self.cfg.url} are unavailable")
+            raise KeysUnavailable(f"signing keys from {redaction.url(self.cfg.url or '')} are unavailable")
         return self._keys
 
     async def _fetch(self) -> None:
@@ -84,7 +85,7 @@ class JwksSource:
             self._expires = time.monotonic() + self.cfg.cacheTtl
         except (httpx.HTTPError, ValueError, KeyError, TypeError, JoseError) as exc:  # not a JWK set: as if down
             # Keep serving with the keys we had: a flaky IdP should not log everyone out.
-            logger.warning("cannot fetch JWKS from %s: %s", self.cfg.url, exc)
+            logger.warning("cannot fetch JWKS from %s: %s", redaction.url(self.cfg.url or ""), redaction.text(str(exc)))
             if self._keys is not None:
                 self._expires = time.monotonic() + self.cfg.refreshCooldown
         finally:

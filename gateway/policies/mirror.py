@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.config import ConfigError
 from gateway.config.policies import Policies
 from gateway.policies.mcp_authn import public_base
+from protocols import redaction
 from protocols.a2a import proxy
 
 logger = logging.getLogger("agentplex.mirror")
@@ -93,7 +94,7 @@ class Mirror:
             return
         if self.in_flight >= MAX_IN_FLIGHT:
             self.dropped += 1
-            logger.debug("route %s: mirror %s busy, copy dropped", self.route, self.url)
+            logger.debug("route %s: mirror %s busy, copy dropped", self.route, redaction.url(self.url))
             return
         if path is None:
             path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -113,7 +114,9 @@ class Mirror:
                 response = await client.send(request, stream=True)
                 await response.aclose()  # nobody reads the mirror's answer
         except httpx.HTTPError as exc:
-            logger.debug("route %s: mirror %s failed: %s", self.route, self.url, exc)
+            logger.debug(
+                "route %s: mirror %s failed: %s", self.route, redaction.url(self.url), redaction.text(str(exc))
+            )
         finally:
             self.in_flight -= 1
 

@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import Receive, Scope, Send
 
-from protocols import pooled_sockets
+from protocols import pooled_sockets, redaction
 
 logger = logging.getLogger("agentplex.a2a")
 
@@ -293,5 +293,5 @@ async def _send_rewritten(
 
 
 def _why(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = redaction.text(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

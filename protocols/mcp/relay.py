@@ -19,6 +19,7 @@ import anyio
 import httpx2
 import pydantic_core
 
+from protocols import redaction
 from protocols.mcp.errors import UpstreamError
 
 Message = dict[str, Any]
@@ -86,7 +87,7 @@ async def call(
                 await _post_back(client, url, headers, reply)
         raise UpstreamError(target, "ended the tools/call stream without a response")
     except httpx2.HTTPError as exc:
-        raise UpstreamError(target, f"tools/call failed: {type(exc).__name__}: {exc}") from None
+        raise UpstreamError(target, f"tools/call failed: {type(exc).__name__}: {redaction.text(str(exc))}") from None
     except ValueError as exc:
         raise UpstreamError(target, f"sent malformed JSON: {exc}") from None
     finally:

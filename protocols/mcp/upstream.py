@@ -42,7 +42,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from protocols import pooled_sockets
+from protocols import pooled_sockets, redaction
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
 
@@ -103,11 +103,16 @@ class TargetSpec:
             object.__setattr__(self, "sharing", "shared")
 
     def describe(self) -> str:
+        """The command line or URL, credentials hidden: for logs and operators, never for clients."""
         if self.transport == "stdio":
-            return " ".join([self.command, *self.args])
+            return redaction.command_line(self.command, self.args)
         if self.transport == "memory":
             return f"in-process server {getattr(self.server, 'name', '?')}"
-        return self.url
+        return redaction.url(self.url)
+
+    def scrub(self, problem: str) -> str:
+        """An error text without this target's configured secrets, and each URL it quotes redacted."""
+        return redaction.text(problem, redaction.hidden(self.url, self.args, self.env, self.headers))
 
 
 class UpstreamEvents(Protocol):
@@ -243,7 +248,7 @@ class Upstream:
             self.retry_after = self.first_retry  # the last failure is long past: start over
         else:
             self.retry_after = min(self.retry_after * 2, self.last_retry)
-        self.last_error = problem
+        self.last_error = self.spec.scrub(problem)  # clients, /readyz and logs all see it
         self._failed_at = time.monotonic()
 
     async def _connect(self) -> ClientSession:
@@ -275,7 +280,7 @@ class Upstream:
             logger.info("target %s connected (%s, %s)", self.spec.name, self.spec.transport, outcome.protocol_version)
             return outcome
         self._failed(_tls_hint(self.spec, _describe(outcome)))
-        raise UpstreamError(self.spec.name, f"cannot connect to {self.spec.describe()}: {self.last_error}")
+        raise UpstreamError(self.spec.name, f"cannot connect: {self.last_error}")
 
     async def _hold(self, ready: list[Any], got: anyio.Event, stop: anyio.Event, done: anyio.Event) -> None:
         """Open the transport and session, publish the session, keep both open until stopped."""
@@ -288,7 +293,7 @@ class Upstream:
                 ready.append(exc)
                 got.set()
             elif not isinstance(exc, anyio.get_cancelled_exc_class()):
-                logger.warning("target %s connection ended: %s", self.spec.name, _describe(exc))
+                logger.warning("target %s connection ended: %s", self.spec.name, self.spec.scrub(_describe(exc)))
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 raise
         finally:
@@ -647,7 +652,8 @@ class _AuthGate(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         problem = request.extensions.get(_AUTH_PROBLEM)
         if problem is not None:
-            logger.warning("target %s: no credentials for %s %s: %s", self.target, request.method, request.url, problem)
+            problem, url = redaction.text(problem), redaction.url(str(request.url))
+            logger.warning("target %s: no credentials for %s %s: %s", self.target, request.method, url, problem)
             return await self.refuse(request, self.target, f"backendAuth failed: {problem}")
         return await self.inner.handle_async_request(request)
 

@@ -248,13 +248,13 @@ mcp:
     apiKey: {keys: [{key: sk-live-apikey, metadata: {name: ops}}]}
     backendAuth: {key: backend-key-value}
     jwtAuth: {jwks: {inline: '{"keys": [{"kty": "oct", "kid": "one", "k": "hmac-jwk-secret"}]}'}}
-    requestHeaderModifier: {set: {Authorization: set-header-secret, X-Team: blue}}
+    requestHeaderModifier: {set: {Authorization: set-header-secret, X-Team: blue, Cache-Control: no-store}}
     remoteRateLimit:
       redis: {url: "redis://:redis-password@127.0.0.1:6379/0"}
       limits: [{maxTokens: 5, fillInterval: 1s}]
   targets:
   - name: local
-    stdio: {cmd: server, args: [--token, arg-token, --api-key=arg-eq-secret, --verbose], env: {API_TOKEN: env-api-token, LEVEL: debug}}
+    stdio: {cmd: server, args: [--token, arg-token, --api-key=arg-eq-secret, --verbose], env: {API_TOKEN: env-api-token, LOG_LEVEL: debug}}
   - name: remote
     mcp: {host: "https://example.com/mcp", headers: {Authorization: Bearer header-token, Accept-Language: en}}
 a2a:
@@ -280,11 +280,15 @@ def test_redacted_config_hides_every_secret_and_keeps_the_rest() -> None:
     data = redacted_config(config)
     local, remote = data["mcp"]["targets"]
     assert local["stdio"]["args"] == ["--token", REDACTED, f"--api-key={REDACTED}", "--verbose"]
-    assert local["stdio"]["env"] == {"API_TOKEN": REDACTED, "LEVEL": "debug"}
+    assert local["stdio"]["env"] == {"API_TOKEN": REDACTED, "LOG_LEVEL": "debug"}
     assert remote["mcp"]["headers"] == {"Authorization": REDACTED, "Accept-Language": "en"}
     policies = data["mcp"]["policies"]
     assert policies["apiKey"]["keys"] == [{"key": REDACTED, "metadata": {"name": "ops"}}]
-    assert policies["requestHeaderModifier"]["set"] == {"Authorization": REDACTED, "X-Team": "blue"}
+    assert policies["requestHeaderModifier"]["set"] == {  # a header is shown only when known to be harmless
+        "Authorization": REDACTED,
+        "X-Team": REDACTED,
+        "Cache-Control": "no-store",
+    }
     assert policies["jwtAuth"]["jwks"]["inline"]["keys"] == [{"kty": "oct", "kid": "one", "k": REDACTED}]
     assert policies["remoteRateLimit"]["redis"]["url"] == "redis://127.0.0.1:6379/0"
     assert policies["remoteRateLimit"]["limits"][0]["maxTokens"] == 5  # a limit named "tokens" is no secret
@@ -298,7 +302,7 @@ def test_redacted_config_hides_every_secret_and_keeps_the_rest() -> None:
 
 async def test_get_config_over_the_socket_shows_no_secret(tmp_path: Path) -> None:
     path = tmp_path / "gw.yaml"
-    target = stdio_target("one").replace(" }", ", env: {API_TOKEN: env-api-token, LEVEL: debug} }")
+    target = stdio_target("one").replace(" }", ", env: {API_TOKEN: env-api-token, LOG_LEVEL: debug} }")
     path.write_text(
         "config: {adminAddr: 127.0.0.1:0}\nmcp:\n  port: 0\n  policies: {apiKey: {keys: [{key: sk-live-apikey}]}}\n"
         f"  targets:{target}\n"
@@ -307,7 +311,7 @@ async def test_get_config_over_the_socket_shows_no_secret(tmp_path: Path) -> Non
         shown = await admin.get("/config")
         assert shown.status_code == 200
         assert "sk-live-apikey" not in shown.text and "env-api-token" not in shown.text
-        assert shown.json()["config"]["mcp"]["targets"][0]["stdio"]["env"]["LEVEL"] == "debug"
+        assert shown.json()["config"]["mcp"]["targets"][0]["stdio"]["env"]["LOG_LEVEL"] == "debug"
 
 
 async def test_agents_are_listed_with_health_and_managed_through_the_registry(tmp_path: Path) -> None:
