@@ -66,7 +66,8 @@ class StreamableHTTPEndpoint:
         self.relay = relay
         self.max_body = max_request_body_size
         self._security = TransportSecurityMiddleware(security) if security is not None else None
-        self._pending: dict[str, Any] = {}  # relayed server-to-client requests awaiting the client's answer
+        # Relayed server-to-client requests awaiting the client's answer, by (session id, request id).
+        self._pending: dict[tuple[str, str], Any] = {}
         self._relayed: dict[tuple[str, Any], anyio.CancelScope] = {}  # relayed calls, by (session, request id)
 
     @contextlib.asynccontextmanager
@@ -118,11 +119,12 @@ class StreamableHTTPEndpoint:
             return replay
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return replay
-        if "method" not in message:  # a client's answer to a request the relay sent down?
-            waiter = self._pending.get(message.get("id")) if isinstance(message.get("id"), str) else None
+        if "method" not in message:  # a client's answer to a request the relay sent down on this session?
+            waiter = self._pending.pop((sid, message["id"]), None) if type(message.get("id")) is str else None
             if waiter is None:
                 return replay
-            waiter.send_nowait(message)
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                waiter.send_nowait(message)
             await _respond(send, 202, b"")
             return None
         method = message.get("method")

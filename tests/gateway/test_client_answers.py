@@ -1,0 +1,83 @@
+"""Answers to server-to-client requests (elicitation, sampling, roots) count only from whom they were asked.
+
+The attack: a second caller, on her own session, POSTs JSON-RPC responses with guessed (or stolen)
+request ids, hoping to answer another caller's pending elicitation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.gateway.test_auth import bearer, call, session
+
+pytestmark = pytest.mark.anyio
+
+KEYS = "{apiKey: {keys: [{key: sk-alice, metadata: {name: alice}}, {key: sk-bob, metadata: {name: bob}}]}}"
+
+
+def accept(request_id: Any, answer: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"action": "accept", "content": {"answer": answer}}}
+
+
+async def sse_messages(response: httpx.Response) -> Any:
+    async for line in response.aiter_lines():
+        if line.startswith("data:") and line[5:].strip():
+            yield json.loads(line[5:])
+
+
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])  # the raw relay, and the SDK's own sessions
+async def test_another_caller_cannot_answer_an_elicitation(upstream: Any, transport: str) -> None:
+    target = stdio_target("web") if transport == "stdio" else http_target("web", upstream("web", "mcp"))
+    yaml = mcp_yaml(target, policies=KEYS)
+    async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+        alice = await session(http, gw.url, bearer("sk-alice"))
+        bob = await session(http, gw.url, bearer("sk-bob"))
+        await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=alice)
+        with anyio.fail_after(30):
+            async with http.stream("POST", gw.url, json=call("ask", question="ship it?"), headers=alice) as asked:
+                assert asked.headers["content-type"].startswith("text/event-stream")
+                messages = sse_messages(asked)
+                question = await anext(messages)
+                assert question["method"] == "elicitation/create", question
+                rid = question["id"]
+                # Bob sprays guesses in the old id pattern, then the very id Alice was sent, on his own session.
+                guesses = [f"agentplex-{n}" for n in range(1, 101)] + [rid]
+                for guess in guesses:
+                    sprayed = await http.post(gw.url, json=accept(guess, "bob says yes"), headers=bob)
+                    assert sprayed.status_code < 500 and "Traceback" not in sprayed.text
+                # Alice's session with Bob's key is not Alice's session at all.
+                stolen = await http.post(gw.url, json=accept(rid, "bob says yes"), headers={**alice, **bearer("sk-bob")})
+                assert stolen.status_code == 404
+                # Alice's own answer still counts, once.
+                answered = await http.post(gw.url, json=accept(rid, "alice says no"), headers=alice)
+                assert answered.status_code == 202
+                again = await http.post(gw.url, json=accept(rid, "alice again"), headers=alice)
+                assert again.status_code < 500
+                final = await anext(messages)
+        assert final["id"] == 2 and final["result"]["content"][0]["text"] == "alice says no"
+        # Bob's session is unharmed by what he sprayed.
+        echoed = await http.post(gw.url, json=call("echo", text="still here"), headers=bob)
+        assert "web: still here" in echoed.text
+
+
+async def test_request_ids_sent_down_are_unguessable(upstream: Any) -> None:
+    yaml = mcp_yaml(http_target("web", upstream("web", "mcp")), policies=KEYS)
+    async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+        alice = await session(http, gw.url, bearer("sk-alice"))
+        await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=alice)
+        ids = []
+        with anyio.fail_after(30):
+            for n in range(2):
+                async with http.stream("POST", gw.url, json=call("ask", 10 + n, question="?"), headers=alice) as asked:
+                    messages = sse_messages(asked)
+                    ids.append((await anext(messages))["id"])
+                    await http.post(gw.url, json=accept(ids[-1], "ok"), headers=alice)
+                    assert (await anext(messages))["result"]["content"][0]["text"] == "ok"
+        assert all(len(rid) >= 20 for rid in ids) and ids[0] != ids[1]
+        assert not any(rid.removeprefix("agentplex-").isdigit() for rid in ids)
