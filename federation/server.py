@@ -22,7 +22,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import Parked, ParkedCalls
+from federation.bridge import Parked, ParkedCalls, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
@@ -225,6 +225,7 @@ class Federation:
             on_subscriptions_listen=self._listen,
         )
         server.middleware.append(self._middleware)
+        server.middleware.append(state_boundary(self.settings.name))
         return server
 
     async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:

@@ -37,6 +37,12 @@ def rebinding_protection(address: str) -> TransportSecuritySettings | None:
 RelayFn = Callable[[Message, Downstream], Awaitable[Message | None]]
 
 
+def principal(scope: Any) -> dict[str, Any] | None:
+    """Who sent an HTTP request, as the SDK tells principals apart (None: anonymous, or not HTTP)."""
+    user = scope.get("user") if isinstance(scope, dict) else None
+    return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+
+
 class StreamableHTTPEndpoint:
     """One MCP endpoint: an ASGI app plus the session manager lifetime that must wrap it.
 
@@ -163,9 +169,7 @@ class StreamableHTTPEndpoint:
     def _same_principal(self, scope: Any, sid: str) -> bool:
         """The SDK binds a session to the principal that opened it; the relay keeps that promise
         by leaving any other caller to the SDK, which answers as if the session did not exist."""
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
-        return requestor == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
+        return principal(scope) == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
 
     def _security_ok(self, headers: dict[bytes, bytes]) -> bool:
         assert self._security is not None

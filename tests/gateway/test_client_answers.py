@@ -11,7 +11,10 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
+import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
 from tests.gateway.test_auth import bearer, call, session
@@ -81,3 +84,41 @@ async def test_request_ids_sent_down_are_unguessable(upstream: Any) -> None:
                     assert (await anext(messages))["result"]["content"][0]["text"] == "ok"
         assert all(len(rid) >= 20 for rid in ids) and ids[0] != ids[1]
         assert not any(rid.removeprefix("agentplex-").isdigit() for rid in ids)
+
+
+def modern_client(url: str, key: str) -> Any:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx2.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode="2026-07-28", cache=None)
+
+
+@pytest.mark.parametrize("era", ["handshake", "modern"])  # a parked call, and a target's own request_state
+async def test_another_caller_cannot_resume_a_2026_call(upstream: Any, era: str) -> None:
+    """A 2026-07-28 client is asked through InputRequiredResult; a second caller retrying with the first
+    one's request_state and her own answer is refused, and the first caller's retry still works."""
+    target = stdio_target("up") + f"\n    era: {era}"
+    tool, arguments = ("ask", {"question": "ship it?"}) if era == "handshake" else ("ask_any_era", {"question": "?"})
+    async with (
+        run_gateway(mcp_yaml(target, policies=KEYS)) as gw,
+        modern_client(gw.url, "sk-alice") as alice,
+        modern_client(gw.url, "sk-bob") as bob,
+    ):
+        with anyio.fail_after(60):
+            asked = await alice.session.call_tool(tool, arguments, allow_input_required=True)
+            assert isinstance(asked, types.InputRequiredResult) and asked.request_state
+            (key,) = asked.input_requests
+
+            def answer(text: str) -> dict[str, Any]:
+                return {key: types.ElicitResult(action="accept", content={"answer": text})}
+
+            with pytest.raises(MCPError) as refused:
+                await bob.session.call_tool(
+                    tool, arguments, input_responses=answer("bob"), request_state=asked.request_state
+                )
+            assert refused.value.error.code == -32602 and "requestState" in refused.value.error.message
+            done = await alice.session.call_tool(
+                tool, arguments, input_responses=answer("alice"), request_state=asked.request_state
+            )
+        assert "alice" in done.content[0].text
