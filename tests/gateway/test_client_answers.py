@@ -6,6 +6,7 @@ request ids, hoping to answer another caller's pending elicitation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import INIT, http_target, mcp_yaml, run_gateway, stdio_target
 from tests.gateway.test_auth import bearer, call, session
 
 pytestmark = pytest.mark.anyio
@@ -122,3 +123,50 @@ async def test_another_caller_cannot_resume_a_2026_call(upstream: Any, era: str)
                 tool, arguments, input_responses=answer("alice"), request_state=asked.request_state
             )
         assert "alice" in done.content[0].text
+
+
+async def test_another_caller_cannot_answer_over_the_sse_front_end(upstream: Any) -> None:
+    """The legacy HTTP+SSE front end: each stream is its own SDK session, owned by its caller."""
+    yaml = mcp_yaml(http_target("web", upstream("web", "mcp")), policies=KEYS)
+    async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http, contextlib.AsyncExitStack() as stack:
+        base = gw.url.rsplit("/", 1)[0]
+
+        async def open_session(key: str) -> tuple[str, Any]:
+            """(messages URL, the stream's JSON-RPC messages) of a new, initialized SSE session of `key`."""
+            request = http.build_request("GET", f"{base}/sse", headers={"authorization": f"Bearer {key}"})
+            response = await http.send(request, stream=True)
+            stack.push_async_callback(response.aclose)
+            lines = response.aiter_lines()
+            endpoint = ""
+            async for line in lines:  # the transport's `endpoint` event comes first
+                if line.startswith("data:"):
+                    endpoint = base + line[5:].strip()
+                    break
+
+            async def messages() -> Any:
+                async for line in lines:
+                    if line.startswith("data:") and line[5:].strip():
+                        yield json.loads(line[5:])
+
+            stream = messages()
+            auth = {"authorization": f"Bearer {key}"}
+            await http.post(endpoint, json=INIT, headers=auth)
+            assert (await anext(stream))["id"] == 1
+            await http.post(endpoint, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=auth)
+            return endpoint, stream
+
+        alice_auth, bob_auth = {"authorization": "Bearer sk-alice"}, {"authorization": "Bearer sk-bob"}
+        with anyio.fail_after(30):
+            alice, alice_messages = await open_session("sk-alice")
+            bob, _ = await open_session("sk-bob")
+            await http.post(alice, json=call("ask", question="ship it?"), headers=alice_auth)
+            question = await anext(alice_messages)
+            assert question["method"] == "elicitation/create"
+            for guess in [*range(5), question["id"]]:  # the SDK's ids are per session, so guessable: and useless
+                await http.post(bob, json=accept(guess, "bob says yes"), headers=bob_auth)
+            stolen = await http.post(alice, json=accept(question["id"], "bob says yes"), headers=bob_auth)
+            assert stolen.status_code == 404
+            await http.post(alice, json=accept(question["id"], "alice says no"), headers=alice_auth)
+            final = await anext(alice_messages)
+        assert final["id"] == 2 and final["result"]["content"][0]["text"] == "alice says no"
+
