@@ -235,7 +235,7 @@ class Federation:
         if ctx.request_id is None:  # a notification: a denied one is dropped (there is nobody to answer)
             if self._visible(_request(ctx), Access(ctx.method)):
                 return await call_next(ctx)
-            logger.info("dropped notification %s: denied by policy", ctx.method)
+            logger.debug("dropped notification %s: denied by policy", ctx.method)
             return None
         observed = Observed(ctx.method)
         token = _OBSERVED.set(observed)

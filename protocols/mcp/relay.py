@@ -155,7 +155,7 @@ class Downstream:
     response, it is plain JSON (cheapest for both sides), otherwise an SSE stream.
     """
 
-    def __init__(self, send: Any, session_id: str, pending: dict[str, Any], scope: Any = None) -> None:
+    def __init__(self, send: Any, session_id: str, pending: dict[tuple[str, str], Any], scope: Any = None) -> None:
         self._send = send
         self.session_id = session_id
         self.scope = scope  # the ASGI scope of the POST (what policy reads about the caller)
