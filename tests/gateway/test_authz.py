@@ -150,12 +150,14 @@ async def test_unauthenticated_requests_never_reach_rules(upstream: Any) -> None
 
 
 async def test_rules_apply_to_every_method() -> None:
-    """`deny: mcp.method == ...` refuses logging/setLevel, ping and resources/unsubscribe like methods the
-    gateway does not serve, and they never reach the target; allow rules over items do not gate methods."""
+    """`deny: mcp.method == ...` (or a `require` that fails) refuses logging/setLevel, ping, prompts/list and
+    resources/unsubscribe like methods the gateway does not serve, and they never reach the target; allow
+    rules over items do not gate methods."""
     rules = [
         {"deny": 'mcp.method == "logging/setLevel"'},
         {"deny": 'mcp.method == "ping"'},
         {"deny": 'mcp.method == "resources/unsubscribe"'},
+        {"require": 'mcp.method != "prompts/list"'},
         'mcp.tool.name == "received"',
         "has(mcp.resource)",
     ]
@@ -166,7 +168,7 @@ async def test_rules_apply_to_every_method() -> None:
             assert await names(http, gw.url, client, "tools/list", "tools") == {"received"}
             unserved = rpc(await http.post(gw.url, json=request("nosuch/method"), headers=client))["error"]
             assert unserved == {"code": -32601, "message": "Method not found", "data": "nosuch/method"}
-            for method, params in (("logging/setLevel", {"level": "error"}), ("ping", {})):
+            for method, params in (("logging/setLevel", {"level": "error"}), ("ping", {}), ("prompts/list", {})):
                 refused = rpc(await http.post(gw.url, json=request(method, **params), headers=client))
                 assert refused["error"] == {**unserved, "data": method}, method
             subscribed = await http.post(gw.url, json=request("resources/subscribe", uri="mem://open"), headers=client)
