@@ -4,6 +4,10 @@ can only answer through `InputRequiredResult` and a retry.
 The upstream call is parked: it keeps running in the background while the gateway answers the client
 with the question and its own `request_state`; the client's retry carries the answer back to the
 waiting upstream request. The SDK has no helper for this direction (sdk-notes §1.5).
+
+Every `request_state` a client gets (a parked call's, or a 2026-07-28 target's passed through) is sealed
+by the SDK's `RequestStateBoundary`, bound to the request and its caller: the gateway is one client to
+its targets, so only it can tell whose state is whose.
 """
 
 from __future__ import annotations
@@ -14,10 +18,27 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp.server import ServerRequestContext
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity, compact_json
 from mcp.shared.exceptions import MCPError
+
+from protocols.mcp.streamable_http import principal
 
 PREFIX = "agentplex-park-"
 ANSWER_WAIT = 300.0  # seconds a parked call waits for the client's retry before giving up
+
+
+def state_boundary(audience: str) -> RequestStateBoundary:
+    """The server middleware that seals `request_state` under a key of this process (parked calls live
+    here too), so another caller, or a forged or expired state, gets -32602 and nothing else."""
+    security = RequestStateSecurity.ephemeral()
+    security.bind_principal = _caller
+    return RequestStateBoundary(security, default_audience=audience)
+
+
+def _caller(ctx: ServerRequestContext[Any]) -> str | None:
+    who = principal(getattr(ctx.request, "scope", None))
+    return compact_json(who, sort_keys=True) if who is not None else None
 
 
 class Parked:

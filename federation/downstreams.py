@@ -58,9 +58,13 @@ class Downstreams:
             self._subscribers.setdefault(uri, set()).add(connection)
 
     def unsubscribe(self, ctx: ServerRequestContext[Any], uri: str) -> bool:
-        """Forget a subscription; True when nobody else still wants that URI."""
-        self._drop(uri, getattr(ctx.session, "_connection", None))
-        return not self.wanted(uri)
+        """Forget a subscription; True when it was this client's and nobody else (subscriber or listener)
+        still wants that URI, so a client cannot end the upstream subscription others depend on."""
+        connection = getattr(ctx.session, "_connection", None)
+        if connection not in self._subscribers.get(uri, ()):
+            return False
+        self._drop(uri, connection)
+        return not self.wanted(uri) and uri not in self._watchers
 
     def watch(self, uri: str) -> bool:
         """A listener watches `uri`; True when it is the first (subscribe upstream)."""

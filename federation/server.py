@@ -22,7 +22,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import Parked, ParkedCalls
+from federation.bridge import Parked, ParkedCalls, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
@@ -46,7 +46,7 @@ LIST_METHODS: dict[Kind, str] = {
     "template": "resources/templates/list",
 }
 _ITEM_METHODS = frozenset(
-    {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "completion/complete"}
+    {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete"}
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
@@ -225,19 +225,24 @@ class Federation:
             on_subscriptions_listen=self._listen,
         )
         server.middleware.append(self._middleware)
+        server.middleware.append(state_boundary(self.settings.name))
         return server
 
     async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
-        """Every request: remember who is connected; failClosed: no session starts while a target is down."""
+        """Every message goes through the rules; every request: remember who is connected; failClosed:
+        no session starts while a target is down."""
         self.downstreams.seen(ctx)
-        if ctx.request_id is None:  # a notification
-            return await call_next(ctx)
+        if ctx.request_id is None:  # a notification: a denied one is dropped (there is nobody to answer)
+            if self._visible(_request(ctx), Access(ctx.method)):
+                return await call_next(ctx)
+            logger.debug("dropped notification %s: denied by policy", ctx.method)
+            return None
         observed = Observed(ctx.method)
         token = _OBSERVED.set(observed)
         start = time.perf_counter()
         try:
-            if ctx.method not in _ITEM_METHODS:  # those are admitted once their item is known
-                await self._guard_admit(_request(ctx), Access(ctx.method))
+            if ctx.method not in _ITEM_METHODS:  # those are checked once their item is known
+                await self._check(_request(ctx), Access(ctx.method))
             if ctx.method in ("initialize", "server/discover"):
                 down = await self._unreachable(ctx)
                 if down and self.settings.failure_mode == "failClosed":
@@ -438,6 +443,8 @@ class Federation:
         if not self._visible(request, access):
             if observed is not None:
                 observed.outcome = "denied"
+            if access.kind is None:  # what a method the gateway does not serve gets
+                raise MCPError(types.METHOD_NOT_FOUND, "Method not found", access.method)
             if access.kind == "resource":  # what an unknown URI gets
                 raise MCPError(-32002, f"Resource not found: {access.name}")
             raise unknown_name(_KIND_NOUN[access.kind or "tool"], access.name)
@@ -666,16 +673,20 @@ class Federation:
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)
+        await self._admit(ctx, Access(ctx.method, "resource", str(params.uri), target, uri))
         if self.downstreams.unsubscribe(ctx, str(params.uri)):  # the upstream keeps it while others want it
             await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
         return types.EmptyResult()
 
     async def _listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 client's event stream; resources it watches are subscribed upstream meanwhile."""
-        watched = []
+        watched, denied = [], set()
         for uri in (params.notifications.resource_subscriptions or []) if params.notifications else []:
             try:
                 target, upstream_uri = await self._resolve_uri(uri, ctx)
+                if not self._visible(_request(ctx), Access(ctx.method, "resource", uri, target, upstream_uri)):
+                    denied.add(uri)  # neither subscribed upstream nor heard of
+                    continue
                 upstream = self._upstream(target, ctx)
                 if self.downstreams.watch(uri) and not _is_modern_version(upstream.protocol_version):
                     await self._forward(
@@ -684,6 +695,11 @@ class Federation:
                 watched.append((uri, upstream, upstream_uri))
             except MCPError as exc:
                 logger.info("listener watches %s, which cannot be subscribed upstream: %s", uri, exc.message)
+        if denied:
+            assert params.notifications is not None
+            kept = [u for u in params.notifications.resource_subscriptions or [] if u not in denied]
+            notifications = params.notifications.model_copy(update={"resource_subscriptions": kept})
+            params = params.model_copy(update={"notifications": notifications})
         try:
             return await self._listen_handler(ctx, params)
         finally:

@@ -11,7 +11,7 @@ less plain goes through the SDK, which stays the reference for protocol correctn
 from __future__ import annotations
 
 import contextlib
-import itertools
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,13 +25,13 @@ from protocols.mcp.errors import UpstreamError
 Message = dict[str, Any]
 OnMessage = Callable[[Message], Awaitable[Message | None]]
 
-_ids = itertools.count(1)
 ACCEPT = "application/json, text/event-stream"
 
 
 def relay_id() -> str:
-    """Ids for requests the relay makes: strings, so they never meet the SDK's integer ids."""
-    return f"agentplex-{next(_ids)}"
+    """Ids for requests the relay makes: strings, so they never meet the SDK's integer ids, and
+    unguessable, so nobody can answer a request they were not sent."""
+    return "agentplex-" + secrets.token_urlsafe(16)
 
 
 class SessionGone(Exception):
@@ -156,11 +156,11 @@ class Downstream:
     response, it is plain JSON (cheapest for both sides), otherwise an SSE stream.
     """
 
-    def __init__(self, send: Any, session_id: str, pending: dict[str, Any], scope: Any = None) -> None:
+    def __init__(self, send: Any, session_id: str, pending: dict[tuple[str, str], Any], scope: Any = None) -> None:
         self._send = send
         self.session_id = session_id
         self.scope = scope  # the ASGI scope of the POST (what policy reads about the caller)
-        self._pending = pending  # request id -> memory stream sender, shared with the endpoint
+        self._pending = pending  # (session id, request id) -> memory stream sender, shared with the endpoint
         self._streaming = False
 
     async def notify(self, message: Message) -> None:
@@ -169,15 +169,15 @@ class Downstream:
     async def request(self, message: Message) -> Message:
         """Send a server-to-client request down and wait for the client's answer (POSTed separately)."""
         upstream_id = message.get("id")
-        rid = relay_id()
+        key = (self.session_id, relay_id())  # only this session (and so its principal) may answer
         sender, receiver = anyio.create_memory_object_stream[Message](1)
-        self._pending[rid] = sender
+        self._pending[key] = sender
         try:
-            await self._event({**message, "id": rid})
+            await self._event({**message, "id": key[1]})
             async with receiver:
                 answer = await receiver.receive()
         finally:
-            self._pending.pop(rid, None)
+            self._pending.pop(key, None)
             sender.close()
         return {**answer, "id": upstream_id}
 

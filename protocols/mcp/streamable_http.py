@@ -37,6 +37,12 @@ def rebinding_protection(address: str) -> TransportSecuritySettings | None:
 RelayFn = Callable[[Message, Downstream], Awaitable[Message | None]]
 
 
+def principal(scope: Any) -> dict[str, Any] | None:
+    """Who sent an HTTP request, as the SDK tells principals apart (None: anonymous, or not HTTP)."""
+    user = scope.get("user") if isinstance(scope, dict) else None
+    return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+
+
 class StreamableHTTPEndpoint:
     """One MCP endpoint: an ASGI app plus the session manager lifetime that must wrap it.
 
@@ -66,7 +72,8 @@ class StreamableHTTPEndpoint:
         self.relay = relay
         self.max_body = max_request_body_size
         self._security = TransportSecurityMiddleware(security) if security is not None else None
-        self._pending: dict[str, Any] = {}  # relayed server-to-client requests awaiting the client's answer
+        # Relayed server-to-client requests awaiting the client's answer, by (session id, request id).
+        self._pending: dict[tuple[str, str], Any] = {}
         self._relayed: dict[tuple[str, Any], anyio.CancelScope] = {}  # relayed calls, by (session, request id)
 
     @contextlib.asynccontextmanager
@@ -118,11 +125,12 @@ class StreamableHTTPEndpoint:
             return replay
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return replay
-        if "method" not in message:  # a client's answer to a request the relay sent down?
-            waiter = self._pending.get(message.get("id")) if isinstance(message.get("id"), str) else None
+        if "method" not in message:  # a client's answer to a request the relay sent down on this session?
+            waiter = self._pending.pop((sid, message["id"]), None) if type(message.get("id")) is str else None
             if waiter is None:
                 return replay
-            waiter.send_nowait(message)
+            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                waiter.send_nowait(message)
             await _respond(send, 202, b"")
             return None
         method = message.get("method")
@@ -161,9 +169,7 @@ class StreamableHTTPEndpoint:
     def _same_principal(self, scope: Any, sid: str) -> bool:
         """The SDK binds a session to the principal that opened it; the relay keeps that promise
         by leaving any other caller to the SDK, which answers as if the session did not exist."""
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
-        return requestor == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
+        return principal(scope) == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
 
     def _security_ok(self, headers: dict[bytes, bytes]) -> bool:
         assert self._security is not None

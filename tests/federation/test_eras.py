@@ -79,10 +79,12 @@ async def test_modern_upstream_asks_any_client(upstream: Any, transport: str, cl
         assert listed.content[0].text == "roots: file:///work/project"
 
 
-async def test_a_stale_request_state_is_an_ordinary_call(upstream: Any) -> None:
+async def test_a_forged_request_state_is_refused(upstream: Any) -> None:
     async with run_gateway(mcp_yaml(stdio_target("up"))) as gw, Client(gw.url, cache=None) as client:
-        result = await client.session.call_tool("whoami", {}, request_state="agentplex-park-nope")
-        assert result.content[0].text == "up"
+        with pytest.raises(MCPError) as refused:
+            await client.session.call_tool("whoami", {}, request_state="agentplex-park-nope")
+        assert (refused.value.error.code, refused.value.error.message) == (-32602, "Invalid or expired requestState")
+        assert (await client.call_tool("whoami", {})).content[0].text == "up"
 
 
 async def test_an_ambiguous_request_fails_clearly(upstream: Any) -> None:

@@ -9,7 +9,7 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import http_server, http_target, mcp_yaml, run_gateway, stdio_target
 
 pytestmark = pytest.mark.anyio
 
@@ -119,3 +119,23 @@ async def test_resource_updates_reach_modern_listeners(upstream: Any, transport:
                 assert type(event).__name__ == "ResourceUpdated"
                 assert event.uri == "up+mem://static"
                 break
+
+
+async def test_an_unsubscribe_cannot_end_what_others_listen_to() -> None:
+    """A client that never subscribed, unsubscribing a resource a 2026-07-28 client listens to on the same
+    (shared) upstream session, changes nothing upstream."""
+    with http_server("tests.fixtures.recording_upstream") as url:
+        async with (
+            run_gateway(mcp_yaml(http_target("rec", url) + "\n    sharing: shared")) as gw,
+            Client(gw.url, cache=None) as listener,
+            Client(gw.url, mode="legacy", cache=None) as other,
+        ):
+            with anyio.fail_after(30):
+                async with listener.listen(resource_subscriptions=["mem://open"]) as subscription:
+                    await other.session.unsubscribe_resource("mem://open")
+                    received = (await other.call_tool("received", {})).content[0].text
+                    assert received == "resources/subscribe mem://open"
+                    await listener.call_tool("touch", {"uri": "mem://open"})
+                    async for event in subscription:
+                        assert event.uri == "mem://open"
+                        break

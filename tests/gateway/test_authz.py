@@ -14,7 +14,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import HEADERS, ROOT, http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import HEADERS, ROOT, http_server, http_target, mcp_yaml, run_gateway, stdio_target
 from tests.gateway.test_auth import SIGNER, bearer, call, jwt_policy, rpc, session
 
 pytestmark = pytest.mark.anyio
@@ -147,3 +147,56 @@ async def test_unauthenticated_requests_never_reach_rules(upstream: Any) -> None
     async with run_gateway(mcp_yaml(http_target("web", upstream("web", "mcp")), policies=policy)) as gw, httpx.AsyncClient(timeout=30) as http:
         response = await http.post(gw.url, json=request("tools/list"), headers=HEADERS)
         assert response.status_code == 401
+
+
+async def test_rules_apply_to_every_method() -> None:
+    """`deny: mcp.method == ...` (or a `require` that fails) refuses logging/setLevel, ping, prompts/list and
+    resources/unsubscribe like methods the gateway does not serve, and they never reach the target; allow
+    rules over items do not gate methods."""
+    rules = [
+        {"deny": 'mcp.method == "logging/setLevel"'},
+        {"deny": 'mcp.method == "ping"'},
+        {"deny": 'mcp.method == "resources/unsubscribe"'},
+        {"require": 'mcp.method != "prompts/list"'},
+        'mcp.tool.name == "received"',
+        "has(mcp.resource)",
+    ]
+    with http_server("tests.fixtures.recording_upstream") as url:
+        yaml = mcp_yaml(http_target("rec", url), policies=f"{{mcpAuthorization: {{rules: {json.dumps(rules)}}}}}")
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+            client = await session(http, gw.url, HEADERS)
+            assert await names(http, gw.url, client, "tools/list", "tools") == {"received"}
+            unserved = rpc(await http.post(gw.url, json=request("nosuch/method"), headers=client))["error"]
+            assert unserved == {"code": -32601, "message": "Method not found", "data": "nosuch/method"}
+            for method, params in (("logging/setLevel", {"level": "error"}), ("ping", {}), ("prompts/list", {})):
+                refused = rpc(await http.post(gw.url, json=request(method, **params), headers=client))
+                assert refused["error"] == {**unserved, "data": method}, method
+            subscribed = await http.post(gw.url, json=request("resources/subscribe", uri="mem://open"), headers=client)
+            assert rpc(subscribed)["result"] == {}
+            refused = rpc(await http.post(gw.url, json=request("resources/unsubscribe", uri="mem://open"), headers=client))
+            assert refused["error"] == {"code": -32002, "message": "Resource not found: mem://open"}
+            received = rpc(await http.post(gw.url, json=call("received"), headers=client))
+            assert received["result"]["content"][0]["text"] == "resources/subscribe mem://open"
+            # The client and the gateway are fine: the session still serves.
+            assert "result" in rpc(await http.post(gw.url, json=request("resources/list"), headers=client))
+
+
+async def test_a_listener_is_not_subscribed_to_a_denied_resource() -> None:
+    """A 2026-07-28 `subscriptions/listen` naming a denied resource neither subscribes it upstream nor
+    hears of it; the resources it may see still work."""
+    from mcp import Client
+
+    rules = [{"deny": 'has(mcp.resource) && mcp.resource.uri == "mem://secret"'}]
+    with http_server("tests.fixtures.recording_upstream") as url:
+        yaml = mcp_yaml(http_target("rec", url), policies=f"{{mcpAuthorization: {{rules: {json.dumps(rules)}}}}}")
+        async with run_gateway(yaml) as gw, Client(gw.url, cache=None) as client:
+            with anyio.fail_after(30):
+                async with client.listen(resource_subscriptions=["mem://secret", "mem://open"]) as subscription:
+                    await client.call_tool("touch", {"uri": "mem://secret"})
+                    await client.call_tool("touch", {"uri": "mem://open"})
+                    async for event in subscription:
+                        assert type(event).__name__ == "ResourceUpdated"
+                        assert event.uri == "mem://open"  # mem://secret's update, sent first, never arrives
+                        break
+                    received = (await client.call_tool("received", {})).content[0].text
+            assert received == "resources/subscribe mem://open"
