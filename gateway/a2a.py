@@ -25,9 +25,10 @@ from starlette.types import Receive, Scope, Send
 
 from federation.agents import Agent, AgentRegistry, AgentSpec
 from federation.guard import Access, Guard
+from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols.a2a import proxy
-from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, rewrite_card, rewrite_urls
+from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card, rewrite_urls
 from protocols.a2a.errors import INTERNAL_ERROR, UNSUPPORTED_OPERATION, jsonrpc_error, rest_error
 from protocols.a2a.methods import MESSAGE_METHODS, NotJsonRpc, parse_jsonrpc, rest_method, skill_of
 
@@ -216,7 +217,8 @@ class A2AEndpoint:
         self, scope: Scope, receive: Receive, send: Send, agent: Agent, raw_tail: str, call: _Call
     ) -> bool:
         """False when the agent could not be reached (the client got the error)."""
-        query = scope.get("query_string", b"").decode("latin-1")
+        forwarded = without_credentials(scope)  # the copy that goes on: no credential the gateway consumed
+        query = forwarded.get("query_string", b"").decode("latin-1")
         url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
         headers = dict(agent.headers)
         if self.auth is not None:
@@ -233,10 +235,11 @@ class A2AEndpoint:
                 return False
         upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
+        public = self._public_url(scope, agent.name)  # where redirects to the agent's own address point instead
         client = self.routes.client_for(self.route)
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         if self.mirror is not None:
-            receive = self.mirror.tee(scope, receive, path=raw_tail, body=call.body)
+            receive = self.mirror.tee(forwarded, receive, path=raw_tail, body=call.body)
         attributes = {"a2a.agent": agent.name, **({"a2a.method": call.method} if call.method else {})}
         traced = (
             self.observe.proxied(scope, agent.name, url, send, attributes) if self.observe else contextlib.nullcontext(send)
@@ -246,13 +249,14 @@ class A2AEndpoint:
                 await proxy.forward(
                     client,
                     upstream,
-                    scope,
+                    forwarded,
                     receive,
                     send,
                     public=public_base(scope),
                     body=call.body,
                     rewrite=rewrite,
                     sending=self.delivery,
+                    relocate=lambda url: relocate(url, agent.url, public),
                 )
                 return True
             except proxy.AgentUnavailable as exc:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -116,7 +116,7 @@ class RegistryApi:
             return _error(405, "method_not_allowed", f"{method} {self.base}: use GET or POST", {"allow": "GET, POST"})
         if "/" in rest:
             return _error(404, "not_found", f"no such registry resource: {scope['path']}")
-        name = unquote(rest)
+        name = rest  # the server decoded the path once; decoding again would let `go%256fd` name `good`
         if method in ("GET", "HEAD"):
             return await self._show(scope, name)
         if method == "DELETE":
@@ -194,7 +194,7 @@ class RegistryApi:
             cfg = AgentConfig.model_validate(body)
         except ValidationError as exc:
             return _error(422, "invalid_agent", f"agent {name!r}: {_problems(exc)}")
-        if cfg.name in RESERVED:
+        if cfg.name.lower() in RESERVED:
             return _error(422, "invalid_agent", f"agent {cfg.name!r}: the name is reserved")
         existed = self.registry.get(cfg.name) is not None
         try:

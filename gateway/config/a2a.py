@@ -9,11 +9,19 @@ from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from .base import AbsolutePath, Duration, Name, Port, _http_url, _Model, _problem_at
 from .policies import CelExpr, Policies, RedisConnection
 
+MAX_AGENT_NAME = 64  # an agent's name is a path segment and a tool name prefix: keep it short
+
+
+def _short(value: str) -> str:
+    if len(value) > MAX_AGENT_NAME:
+        raise ValueError(f"is {len(value)} characters long; an agent's name has at most {MAX_AGENT_NAME}")
+    return value
+
 
 class AgentConfig(_Model):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    name: Name
+    name: Annotated[Name, AfterValidator(_short)]
     url: Annotated[str, AfterValidator(_http_url)]  # the agent's base URL: its card is at <url>/.well-known/...
     headers: dict[str, str] = Field(default_factory=dict)  # sent to the agent (credentials from ${ENV})
 
@@ -56,13 +64,15 @@ class A2aShort(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> A2aShort:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # lower-cased -> as written: names differing only in case are one name
         for index, agent in enumerate(self.agents):
-            if agent.name in ("agents", ".", ".."):
+            if agent.name.lower() in ("agents", ".", ".."):
                 raise _problem_at(("agents", index, "name"), f"{agent.name!r} is reserved (the registry API lives at <path>/agents)")
-            if agent.name in seen:
-                raise _problem_at(("agents", index, "name"), f"duplicate agent name {agent.name!r}")
-            seen.add(agent.name)
+            if agent.name.lower() in seen:
+                first = seen[agent.name.lower()]
+                also = "" if first == agent.name else f" (names differing only in case clash with {first!r})"
+                raise _problem_at(("agents", index, "name"), f"duplicate agent name {agent.name!r}{also}")
+            seen[agent.name.lower()] = agent.name
         if self.path.rstrip("/") == "":
             raise _problem_at(("path",), "must not be '/' (agents live under it)")
         return self

@@ -522,3 +522,29 @@ async def _registers(registry: AgentRegistry, spec: AgentSpec) -> bool:
     except StoreError:
         return False
     return True
+
+
+async def test_names_are_decoded_once_unique_whatever_their_case_and_short(tmp_path: Path) -> None:
+    async with serve(echo_agent) as echo, gateway(config(agents={"Fixed": echo.url}), tmp_path / "g.yaml") as gw:
+        assert (await gw.register({"name": "good", "url": echo.url})).status_code == 201
+        # `%25` is `%`: the path names `go%6fd` (decoded once), which is not `good`
+        for verb in ("GET", "DELETE"):
+            response = await gw.http.request(verb, f"{gw.origin}/a2a/agents/go%256fd", headers=ADMIN)
+            assert response.status_code == 404, (verb, response.text)
+            assert response.json()["error_description"] == "no agent named 'go%6fd'"
+        assert await gw.names() == ["Fixed", "good"]
+
+        for name, taken in [("GOOD", "good"), ("fixed", "Fixed"), ("AGENTS", None)]:
+            clash = await gw.register({"name": name, "url": echo.url})
+            assert clash.status_code == (422 if taken is None else 409), clash.text
+            assert (repr(taken) if taken else "reserved") in clash.json()["error_description"]
+        assert (await gw.register({"name": "good", "url": echo.url})).status_code == 200  # the same name replaces
+
+        long = await gw.register({"name": "a" * 65, "url": echo.url})
+        assert long.status_code == 422 and "at most 64" in long.json()["error_description"], long.text
+        assert (await gw.register({"name": "a" * 64, "url": echo.url})).status_code == 201
+        assert await gw.names() == ["Fixed", "a" * 64, "good"]
+
+    twice = "a2a:\n  agents: [{name: Echo, url: 'http://127.0.0.1:1'}, {name: echo, url: 'http://127.0.0.1:2'}]\n"
+    with pytest.raises(ConfigError, match=r"a2a\.agents\[1\]\.name: .*duplicate agent name 'echo'.*'Echo'"):
+        parse_config(twice, "g.yaml")
