@@ -25,6 +25,8 @@ from starlette.types import Receive, Scope, Send
 
 from federation.agents import Agent, AgentRegistry, AgentSpec
 from federation.guard import Access, Guard
+from gateway import agent_addresses
+from gateway.agent_addresses import AddressPolicy
 from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols.a2a import proxy
@@ -48,6 +50,15 @@ class A2ARoutes:
         self.tls: dict[str, ssl.SSLContext] = {}  # route name -> its backendTLS context
         self.clients: dict[str, httpx.AsyncClient] = {}  # route name -> its own client (backendTLS)
         self.external: set[str] = set()  # routes whose registry runs elsewhere (a kept part, gateway/keeper.py)
+        self.addresses = AddressPolicy()  # where runtime-registered agents may be reached (agent_addresses.py)
+
+    def prepare(self, client: httpx.AsyncClient) -> None:
+        """Have `client`'s connections checked while `reaching` a runtime agent (federation/agent_tools.py)."""
+        agent_addresses.install(client)
+
+    def reaching(self, source: str) -> contextlib.AbstractContextManager[None]:
+        """The context to connect to an agent in: runtime registrations are held to `addresses`."""
+        return self.addresses.enforced() if source == "runtime" else contextlib.nullcontext()
 
     def client_for(self, route: str) -> httpx.AsyncClient | None:
         """The client for a route's agents: its own when it has backendTLS, else the shared one."""
@@ -60,7 +71,8 @@ class A2ARoutes:
             client = self.client_for(route)
             if client is None:
                 raise ValueError(f"agent {spec.name!r}: the gateway is not running")
-            return await fetch_card(client, spec)
+            with self.reaching(spec.source):
+                return await fetch_card(client, spec)
 
         return fetch
 
@@ -68,7 +80,8 @@ class A2ARoutes:
         """The registry's card fetcher (ValueError naming the agent on failure)."""
         if self.client is None:
             raise ValueError(f"agent {spec.name!r}: the gateway is not running")
-        return await fetch_card(self.client, spec)
+        with self.reaching(spec.source):
+            return await fetch_card(self.client, spec)
 
     def endpoint(
         self,
@@ -102,9 +115,11 @@ class A2ARoutes:
             return
         async with proxy.new_client() as client, contextlib.AsyncExitStack() as stack:
             self.client = client
+            agent_addresses.install(client)
             try:
                 for route, context in self.tls.items():
                     self.clients[route] = await stack.enter_async_context(proxy.new_client(context))
+                    agent_addresses.install(self.clients[route])
                 for route, registry in self.registries.items():
                     if route not in self.external:
                         await stack.enter_async_context(registry.running())
@@ -244,7 +259,7 @@ class A2AEndpoint:
         traced = (
             self.observe.proxied(scope, agent.name, url, send, attributes) if self.observe else contextlib.nullcontext(send)
         )
-        with traced as send:
+        with traced as send, self.routes.reaching(agent.source):
             try:
                 await proxy.forward(
                     client,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
@@ -35,10 +36,22 @@ class RegistryConfig(_Model):
     healthInterval: Duration = 30.0  # how often every agent's card is fetched to check it is up
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"invalid network {value!r} (expected an address or a CIDR such as 127.0.0.0/8)") from None
+    return value
+
+
 class Registration(_Model):
-    """Runtime registration through the API: allowed for callers this CEL rule admits (none by default)."""
+    """Runtime registration through the API: allowed for callers this CEL rule admits (none by default).
+
+    A registered agent must live at a public address: loopback, private, link-local and other non-public
+    networks are refused unless listed in `allowNetworks`; the gateway's own listening addresses always are."""
 
     allow: CelExpr = "false"
+    allowNetworks: list[Annotated[str, AfterValidator(_network)]] = Field(default_factory=list)
 
 
 class AgentTools(_Model):

@@ -24,7 +24,8 @@ from tests.gateway.test_mirror import mirror_policy, recording_app
 
 pytestmark = pytest.mark.anyio
 
-API_KEY = "{apiKey: {keys: [{key: sk-agent-caller}], location: {header: x-api-key, prefix: '', queryParameter: api_key}}}"
+LOCATION = "{header: x-api-key, prefix: '', queryParameter: api_key}"
+API_KEY = f"{{apiKey: {{keys: [{{key: sk-agent-caller}}], location: {LOCATION}}}}}"
 
 
 def card_and_echo(base: str, seen: list[dict[str, Any]]) -> Starlette:
@@ -39,7 +40,10 @@ def card_and_echo(base: str, seen: list[dict[str, Any]]) -> Starlette:
         return JSONResponse({"ok": True})
 
     return Starlette(
-        routes=[Route("/.well-known/agent-card.json", serve_card), Route("/{path:path}", record, methods=["GET", "POST"])]
+        routes=[
+            Route("/.well-known/agent-card.json", serve_card),
+            Route("/{path:path}", record, methods=["GET", "POST"]),
+        ]
     )
 
 
