@@ -710,7 +710,8 @@ def _part_key(
 
 
 def _registry_key(a2a: A2aShort, base_dir: Path) -> str:
-    fields = {"agents", "registry", "tools"}
+    # allowNetworks: the kept agent tools hold the rule their connections are checked against
+    fields = {"agents": True, "registry": True, "tools": True, "registration": {"allowNetworks"}}
     return json.dumps(["a2a registry", a2a.model_dump(mode="json", include=fields), str(base_dir)], sort_keys=True)
 
 

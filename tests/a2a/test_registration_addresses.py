@@ -10,6 +10,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -206,3 +207,35 @@ async def test_calls_and_tool_calls_to_a_registered_agent_follow_the_rule_in_for
             result = await client.call_tool("agents_inner", {"message": "quick hi"})
             assert result.is_error
         assert len(echo.seen) == seen  # nothing reached the agent
+
+
+async def test_a_reload_that_tightens_the_rule_holds_kept_agents_and_tools_to_it(tmp_path: Path) -> None:
+    """A reload keeps the registry and its agent tools when their config is unchanged; a new
+    `allowNetworks` is a change: the tools must not keep checking connections against the old rule."""
+    path = tmp_path / "gw.yaml"
+    a2a = a2a_block(f"{OPEN}NETWORKS}}").replace("sqlite: null", "sqlite: agents.db")
+    text = mcp_yaml(stdio_target("local")) + a2a.replace("agents: []", "agents: []\n  tools: {}")
+    path.write_text(text.replace("NETWORKS", ", allowNetworks: [127.0.0.0/8]"))
+    async with (
+        serve(lambda base: closing(echo_agent(base))) as echo,
+        started(Runtime(load_config(path), lambda: load_config(path), poll=0.1)) as runtime,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        binds = runtime.gateway.binds
+        port = next(b.bound_port for b in binds if any(r.name == "a2a" for r in b.routes))
+        mcp = next(b.bound_port for b in binds if any(r.name == "mcp" for r in b.routes))
+        registered = await http.post(f"http://127.0.0.1:{port}/a2a/agents", json={"name": "inner", "url": echo.url})
+        assert registered.status_code == 201, registered.text
+        path.write_text(text.replace("NETWORKS", ""))
+        with anyio.fail_after(15):
+            while runtime.generation < 2:
+                await anyio.sleep(0.05)
+        seen = len(echo.seen)
+        async with Client(f"http://127.0.0.1:{mcp}/mcp", cache=None) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            if "agents_inner" in tools:  # listed while its last card is kept: a call must still not reach it
+                assert (await client.call_tool("agents_inner", {"message": "quick hi"})).is_error
+        send = rpc("SendMessage", {"message": message("x")})
+        call = await http.post(f"http://127.0.0.1:{port}/a2a/inner/", json=send, headers=V1)
+        assert call.status_code in (404, 502), call.text
+        assert len(echo.seen) == seen
