@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -206,6 +206,11 @@ class RegistryApi:
         if header is not None:
             why = "a hop-by-hop, Host, credential, cookie or proxy header, or not a valid header"
             return _error(422, "invalid_agent", f"agent {cfg.name!r}: headers: {header!r} may not be set ({why})")
+        parts = urlsplit(cfg.url)
+        if "@" in parts.netloc or parts.query or parts.fragment or "?" in cfg.url or "#" in cfg.url:
+            # credentials in the URL become an Authorization header; a query would swallow the paths appended
+            why = "a base URL without user:password@, query or fragment (paths are appended to it)"
+            return _error(422, "invalid_agent", f"agent {cfg.name!r}: url: expected {why}")
         existed = self.registry.get(cfg.name) is not None
         try:
             await self.addresses.check(cfg.url)

@@ -48,12 +48,15 @@ async def test_the_admin_api_and_the_gateways_own_binds_cannot_be_registered(tmp
     ):
         port = next(iter(runtime.sockets.values())).bind.bound_port
         agents = f"http://127.0.0.1:{port}/a2a/agents"
+        admin = f"http://127.0.0.1:{runtime.admin_port}"
         assert (await http.post(agents, json={"name": "ok", "url": echo.url})).status_code == 201  # loopback allowed
+        the_attack = await http.post(agents, json={"name": "evil", "url": f"{admin}/agents/ok?x="})
+        assert the_attack.status_code == 422, the_attack.text  # a query swallowing the card's path, too
         for url in (
-            f"http://127.0.0.1:{runtime.admin_port}/agents/ok?x=",
-            f"http://localhost:{runtime.admin_port}/agents/ok?x=",
-            f"http://127.0.0.1:{port}/a2a/ok?x=",
-            f"http://[::ffff:127.0.0.1]:{port}/a2a/ok?x=",
+            f"{admin}/agents/ok",
+            f"http://localhost:{runtime.admin_port}/agents/ok",
+            f"http://127.0.0.1:{port}/a2a/ok",
+            f"http://[::ffff:127.0.0.1]:{port}/a2a/ok",
         ):
             refused = await http.post(agents, json={"name": "evil", "url": url})
             assert refused.status_code == 422, (url, refused.text)
@@ -86,13 +89,14 @@ async def test_non_public_networks_are_refused_unless_allowed() -> None:
         assert unresolvable.status_code == 502 and unresolvable.json()["error"] == "bad_agent_card"
 
 
-async def test_registration_headers_cannot_carry_hop_host_credential_or_proxy_headers() -> None:
+async def test_registrations_carry_no_hop_host_credential_or_proxy_headers_and_no_credentials_in_the_url() -> None:
     async with (
         serve(echo_agent) as echo,
         run_gateway(a2a_block(LOOPBACK_ALLOWED)) as gw,
         httpx.AsyncClient(timeout=20) as http,
     ):
         agents = f"http://127.0.0.1:{gw.port}/a2a/agents"
+        host = echo.url.removeprefix("http://")
         for headers in (
             {"Host": "admin.internal"},
             {"authorization": "Bearer stolen"},
@@ -107,6 +111,9 @@ async def test_registration_headers_cannot_carry_hop_host_credential_or_proxy_he
             refused = await http.post(agents, json={"name": "h", "url": echo.url, "headers": headers})
             assert refused.status_code == 422, (headers, refused.text)
             assert refused.json()["error"] == "invalid_agent" and "may not be set" in refused.text
+        for url in (f"http://user:pw@{host}", f"http://{host}/base?x=", f"http://{host}/#x"):
+            refused = await http.post(agents, json={"name": "h", "url": url})
+            assert refused.status_code == 422 and "user:password@, query or fragment" in refused.text, url
         assert echo.seen == []
         fine = await http.post(agents, json={"name": "h", "url": echo.url, "headers": {"x-agent-key": "k"}})
         assert fine.status_code == 201, fine.text
