@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -113,13 +113,26 @@ class _Run:
     connections: set[Any] = field(default_factory=set)
 
 
-def build_agent_server(registry: AgentRegistry, options: AgentToolOptions | Any) -> Server[Any]:
+class Reach(Protocol):
+    """How connections to agents are held to the gateway's address rules (gateway/agent_addresses.py)."""
+
+    def prepare(self, client: httpx.AsyncClient) -> None:
+        """Make `client`'s connections checkable."""
+
+    def reaching(self, source: str) -> contextlib.AbstractContextManager[None]:
+        """The context to connect to an agent from `source` ("config" or "runtime") in."""
+        ...
+
+
+def build_agent_server(
+    registry: AgentRegistry, options: AgentToolOptions | Any, reach: Reach | None = None
+) -> Server[Any]:
     """The MCP server that exposes `registry`'s agents as tools (for a `memory` target).
 
     `options` is an `AgentToolOptions` or anything with the same attributes (the config model).
     """
     opts = AgentToolOptions(tuple(options.agents), bool(options.skills), float(options.timeout))
-    return AgentToolServer(registry, opts).server
+    return AgentToolServer(registry, opts, reach).server
 
 
 class AgentToolServer:
@@ -130,9 +143,10 @@ class AgentToolServer:
     process's root logging.
     """
 
-    def __init__(self, registry: AgentRegistry, options: AgentToolOptions) -> None:
+    def __init__(self, registry: AgentRegistry, options: AgentToolOptions, reach: Reach | None = None) -> None:
         self.registry = registry
         self.options = options
+        self.reach = reach
         self.tools: dict[str, _AgentTool] = {}
         self._runs: list[_Run] = []
         self._clients: dict[str, tuple[Any, httpx.AsyncClient]] = {}  # agent -> (its url+headers, client)
@@ -241,6 +255,11 @@ class AgentToolServer:
         )
         if entry.skill is not None:
             message.metadata.CopyFrom(_struct({"skillId": entry.skill}))  # a hint: A2A has no skill selector
+        with self.reach.reaching(agent.source) if self.reach is not None else contextlib.nullcontext():
+            return await self._send(ctx, params.name, agent, message)
+
+    async def _send(self, ctx: ServerRequestContext[Any], tool: str, agent: Agent, message: Message) -> Any:
+        """Send `message` to `agent` and follow the answer; the call's result (or tool error)."""
         outcome = _Outcome()
         try:
             card = _pinned(parse_agent_card(copy.deepcopy(agent.card)), agent.url)
@@ -262,7 +281,7 @@ class AgentToolServer:
             await _abandon(client, outcome)  # the caller gave up: so does the agent
             raise
         except (A2AError, httpx.HTTPError, ParseError, ValueError, OSError) as exc:
-            logger.info("agent tool %s: agent %s failed: %s", params.name, agent.name, exc)
+            logger.info("agent tool %s: agent %s failed: %s", tool, agent.name, exc)
             return _error(f"agent '{agent.name}' failed: {exc or type(exc).__name__}", outcome.ids())
         return outcome.result(agent.name)
 
@@ -284,6 +303,8 @@ class AgentToolServer:
             return held[1]
         timeout = self.options.timeout
         client = httpx.AsyncClient(headers=agent.headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        if self.reach is not None:
+            self.reach.prepare(client)
         self._clients[agent.name] = (key, client)
         if held is not None:
             await held[1].aclose()

@@ -150,6 +150,12 @@ class AgentRegistry:
     def is_config(self, name: str) -> bool:
         return name in self._config
 
+    def _case_clash(self, name: str) -> str | None:
+        """Another agent whose name differs from `name` only in case: names are one namespace to people
+        (and to case-insensitive stores and file systems), so such a pair would be two agents in disguise."""
+        folded = name.casefold()
+        return next((n for n in (*self._config, *self.agents) if n != name and n.casefold() == folded), None)
+
     # -- changing --------------------------------------------------------------------------
 
     async def add(self, spec: AgentSpec, *, strict: bool = True) -> Agent:
@@ -163,6 +169,9 @@ class AgentRegistry:
         (StoreError) and served. A config agent's name is refused (AgentConflict); a runtime one is replaced."""
         if spec.name in self._config:
             raise AgentConflict(f"agent {spec.name!r} comes from the config; it cannot be registered over")
+        other = self._case_clash(spec.name)
+        if other is not None:
+            raise AgentConflict(f"agent {spec.name!r}: the name of agent {other!r} differs only in case")
         spec = AgentSpec(spec.name, spec.url, dict(spec.headers), "runtime")
         agent = await self._fetch(spec)
         if self.store is not None:

@@ -25,10 +25,13 @@ from starlette.types import Receive, Scope, Send
 
 from federation.agents import Agent, AgentRegistry, AgentSpec
 from federation.guard import Access, Guard
+from gateway import agent_addresses
+from gateway.agent_addresses import AddressPolicy
+from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols import redaction
 from protocols.a2a import proxy
-from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, rewrite_card, rewrite_urls
+from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card, rewrite_urls
 from protocols.a2a.errors import INTERNAL_ERROR, UNSUPPORTED_OPERATION, jsonrpc_error, rest_error
 from protocols.a2a.methods import MESSAGE_METHODS, NotJsonRpc, parse_jsonrpc, rest_method, skill_of
 
@@ -48,6 +51,15 @@ class A2ARoutes:
         self.tls: dict[str, ssl.SSLContext] = {}  # route name -> its backendTLS context
         self.clients: dict[str, httpx.AsyncClient] = {}  # route name -> its own client (backendTLS)
         self.external: set[str] = set()  # routes whose registry runs elsewhere (a kept part, gateway/keeper.py)
+        self.addresses = AddressPolicy()  # where runtime-registered agents may be reached (agent_addresses.py)
+
+    def prepare(self, client: httpx.AsyncClient) -> None:
+        """Have `client`'s connections checked while `reaching` a runtime agent (federation/agent_tools.py)."""
+        agent_addresses.install(client)
+
+    def reaching(self, source: str) -> contextlib.AbstractContextManager[None]:
+        """The context to connect to an agent in: runtime registrations are held to `addresses`."""
+        return self.addresses.enforced() if source == "runtime" else contextlib.nullcontext()
 
     def client_for(self, route: str) -> httpx.AsyncClient | None:
         """The client for a route's agents: its own when it has backendTLS, else the shared one."""
@@ -60,7 +72,8 @@ class A2ARoutes:
             client = self.client_for(route)
             if client is None:
                 raise ValueError(f"agent {spec.name!r}: the gateway is not running")
-            return await fetch_card(client, spec)
+            with self.reaching(spec.source):
+                return await fetch_card(client, spec)
 
         return fetch
 
@@ -68,7 +81,8 @@ class A2ARoutes:
         """The registry's card fetcher (ValueError naming the agent on failure)."""
         if self.client is None:
             raise ValueError(f"agent {spec.name!r}: the gateway is not running")
-        return await fetch_card(self.client, spec)
+        with self.reaching(spec.source):
+            return await fetch_card(self.client, spec)
 
     def endpoint(
         self,
@@ -102,9 +116,11 @@ class A2ARoutes:
             return
         async with proxy.new_client() as client, contextlib.AsyncExitStack() as stack:
             self.client = client
+            agent_addresses.install(client)
             try:
                 for route, context in self.tls.items():
                     self.clients[route] = await stack.enter_async_context(proxy.new_client(context))
+                    agent_addresses.install(self.clients[route])
                 for route, registry in self.registries.items():
                     if route not in self.external:
                         await stack.enter_async_context(registry.running())
@@ -217,7 +233,8 @@ class A2AEndpoint:
         self, scope: Scope, receive: Receive, send: Send, agent: Agent, raw_tail: str, call: _Call
     ) -> bool:
         """False when the agent could not be reached (the client got the error)."""
-        query = scope.get("query_string", b"").decode("latin-1")
+        forwarded = without_credentials(scope)  # the copy that goes on: no credential the gateway consumed
+        query = forwarded.get("query_string", b"").decode("latin-1")
         url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
         headers = dict(agent.headers)
         if self.auth is not None:
@@ -234,26 +251,28 @@ class A2AEndpoint:
                 return False
         upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
+        public = self._public_url(scope, agent.name)  # where redirects to the agent's own address point instead
         client = self.routes.client_for(self.route)
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         if self.mirror is not None:
-            receive = self.mirror.tee(scope, receive, path=raw_tail, body=call.body)
+            receive = self.mirror.tee(forwarded, receive, path=raw_tail, body=call.body)
         attributes = {"a2a.agent": agent.name, **({"a2a.method": call.method} if call.method else {})}
         traced = (
             self.observe.proxied(scope, agent.name, url, send, attributes) if self.observe else contextlib.nullcontext(send)
         )
-        with traced as send:
+        with traced as send, self.routes.reaching(agent.source):
             try:
                 await proxy.forward(
                     client,
                     upstream,
-                    scope,
+                    forwarded,
                     receive,
                     send,
                     public=public_base(scope),
                     body=call.body,
                     rewrite=rewrite,
                     sending=self.delivery,
+                    relocate=lambda url: relocate(url, agent.url, public),
                 )
                 return True
             except proxy.AgentUnavailable as exc:

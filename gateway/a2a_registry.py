@@ -11,17 +11,20 @@ Discovery hides what the route's authorization rules hide: an agent is listed on
 caller see `GetAgentCard` on it, the same question the card endpoint asks, so a list never shows an agent
 whose card the caller cannot fetch. Registration and deletion are allowed only when `registration.allow`
 (CEL; "false" by default) holds, with `a2a.method` = "RegisterAgent" / "UnregisterAgent" and `a2a.agent`
-the name. Every error is a small JSON body naming the agent and the reason; never a traceback.
+the name. Every error is a small JSON body naming the agent and the reason; never a traceback. A registered
+agent may not live at the gateway itself or on non-public networks (gateway/agent_addresses.py), and why a URL
+gave no card is logged, not told: the registry must not become a probe of whatever the gateway can reach.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
@@ -30,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.agent_store import RedisStore, SqliteStore
 from federation.agents import Agent, AgentConflict, AgentRegistry, AgentSpec, AgentStore, CardFetcher, StoreError
 from federation.guard import Access, Guard, OpenGuard
+from gateway.agent_addresses import AddressPolicy, RefusedAddress
 from gateway.config.a2a import A2aShort, AgentConfig, RegistryConfig
 from gateway.config.errors import ConfigError
 from gateway.policies.cel_context import EvalError, Expr
@@ -86,8 +90,10 @@ class RegistryApi:
         rewrite: Rewrite,
         guard: Guard | None = None,
         allow: str = "false",
+        addresses: AddressPolicy | None = None,
     ) -> None:
         self.registry = registry
+        self.addresses = addresses or AddressPolicy()
         self.path = path.rstrip("/")
         self.base = f"{self.path}/agents"
         self.rewrite = rewrite
@@ -117,7 +123,7 @@ class RegistryApi:
             return _error(405, "method_not_allowed", f"{method} {self.base}: use GET or POST", {"allow": "GET, POST"})
         if "/" in rest:
             return _error(404, "not_found", f"no such registry resource: {scope['path']}")
-        name = unquote(rest)
+        name = rest  # the server decoded the path once; decoding again would let `go%256fd` name `good`
         if method in ("GET", "HEAD"):
             return await self._show(scope, name)
         if method == "DELETE":
@@ -195,15 +201,31 @@ class RegistryApi:
             cfg = AgentConfig.model_validate(body)
         except ValidationError as exc:
             return _error(422, "invalid_agent", f"agent {name!r}: {_problems(exc)}")
-        if cfg.name in RESERVED:
+        if cfg.name.lower() in RESERVED:
             return _error(422, "invalid_agent", f"agent {cfg.name!r}: the name is reserved")
+        header = next((h for h in cfg.headers if _forbidden_header(h, cfg.headers[h])), None)
+        if header is not None:
+            why = "a hop-by-hop, Host, credential, cookie or proxy header, or not a valid header"
+            return _error(422, "invalid_agent", f"agent {cfg.name!r}: headers: {header!r} may not be set ({why})")
+        parts = urlsplit(cfg.url)
+        if "@" in parts.netloc or parts.query or parts.fragment or "?" in cfg.url or "#" in cfg.url:
+            # credentials in the URL become an Authorization header; a query would swallow the paths appended
+            why = "a base URL without user:password@, query or fragment (paths are appended to it)"
+            return _error(422, "invalid_agent", f"agent {cfg.name!r}: url: expected {why}")
         existed = self.registry.get(cfg.name) is not None
         try:
+            await self.addresses.check(cfg.url)
             agent = await self.registry.register(AgentSpec(cfg.name, cfg.url, dict(cfg.headers), "runtime"))
         except AgentConflict as exc:
             return _error(409, "conflict", str(exc))
-        except ValueError as exc:  # the card: unreachable, not an agent card, invalid
-            return _error(502, "bad_agent_card", _naming(cfg.name, str(exc)))
+        except RefusedAddress as exc:
+            logger.warning("agent %r: registration at %s refused: %s", cfg.name, cfg.url, exc)
+            why = "the gateway itself or a network registrations may not reach"
+            return _error(422, "forbidden_address", f"agent {cfg.name!r}: its URL leads to {why}")
+        except ValueError as exc:  # unreachable, no card, not a valid one: which, the registrant is not told
+            logger.warning("agent %r: registration at %s failed: %s", cfg.name, cfg.url, exc)
+            why = "no usable agent card could be fetched from its URL"
+            return _error(502, "bad_agent_card", f"agent {cfg.name!r}: {why}")
         except StoreError as exc:
             return _error(503, "registry_unavailable", f"agent {cfg.name!r} was not registered: {exc}")
         logger.info("agent %r registered at %s", cfg.name, redaction.url(cfg.url))
@@ -251,8 +273,26 @@ def _unknown(name: str) -> ASGIApp:
     return _error(404, "not_found", f"no agent named {name!r}")
 
 
-def _naming(name: str, message: str) -> str:
-    return message if repr(name) in message else f"agent {name!r}: {message}"
+# Headers a registrant may not set for its agent: they belong to the hop, the gateway or the caller
+# (RFC 9110 §7.6.1, framing, Host, credentials, cookies, proxies and forwarding).
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "content-length", "expect", "host", "authorization", "proxy-authorization", "proxy-authenticate",
+        "cookie", "forwarded", "x-real-ip", "via",
+    }
+)  # fmt: skip
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _forbidden_header(name: str, value: str) -> bool:
+    lower = name.lower()
+    return (
+        lower in _FORBIDDEN_HEADERS
+        or lower.startswith(("x-forwarded-", "proxy-"))
+        or not _TOKEN.fullmatch(name)
+        or any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
+    )
 
 
 def _problems(exc: ValidationError) -> str:

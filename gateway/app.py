@@ -26,6 +26,7 @@ from federation.guard import OpenGuard
 from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
+from gateway.agent_addresses import AddressPolicy
 from gateway.config import Config, ConfigError
 from gateway.config.a2a import A2aShort
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
@@ -430,12 +431,14 @@ class Gateway:
             self.mirrors.append(endpoint.mirror)
         if short is not None:
             self.agent_registry = endpoint.registry
+            self.a2a.addresses = AddressPolicy(short.registration.allowNetworks)
             api = RegistryApi(
                 endpoint.registry,
                 path=prefix,
                 rewrite=rewrite_card,
                 guard=compiled.guard,
                 allow=short.registration.allow,
+                addresses=self.a2a.addresses,
             )
             endpoint.mount(api)
         self.closers.extend(compiled.closers)
@@ -528,7 +531,7 @@ class Gateway:
             raise ConfigError(
                 f"{self.config.source}: a2a.tools.target: {tools.target!r} is already the name of an mcp target"
             )
-        server = build_agent_server(self._short_registry(), tools)
+        server = build_agent_server(self._short_registry(), tools, reach=self.a2a)  # held to registration rules
         return [TargetSpec(name=tools.target, transport="memory", server=server)]
 
     # -- run -------------------------------------------------------------------------------
@@ -707,7 +710,8 @@ def _part_key(
 
 
 def _registry_key(a2a: A2aShort, base_dir: Path) -> str:
-    fields = {"agents", "registry", "tools"}
+    # allowNetworks: the kept agent tools hold the rule their connections are checked against
+    fields = {"agents": True, "registry": True, "tools": True, "registration": {"allowNetworks"}}
     return json.dumps(["a2a registry", a2a.model_dump(mode="json", include=fields), str(base_dir)], sort_keys=True)
 
 

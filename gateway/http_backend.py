@@ -1,8 +1,9 @@
 """Plain HTTP backends: a route whose backend is `host:` (and no `a2a` policy) is reverse-proxied.
 
 The same streaming proxy as A2A agents (protocols/a2a/proxy.py): bodies flow both ways as they come,
-hop-by-hop headers stay on their hop, X-Forwarded-* are added, and the caller's Authorization is not
-passed on unless backendAuth says so. The path and query go to the backend as the client sent them,
+hop-by-hop headers stay on their hop, X-Forwarded-* are added, and neither the caller's Authorization nor
+any header, cookie or query parameter authentication read a credential from is passed on (backendAuth
+says what the backend gets instead). The path and query go to the backend as the client sent them,
 unless urlRewrite changed the path (in the scope) or the Host to send (gateway/policies/rewrite.py).
 """
 
@@ -19,6 +20,7 @@ import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from gateway.policies.rewrite import UPSTREAM_AUTHORITY, replace_authority
 from protocols.a2a import proxy
@@ -55,6 +57,7 @@ class HttpBackend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.client is None:
             return
+        scope = without_credentials(scope)  # what authentication consumed stays here
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         url = self.url + raw_path.decode("latin-1") + (f"?{query.decode('latin-1')}" if query else "")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import weakref
+
+_OPEN: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # every listener made here, while it lives
 
 
 def tcp_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
@@ -19,4 +22,18 @@ def tcp_listener(host: str, port: int, backlog: int = 128) -> socket.socket:
         sock.close()
         raise
     sock.set_inheritable(False)
+    _OPEN.add(sock)
     return sock
+
+
+def listening_addresses() -> list[tuple[str, int]]:
+    """(address, port) of every socket this process listens on (binds, admin API, stats) that is still open:
+    what a registered agent must never point at."""
+    found = []
+    for sock in list(_OPEN):
+        try:
+            address, port = sock.getsockname()[:2]
+        except OSError:  # closed
+            continue
+        found.append((address, port))
+    return found

@@ -252,7 +252,13 @@ def _registry_api(gateway: Gateway) -> RegistryApi | None:
         return None
     api = _registry_apis.get(gateway)
     if api is None:
-        api = RegistryApi(gateway.agent_registry, path=gateway.config.a2a.path, rewrite=rewrite_card, allow="true")
+        api = RegistryApi(
+            gateway.agent_registry,
+            path=gateway.config.a2a.path,
+            rewrite=rewrite_card,
+            allow="true",
+            addresses=gateway.a2a.addresses,  # the operator too: the gateway is no way into itself
+        )
         _registry_apis[gateway] = api
     return api
 

@@ -24,6 +24,7 @@ class ApiKeyStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         key = find_token(scope, self.cfg.location)
+        identity.consumed.add(self.cfg.location)
         if key is None:
             return _refuse("API key required") if self.cfg.mode == "strict" else None
         digest = _digest(key)

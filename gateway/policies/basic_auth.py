@@ -12,9 +12,10 @@ import bcrypt
 from starlette.types import ASGIApp, Scope
 
 from gateway.config import ConfigError
-from gateway.config.policies import BasicAuth
+from gateway.config.policies import BasicAuth, TokenLocation
 from gateway.policies.http import Identity, Refusal, header
 
+_BASIC = TokenLocation(prefix="Basic ")  # where the credentials are (consumed: never proxied on)
 # A hash of a random password, checked for unknown users so timing does not reveal who exists.
 _DECOY = bcrypt.hashpw(b"agentplex-decoy", bcrypt.gensalt(rounds=10))
 
@@ -27,6 +28,7 @@ class BasicAuthStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         credentials = _credentials(header(scope, "authorization"))
+        identity.consumed.add(_BASIC)
         if credentials is None:
             return self._challenge("credentials required") if self.cfg.mode == "strict" else None
         user, password = credentials

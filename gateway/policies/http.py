@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import Any, Protocol
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -26,6 +26,25 @@ REQUEST_BODY = "agentplex.request_body"  # a RequestBody while the steps run (se
 
 
 @dataclass
+class Consumed:
+    """Where the route's authentication policies read credentials: those places are the gateway's, and are
+    removed from every request proxied on (to agents, plain backends, mirrors), whether or not they held a
+    good credential. backendAuth adds what the backend should get instead (passthrough: the caller's token)."""
+
+    headers: set[bytes] = field(default_factory=set)
+    cookies: set[str] = field(default_factory=set)
+    query: set[str] = field(default_factory=set)
+
+    def add(self, location: TokenLocation) -> None:
+        if location.header:
+            self.headers.add(location.header.lower().encode("latin-1"))
+        if location.cookie:
+            self.cookies.add(location.cookie)
+        if location.queryParameter:
+            self.query.add(location.queryParameter)
+
+
+@dataclass
 class Identity:
     """What authentication found out about the caller (empty: anonymous)."""
 
@@ -35,6 +54,7 @@ class Identity:
     api_key: dict[str, Any] | None = None  # the matched key's metadata
     basic: dict[str, Any] | None = None  # {"username": ...}
     headers: dict[str, str] = field(default_factory=dict)  # from extAuthz, for the upstream request
+    consumed: Consumed = field(default_factory=Consumed)  # credentials never proxied on
 
     def principal(self) -> AccessToken | None:
         """The principal the SDK binds a session to (client_id, issuer, subject)."""
@@ -51,6 +71,42 @@ class Identity:
         if self.basic is not None:
             return AccessToken(token="", client_id=f"basic:{self.basic['username']}", scopes=[])
         return None
+
+
+def without_credentials(scope: Scope) -> Scope:
+    """`scope` as it may be proxied on: a copy without the headers, cookies and query parameters that
+    authentication consumed (the scope itself when there were none)."""
+    identity = identity_of(scope)
+    consumed = identity.consumed if identity is not None else None
+    if not consumed or not (consumed.headers or consumed.cookies or consumed.query):
+        return scope
+    headers = []
+    for key, value in scope.get("headers", ()):
+        if key in consumed.headers:
+            continue
+        if key == b"cookie" and consumed.cookies:
+            value = _without_cookies(value, consumed.cookies)
+            if not value:
+                continue
+        headers.append((key, value))
+    query = scope.get("query_string", b"")
+    if consumed.query and query:
+        query = _without_parameters(query, consumed.query)
+    return {**scope, "headers": headers, "query_string": query}
+
+
+def _without_cookies(value: bytes, names: set[str]) -> bytes:
+    pairs = [pair.strip() for pair in value.split(b";")]
+    kept = [p for p in pairs if p and p.partition(b"=")[0].strip().decode("latin-1") not in names]
+    return b"; ".join(kept)
+
+
+def _without_parameters(query: bytes, names: set[str]) -> bytes:
+    """The raw query minus the named parameters, compared decoded (as find_token reads them); the rest
+    keeps the client's own encoding."""
+    parts = query.split(b"&")
+    kept = [p for p in parts if unquote_plus(p.partition(b"=")[0].decode("latin-1")) not in names]
+    return b"&".join(kept)
 
 
 def identity_of(scope: Any) -> Identity | None:

@@ -229,6 +229,7 @@ class JwtAuthStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         token = find_token(scope, self.cfg.location)
+        identity.consumed.add(self.cfg.location)
         claims, refusal = await authenticate(self.validator, token, self.cfg.mode)
         if claims is not None:
             identity.jwt, identity.token, identity.scopes = claims, token, token_scopes(claims)

@@ -73,6 +73,7 @@ class McpAuthenticationStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         token = find_token(scope, _BEARER)
+        identity.consumed.add(_BEARER)
         claims, refusal = await authenticate(self.validator, token, self.cfg.mode, **self._challenge(scope))
         if claims is None:
             return refusal

@@ -4,7 +4,8 @@ Fire and forget: the copy leaves once the caller's body has passed through to th
 body is teed as it streams, never held back), and its answer is read by no one. A body over 1 MiB is
 not mirrored; at most 64 copies are in flight per route (more are dropped, so a dead or slow mirror
 cannot pile up work) and each is abandoned after 30 s or at shutdown. The copy has the caller's
-method, path, query and headers, minus hop-by-hop ones and Authorization (as the real request).
+method, path, query and headers, minus hop-by-hop ones, Authorization and whatever authentication consumed
+(as the real request).
 
 Plain HTTP routes, and A2A routes with one agent: there the copy is taken after the route's per-method
 and per-skill checks (a denied call is not copied) and goes to the path the agent sees. Not on MCP
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import ConfigError
 from gateway.config.policies import Policies
+from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols import redaction
 from protocols.a2a import proxy
@@ -130,7 +132,7 @@ class Mirrored:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            receive = self.mirror.tee(scope, receive)
+            receive = self.mirror.tee(without_credentials(scope), receive)
         await self.app(scope, receive, send)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from a2a.client.card_resolver import parse_agent_card
@@ -72,6 +72,27 @@ def rewrite_urls(card: dict[str, Any], base_url: str, public_url: str) -> dict[s
             for interface in interfaces:
                 move(interface, "url")
     return out
+
+
+def relocate(url: str, base_url: str, public_url: str) -> str:
+    """A URL an agent answered with (a redirect's Location), as the client must see it: below the agent's
+    base URL (or a path below its base path) it moves below `public_url`; elsewhere on the agent's own
+    origin it moves to the gateway's origin, so the agent's address never shows; other URLs (another host,
+    a relative reference) stay as they are. Raises ValueError for a URL that cannot be parsed."""
+    parts = urlsplit(url)
+    base = _Base(base_url)
+    if parts.scheme or parts.netloc:  # absolute, or scheme-relative (`//host/path`)
+        absolute = url if parts.scheme else f"{urlsplit(base_url).scheme}:{url}"
+        if _origin(absolute) != base.key:
+            return url
+        rest = base.rest(absolute)
+        if rest is not None:
+            return public_url.rstrip("/") + rest + (f"#{parts.fragment}" if parts.fragment else "")
+        public = urlsplit(public_url)
+        return urlunsplit((public.scheme, public.netloc, parts.path, parts.query, parts.fragment))
+    if not parts.path.startswith("/") or not (parts.path == base.path or parts.path.startswith(base.path + "/")):
+        return url  # relative to the request: it resolves against the gateway's URL as it should
+    return public_url.rstrip("/") + url[len(base.path) :]
 
 
 class _Base:

@@ -129,13 +129,15 @@ async def forward(
     body: bytes | None = None,
     rewrite: Callable[[bytes], bytes] | None = None,
     sending: Sending | None = None,
+    relocate: Callable[[str], str] | None = None,
 ) -> None:
     """Proxy the request in `scope` to `upstream.url` and stream the answer back.
 
     `public` is `scheme://host` as the client addressed the gateway (for X-Forwarded-Proto/-Host).
     `body`, if given, is the request body already read (and `receive` is past it). `rewrite`, if
     given, transforms a successful JSON answer (bounded; used for cards, which name URLs). `sending`, if
-    given, decides how often and how long the request is tried (retries, an overall deadline).
+    given, decides how often and how long the request is tried (retries, an overall deadline). `relocate`, if
+    given, rewrites the answer's Location and Content-Location (they may name the upstream's own address).
     Raises AgentUnavailable (502/503/504) before anything is sent."""
     headers = request_headers(scope, upstream.headers, public)
     if rewrite is not None:  # the rewrite reads plain JSON
@@ -173,9 +175,9 @@ async def forward(
         raise AgentUnavailable(502, f"{upstream.kind} {upstream.agent!r} failed to answer ({_why(exc)})") from None
     try:
         if rewrite is not None and _rewritable(response):
-            await _send_rewritten(response, rewrite, upstream, send)
+            await _send_rewritten(response, rewrite, upstream, send, relocate)
         else:
-            await _stream_down(response, receive, send, upstream.agent)
+            await _stream_down(response, receive, send, upstream.agent, relocate)
     finally:
         await response.aclose()
 
@@ -233,18 +235,39 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-def _response_head(response: httpx.Response, drop: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+def _response_head(
+    response: httpx.Response,
+    drop: frozenset[bytes] = frozenset(),
+    relocate: Callable[[str], str] | None = None,
+) -> list[tuple[bytes, bytes]]:
     raw = response.headers.raw
     named = _connection_tokens(list(raw))
-    return [
+    head = [
         (k.lower(), v)
         for k, v in raw
         if k.lower() not in _NOT_DOWN and k.lower() not in named and k.lower() not in drop
     ]
+    if relocate is None:
+        return head
+    out = []
+    for k, v in head:
+        if k in _LOCATIONS:
+            try:
+                v = relocate(v.decode("latin-1")).encode("latin-1")
+            except (ValueError, UnicodeError):
+                continue  # not a URL we can read: better none than one that may name the upstream
+        out.append((k, v))
+    return out
 
 
-async def _stream_down(response: httpx.Response, receive: Receive, send: Send, agent: str) -> None:
-    await send({"type": "http.response.start", "status": response.status_code, "headers": _response_head(response)})
+_LOCATIONS = frozenset({b"location", b"content-location"})
+
+
+async def _stream_down(
+    response: httpx.Response, receive: Receive, send: Send, agent: str, relocate: Callable[[str], str] | None = None
+) -> None:
+    head = _response_head(response, relocate=relocate)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": head})
     gone = False
 
     async def watch(scope: anyio.CancelScope) -> None:
@@ -275,7 +298,11 @@ def _rewritable(response: httpx.Response) -> bool:
 
 
 async def _send_rewritten(
-    response: httpx.Response, rewrite: Callable[[bytes], bytes], up: Upstream, send: Send
+    response: httpx.Response,
+    rewrite: Callable[[bytes], bytes],
+    up: Upstream,
+    send: Send,
+    relocate: Callable[[str], str] | None = None,
 ) -> None:
     body = bytearray()
     async for chunk in response.aiter_raw():
@@ -286,7 +313,7 @@ async def _send_rewritten(
         out = rewrite(bytes(body))
     except ValueError as exc:
         raise AgentUnavailable(502, f"agent {up.agent!r} sent an unreadable card ({exc})") from None
-    head = _response_head(response, frozenset({b"content-length", b"etag"}))
+    head = _response_head(response, frozenset({b"content-length", b"etag"}), relocate)
     head.append((b"content-length", b"%d" % len(out)))
     await send({"type": "http.response.start", "status": response.status_code, "headers": head})
     await send({"type": "http.response.body", "body": out, "more_body": False})

@@ -71,7 +71,10 @@ def config(running: dict[str, str], tools: str = "{}", policies: str = "") -> st
     """`mcp:` (one stdio target, optional policies) + an `a2a:` block with these agents and `tools`."""
     listed = "".join(f"\n  - {{name: {name}, url: '{url}'}}" for name, url in running.items())
     opts = {"policies": policies} if policies else {}
-    a2a = f"a2a:\n  port: 0\n  registry: {{sqlite: null, healthInterval: 0}}\n  tools: {tools}\n  agents:{listed}\n"
+    a2a = (
+        f"a2a:\n  port: 0\n  registry: {{sqlite: null, healthInterval: 0}}\n  tools: {tools}\n  agents:{listed}\n"
+        "  registration: {allowNetworks: [127.0.0.0/8]}\n"  # runtime agents on loopback (test_tool_list_follows_the_registry)
+    )
     return mcp_yaml(stdio_target("local"), **opts) + a2a
 
 

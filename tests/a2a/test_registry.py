@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import socket
 import sqlite3
 import uuid
@@ -41,6 +42,7 @@ from federation.agent_store import RedisStore
 from federation.agents import AgentRegistry, AgentSpec, StoreError
 from gateway.a2a import A2AEndpoint, A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
+from gateway.agent_addresses import AddressPolicy
 from gateway.config import ConfigError, parse_config
 from gateway.policies import PolicyApp, compile_policies
 from protocols.a2a.card import fetch_card, rewrite_card
@@ -55,6 +57,7 @@ USER = {"authorization": "Bearer user-key"}
 POLICIES = """
   registration:
     allow: 'apiKey.role == "admin"'
+    allowNetworks: [127.0.0.0/8]  # the test agents' loopback addresses
   policies:
     apiKey:
       keys:
@@ -124,7 +127,15 @@ async def gateway(text: str, source: Path) -> AsyncIterator[Gateway]:
     registry = build_registry(a2a, source.parent, routes.fetch)
     routes.registries["a2a"] = registry  # routes.running() opens the card client, then the registry
     proxy = A2AEndpoint(routes, registry, a2a.path, single=None, guard=compiled.guard, timeout=None)
-    api = RegistryApi(registry, path=a2a.path, rewrite=rewrite_card, guard=compiled.guard, allow=a2a.registration.allow)
+    routes.addresses = AddressPolicy(a2a.registration.allowNetworks)
+    api = RegistryApi(
+        registry,
+        path=a2a.path,
+        rewrite=rewrite_card,
+        guard=compiled.guard,
+        allow=a2a.registration.allow,
+        addresses=routes.addresses,
+    )
     app = PolicyApp(Front(api, proxy), compiled.steps)
     async with httpx.AsyncClient(timeout=10) as http, routes.running(), served(app) as origin:
         yield Gateway(origin, registry, http)
@@ -363,7 +374,7 @@ async def _health(gw: Gateway, **expected: bool) -> dict[str, dict[str, Any]] | 
 # -- registration -----------------------------------------------------------------------------------
 
 
-async def test_registration_rules_and_errors(tmp_path: Path) -> None:
+async def test_registration_rules_and_errors(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     not_json = card_server(b"<html>hello</html>", content_type="text/html")
     no_interfaces = card_server(b'{"name": "Nameless", "skills": []}')
     async with (
@@ -380,17 +391,22 @@ async def test_registration_rules_and_errors(tmp_path: Path) -> None:
         assert refused.status_code == 403 and "registration.allow" in refused.json()["error_description"]
         assert (await gw.delete("fixed", headers=USER)).status_code == 403
 
+        # why a URL gave no card is the operator's to read (in the log), not the registrant's: it would make
+        # the registry a probe that reports the status and content of any URL the gateway can reach
         for url, reason in [
             (html.url, "is not JSON"),
             (incomplete.url, "lacks supportedInterfaces"),
             (nothing.url, "answered 404"),
             (f"http://127.0.0.1:{free_port()}", "cannot fetch the card"),
         ]:
-            bad = await gw.register({"name": "bad", "url": url})
+            with caplog.at_level(logging.WARNING, "agentplex.a2a.registry"):
+                bad = await gw.register({"name": "bad", "url": url})
             assert bad.status_code == 502, bad.text
-            body = bad.json()
-            assert body["error"] == "bad_agent_card" and "'bad'" in body["error_description"], body
-            assert reason in body["error_description"], body
+            assert bad.json() == {
+                "error": "bad_agent_card",
+                "error_description": "agent 'bad': no usable agent card could be fetched from its URL",
+            }
+            assert reason in caplog.records[-1].getMessage()
         assert await gw.names() == ["fixed"]
 
         for body, status, words in [
@@ -522,3 +538,29 @@ async def _registers(registry: AgentRegistry, spec: AgentSpec) -> bool:
     except StoreError:
         return False
     return True
+
+
+async def test_names_are_decoded_once_unique_whatever_their_case_and_short(tmp_path: Path) -> None:
+    async with serve(echo_agent) as echo, gateway(config(agents={"Fixed": echo.url}), tmp_path / "g.yaml") as gw:
+        assert (await gw.register({"name": "good", "url": echo.url})).status_code == 201
+        # `%25` is `%`: the path names `go%6fd` (decoded once), which is not `good`
+        for verb in ("GET", "DELETE"):
+            response = await gw.http.request(verb, f"{gw.origin}/a2a/agents/go%256fd", headers=ADMIN)
+            assert response.status_code == 404, (verb, response.text)
+            assert response.json()["error_description"] == "no agent named 'go%6fd'"
+        assert await gw.names() == ["Fixed", "good"]
+
+        for name, taken in [("GOOD", "good"), ("fixed", "Fixed"), ("AGENTS", None)]:
+            clash = await gw.register({"name": name, "url": echo.url})
+            assert clash.status_code == (422 if taken is None else 409), clash.text
+            assert (repr(taken) if taken else "reserved") in clash.json()["error_description"]
+        assert (await gw.register({"name": "good", "url": echo.url})).status_code == 200  # the same name replaces
+
+        long = await gw.register({"name": "a" * 65, "url": echo.url})
+        assert long.status_code == 422 and "at most 64" in long.json()["error_description"], long.text
+        assert (await gw.register({"name": "a" * 64, "url": echo.url})).status_code == 201
+        assert await gw.names() == ["Fixed", "a" * 64, "good"]
+
+    twice = "a2a:\n  agents: [{name: Echo, url: 'http://127.0.0.1:1'}, {name: echo, url: 'http://127.0.0.1:2'}]\n"
+    with pytest.raises(ConfigError, match=r"a2a\.agents\[1\]\.name: .*duplicate agent name 'echo'.*'Echo'"):
+        parse_config(twice, "g.yaml")

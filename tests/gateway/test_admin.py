@@ -319,7 +319,7 @@ async def test_agents_are_listed_with_health_and_managed_through_the_registry(tm
         path = tmp_path / "gw.yaml"
         path.write_text(
             f"{ADMIN}a2a:\n  port: 0\n  registry: {{sqlite: null, healthInterval: 0}}\n"
-            f"  agents: [{{name: echo, url: '{echo.url}'}}]\n"
+            f"  agents: [{{name: echo, url: '{echo.url}'}}]\n  registration: {{allowNetworks: [127.0.0.0/8]}}\n"
         )
         async with running(path) as (runtime, admin):
             (agent,) = (await admin.get("/agents")).json()["agents"]

@@ -238,7 +238,7 @@ async def test_registered_agents_survive_a_reload(tmp_path: Path) -> None:
     text = """a2a:
   port: 0
   registry: {sqlite: null, healthInterval: 0}
-  registration: {allow: "true"}
+  registration: {allow: "true", allowNetworks: [127.0.0.0/8]}
   agents: []
   policies: POLICIES
 """
