@@ -197,10 +197,11 @@ class Federation:
         """Where a client session's lists of `target` come from: its own upstream once it has one, else the
         shared one, which lists what a fresh session of the same server would. A target sent credentials
         (backendAuth) lists through the session's own, as what it lists may depend on whose they are."""
-        shared = self.upstreams[target]
-        if connection is None or shared.spec.auth is not None or target in self._session_upstreams.get(connection, {}):
-            return self._upstream_of(target, connection)
-        return shared
+        return self.upstreams[target] if self._lists_shared(target, connection) else self._upstream_of(target, connection)
+
+    def _lists_shared(self, target: str, connection: Any) -> bool:
+        own = self._session_upstreams.get(connection, {})
+        return connection is None or (self.upstreams[target].spec.auth is None and target not in own)
 
     async def _session_ended(self, connection: Any) -> None:
         """A client session is over (closed, deleted or idle too long): so are its upstream sessions."""
@@ -875,8 +876,14 @@ class Federation:
         updates go to the clients subscribed to that resource. A client session's own upstream
         speaks to that client only. Work is done off the upstream's reader."""
         target, client = upstream.spec.name, self._owners.get(upstream)
-        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one.
-        clients = [client] if client is not None else (None if self._shared_for_all(upstream) else [])
+        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one,
+        # which for a `sharing: session` target is the client sessions that list it there (`_listing`).
+        if client is not None:
+            clients: list[Any] | None = [client]
+        elif self._shared_for_all(upstream):
+            clients = None
+        else:
+            clients = [c for c in self.downstreams.clients() if self._lists_shared(target, c)]
         root = getattr(message, "root", message)
         if isinstance(root, types.ResourceUpdatedNotification):
             exposed = self.naming.uri(target, str(root.params.uri))
