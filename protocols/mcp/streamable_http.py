@@ -125,7 +125,8 @@ class StreamableHTTPEndpoint:
             if message["type"] == "http.response.start" and message["status"] < 400:
                 sid = next((v.decode("latin-1") for k, v in message["headers"] if k.lower() == b"mcp-session-id"), "")
                 if sid in table:  # opened: from now on the SDK's forgetting it gives its place back
-                    claimed = table.claim(sid, lambda: self.limits.release(caller))
+                    table.claim(sid, lambda: self.limits.release(caller))
+                    claimed = True
             await send(message)
 
         try:
@@ -221,17 +222,16 @@ _RELAY_HEADERS = frozenset(
 
 class SessionTable(dict[Any, Any]):
     """An SDK's table of live sessions (streamable HTTP's manager, SSE's streams), remembering when each
-    was added (monotonic seconds), which the SDK does not."""
+    was added (monotonic seconds), which the SDK does not, and telling a session's claimant when it goes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started: dict[Any, float] = {}
         self._releases: dict[Any, Callable[[], None]] = {}
 
-    def claim(self, sid: Any, release: Callable[[], None]) -> bool:
+    def claim(self, sid: Any, release: Callable[[], None]) -> None:
         """Call `release` once `sid` is forgotten (its place in SessionLimits)."""
         self._releases[sid] = release
-        return True
 
     def __setitem__(self, sid: Any, transport: Any) -> None:
         self.started.setdefault(sid, time.monotonic())
