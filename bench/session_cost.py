@@ -152,10 +152,12 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     gateway = None
+    config_file = None
     try:
         wait_for_port(up_port)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
             file.write(config(tree, f"http://127.0.0.1:{up_port}/mcp", gw_port, args.option))
+        config_file = Path(file.name)
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "-f", file.name, "--log-level", "warning"],
             cwd=tree,
@@ -189,6 +191,8 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(5)
+        if config_file is not None:
+            config_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
