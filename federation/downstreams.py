@@ -52,6 +52,10 @@ class Downstreams:
     def connection(self, session_id: str) -> Any:
         return self._connections.get(session_id)
 
+    def clients(self) -> list[Any]:
+        """The handshake-era connections."""
+        return list(self._connections.values())
+
     def subscribe(self, ctx: ServerRequestContext[Any], uri: str) -> None:
         connection = getattr(ctx.session, "_connection", None)
         if connection is not None:

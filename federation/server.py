@@ -81,10 +81,12 @@ class FederationSettings:
 class Federation:
     """Many upstream targets presented as one MCP server.
 
-    Each handshake-era client session gets its own upstream session of every `sharing: session`
-    target (a process of its own for stdio), opened when the client's session starts and closed when the client's session
-    ends; `sharing: shared` targets, 2026-07-28 (sessionless) clients and stateless mode use one
-    upstream per target. Server-to-client traffic goes back to the request that caused it.
+    Each handshake-era client session gets its own upstream session of a `sharing: session` target
+    (a process of its own for stdio) when it first calls into that target, closed when the client's
+    session ends. Until then its lists come from the shared upstream (see `_listing`), so a session
+    that only initializes and lists costs no upstream session. `sharing: shared` targets, 2026-07-28
+    (sessionless) clients and stateless mode use one upstream per target. Server-to-client traffic
+    goes back to the request that caused it.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Federation:
         self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}  # the shared ones
         self._session_upstreams: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
         self._owners: dict[Upstream, Any] = {}  # and back
+        self._log_levels: dict[Any, Any] = {}  # client connection -> the level it set (for upstreams opened later)
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
         self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
         self._inflight: dict[Upstream, list[Call]] = {}
@@ -150,13 +153,15 @@ class Federation:
             for name, up in self.upstreams.items()
         }
 
-    def _upstream(self, target: str, ctx: ServerRequestContext[Any] | None) -> Upstream:
-        """The upstream serving `target` for this request: the client session's own, or the shared one.
+    def _upstream(self, target: str, ctx: ServerRequestContext[Any] | None, *, listing: bool = False) -> Upstream:
+        """The upstream serving `target` for this request: the client session's own, or the shared one
+        (`listing`: the one its lists come from).
 
         A client session's own upstream remembers its client's latest request (the caller whose
         credentials backendAuth passthrough forwards on the upstream's own traffic).
         """
-        upstream = self._upstream_of(target, self._client(ctx))
+        client = self._client(ctx)
+        upstream = self._listing(target, client) if listing else self._upstream_of(target, client)
         request = _request(ctx)
         if request is not None and upstream is not self.upstreams[target]:
             upstream.caller = request
@@ -184,7 +189,19 @@ class Federation:
         if upstream is None:
             upstream = own[target] = Upstream(shared.spec, self).attach(self._tg)
             self._owners[upstream] = connection
+            if (level := self._log_levels.get(connection)) is not None:
+                self._tg.start_soon(_set_level, upstream, level)
         return upstream
+
+    def _listing(self, target: str, connection: Any) -> Upstream:
+        """Where a client session's lists of `target` come from: its own upstream once it has one, else the
+        shared one, which lists what a fresh session of the same server would. A target sent credentials
+        (backendAuth) lists through the session's own, as what it lists may depend on whose they are."""
+        return self.upstreams[target] if self._lists_shared(target, connection) else self._upstream_of(target, connection)
+
+    def _lists_shared(self, target: str, connection: Any) -> bool:
+        own = self._session_upstreams.get(connection, {})
+        return connection is None or (self.upstreams[target].spec.auth is None and target not in own)
 
     async def _session_ended(self, connection: Any) -> None:
         """A client session is over (closed, deleted or idle too long): so are its upstream sessions."""
@@ -270,7 +287,7 @@ class Federation:
             logger.exception("observer failed for %s", observed.method)
 
     async def _unreachable(self, ctx: ServerRequestContext[Any]) -> list[tuple[str, str]]:
-        """Targets this client cannot reach (its own session upstreams are opened here)."""
+        """Targets this client cannot reach, through the upstreams its lists would use."""
         down: list[tuple[str, str]] = []
 
         async def probe(up: Upstream) -> None:
@@ -281,7 +298,7 @@ class Federation:
 
         async with anyio.create_task_group() as tg:
             for name in self.upstreams:
-                tg.start_soon(probe, self._upstream(name, ctx))
+                tg.start_soon(probe, self._upstream(name, ctx, listing=True))
         return sorted(down)
 
     # -- lists -----------------------------------------------------------------------------
@@ -391,7 +408,7 @@ class Federation:
 
         async with anyio.create_task_group() as tg:
             for name in self.upstreams:
-                tg.start_soon(fetch, self._upstream_of(name, client))
+                tg.start_soon(fetch, self._listing(name, client))
         if failures and (self.settings.failure_mode == "failClosed" or not results):
             name = sorted(failures)[0]
             raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
@@ -728,17 +745,18 @@ class Federation:
         )
 
     async def _set_logging_level(self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> Any:
-        """Fan the level out to every reachable target that logs; a down target is skipped."""
-
-        async def apply(up: Upstream) -> None:
-            with contextlib.suppress(MCPError):
-                session = await up.session()
-                if session.server_capabilities and session.server_capabilities.logging is not None:
-                    await up.request("logging/setLevel", lambda s: s.set_logging_level(params.level))
-
+        """Fan the level out to every reachable target that logs; a down target is skipped. A client
+        session's own upstreams not opened yet are told when they open (not the shared ones: not theirs)."""
+        client = self._client(ctx)
         async with anyio.create_task_group() as tg:
             for name in self.upstreams:
-                tg.start_soon(apply, self._upstream(name, ctx))
+                upstream = self._upstream(name, ctx, listing=True)
+                if client is None or upstream is not self.upstreams[name] or self._shared_for_all(upstream):
+                    tg.start_soon(_set_level, upstream, params.level)
+        if client is not None:
+            if client not in self._log_levels:
+                client.exit_stack.callback(self._log_levels.pop, client, None)
+            self._log_levels[client] = params.level
         return types.EmptyResult()
 
     async def _resolve_uri(self, uri: str, ctx: ServerRequestContext[Any] | None = None) -> tuple[str, str]:
@@ -874,8 +892,14 @@ class Federation:
         updates go to the clients subscribed to that resource. A client session's own upstream
         speaks to that client only. Work is done off the upstream's reader."""
         target, client = upstream.spec.name, self._owners.get(upstream)
-        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one.
-        clients = [client] if client is not None else (None if self._shared_for_all(upstream) else [])
+        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one,
+        # which for a `sharing: session` target is the client sessions that list it there (`_listing`).
+        if client is not None:
+            clients: list[Any] | None = [client]
+        elif self._shared_for_all(upstream):
+            clients = None
+        else:
+            clients = [c for c in self.downstreams.clients() if self._lists_shared(target, c)]
         root = getattr(message, "root", message)
         if isinstance(root, types.ResourceUpdatedNotification):
             exposed = self.naming.uri(target, str(root.params.uri))
@@ -919,6 +943,13 @@ class _VirtualServer(Server[Any]):
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         everything = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(notification_options or everything, *args, **kwargs)
+
+
+async def _set_level(upstream: Upstream, level: Any) -> None:
+    with contextlib.suppress(MCPError):
+        session = await upstream.session()
+        if session.server_capabilities and session.server_capabilities.logging is not None:
+            await upstream.request("logging/setLevel", lambda s: s.set_logging_level(level))
 
 
 def _fingerprint(catalog: Catalog) -> list[Any]:

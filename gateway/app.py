@@ -43,6 +43,7 @@ from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
+from protocols.mcp.session_limits import SessionLimits
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -350,6 +351,7 @@ class Gateway:
                 observer=observer,
             )
             server, security = federation.build_server(), rebinding_protection(bind.address)
+            limits = SessionLimits(backend.maxSessions, backend.maxSessionsPerCaller)
             endpoint = StreamableHTTPEndpoint(
                 server,
                 stateless=backend.statefulMode == "stateless",
@@ -357,8 +359,9 @@ class Gateway:
                 max_request_body_size=backend.maxRequestBodySize,
                 session_idle_timeout=backend.sessionIdleTimeout,
                 relay=federation.relay_tool_call,
+                limits=limits,
             )
-            endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security))
+            endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security, limits=limits))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))
             part.route = route_id
         previous = []

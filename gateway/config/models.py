@@ -78,7 +78,13 @@ class McpBackend(_Model):
     failureMode: Annotated[Literal["failClosed", "failOpen"], _CI] = "failClosed"
     separator: Annotated[str, AfterValidator(_separator)] = "_"
     maxRequestBodySize: ByteSize = 4 * 1024 * 1024
-    sessionIdleTimeout: Duration = 1800.0  # agentplex extension: idle client sessions (and theirs upstream) end
+    # agentplex extensions. Idle client sessions end, and their upstream sessions (stdio: processes) with them;
+    # a session holding its GET stream open is not idle.
+    sessionIdleTimeout: Duration = 300.0
+    # Client sessions (streamable HTTP and SSE) this route holds, and one caller (principal, else address) may
+    # hold; null: no limit. Each may own an upstream session (stdio: a process) per target it calls.
+    maxSessions: Annotated[int, Field(ge=1)] | None = 1000
+    maxSessionsPerCaller: Annotated[int, Field(ge=1)] | None = 64
     policies: Policies | None = None
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from mcp.server import Server
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 
+from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 from protocols.mcp.streamable_http import SessionTable
 
 MESSAGES = "/messages/"
@@ -22,8 +23,15 @@ class SseEndpoint:
     works under any route prefix without configuration.
     """
 
-    def __init__(self, server: Server[Any], *, security: TransportSecuritySettings | None = None) -> None:
+    def __init__(
+        self,
+        server: Server[Any],
+        *,
+        security: TransportSecuritySettings | None = None,
+        limits: SessionLimits | None = None,
+    ) -> None:
         self.server = server
+        self.limits = limits if limits is not None else SessionLimits()
         self.transport = SseServerTransport(MESSAGES, security_settings=security)
         self.transport._read_stream_writers = SessionTable()  # the SDK's open streams, now with start times
 
@@ -52,8 +60,15 @@ class SseEndpoint:
             return
         prefix = scope["path"][: -len("/sse")]
         scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
+        caller = caller_of(scope)
+        try:
+            self.limits.take(caller)  # the stream is the session
+        except TooManySessions as refused:
+            await refused.respond(send)
+            return
         # connect_sse sends the whole response itself: nothing may be sent after it returns.
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self.limits.release, caller)
             try:
                 read, write = await stack.enter_async_context(self.transport.connect_sse(scope, receive, send))
             except ValueError:  # refused (Host/Origin check); the SDK already answered 4xx

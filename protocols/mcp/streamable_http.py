@@ -19,6 +19,7 @@ from mcp_types import INVALID_REQUEST
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from protocols.mcp.relay import Downstream, Message
+from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -57,8 +58,9 @@ class StreamableHTTPEndpoint:
         stateless: bool = False,
         security: TransportSecuritySettings | None = None,
         max_request_body_size: int = 4 * 1024 * 1024,
-        session_idle_timeout: float = 1800.0,
+        session_idle_timeout: float = 300.0,
         relay: RelayFn | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.manager = StreamableHTTPSessionManager(
             app=server,
@@ -66,11 +68,13 @@ class StreamableHTTPEndpoint:
             security_settings=security,
             max_request_body_size=max_request_body_size,
             session_idle_timeout=session_idle_timeout,
+            max_sessions=None,  # `limits` counts them, with the route's SSE sessions
         )
         self.manager._server_instances = SessionTable()  # the SDK's session table, now with start times
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
         self.max_body = max_request_body_size
+        self.limits = limits if limits is not None else SessionLimits()
         self._security = TransportSecurityMiddleware(security) if security is not None else None
         # Relayed server-to-client requests awaiting the client's answer, by (session id, request id).
         self._pending: dict[tuple[str, str], Any] = {}
@@ -92,12 +96,51 @@ class StreamableHTTPEndpoint:
         return self.manager._server_instances.describe("streamable-http", self.manager._session_owners, str)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._opens_session(scope):
+            await self._open_session(scope, receive, send)
+            return
         if self.relay is not None and scope.get("method") == "POST":
             replay = await self._try_relay(scope, receive, send)
             if replay is None:
                 return
             receive = replay
         await self.app(scope, receive, _InvalidRequestFix(send))
+
+    def _opens_session(self, scope: Any) -> bool:
+        """Would the SDK open a session for this request? (Handshake era, stateful, no session id yet.)"""
+        if self.manager.stateless:
+            return False
+        headers = dict(scope["headers"])
+        version = headers.get(b"mcp-protocol-version")
+        return b"mcp-session-id" not in headers and (
+            version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+        )
+
+    async def _open_session(self, scope: Any, receive: Any, send: Any) -> None:
+        """Let the SDK open a session if the route's limits allow it; the session counts until the SDK forgets it."""
+        caller = caller_of(scope)
+        try:
+            self.limits.take(caller)
+        except TooManySessions as refused:
+            await refused.respond(send)
+            return
+        table: SessionTable = self.manager._server_instances
+        claimed = False
+
+        async def watch(message: dict[str, Any]) -> None:
+            nonlocal claimed
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                sid = next((v.decode("latin-1") for k, v in message["headers"] if k.lower() == b"mcp-session-id"), "")
+                if sid in table:  # opened: from now on the SDK's forgetting it gives its place back
+                    table.claim(sid, lambda: self.limits.release(caller))
+                    claimed = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _InvalidRequestFix(watch))
+        finally:
+            if not claimed:
+                self.limits.release(caller)
 
     async def _try_relay(self, scope: Any, receive: Any, send: Any) -> Any:
         """Serve the request on the relay and return None, or return the `receive` the SDK should use."""
@@ -185,27 +228,39 @@ _RELAY_HEADERS = frozenset(
 
 class SessionTable(dict[Any, Any]):
     """An SDK's table of live sessions (streamable HTTP's manager, SSE's streams), remembering when each
-    was added (monotonic seconds), which the SDK does not."""
+    was added (monotonic seconds), which the SDK does not, and telling a session's claimant when it goes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started: dict[Any, float] = {}
+        self._releases: dict[Any, Callable[[], None]] = {}
+
+    def claim(self, sid: Any, release: Callable[[], None]) -> None:
+        """Call `release` once `sid` is forgotten (its place in SessionLimits)."""
+        self._releases[sid] = release
 
     def __setitem__(self, sid: Any, transport: Any) -> None:
         self.started.setdefault(sid, time.monotonic())
         super().__setitem__(sid, transport)
 
     def __delitem__(self, sid: Any) -> None:
-        self.started.pop(sid, None)
+        self._forget(sid)
         super().__delitem__(sid)
 
     def pop(self, sid: Any, *default: Any) -> Any:
-        self.started.pop(sid, None)
+        self._forget(sid)
         return super().pop(sid, *default)
 
     def clear(self) -> None:
-        self.started.clear()
+        for sid in list(self):
+            self._forget(sid)
         super().clear()
+
+    def _forget(self, sid: Any) -> None:
+        self.started.pop(sid, None)
+        release = self._releases.pop(sid, None)
+        if release is not None:
+            release()
 
     def describe(self, transport: str, owners: Mapping[Any, Any], show: Callable[[Any], str]) -> list[dict[str, Any]]:
         """Each session: its id (as `show` writes it), who opened it (the SDK's `owners`), and how long ago."""

@@ -320,6 +320,11 @@ class Upstream:
                 await negotiate_auto(session)
             else:
                 await session.initialize()
+            if self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+                # Opened for a call (sessions open lazily): what the server sends on its GET stream
+                # about that call (a list change) must not go out before the stream is there.
+                with anyio.move_on_after(2):
+                    await self.wire.listening.wait()
             if stop.is_set():
                 return
             changes = await self._listen_for_changes(stack, session)
@@ -499,6 +504,7 @@ class HttpWire:
     url: str
     client: httpx2.AsyncClient
     session_id: str | None = None
+    listening: anyio.Event = field(default_factory=anyio.Event)  # the GET stream was answered
 
 
 @contextlib.asynccontextmanager
@@ -693,7 +699,11 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
         self.wire = wire
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self.inner.handle_async_request(request)
+        try:
+            response = await self.inner.handle_async_request(request)
+        finally:
+            if request.method == "GET":
+                self.wire.listening.set()
         response.stream = _DrainOnClose(response.stream)  # type: ignore[arg-type]
         if self.wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
             self.wire.session_id = sid  # the session the SDK opened; the relay speaks on it too

@@ -4,6 +4,7 @@ closed when the client's session ends or idles out, restarted with growing back-
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any
 
 import anyio
@@ -57,6 +58,46 @@ async def test_each_client_session_gets_its_own_process_which_ends_with_it() -> 
         assert alive(shared)
 
 
+def stdio_pids(marker: str) -> set[int]:
+    """This test's stdio upstreams: they carry `--port <marker>` (ignored by the stdio transport)."""
+    pattern = f"tests.fixtures.upstream --name .* --transport stdio --port {marker}$"
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, timeout=10).stdout
+    return {int(p) for p in out.split()}
+
+
+async def test_a_session_opens_its_own_upstream_session_on_its_first_call_into_that_target(upstream: Any) -> None:
+    """The attack was initialize after initialize (no DELETE), each starting a process per stdio target and
+    an upstream session per HTTP target; a session that only initializes and lists now costs neither."""
+    marker = str(10000 + os.getpid() % 10000)
+    targets = stdio_target("one", "--port", marker) + stdio_target("two", "--port", marker)
+    async with (
+        run_gateway(mcp_yaml(targets + http_target("web", upstream("web", "mcp")))) as gw,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        federation = gw.gateway.federations[0][1]
+        shared = stdio_pids(marker)
+        assert len(shared) == 2  # one per target, for lists and 2026-07-28 clients
+        sessions = []
+        for _ in range(5):  # bounded
+            init = await http.post(gw.url, json=INIT, headers=HEADERS)
+            assert init.status_code == 200
+            headers = {**HEADERS, "mcp-session-id": init.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            await http.post(gw.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+            listed = await http.post(gw.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
+            assert "one_pid" in listed.text and "web_pid" in listed.text
+            sessions.append(headers)
+        assert stdio_pids(marker) == shared
+        assert [state["sessions"] for state in federation.status().values()] == [0, 0, 0]
+
+        call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "one_pid", "arguments": {}}}
+        first = await http.post(gw.url, json=call, headers=sessions[0])
+        own = int(first.text.split('"result":')[-1].split("}")[0])
+        assert own not in shared and stdio_pids(marker) == {*shared, own}  # that target's, for that session only
+        again = await http.post(gw.url, json=call, headers=sessions[0])
+        assert int(again.text.split('"result":')[-1].split("}")[0]) == own
+        assert [state["sessions"] for state in federation.status().values()] == [1, 0, 0]
+
+
 async def test_shared_targets_serve_every_session_from_one_process(upstream: Any) -> None:
     yaml = mcp_yaml(stdio_target("solo") + "\n    sharing: shared")
     async with (
@@ -76,6 +117,9 @@ async def test_http_targets_get_a_session_per_client_that_is_deleted_with_it(ups
         ):
             await first.list_tools()
             await second.list_tools()
+            assert federation.status()["web"]["sessions"] == 0  # lists come from the shared upstream
+            await first.call_tool("whoami", {})
+            await second.call_tool("whoami", {})
             assert federation.status()["web"]["sessions"] == 2
         with anyio.fail_after(10):
             while federation.status()["web"]["sessions"]:  # bounded by fail_after

@@ -44,6 +44,26 @@ async def test_tool_list_changes_reach_handshake_clients(upstream: Any, transpor
         assert (await client.call_tool("up_fresh", {"text": "x"})).content[0].text == "up fresh: x"
 
 
+async def test_a_handshake_client_listing_through_the_shared_upstream_hears_of_its_changes(upstream: Any) -> None:
+    """Until it calls a target, a session lists it through the shared upstream, so that one's changes are its too."""
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        run_gateway(mcp_yaml(targets(upstream, "stdio"))) as gw,
+        Client(gw.url, mode="legacy", cache=None, message_handler=on_message) as legacy,
+        Client(gw.url, cache=None) as modern,  # 2026-07-28: served by the shared upstreams
+    ):
+        assert "up_shared" not in {t.name for t in (await legacy.list_tools()).tools}
+        await modern.call_tool("up_grow", {"name": "shared"})
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert "up_shared" in {t.name for t in (await legacy.list_tools()).tools}
+
+
 async def test_tool_list_changes_reach_modern_listeners(upstream: Any) -> None:
     async with run_gateway(mcp_yaml(targets(upstream, "mcp"))) as gw, Client(gw.url, cache=None) as client:
         assert client.protocol_version == "2026-07-28"

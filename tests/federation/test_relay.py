@@ -34,6 +34,8 @@ async def test_plain_call_is_relayed_as_json_with_the_callers_id(upstream: Any) 
     async with run_gateway(mcp_yaml(targets)) as gw, httpx.AsyncClient(timeout=30) as http:
         headers = await open_session(http, gw.url)
         await http.post(gw.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
+        first = await http.post(gw.url, json=call("first", "web_echo", {"text": "hi"}), headers=headers)
+        assert first.headers["content-type"].startswith("text/event-stream")  # opens the session's own upstream
         relayed = await http.post(gw.url, json=call("abc", "web_echo", {"text": "hi"}), headers=headers)
         assert relayed.headers["content-type"].startswith("application/json")  # the relay, not the SDK's SSE
         body = relayed.json()

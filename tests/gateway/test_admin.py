@@ -91,7 +91,10 @@ async def test_every_endpoint_describes_the_running_gateway(tmp_path: Path) -> N
                 assert session["transport"] == "streamable-http" and session["id"]
                 assert 0 <= session["ageSeconds"] < 60
                 (route,) = (await admin.get("/targets")).json()["routes"]
-                assert [t["sessions"] for t in route["targets"]] == [1, 1]  # its own upstream sessions
+                assert [t["sessions"] for t in route["targets"]] == [0, 0]  # listing opened none of its own
+                await client.call_tool("one_echo", {"text": "hi"})
+                (route,) = (await admin.get("/targets")).json()["routes"]
+                assert [t["sessions"] for t in route["targets"]] == [1, 0]  # a call opened one
 
             assert (await admin.get("/agents")).json() == {"agents": []}
             assert (await admin.get("/nothing")).status_code == 404
