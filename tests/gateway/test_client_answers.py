@@ -43,6 +43,8 @@ async def test_another_caller_cannot_answer_an_elicitation(upstream: Any, transp
         alice = await session(http, gw.url, bearer("sk-alice"))
         bob = await session(http, gw.url, bearer("sk-bob"))
         await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=alice)
+        # A session's first call into a target opens its upstream session (the SDK path); later ones take the relay.
+        await http.post(gw.url, json=call("echo", 9, text="warm"), headers=alice)
         with anyio.fail_after(30):
             async with http.stream("POST", gw.url, json=call("ask", question="ship it?"), headers=alice) as asked:
                 assert asked.headers["content-type"].startswith("text/event-stream")
@@ -75,6 +77,8 @@ async def test_request_ids_sent_down_are_unguessable(upstream: Any) -> None:
     async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
         alice = await session(http, gw.url, bearer("sk-alice"))
         await http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=alice)
+        # A session's first call into a target opens its upstream session (the SDK path); later ones take the relay.
+        await http.post(gw.url, json=call("echo", 9, text="warm"), headers=alice)
         ids = []
         with anyio.fail_after(30):
             for n in range(2):
