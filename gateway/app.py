@@ -31,6 +31,7 @@ from gateway.config.a2a import A2aShort
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
+from gateway.http_limits import BIND_CONCURRENCY, server_config
 from gateway.keeper import Keeper, Part
 from gateway.listening import tcp_listener
 from gateway.observability.exchange import Observability
@@ -118,13 +119,11 @@ class Socket:
 
     def __init__(self, bind: BindRuntime, drain: float) -> None:
         self.bind = bind
-        config = uvicorn.Config(
+        config = server_config(
             self,
+            concurrency=BIND_CONCURRENCY,
             host=bind.address,
             port=bind.port,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
             timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
         )
         self.server = bind.server = SignalFreeServer(config)
