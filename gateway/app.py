@@ -43,6 +43,7 @@ from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
+from protocols.mcp.size_limit import DEFAULT_MAX_RESPONSE_SIZE
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -337,7 +338,7 @@ class Gateway:
         else:
             side = _backend_policies(levels, self.base_dir)
             federation = Federation(
-                [_target_spec(t, side) for t in backend.targets] + agent_tools,
+                [_target_spec(t, side, backend.maxResponseBodySize) for t in backend.targets] + agent_tools,
                 FederationSettings(
                     prefix_mode=backend.prefixMode,
                     separator=backend.separator,
@@ -739,13 +740,16 @@ def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> Bac
     )
 
 
-def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
+def _target_spec(
+    target: Target, side: BackendPolicies, max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+) -> TargetSpec:
     """One target's spec. backendTLS and backendAuth apply to HTTP targets; stdio targets ignore them."""
     common: dict[str, Any] = {
         "name": target.name,
         "era": target.era,
         "sharing": target.sharing,
         "request_timeout": side.timeouts.per_message,
+        "max_response_size": max_response_size,
     }
     if side.retry is not None:  # MCP: only opening the connection is retried, never a message
         common.update(connect_attempts=side.retry.attempts, connect_backoff=side.retry.backoff)

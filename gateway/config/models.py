@@ -78,6 +78,7 @@ class McpBackend(_Model):
     failureMode: Annotated[Literal["failClosed", "failOpen"], _CI] = "failClosed"
     separator: Annotated[str, AfterValidator(_separator)] = "_"
     maxRequestBodySize: ByteSize = 4 * 1024 * 1024
+    maxResponseBodySize: ByteSize = 16 * 1024 * 1024  # agentplex extension: one JSON body or SSE event from a target
     sessionIdleTimeout: Duration = 1800.0  # agentplex extension: idle client sessions (and theirs upstream) end
     policies: Policies | None = None
 
