@@ -1,5 +1,8 @@
 """`maxResponseBodySize`: how much of one upstream message the gateway will hold, enforced while reading.
 
+HTTP targets: `LimitedResponses`, a transport under the SDK's client and the raw relay. stdio targets:
+`limited_stdio_client`, the SDK's `stdio_client` with each line of the server's stdout held the same way.
+
 A JSON body or one SSE event past the limit is never held whole: reading stops there, and the
 request it answered gets a JSON-RPC error naming the target and the limit instead (the SDK and the
 raw relay take it like any other answer). On an SSE stream the oversized event is first ended under
@@ -10,13 +13,18 @@ limit but for those few bytes). Several small events read at once (64 KiB) are n
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.abc
 import httpx2
+import mcp.client.stdio
+from mcp import StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE
 
@@ -186,3 +194,87 @@ def _request_id(request: httpx2.Request) -> Any:
         message = json.loads(request.content)
         return message.get("id") if isinstance(message, dict) else None
     return None
+
+
+# -- stdio -------------------------------------------------------------------------------------------
+
+_STDIO_LIMIT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("stdio_limit", default=None)
+
+
+@contextlib.asynccontextmanager
+async def limited_stdio_client(params: StdioServerParameters, target: str, limit: int) -> AsyncIterator[Any]:
+    """`stdio_client(params)` whose server's stdout lines are held to `limit` bytes (see `LimitedLines`)."""
+    token = _STDIO_LIMIT.set((target, limit))
+    try:
+        async with stdio_client(params) as streams:
+            _STDIO_LIMIT.reset(token)
+            token = None
+            yield streams
+    finally:
+        if token is not None:
+            _STDIO_LIMIT.reset(token)
+
+
+class LimitedLines(anyio.abc.ByteReceiveStream):
+    """A server's stdout passed on a whole line at a time, each line held to `limit` bytes.
+
+    An oversized line is dropped as it arrives; if it begins like a response, its request is answered
+    with the error instead. Whole lines also spare the SDK's reader, which re-joins its text per read.
+    """
+
+    def __init__(self, inner: anyio.abc.ByteReceiveStream, target: str, limit: int) -> None:
+        self.inner = inner
+        self.target = target
+        self.limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._skipping = False  # the rest of an oversized line is still arriving
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            lines = self._feed(await self.inner.receive(max_bytes))
+            if lines:
+                return lines
+
+    def _feed(self, chunk: bytes) -> bytes:
+        out: list[bytes] = []
+        while chunk:
+            newline = chunk.find(b"\n")
+            piece, chunk = (chunk, b"") if newline < 0 else (chunk[: newline + 1], chunk[newline + 1 :])
+            if self._skipping:
+                self._skipping = newline < 0
+                continue
+            self._parts.append(piece)
+            self._size += len(piece)
+            if self._size > self.limit:
+                logger.warning(
+                    "target %s: a line of its stdout passed maxResponseBodySize (%s); dropped",
+                    self.target,
+                    describe(self.limit),
+                )
+                if (response_id := answered_id(b"".join(self._parts)[:_HEAD])) is not None:
+                    out.append(json.dumps(too_large(self.target, self.limit, response_id)).encode() + b"\n")
+                self._parts, self._size, self._skipping = [], 0, newline < 0
+            elif newline >= 0:
+                out.append(b"".join(self._parts))
+                self._parts, self._size = [], 0
+        return b"".join(out)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+_spawn = mcp.client.stdio._create_platform_compatible_process
+
+
+async def _spawn_limited(*args: Any, **kwargs: Any) -> Any:
+    """The SDK spawns the server inside `stdio_client` and reads its stdout there: this is the one place
+    to put `LimitedLines` under that reader (anyio's process keeps the stream in `_stdout`)."""
+    process = await _spawn(*args, **kwargs)
+    limit = _STDIO_LIMIT.get()
+    if limit is not None and getattr(process, "_stdout", None) is not None:
+        process._stdout = LimitedLines(process._stdout, *limit)
+    return process
+
+
+mcp.client.stdio._create_platform_compatible_process = _spawn_limited

@@ -31,7 +31,6 @@ from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
 from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
@@ -45,7 +44,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from protocols import pooled_sockets
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
-from protocols.mcp.size_limit import DEFAULT_MAX_RESPONSE_SIZE, SSE_CLIENT_EVENT_LIMIT, LimitedResponses
+from protocols.mcp.size_limit import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    SSE_CLIENT_EVENT_LIMIT,
+    LimitedResponses,
+    limited_stdio_client,
+)
 
 logger = logging.getLogger("agentplex.upstream")
 
@@ -351,7 +355,8 @@ class Upstream:
         spec = self.spec
         if spec.transport == "stdio":
             params = StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env, cwd=spec.cwd)
-            return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
+            # the server's stderr is inherited: it lands in our log stream
+            return limited_stdio_client(params, spec.name, spec.max_response_size)
         if spec.transport == "sse":
             return _sse(self)
         if spec.transport == "memory":

@@ -1,8 +1,8 @@
 """maxResponseBodySize: an upstream answer past the limit is refused while it is read, never held whole.
 
 The target is named in the error, the session it came on goes on working, and so does everyone else's.
-Upstreams: the test upstream (SSE or JSON answers, or legacy SSE) and a small server that streams a
-JSON body without a Content-Length, so its size shows only while reading.
+Upstreams: the test upstream (SSE or JSON answers, legacy SSE, stdio) and a small server that streams
+a JSON body without a Content-Length, so its size shows only while reading.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port, http_target, mcp_yaml, run_gateway
+from tests.conftest import free_port, http_target, mcp_yaml, run_gateway, stdio_target
 
 pytestmark = pytest.mark.anyio
 
@@ -76,6 +76,9 @@ async def chunked_json_upstream() -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def target_url(upstream: Any, kind: str) -> AsyncIterator[str]:
+    if kind == "stdio":
+        yield ""
+        return
     if kind == "chunked json":
         async with chunked_json_upstream() as url:
             yield url
@@ -88,12 +91,12 @@ async def target_url(upstream: Any, kind: str) -> AsyncIterator[str]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("kind", ["sse answers", "json answers", "legacy sse", "chunked json"])
+@pytest.mark.parametrize("kind", ["sse answers", "json answers", "legacy sse", "chunked json", "stdio"])
 async def test_an_answer_past_max_response_body_size_is_refused_naming_the_target(
     upstream: Any, kind: str, mode: str
 ) -> None:
     async with target_url(upstream, kind) as url:
-        target = http_target("big", url, "sse" if kind == "legacy sse" else "mcp")
+        target = stdio_target("big") if kind == "stdio" else http_target("big", url, "sse" if kind == "legacy sse" else "mcp")
         async with (
             run_gateway(mcp_yaml(target, maxResponseBodySize=LIMIT)) as gw,
             Client(gw.url, mode=mode, cache=None) as client,
