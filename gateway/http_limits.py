@@ -1,6 +1,6 @@
 """What every HTTP server the gateway runs (binds, admin API, stats address) allows one client.
 
-uvicorn bounds a request head's size and idle keep-alive connections, but a client that sends its
+uvicorn bounds an unfinished request head's size and idle keep-alive connections, but a client that sends its
 request slowly (a byte of headers every few seconds, or of body) holds its connection, and the
 memory behind it, for as long as it likes. `ReadDeadlines` gives each request head, then each body,
 a deadline (Apache's mod_reqtimeout, in effect) after which the connection is closed.
@@ -17,7 +17,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEAD_TIMEOUT = 10.0  # seconds to send a request line and headers, from its first byte (or from connecting)
 BODY_TIMEOUT = 30.0  # seconds to send a body, plus one for every BODY_MIN_RATE bytes received
 BODY_MIN_RATE = 1024
-MAX_HEAD_SIZE = 32 * 1024  # bytes of request line and headers (uvicorn answers 400 beyond)
+MAX_HEAD_SIZE = 16 * 1024  # bytes of a request head still unfinished (h11's default, made explicit; 400 beyond)
 KEEP_ALIVE = 5  # seconds an idle connection stays open between requests
 BIND_CONCURRENCY = 8192  # connections (or requests) at once on one bind
 OPERATOR_CONCURRENCY = 64  # on the admin API and the stats address

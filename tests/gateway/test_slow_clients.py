@@ -80,6 +80,13 @@ async def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(
             assert (await http.get(f"http://127.0.0.1:{port}/")).status_code < 500
 
 
+async def test_an_unfinished_request_head_past_its_size_limit_is_refused(tmp_path: Path) -> None:
+    async with running(gateway_yaml(tmp_path)) as (runtime, _):
+        port = next(iter(runtime.sockets.values())).bind.bound_port
+        took, answer = await dribble(port, HEAD + b"x-big: " + b"x" * 20_000, b"")
+        assert answer.startswith(b"HTTP/1.1 400 ") and took < 4
+
+
 async def test_a_request_body_that_trickles_in_is_cut_off_and_others_are_served(
     tmp_path: Path, quick_deadlines: None
 ) -> None:
