@@ -8,6 +8,7 @@ a JSON body without a Content-Length, so its size shows only while reading.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,7 +45,12 @@ async def chunked_json_upstream() -> AsyncIterator[str]:
         if method == "initialize":
             result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "raw", "version": "0"}}
         elif method == "tools/list":
-            result = {"tools": [{"name": "blob", "inputSchema": {"type": "object"}}]}
+            result = {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in ("blob", "bomb")]}
+        elif method == "tools/call" and message["params"]["name"] == "bomb":  # gzip, though never offered
+            text = "x" * message["params"]["arguments"]["size"]
+            answer = {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}]}}
+            body = gzip.compress(json.dumps(answer).encode())
+            return Response(body, media_type="application/json", headers={**headers, "content-encoding": "gzip"})
         elif method == "tools/call":
             size = message["params"]["arguments"]["size"]
 
@@ -110,3 +116,17 @@ async def test_an_answer_past_max_response_body_size_is_refused_naming_the_targe
             # The same session, and another one, are served as before.
             assert len((await client.call_tool("blob", {"size": 1000})).content[0].text) == 1000
             assert len((await bystander.call_tool("blob", {"size": 2000})).content[0].text) == 2000
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_compressed_answer_is_not_inflated_past_the_limit(mode: str) -> None:
+    async with (
+        chunked_json_upstream() as url,
+        run_gateway(mcp_yaml(http_target("big", url), maxResponseBodySize=LIMIT)) as gw,
+        Client(gw.url, mode=mode, cache=None) as client,
+    ):
+        await client.list_tools()
+        with pytest.raises(MCPError) as refused:  # 3 MiB of JSON in 3 KiB of gzip: left compressed, it does not parse
+            await client.session.call_tool("bomb", {"size": BIG})
+        assert "big" in refused.value.message
+        assert len((await client.call_tool("blob", {"size": 1000})).content[0].text) == 1000
