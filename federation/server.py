@@ -305,15 +305,23 @@ class Federation:
 
     def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
         async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
-            catalog = await self.refresh(kind, ctx)
+            cursor = params.cursor if params is not None else None
             request = _request(ctx)
-            visible = [
-                entry.item
-                for exposed, entry in catalog.entries.items()
-                if entry.target not in catalog.unavailable
-                and self._visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
-            ]
-            items, next_cursor = page(visible, params.cursor if params is not None else None, LIST_METHODS[kind])
+
+            def visible(catalog: Catalog) -> list[Any]:
+                return [
+                    entry.item
+                    for exposed, entry in catalog.entries.items()
+                    if entry.target not in catalog.unavailable
+                    and self._visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
+                ]
+
+            # A later page comes from the catalog the walk's first page was cut from (its cursor's digest
+            # says so): re-listing every target per page made a walk of N pages cost N full fan-outs.
+            if cursor and (found := try_page(visible(self.catalogs[kind]), cursor)) is not None:
+                items, next_cursor = found
+            else:
+                items, next_cursor = page(visible(await self.refresh(kind, ctx)), cursor, LIST_METHODS[kind])
             return result_type(**{field: items}, next_cursor=next_cursor)
 
         return handler
@@ -1003,12 +1011,20 @@ PAGE_SIZE = 200
 def page(items: list[Any], cursor: str | None, method: str) -> tuple[list[Any], str | None]:
     """One page of a merged list. The cursor carries the offset and a digest of the names, so a list
     that changed between pages is refused (the client lists again) rather than skipping items."""
+    found = try_page(items, cursor)
+    if found is None:
+        raise MCPError(types.INVALID_PARAMS, f"Invalid cursor for {method}: the list changed; list again")
+    return found
+
+
+def try_page(items: list[Any], cursor: str | None) -> tuple[list[Any], str | None] | None:
+    """`page`, or None when the cursor is not one of this list's."""
     digest = hashlib.sha256("\n".join(_exposed(item) for item in items).encode()).hexdigest()[:12]
     start = 0
     if cursor:
         offset, _, seen = cursor.partition(".")
         if not offset.isdigit() or seen != digest:
-            raise MCPError(types.INVALID_PARAMS, f"Invalid cursor for {method}: the list changed; list again")
+            return None
         start = int(offset)
     end = start + PAGE_SIZE
     return items[start:end], (f"{end}.{digest}" if end < len(items) else None)

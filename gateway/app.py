@@ -32,6 +32,7 @@ from gateway.config.a2a import A2aShort
 from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
+from gateway.http_limits import BIND_CONCURRENCY, server_config
 from gateway.keeper import Keeper, Part
 from gateway.listening import tcp_listener
 from gateway.observability.exchange import Observability
@@ -44,6 +45,7 @@ from gateway.routing import RouteMatcher, RouteTable, describe
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.session_limits import SessionLimits
+from protocols.mcp.size_limit import DEFAULT_MAX_RESPONSE_SIZE
 from protocols.mcp.sse import SseEndpoint
 from protocols.mcp.streamable_http import StreamableHTTPEndpoint, rebinding_protection
 from protocols.mcp.upstream import TargetSpec
@@ -120,13 +122,11 @@ class Socket:
 
     def __init__(self, bind: BindRuntime, drain: float) -> None:
         self.bind = bind
-        config = uvicorn.Config(
+        config = server_config(
             self,
+            concurrency=BIND_CONCURRENCY,
             host=bind.address,
             port=bind.port,
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
             timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
         )
         self.server = bind.server = SignalFreeServer(config)
@@ -340,7 +340,7 @@ class Gateway:
         else:
             side = _backend_policies(levels, self.base_dir)
             federation = Federation(
-                [_target_spec(t, side) for t in backend.targets] + agent_tools,
+                [_target_spec(t, side, backend.maxResponseBodySize) for t in backend.targets] + agent_tools,
                 FederationSettings(
                     prefix_mode=backend.prefixMode,
                     separator=backend.separator,
@@ -747,13 +747,16 @@ def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> Bac
     )
 
 
-def _target_spec(target: Target, side: BackendPolicies) -> TargetSpec:
+def _target_spec(
+    target: Target, side: BackendPolicies, max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+) -> TargetSpec:
     """One target's spec. backendTLS and backendAuth apply to HTTP targets; stdio targets ignore them."""
     common: dict[str, Any] = {
         "name": target.name,
         "era": target.era,
         "sharing": target.sharing,
         "request_timeout": side.timeouts.per_message,
+        "max_response_size": max_response_size,
     }
     if side.retry is not None:  # MCP: only opening the connection is retried, never a message
         common.update(connect_attempts=side.retry.attempts, connect_backoff=side.retry.backoff)

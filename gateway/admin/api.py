@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -40,10 +39,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.a2a_registry import RegistryApi
 from gateway.admin import views
+from gateway.admin.throttle import FailureThrottle
 from gateway.admin.ui import COOKIE, LOGIN, STATIC, SignIns, ui_routes
 from gateway.app import Gateway, SignalFreeServer
 from gateway.config.models import is_loopback, split_addr
 from gateway.config.redact import redacted_config
+from gateway.http_limits import OPERATOR_CONCURRENCY, server_config
 from gateway.listening import tcp_listener
 from protocols.a2a.card import rewrite_card
 
@@ -63,9 +64,7 @@ class AdminServer:
         self.address = address
         self.app = build_admin_app(runtime)
         host, port = split_addr(address)
-        config = uvicorn.Config(
-            self.app, host=host, port=int(port), lifespan="off", log_level="warning", access_log=False
-        )
+        config = server_config(self.app, concurrency=OPERATOR_CONCURRENCY, host=host, port=int(port))
         self.server = SignalFreeServer(config)
         self.sock: socket.socket | None = None
 
@@ -161,7 +160,7 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
         return JSONResponse({"reloaded": True, "generation": runtime.generation, "source": runtime.config.source})
 
     registry = _RegistryProxy(runtime)
-    signins = SignIns()
+    signins, throttle = SignIns(), FailureThrottle()
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
@@ -176,10 +175,10 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
             Route("/reload", reload, methods=["POST"]),
             Route("/stats", stats, methods=["GET"]),
             Route("/call", call, methods=["POST"]),
-            *ui_routes(runtime, signins),
+            *ui_routes(runtime, signins, throttle),
         ]
     )
-    return _Guarded(app, runtime, signins)
+    return _Guarded(app, runtime, signins, throttle)
 
 
 class _RegistryProxy:
@@ -204,10 +203,11 @@ class _RegistryProxy:
 class _Guarded:
     """Token, Origin and Host checks in front of the admin routes."""
 
-    def __init__(self, app: Starlette, runtime: Runtime, signins: SignIns) -> None:
+    def __init__(self, app: Starlette, runtime: Runtime, signins: SignIns, throttle: FailureThrottle) -> None:
         self.app = app
         self.runtime = runtime
         self.signins = signins
+        self.throttle = throttle  # wrong bearer tokens count as wrong sign-ins do
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -233,8 +233,16 @@ class _Guarded:
             return None
         given = headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
-            return None
+        if scheme.lower() == "bearer":
+            address = scope["client"][0] if scope.get("client") else ""
+            wait = self.throttle.retry_after(address)
+            if wait is not None:
+                problem = f"too many wrong admin tokens from this address; retry in {wait} s"
+                return _error(429, "too_many_requests", problem, {"retry-after": str(wait)})
+            if hmac.compare_digest(value.strip().encode(), token.encode()):
+                self.throttle.succeeded(address)
+                return None
+            self.throttle.failed(address)
         if self.signins.valid(cookie_parser(headers.get("cookie", "")).get(COOKIE, ""), token):
             return None
         if path == "/ui" or path.startswith("/ui/"):

@@ -6,7 +6,8 @@ JavaScript (static/ui.js) for the catalog search, the playground's call and the 
     /ui/playground  call one tool through a form generated from its input schema (POST /call)
     /ui/agents      the A2A agents and their health
     /ui/config      the effective config (secrets redacted), and a reload button (POST /reload)
-    /ui/login       with config.adminToken: signs a browser in (a random id in an HttpOnly, SameSite=Strict cookie)
+    /ui/login       with config.adminToken: signs a browser in (a random id in an HttpOnly, SameSite=Strict cookie);
+                    five wrong tokens in a minute from one address get 429 until the oldest is a minute old
     /ui/logout      signs it out
 """
 
@@ -28,6 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from gateway.admin import views
 from gateway.admin.schema_form import form_fields, takes_more
+from gateway.admin.throttle import FailureThrottle
 from gateway.config.redact import redacted_config
 
 if TYPE_CHECKING:
@@ -91,12 +93,15 @@ def _fingerprint(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def ui_routes(runtime: Runtime, signins: SignIns) -> list[BaseRoute]:
-    def page(request: Request, name: str, **context: Any) -> Response:
+def ui_routes(runtime: Runtime, signins: SignIns, throttle: FailureThrottle) -> list[BaseRoute]:
+    def page(
+        request: Request, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> Response:
         context.setdefault("active", name.removesuffix(".html"))
         context.setdefault("generation", runtime.generation)
         context.setdefault("token_login", bool(runtime.config.config.adminToken))
-        return templates.TemplateResponse(request, name, context, headers=PAGE_HEADERS)
+        headers = {**PAGE_HEADERS, **(headers or {})}
+        return templates.TemplateResponse(request, name, context, status_code=status, headers=headers)
 
     async def dashboard(request: Request) -> Response:
         gateway = runtime.gateway
@@ -168,10 +173,16 @@ def ui_routes(runtime: Runtime, signins: SignIns) -> list[BaseRoute]:
         token = runtime.config.config.adminToken
         if request.method == "GET":
             return page(request, "login.html", active=None, failed=False)
+        address = request.client.host if request.client else ""
+        wait = throttle.retry_after(address)
+        if wait is not None:  # the token is not even compared: a right guess must look like a wrong one
+            return page(request, "login.html", 429, {"retry-after": str(wait)}, active=None, failed=False, wait=wait)
         form = await request.form()
         given = str(form.get("token", ""))
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            throttle.failed(address)
             return page(request, "login.html", active=None, failed=True)
+        throttle.succeeded(address)
         response = RedirectResponse("/ui", status_code=303)
         max_age = int(SignIns.lifetime)
         response.set_cookie(COOKIE, signins.start(token), max_age=max_age, httponly=True, samesite="strict", path="/")

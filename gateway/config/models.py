@@ -78,6 +78,7 @@ class McpBackend(_Model):
     failureMode: Annotated[Literal["failClosed", "failOpen"], _CI] = "failClosed"
     separator: Annotated[str, AfterValidator(_separator)] = "_"
     maxRequestBodySize: ByteSize = 4 * 1024 * 1024
+    maxResponseBodySize: ByteSize = 16 * 1024 * 1024  # agentplex extension: one JSON body or SSE event from a target
     # agentplex extensions. Idle client sessions end, and their upstream sessions (stdio: processes) with them;
     # a session holding its GET stream open is not idle.
     sessionIdleTimeout: Duration = 300.0

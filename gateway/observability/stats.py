@@ -17,6 +17,7 @@ from prometheus_client import make_asgi_app
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.http_limits import OPERATOR_CONCURRENCY, server_config
 from gateway.listening import tcp_listener
 from gateway.observability.metrics import Metrics
 
@@ -56,7 +57,7 @@ class StatsServer:
             logger.warning("stats: cannot listen on %s (%s); serving without /metrics", self.address, reason)
             return False
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, lifespan="off", log_level="warning", access_log=False)
+        config = server_config(self, concurrency=OPERATOR_CONCURRENCY)
         server = self._server = _Server(config)
         tg.start_soon(server.serve, [sock])
         with anyio.fail_after(10):

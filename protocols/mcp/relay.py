@@ -124,11 +124,14 @@ async def sse_messages(response: httpx2.Response) -> AsyncIterator[Message]:
     Parsed from bytes: MCP's events are small and UTF-8 JSON, so text decoding and line iteration
     (httpx's `aiter_lines`) would cost more than the parse itself.
     """
-    buffer = b""
+    buffer = bytearray()  # grown in place and searched from where the last search ended: a large event costs O(n)
     async for chunk in response.aiter_bytes():
+        start = max(0, len(buffer) - 1)
         buffer += chunk.replace(b"\r\n", b"\n")
-        while (end := buffer.find(b"\n\n")) >= 0:
-            event, buffer = buffer[:end], buffer[end + 2 :]
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            event = bytes(buffer[:end])
+            del buffer[: end + 2]
+            start = 0
             message = _event_message(event)
             if message is not None:
                 yield message

@@ -31,7 +31,6 @@ from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
 from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
@@ -45,6 +44,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from protocols import pooled_sockets, redaction
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
+from protocols.mcp.size_limit import (
+    DEFAULT_MAX_RESPONSE_SIZE,
+    SSE_CLIENT_EVENT_LIMIT,
+    LimitedResponses,
+    limited_stdio_client,
+)
 
 logger = logging.getLogger("agentplex.upstream")
 
@@ -91,6 +96,7 @@ class TargetSpec:
     connect_backoff: float = 0.0
     tls: ssl.SSLContext | None = None  # HTTP targets: how to verify (and present: `client_certificate`) certificates
     auth: UpstreamAuth | None = None  # HTTP targets: credentials for every request
+    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE  # bytes of one message from the target (size_limit.py)
     # memory targets: an in-process mcp `Server` or `MCPServer` (agents as tools: federation/agent_tools.py),
     # reached over the SDK's in-memory streams so it gets federation's naming, policy and relays for free.
     server: Any = None
@@ -359,7 +365,8 @@ class Upstream:
         spec = self.spec
         if spec.transport == "stdio":
             params = StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env, cwd=spec.cwd)
-            return stdio_client(params)  # the server's stderr is inherited: it lands in our log stream
+            # the server's stderr is inherited: it lands in our log stream
+            return limited_stdio_client(params, spec.name, spec.max_response_size)
         if spec.transport == "sse":
             return _sse(self)
         if spec.transport == "memory":
@@ -520,7 +527,9 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
     client._transport = _KeepAliveTransport(inner, wire)
-    async with client, streamable_http_client(spec.url, http_client=client) as streams:
+    client._transport = LimitedResponses(client._transport, spec.name, spec.max_response_size)
+    # The SDK's own cap on an event (1 MiB) would cut the connection; LimitedResponses answers the request instead.
+    async with client, streamable_http_client(spec.url, http_client=client, max_sse_event_size=None) as streams:
         yield streams[0], streams[1]
 
 
@@ -533,7 +542,7 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
     spec = upstream.spec
 
     def plain(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
-        return _http_client(upstream, headers, timeout)
+        return _sse_limited(_http_client(upstream, headers, timeout), spec)
 
     connect = {"headers": spec.headers or None, "timeout": spec.connect_timeout}
     if spec.auth is None:
@@ -556,7 +565,7 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
     def guarded(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
         client = _http_client(upstream, headers, timeout)
         client._transport = _AuthGate(client._transport, spec.name, refuse)
-        return client
+        return _sse_limited(client, spec)
 
     async def pump(read: Any) -> None:
         async with send:
@@ -571,6 +580,13 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
         tg.start_soon(pump, read)
         yield receive, write
         tg.cancel_scope.cancel()
+
+
+def _sse_limited(client: httpx2.AsyncClient, spec: TargetSpec) -> httpx2.AsyncClient:
+    """The SDK's SSE client ends the connection at an event of 1 MiB: a smaller one is answered with an error."""
+    limit = min(spec.max_response_size, SSE_CLIENT_EVENT_LIMIT)
+    client._transport = LimitedResponses(client._transport, spec.name, limit)
+    return client
 
 
 def _http_client(

@@ -184,6 +184,25 @@ async def test_paged_upstream_lists_completely_with_a_merged_cursor(upstream: An
         assert "list again" in err.value.message
 
 
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_paginated_walk_lists_each_target_once(upstream: Any, mode: str) -> None:
+    # 1,000 tools in upstream pages of 100, served by the gateway in pages of 200: six client pages that
+    # once cost six walks of the target (66 upstream pages) now cost one.
+    targets = stdio_target("many", "--extra-tools", "1000", "--page-size", "100") + stdio_target("small")
+    async with run_gateway(mcp_yaml(targets)) as gw, Client(gw.url, mode=mode, cache=None) as client:
+        names: list[str] = []
+        cursor = None
+        for _ in range(20):  # bounded: about 1,020 tools in pages of 200
+            result = await client.session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+            names += [t.name for t in result.tools]
+            cursor = result.next_cursor
+            if cursor is None:
+                break
+        assert cursor is None and len(names) == len(set(names)) > 1000
+        served = (await client.call_tool("many_tools_list_calls", {})).structured_content["result"]
+        assert served == -(-sum(name.startswith("many_") for name in names) // 100)  # one walk: 11 pages
+
+
 @pytest.mark.parametrize("transport", ["mcp", "stdio"])
 async def test_cancellation_reaches_the_target_that_owns_the_call(upstream: Any, transport: str) -> None:
     target = stdio_target("up") if transport == "stdio" else http_target("up", upstream("up", "mcp"))
