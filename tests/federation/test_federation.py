@@ -188,7 +188,9 @@ async def test_paged_upstream_lists_completely_with_a_merged_cursor(upstream: An
 async def test_a_paginated_walk_lists_each_target_once(upstream: Any, mode: str) -> None:
     # 1,000 tools in upstream pages of 100, served by the gateway in pages of 200: six client pages that
     # once cost six walks of the target (66 upstream pages) now cost one.
-    targets = stdio_target("many", "--extra-tools", "1000", "--page-size", "100") + stdio_target("small")
+    # One shared process counts every page: a session's lists and its calls would otherwise reach two.
+    targets = stdio_target("many", "--extra-tools", "1000", "--page-size", "100") + "\n    sharing: shared"
+    targets += stdio_target("small")
     async with run_gateway(mcp_yaml(targets)) as gw, Client(gw.url, mode=mode, cache=None) as client:
         names: list[str] = []
         cursor = None

@@ -83,7 +83,7 @@ async def test_a_private_ca_is_trusted_only_when_configured(pki: dict[str, Any],
         assert recorder.seen and set(sni) == {None}  # an IP address is never sent as SNI
         async with run_gateway(config(url, None, kind)) as gw:  # the system roots do not know this CA
             message = await refused_with(gw.url)
-        assert "target 'secure' cannot connect: " in message and url not in message, message
+        assert "target 'secure'" in message and "CERTIFICATE_VERIFY_FAILED" in message and url not in message, message
         assert "CERTIFICATE_VERIFY_FAILED" in message and "unable to get local issuer certificate" in message
 
 
@@ -109,7 +109,7 @@ async def test_mtls_presents_the_client_certificate(pki: dict[str, Any], kind: s
     async with tls_upstream(pki, kind=kind, require_client_cert=True) as (url, recorder, _):
         async with run_gateway(config(url, f'{{ root: "{d / "ca.pem"}" }}', kind)) as gw:
             message = await refused_with(gw.url)
-        assert "target 'secure' cannot connect: " in message and url not in message, message
+        assert "target 'secure'" in message and url not in message, message
         assert "the TLS server may require a client certificate: backendTLS cert and key" in message, message
         assert recorder.seen == []  # no request got through
         tls = f'{{ root: "{d / "ca.pem"}", cert: "{d / "client.crt"}", key: "{d / "client.key"}" }}'
