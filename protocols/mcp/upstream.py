@@ -18,7 +18,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -508,8 +508,8 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     inner: httpx2.AsyncBaseTransport = client._transport
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
-    client._transport = _KeepAliveTransport(inner, wire)
-    async with client, streamable_http_client(spec.url, http_client=client) as streams:
+    client._transport = keep_alive = _KeepAliveTransport(inner, wire)
+    async with client, keep_alive.draining(), streamable_http_client(spec.url, http_client=client) as streams:
         yield streams[0], streams[1]
 
 
@@ -680,40 +680,108 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
 
     The SDK closes a POST's event stream as soon as the JSON-RPC response arrives, before the
     server's final chunk, so every call would pay a new TCP connection (measured: one per call).
+    What is left of such a body is read in the background, in `draining()`'s task group.
     """
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
         self.inner = inner
         self.wire = wire
+        self._drains: anyio.abc.TaskGroup | None = None
+
+    @contextlib.asynccontextmanager
+    async def draining(self) -> AsyncIterator[None]:
+        """Run drains for the block; those still running at its end are stopped (their connections closed)."""
+        async with anyio.create_task_group() as tg:
+            self._drains = tg
+            try:
+                yield
+            finally:
+                self._drains = None
+                tg.cancel_scope.cancel()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
-        response.stream = _DrainOnClose(response.stream)  # type: ignore[arg-type]
+        spawn = self._spawn if _reusable(response) else None
+        response.stream = _DrainOnClose(response.stream, spawn)  # type: ignore[arg-type]
         if self.wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
             self.wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
         return response
+
+    def _spawn(self, drain: Callable[[], Awaitable[None]]) -> bool:
+        if self._drains is None:
+            return False
+        self._drains.start_soon(drain)
+        return True
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
-class _DrainOnClose(httpx2.AsyncByteStream):
-    """Reads what is left of a body (briefly) before closing, so the connection stays reusable.
+def _reusable(response: httpx2.Response) -> bool:
+    """Whether the response's connection may carry another request (else there is nothing to drain for)."""
+    connection = response.headers.get("connection", "").lower()
+    return response.http_version == "HTTP/1.1" and "close" not in connection
 
-    A reader must keep its (abandoned) iterator referenced until the response is closed: if it is
-    finalized first, its cleanup closes the connection under the drain.
+
+class _DrainOnClose(httpx2.AsyncByteStream):
+    """Reads what is left of a body after its reader stopped early, so the connection stays reusable.
+
+    The drain goes on in the background (no request waits for it), bounded by time and bytes, on the
+    reader's own iterator: held here, so a reader's abandoned iterator being finalized cannot close the
+    connection under it. A body read to its end is only closed: httpcore must never be asked for more of
+    an ended body (after the connection closes, it answers in a loop that never yields).
     """
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    seconds = 1.0
+    max_bytes = 64 * 1024
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.inner.__aiter__()
+    def __init__(self, inner: Any, spawn: Callable[[Callable[[], Awaitable[None]]], bool] | None) -> None:
+        self.inner = inner
+        self.spawn = spawn  # starts a drain and says whether it could; None: the connection will close anyway
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._ended = False  # read to its end, or failed (httpcore then closed the connection itself)
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            self._chunks = self.inner.__aiter__()
+        try:
+            async for chunk in self._chunks:
+                yield chunk
+        except GeneratorExit:
+            raise  # the reader stopped early: the rest may be drained
+        except BaseException:
+            self._ended = True
+            raise
+        self._ended = True
 
     async def aclose(self) -> None:
-        with anyio.move_on_after(0.25):  # a finished stream ends at once; a live one is not waited for
-            async for _ in self.inner:
-                pass
+        if self._closed:
+            return
+        self._closed = True
+        if self._ended or self.spawn is None or not self.spawn(self._drain):
+            await self._close()
+
+    async def _drain(self) -> None:
+        try:
+            with anyio.move_on_after(self.seconds):
+                if self._chunks is None:
+                    self._chunks = self.inner.__aiter__()
+                left = self.max_bytes
+                async for chunk in self._chunks:
+                    left -= len(chunk)
+                    if left < 0:
+                        break  # still streaming: not worth a connection
+        except Exception as exc:
+            logger.debug("draining a response failed: %s", _describe(exc))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+
+    async def _close(self) -> None:
+        if self._chunks is not None:
+            with contextlib.suppress(Exception):
+                await self._chunks.aclose()  # type: ignore[attr-defined]
         await self.inner.aclose()
 
 
