@@ -26,6 +26,7 @@ import anyio
 import httpcore2
 import httpx2
 import mcp_types as types
+import pydantic_core
 from mcp import ClientSession, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
@@ -200,7 +201,11 @@ class Upstream:
 
     @property
     def connected(self) -> bool:
-        return self._session is not None and not _is_closed(self._session)
+        return self._live(self._session)
+
+    def _live(self, session: ClientSession | None) -> bool:
+        """A session whose transport is open and whose target has not ended it (a restarted server's 404)."""
+        return session is not None and not _is_closed(session) and not (self.wire is not None and self.wire.ended)
 
     @property
     def restarts(self) -> int:
@@ -217,14 +222,17 @@ class Upstream:
     async def session(self) -> ClientSession:
         """The live session, connecting (or reconnecting) first when needed."""
         session = self._session
-        if session is not None and not _is_closed(session):
-            return session
+        if self._live(session):
+            return session  # type: ignore[return-value]
         async with self._lock:
             session = self._session
-            if session is not None and not _is_closed(session):
-                return session
+            if self._live(session):
+                return session  # type: ignore[return-value]
             if session is not None:
-                self._failed("connection closed")
+                if self.wire is not None and self.wire.ended:
+                    self.last_error = "the target ended the session (restarted?)"  # it answers: reconnect now
+                else:
+                    self._failed("connection closed")
                 await self.close()
             wait = self._failed_at + self.retry_after - time.monotonic()
             if wait > 0:
@@ -376,6 +384,7 @@ class Upstream:
     async def request(self, method: str, call: Any) -> Any:
         """Run `call(session)` and turn transport failures into errors that name the target."""
         session = await self.session()
+        wire = self.wire
         try:
             if self.spec.request_timeout is None:
                 return await call(session)
@@ -386,6 +395,8 @@ class Upstream:
                 self.spec.name, f"{method} timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
             ) from None
         except MCPError as exc:
+            if wire is not None and wire.ended:
+                raise UpstreamError(self.spec.name, f"lost its session during {method} (restarted?); reconnecting") from None
             if exc.code == CONNECTION_CLOSED:
                 self._failed("connection closed")
                 raise UpstreamError(self.spec.name, f"connection lost during {method}") from None
@@ -401,9 +412,8 @@ class Upstream:
         """Whether calls may take the raw relay: a live handshake-era streamable-HTTP session."""
         return (
             self.wire is not None
-            and self._session is not None
-            and not _is_closed(self._session)
-            and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+            and self._live(self._session)
+            and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS  # type: ignore[union-attr]
         )
 
     async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
@@ -494,6 +504,7 @@ class HttpWire:
     url: str
     client: httpx2.AsyncClient
     session_id: str | None = None
+    ended: bool = False  # the target answered 404 on the session: it no longer knows it (restarted, expired)
 
 
 @contextlib.asynccontextmanager
@@ -508,7 +519,7 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     inner: httpx2.AsyncBaseTransport = client._transport
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
-    client._transport = keep_alive = _KeepAliveTransport(inner, wire)
+    client._transport = keep_alive = _KeepAliveTransport(inner, wire, spec.name)
     async with client, keep_alive.draining(), streamable_http_client(spec.url, http_client=client) as streams:
         yield streams[0], streams[1]
 
@@ -683,9 +694,10 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     What is left of such a body is read in the background, in `draining()`'s task group.
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire, target: str) -> None:
         self.inner = inner
         self.wire = wire
+        self.target = target
         self._drains: anyio.abc.TaskGroup | None = None
 
     @contextlib.asynccontextmanager
@@ -703,8 +715,13 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
         response = await self.inner.handle_async_request(request)
         spawn = self._spawn if _reusable(response) else None
         response.stream = _DrainOnClose(response.stream, spawn)  # type: ignore[arg-type]
-        if self.wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
-            self.wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
+        wire = self.wire
+        if wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
+            wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
+        elif response.status_code == 404 and wire.session_id and request.headers.get("mcp-session-id") == wire.session_id:
+            wire.ended = True
+        if request.method == "POST" and response.headers.get("content-type", "").startswith("application/json"):
+            return await _addressed(request, response)
         return response
 
     def _spawn(self, drain: Callable[[], Awaitable[None]]) -> bool:
@@ -715,6 +732,35 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+async def _addressed(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:
+    """A JSON answer to a request must carry its id: the SDK drops any other, and the caller would wait forever.
+
+    An error with a null id (the target could not read the request) is this request's; any other id gets
+    an error for the request. The body is read here, once, and handed on in memory.
+    """
+    asked = _request_id(request)
+    if asked is None or "content-encoding" in response.headers:
+        return response
+    body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+    await response.stream.aclose()  # type: ignore[union-attr]
+    response.stream = httpx2.ByteStream(body)
+    try:
+        message = pydantic_core.from_json(body)
+    except ValueError:
+        return response  # the SDK says what is wrong with it
+    if not isinstance(message, dict) or message.get("id") == asked:
+        return response
+    error = message.get("error")
+    if "result" not in message and not isinstance(error, dict):
+        return response  # not a JSON-RPC response (a 401's body, say): not ours to judge
+    if message.get("id") is None and isinstance(error, dict):
+        answer: dict[str, Any] = {**message, "id": asked}
+    else:
+        problem = f"Upstream answered request {asked!r} with the response to {message.get('id')!r}"
+        answer = {"jsonrpc": "2.0", "id": asked, "error": {"code": types.INTERNAL_ERROR, "message": problem}}
+    return httpx2.Response(response.status_code, json=answer, request=request, extensions=response.extensions)
 
 
 def _reusable(response: httpx2.Response) -> bool:

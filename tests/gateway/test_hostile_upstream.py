@@ -23,7 +23,7 @@ AGENTPLEX = str(Path(sys.executable).with_name("agentplex"))
 
 
 def closing_upstream(port: int, framing: str = "length") -> subprocess.Popen[bytes]:
-    command = [PY, "-m", "tests.fixtures.closing_upstream", "--port", str(port), "--framing", framing]
+    command = [PY, "-m", "tests.fixtures.misbehaving_upstream", "--port", str(port), "--close", "--framing", framing]
     return subprocess.Popen(command, cwd=ROOT)
 
 
@@ -83,7 +83,7 @@ def test_an_upstream_that_closes_after_each_response_at_start_up(
     procs.append(upstream := closing_upstream(target, framing))
     wait_for_port(target, upstream)
     proc, port, admin = gateway(tmp_path, target, "failClosed", procs)
-    assert serves(port, admin) == "closing"
+    assert serves(port, admin) == "odd"
     stops_on_sigterm(proc)
 
 
@@ -95,7 +95,7 @@ def test_a_fail_open_target_that_comes_back_closing_after_each_response(
     procs.append(upstream := closing_upstream(target))
     wait_for_port(target, upstream)
     anyio.run(anyio.sleep, 1.1)  # past the first reconnection back-off
-    assert serves(port, admin) == "closing"
+    assert serves(port, admin) == "odd"
     stops_on_sigterm(proc)
     stop(upstream)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
+import anyio
 import pytest
 
 from protocols.mcp.errors import UpstreamError
 from protocols.mcp.upstream import NoEvents, TargetSpec, Upstream
-from tests.conftest import PY, ROOT, free_port
+from tests.conftest import PY, ROOT, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +68,27 @@ async def test_missing_command_is_a_clear_error() -> None:
         with pytest.raises(UpstreamError) as err:
             await up.session()
         assert "target 'ghost' cannot connect to /nonexistent/server" in err.value.message
+
+
+async def test_a_session_the_restarted_server_forgot_is_reported_down_then_reopened() -> None:
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.upstream", "--name", "phoenix", "--transport", "http", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        spec = TargetSpec(name="phoenix", transport="mcp", url=f"http://127.0.0.1:{port}/mcp")
+        async with Upstream(spec, NoEvents()).running() as up:
+            await up.session()
+            stop(proc)
+            proc = subprocess.Popen(command, cwd=ROOT)
+            wait_for_port(port, proc)
+            with anyio.fail_after(15):  # the SDK's GET stream reconnects within a second or two and gets a 404
+                for _ in range(150):
+                    if not up.connected:
+                        break
+                    await anyio.sleep(0.1)
+            assert not up.connected  # what /targets and /readyz report
+            result = await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+            assert result.content[0].text == "phoenix" and up.connected
+    finally:
+        stop(proc)
