@@ -420,7 +420,6 @@ class Upstream:
         """One request over the raw relay, with the same timeout and error naming as `request()`."""
         wire, version = self.wire, self.protocol_version
         assert wire is not None and version is not None
-        assert self._tg is not None
         args = (
             self.spec.name,
             wire.url,
@@ -429,7 +428,6 @@ class Upstream:
             version,
             request,
             on_message,
-            self._tg.start_soon,
         )
         try:
             if self.spec.request_timeout is None:
