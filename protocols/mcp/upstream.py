@@ -517,7 +517,7 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     inner: httpx2.AsyncBaseTransport = client._transport
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
-    client._transport = keep_alive = _KeepAliveTransport(inner, wire, spec.name)
+    client._transport = keep_alive = _KeepAliveTransport(inner, wire)
     async with client, keep_alive.draining(), streamable_http_client(spec.url, http_client=client) as streams:
         yield streams[0], streams[1]
 
@@ -692,10 +692,9 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     What is left of such a body is read in the background, in `draining()`'s task group.
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire, target: str) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
         self.inner = inner
         self.wire = wire
-        self.target = target
         self._drains: anyio.abc.TaskGroup | None = None
 
     @contextlib.asynccontextmanager
@@ -735,8 +734,9 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
 async def _addressed(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:
     """A JSON answer to a request must carry its id: the SDK drops any other, and the caller would wait forever.
 
-    An error with a null id (the target could not read the request) is this request's; any other id gets
-    an error for the request. The body is read here, once, and handed on in memory.
+    An error with a null id (the target could not read the request) or an HTTP error status is this
+    request's; any other answer with another id becomes an error for the request. The body is read here,
+    once, and handed on in memory.
     """
     asked = _request_id(request)
     if asked is None or "content-encoding" in response.headers:
@@ -753,7 +753,7 @@ async def _addressed(request: httpx2.Request, response: httpx2.Response) -> http
     error = message.get("error")
     if "result" not in message and not isinstance(error, dict):
         return response  # not a JSON-RPC response (a 401's body, say): not ours to judge
-    if message.get("id") is None and isinstance(error, dict):
+    if isinstance(error, dict) and (message.get("id") is None or response.status_code >= 400):
         answer: dict[str, Any] = {**message, "id": asked}
     else:
         problem = f"Upstream answered request {asked!r} with the response to {message.get('id')!r}"
