@@ -762,9 +762,13 @@ async def _addressed(request: httpx2.Request, response: httpx2.Response) -> http
 
 
 def _reusable(response: httpx2.Response) -> bool:
-    """Whether the response's connection may carry another request (else there is nothing to drain for)."""
-    connection = response.headers.get("connection", "").lower()
-    return response.http_version == "HTTP/1.1" and "close" not in connection
+    """Whether the response's connection may carry another request (else there is nothing to drain for).
+
+    Not when the server says it will close, nor for a body without a length or chunks (it ends with the connection).
+    """
+    headers = response.headers
+    framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
+    return framed and response.http_version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
 
 
 class _DrainOnClose(httpx2.AsyncByteStream):
