@@ -690,12 +690,19 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     The SDK closes a POST's event stream as soon as the JSON-RPC response arrives, before the
     server's final chunk, so every call would pay a new TCP connection (measured: one per call).
     What is left of such a body is read in the background, in `draining()`'s task group.
+
+    Event streams (GET) are opened at most once per `stream_gap`: the SDK reopens one as soon as the
+    server's `retry:` says, so `retry: 0` and a stream that ends at once would have it reconnect in a
+    tight loop, forever. (Its own default is to wait this long.)
     """
+
+    stream_gap = 1.0
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
         self.inner = inner
         self.wire = wire
         self._drains: anyio.abc.TaskGroup | None = None
+        self._next_stream = -math.inf
 
     @contextlib.asynccontextmanager
     async def draining(self) -> AsyncIterator[None]:
@@ -709,6 +716,11 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
                 tg.cancel_scope.cancel()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            now = time.monotonic()
+            wait, self._next_stream = self._next_stream - now, max(now, self._next_stream) + self.stream_gap
+            if wait > 0:
+                await anyio.sleep(wait)
         response = await self.inner.handle_async_request(request)
         spawn = self._spawn if _reusable(response) else None
         response.stream = _DrainOnClose(response.stream, spawn)  # type: ignore[arg-type]

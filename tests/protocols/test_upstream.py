@@ -92,3 +92,21 @@ async def test_a_session_the_restarted_server_forgot_is_reported_down_then_reope
             assert result.content[0].text == "phoenix" and up.connected
     finally:
         stop(proc)
+
+
+async def test_an_event_stream_that_keeps_ending_is_not_reopened_in_a_tight_loop() -> None:
+    """The SDK reopens the GET stream as soon as `retry: 0` says: hundreds of times a second, without end."""
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.misbehaving_upstream", "--port", str(port), "--flapping-stream"]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        spec = TargetSpec(name="flap", transport="mcp", url=f"http://127.0.0.1:{port}/mcp")
+        async with Upstream(spec, NoEvents()).running() as up:
+            await up.session()
+            await anyio.sleep(2)
+            result = await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+        gets = int(result.content[0].text.split()[2])
+        assert 1 <= gets <= 4  # about one a second
+    finally:
+        stop(proc)
