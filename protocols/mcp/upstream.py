@@ -502,7 +502,9 @@ class HttpWire:
     url: str
     client: httpx2.AsyncClient
     session_id: str | None = None
-    ended: bool = False  # the target answered 404 on the session: it no longer knows it (restarted, expired)
+    # The target answered 404 on the session (it no longer knows it: restarted, expired), or its event stream
+    # could not be reconnected: either way the connection is dead.
+    ended: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -721,7 +723,13 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
             wait, self._next_stream = self._next_stream - now, max(now, self._next_stream) + self.stream_gap
             if wait > 0:
                 await anyio.sleep(wait)
-        response = await self.inner.handle_async_request(request)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx2.ConnectError:
+            sid = self.wire.session_id
+            if request.method == "GET" and sid and request.headers.get("mcp-session-id") == sid:
+                self.wire.ended = True  # the event stream cannot be reopened: the SDK gives up on it after two tries
+            raise
         spawn = self._spawn if _reusable(response) else None
         response.stream = _DrainOnClose(response.stream, spawn)  # type: ignore[arg-type]
         wire = self.wire

@@ -118,3 +118,32 @@ def test_sigterm_as_the_uvicorn_upstream_dies_stops_the_gateway(
 
     anyio.run(use_then_stop)
     assert proc.wait(15) == 0
+
+
+def test_a_restarted_target_is_reported_down_until_used_then_serves(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The restarted server no longer knows the gateway's session: that is a dead connection, not 'up'."""
+    target = free_port()
+    command = [PY, "-m", "tests.fixtures.upstream", "--name", "shut", "--transport", "http", "--port", str(target)]
+    procs.append(upstream := subprocess.Popen(command, cwd=ROOT))
+    wait_for_port(target, upstream)
+    proc, port, admin = gateway(tmp_path, target, "failClosed", procs)
+
+    def health() -> str:
+        (route,) = httpx.get(f"http://127.0.0.1:{admin}/targets", timeout=5).json()["routes"]
+        return route["targets"][0]["health"]
+
+    assert health() == "up"
+    stop(upstream)
+    procs.append(upstream := subprocess.Popen(command, cwd=ROOT))
+    wait_for_port(target, upstream)
+    for _ in range(30):  # the gateway's event stream to the target reconnects within a second or two
+        if health() == "down":
+            break
+        anyio.run(anyio.sleep, 0.5)
+    assert health() == "down"
+    assert serves(port, admin) == "shut"
+    assert httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=10).status_code == 200  # its probe reconnects
+    assert health() == "up"
+    stops_on_sigterm(proc)
