@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pydantic_core
+from mcp_types import INTERNAL_ERROR
 
 from protocols import redaction
 from protocols.mcp.errors import UpstreamError
@@ -46,61 +47,90 @@ async def call(
     protocol_version: str,
     request: Message,
     on_message: OnMessage,
-    spawn: Callable[..., None],
 ) -> Message:
     """POST one request on an upstream session and return its JSON-RPC response.
 
-    Messages before the response go to `on_message`; for a server-to-client request it returns the
-    response, which is POSTed back on the same session. The rest of the upstream's stream (its
-    closing chunk) is read by a task started with `spawn`, after the caller already has its answer.
+    Messages before the response go to `on_message`, notifications in order; each server-to-client
+    request in a task of its own (a caller may take its time to answer one), whose answer is POSTed
+    back on the same session. The client's transport reads the rest of the stream (its closing chunk)
+    in the background after the response is closed, so the caller has its answer at once.
     """
     headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": protocol_version}
     if session_id:
         headers["mcp-session-id"] = session_id
     post = client.build_request("POST", url, content=pydantic_core.to_json(request), headers=headers)
-    response: httpx2.Response | None = None
-    messages: AsyncIterator[Message] | None = None
     try:
         response = await client.send(post, stream=True)
-        kind = response.headers.get("content-type", "")
-        if response.status_code == 404 and session_id:
-            raise SessionGone(f"target '{target}' forgot session {session_id}")
-        if kind.startswith("application/json"):
-            message = pydantic_core.from_json(await response.aread())
-            if isinstance(message, dict) and ("result" in message or "error" in message):
-                return message
-            raise UpstreamError(
-                target, f"answered tools/call with HTTP {response.status_code} and no JSON-RPC response"
-            )
-        if response.status_code >= 400:
-            raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
-        if not kind.startswith("text/event-stream"):
-            raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
-        messages = sse_messages(response)
-        async for message in messages:
-            if message.get("id") == request["id"] and ("result" in message or "error" in message):
-                spawn(_finish, response, messages)
-                response = None
-                return message
-            reply = await on_message(message)
-            if reply is not None:
-                await _post_back(client, url, headers, reply)
-        raise UpstreamError(target, "ended the tools/call stream without a response")
+        try:
+            return await _answer(target, request, response, _Asker(client, url, headers, on_message))
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(httpx2.HTTPError):
+                await response.aclose()
     except httpx2.HTTPError as exc:
         raise UpstreamError(target, f"tools/call failed: {type(exc).__name__}: {redaction.text(str(exc))}") from None
     except ValueError as exc:
         raise UpstreamError(target, f"sent malformed JSON: {exc}") from None
-    finally:
-        if response is not None:
-            with anyio.CancelScope(shield=True):
-                await _finish(response, messages)
 
 
-async def _finish(response: httpx2.Response, messages: AsyncIterator[Message] | None) -> None:
-    """Close a response, keeping its reader referenced until then (see upstream._DrainOnClose)."""
-    with contextlib.suppress(httpx2.HTTPError):
-        await response.aclose()
-    del messages
+async def _answer(target: str, request: Message, response: httpx2.Response, asker: _Asker) -> Message:
+    kind = response.headers.get("content-type", "")
+    if response.status_code == 404 and "mcp-session-id" in asker.headers:
+        raise SessionGone(f"target '{target}' forgot session {asker.headers['mcp-session-id']}")
+    if kind.startswith("application/json"):
+        message = pydantic_core.from_json(await response.aread())
+        if isinstance(message, dict) and ("result" in message or "error" in message):
+            if message.get("id") != request["id"]:
+                raise UpstreamError(target, f"answered tools/call with the response to {message.get('id')!r}")
+            return message
+        raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code} and no JSON-RPC response")
+    if response.status_code >= 400:
+        raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
+    if not kind.startswith("text/event-stream"):
+        raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
+    answer: Message | Exception = UpstreamError(target, "ended the tools/call stream without a response")
+    async with anyio.create_task_group() as asks:
+        try:
+            async for message in sse_messages(response):
+                if message.get("id") == request["id"] and ("result" in message or "error" in message):
+                    answer = message
+                    break
+                if "method" in message and "id" in message:
+                    await asker.slots.acquire()  # past MAX_ASKS unanswered, read on once one is answered
+                    asks.start_soon(asker.ask, message)
+                else:
+                    await asker.on_message(message)
+        except Exception as exc:  # raised past the task group, it would come out as an ExceptionGroup
+            answer = exc
+        asks.cancel_scope.cancel()  # asks still open when the call ends are moot
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+class _Asker:
+    """Relays a call's server-to-client requests, each in its own task, and POSTs the answers back."""
+
+    MAX_ASKS = 32
+
+    def __init__(self, client: httpx2.AsyncClient, url: str, headers: dict[str, str], on_message: OnMessage) -> None:
+        self.client = client
+        self.url = url
+        self.headers = headers
+        self.on_message = on_message
+        self.slots = anyio.Semaphore(self.MAX_ASKS)
+
+    async def ask(self, message: Message) -> None:
+        try:
+            try:
+                reply = await self.on_message(message)
+            except Exception as exc:  # the caller went away, say: the upstream still gets an answer
+                error = {"code": INTERNAL_ERROR, "message": f"no answer from the client: {type(exc).__name__}"}
+                reply = {"jsonrpc": "2.0", "id": message["id"], "error": error}
+            if reply is not None:
+                with contextlib.suppress(httpx2.HTTPError):
+                    await _post_back(self.client, self.url, self.headers, reply)
+        finally:
+            self.slots.release()
 
 
 async def cancel(client: httpx2.AsyncClient, url: str, session_id: str | None, version: str, request_id: str) -> None:

@@ -18,7 +18,7 @@ import logging
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +26,7 @@ import anyio
 import httpcore2
 import httpx2
 import mcp_types as types
+import pydantic_core
 from mcp import ClientSession, StdioServerParameters
 from mcp.client._memory import InMemoryTransport
 from mcp.client._probe import negotiate_auto
@@ -211,7 +212,11 @@ class Upstream:
 
     @property
     def connected(self) -> bool:
-        return self._session is not None and not _is_closed(self._session)
+        return self._live(self._session)
+
+    def _live(self, session: ClientSession | None) -> bool:
+        """A session whose transport is open and whose target has not ended it (a restarted server's 404)."""
+        return session is not None and not _is_closed(session) and not (self.wire is not None and self.wire.ended)
 
     @property
     def restarts(self) -> int:
@@ -228,14 +233,17 @@ class Upstream:
     async def session(self) -> ClientSession:
         """The live session, connecting (or reconnecting) first when needed."""
         session = self._session
-        if session is not None and not _is_closed(session):
-            return session
+        if self._live(session):
+            return session  # type: ignore[return-value]
         async with self._lock:
             session = self._session
-            if session is not None and not _is_closed(session):
-                return session
+            if self._live(session):
+                return session  # type: ignore[return-value]
             if session is not None:
-                self._failed("connection closed")
+                if self.wire is not None and self.wire.ended:
+                    self.last_error = "the target ended the session (restarted?)"  # it answers: reconnect now
+                else:
+                    self._failed("connection closed")
                 await self.close()
             wait = self._failed_at + self.retry_after - time.monotonic()
             if wait > 0:
@@ -393,6 +401,7 @@ class Upstream:
     async def request(self, method: str, call: Any) -> Any:
         """Run `call(session)` and turn transport failures into errors that name the target."""
         session = await self.session()
+        wire = self.wire
         try:
             if self.spec.request_timeout is None:
                 return await call(session)
@@ -403,6 +412,8 @@ class Upstream:
                 self.spec.name, f"{method} timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
             ) from None
         except MCPError as exc:
+            if wire is not None and wire.ended:
+                raise UpstreamError(self.spec.name, f"lost its session during {method} (restarted?); reconnecting") from None
             if exc.code == CONNECTION_CLOSED:
                 self._failed("connection closed")
                 raise UpstreamError(self.spec.name, f"connection lost during {method}") from None
@@ -418,16 +429,14 @@ class Upstream:
         """Whether calls may take the raw relay: a live handshake-era streamable-HTTP session."""
         return (
             self.wire is not None
-            and self._session is not None
-            and not _is_closed(self._session)
-            and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+            and self._live(self._session)
+            and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS  # type: ignore[union-attr]
         )
 
     async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
         """One request over the raw relay, with the same timeout and error naming as `request()`."""
         wire, version = self.wire, self.protocol_version
         assert wire is not None and version is not None
-        assert self._tg is not None
         args = (
             self.spec.name,
             wire.url,
@@ -436,7 +445,6 @@ class Upstream:
             version,
             request,
             on_message,
-            self._tg.start_soon,
         )
         try:
             if self.spec.request_timeout is None:
@@ -512,6 +520,9 @@ class HttpWire:
     client: httpx2.AsyncClient
     session_id: str | None = None
     listening: anyio.Event = field(default_factory=anyio.Event)  # the GET stream was answered
+    # The target answered 404 on the session (it no longer knows it: restarted, expired), or its event stream
+    # could not be reconnected: either way the connection is dead.
+    ended: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -526,10 +537,15 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     inner: httpx2.AsyncBaseTransport = client._transport
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
-    client._transport = _KeepAliveTransport(inner, wire)
-    client._transport = LimitedResponses(client._transport, spec.name, spec.max_response_size)
+    # The size limit sits under the keep-alive transport, which reads a JSON answer whole to check its id.
+    inner = LimitedResponses(inner, spec.name, spec.max_response_size)
+    client._transport = keep_alive = _KeepAliveTransport(inner, wire)
     # The SDK's own cap on an event (1 MiB) would cut the connection; LimitedResponses answers the request instead.
-    async with client, streamable_http_client(spec.url, http_client=client, max_sse_event_size=None) as streams:
+    async with (
+        client,
+        keep_alive.draining(),
+        streamable_http_client(spec.url, http_client=client, max_sse_event_size=None) as streams,
+    ):
         yield streams[0], streams[1]
 
 
@@ -708,44 +724,168 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
 
     The SDK closes a POST's event stream as soon as the JSON-RPC response arrives, before the
     server's final chunk, so every call would pay a new TCP connection (measured: one per call).
+    What is left of such a body is read in the background, in `draining()`'s task group.
+
+    Event streams (GET) are opened at most once per `stream_gap`: the SDK reopens one as soon as the
+    server's `retry:` says, so `retry: 0` and a stream that ends at once would have it reconnect in a
+    tight loop, forever. (Its own default is to wait this long.)
     """
+
+    stream_gap = 1.0
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, wire: HttpWire) -> None:
         self.inner = inner
         self.wire = wire
+        self._drains: anyio.abc.TaskGroup | None = None
+        self._next_stream = -math.inf
+
+    @contextlib.asynccontextmanager
+    async def draining(self) -> AsyncIterator[None]:
+        """Run drains for the block; those still running at its end are stopped (their connections closed)."""
+        async with anyio.create_task_group() as tg:
+            self._drains = tg
+            try:
+                yield
+            finally:
+                self._drains = None
+                tg.cancel_scope.cancel()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            now = time.monotonic()
+            wait, self._next_stream = self._next_stream - now, max(now, self._next_stream) + self.stream_gap
+            if wait > 0:
+                await anyio.sleep(wait)
         try:
             response = await self.inner.handle_async_request(request)
+        except httpx2.ConnectError:
+            sid = self.wire.session_id
+            if request.method == "GET" and sid and request.headers.get("mcp-session-id") == sid:
+                self.wire.ended = True  # the event stream cannot be reopened: the SDK gives up on it after two tries
+            raise
         finally:
             if request.method == "GET":
                 self.wire.listening.set()
-        response.stream = _DrainOnClose(response.stream)  # type: ignore[arg-type]
-        if self.wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
-            self.wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
+        spawn = self._spawn if _reusable(response) else None
+        response.stream = _DrainOnClose(response.stream, spawn)  # type: ignore[arg-type]
+        wire = self.wire
+        if wire.session_id is None and (sid := response.headers.get("mcp-session-id")):
+            wire.session_id = sid  # the session the SDK opened; the relay speaks on it too
+        elif response.status_code == 404 and wire.session_id and request.headers.get("mcp-session-id") == wire.session_id:
+            wire.ended = True
+        if request.method == "POST" and response.headers.get("content-type", "").startswith("application/json"):
+            return await _addressed(request, response)
         return response
+
+    def _spawn(self, drain: Callable[[], Awaitable[None]]) -> bool:
+        if self._drains is None:
+            return False
+        self._drains.start_soon(drain)
+        return True
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
 
-class _DrainOnClose(httpx2.AsyncByteStream):
-    """Reads what is left of a body (briefly) before closing, so the connection stays reusable.
+async def _addressed(request: httpx2.Request, response: httpx2.Response) -> httpx2.Response:
+    """A JSON answer to a request must carry its id: the SDK drops any other, and the caller would wait forever.
 
-    A reader must keep its (abandoned) iterator referenced until the response is closed: if it is
-    finalized first, its cleanup closes the connection under the drain.
+    An error with a null id (the target could not read the request) or an HTTP error status is this
+    request's; any other answer with another id becomes an error for the request. The body is read here,
+    once, and handed on in memory.
+    """
+    asked = _request_id(request)
+    if asked is None or "content-encoding" in response.headers:
+        return response
+    body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+    await response.stream.aclose()  # type: ignore[union-attr]
+    response.stream = httpx2.ByteStream(body)
+    try:
+        message = pydantic_core.from_json(body)
+    except ValueError:
+        return response  # the SDK says what is wrong with it
+    if not isinstance(message, dict) or message.get("id") == asked:
+        return response
+    error = message.get("error")
+    if "result" not in message and not isinstance(error, dict):
+        return response  # not a JSON-RPC response (a 401's body, say): not ours to judge
+    if isinstance(error, dict) and (message.get("id") is None or response.status_code >= 400):
+        answer: dict[str, Any] = {**message, "id": asked}
+    else:
+        problem = f"Upstream answered request {asked!r} with the response to {message.get('id')!r}"
+        answer = {"jsonrpc": "2.0", "id": asked, "error": {"code": types.INTERNAL_ERROR, "message": problem}}
+    return httpx2.Response(response.status_code, json=answer, request=request, extensions=response.extensions)
+
+
+def _reusable(response: httpx2.Response) -> bool:
+    """Whether the response's connection may carry another request (else there is nothing to drain for).
+
+    Not when the server says it will close, nor for a body without a length or chunks (it ends with the connection).
+    """
+    headers = response.headers
+    framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
+    return framed and response.http_version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+
+
+class _DrainOnClose(httpx2.AsyncByteStream):
+    """Reads what is left of a body after its reader stopped early, so the connection stays reusable.
+
+    The drain goes on in the background (no request waits for it), bounded by time and bytes, on the
+    reader's own iterator: held here, so a reader's abandoned iterator being finalized cannot close the
+    connection under it. A body read to its end is only closed: httpcore must never be asked for more of
+    an ended body (after the connection closes, it answers in a loop that never yields).
     """
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    seconds = 1.0
+    max_bytes = 64 * 1024
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.inner.__aiter__()
+    def __init__(self, inner: Any, spawn: Callable[[Callable[[], Awaitable[None]]], bool] | None) -> None:
+        self.inner = inner
+        self.spawn = spawn  # starts a drain and says whether it could; None: the connection will close anyway
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._ended = False  # read to its end, or failed (httpcore then closed the connection itself)
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            self._chunks = self.inner.__aiter__()
+        try:
+            async for chunk in self._chunks:
+                yield chunk
+        except GeneratorExit:
+            raise  # the reader stopped early: the rest may be drained
+        except BaseException:
+            self._ended = True
+            raise
+        self._ended = True
 
     async def aclose(self) -> None:
-        with anyio.move_on_after(0.25):  # a finished stream ends at once; a live one is not waited for
-            async for _ in self.inner:
-                pass
+        if self._closed:
+            return
+        self._closed = True
+        if self._ended or self.spawn is None or not self.spawn(self._drain):
+            await self._close()
+
+    async def _drain(self) -> None:
+        try:
+            with anyio.move_on_after(self.seconds):
+                if self._chunks is None:
+                    self._chunks = self.inner.__aiter__()
+                left = self.max_bytes
+                async for chunk in self._chunks:
+                    left -= len(chunk)
+                    if left < 0:
+                        break  # still streaming: not worth a connection
+        except Exception as exc:
+            logger.debug("draining a response failed: %s", _describe(exc))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close()
+
+    async def _close(self) -> None:
+        if self._chunks is not None:
+            with contextlib.suppress(Exception):
+                await self._chunks.aclose()  # type: ignore[attr-defined]
         await self.inner.aclose()
 
 

@@ -171,3 +171,47 @@ async def test_restarted_http_target_is_reconnected() -> None:
             assert (await call_until_back(c, "phoenix", "phoenix_whoami")).content[0].text == "phoenix"
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_an_answer_carrying_another_id_is_an_error_naming_the_target(mode: str) -> None:
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.misbehaving_upstream", "--port", str(port), "--name", "odd", "--wrong-id"]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        yaml = mcp_yaml(http_target("odd", f"http://127.0.0.1:{port}/mcp") + stdio_target("steady"))
+        async with run_gateway(yaml) as gw, Client(gw.url, mode=mode, cache=None) as c:
+            await c.list_tools()  # a listed tool: a legacy client's call takes the raw relay
+            with anyio.fail_after(15), pytest.raises(MCPError) as err:
+                await c.session.call_tool("odd_whoami", {})
+            assert "target 'odd'" in err.value.message and "with the response to 'not-" in err.value.message
+            assert (await c.call_tool("steady_whoami", {})).content[0].text == "steady"
+    finally:
+        stop(proc)
+
+
+async def test_a_shared_upstream_session_is_reopened_after_its_server_restarts() -> None:
+    """2026-07-28 clients share one upstream session per target; a restarted server no longer knows it."""
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.upstream", "--name", "phoenix", "--transport", "http", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        yaml = mcp_yaml(http_target("phoenix", f"http://127.0.0.1:{port}/mcp") + stdio_target("steady"))
+        async with run_gateway(yaml) as gw, Client(gw.url, mode="2026-07-28", cache=None) as c:
+            assert (await c.call_tool("phoenix_whoami", {})).content[0].text == "phoenix"
+            stop(proc)
+            proc = subprocess.Popen(command, cwd=ROOT)
+            wait_for_port(port, proc)
+            with anyio.fail_after(20):
+                for _ in range(5):
+                    try:
+                        result = await c.call_tool("phoenix_whoami", {})
+                        break
+                    except MCPError as exc:
+                        assert "target 'phoenix'" in exc.message
+                        await anyio.sleep(0.5)
+            assert result.content[0].text == "phoenix"
+    finally:
+        stop(proc)

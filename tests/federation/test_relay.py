@@ -110,3 +110,26 @@ async def test_concurrent_relayed_calls_each_get_their_own_answer(upstream: Any)
                 for n in range(8):
                     tg.start_soon(session, n)
         assert len(results) == 8
+
+
+async def test_server_to_client_requests_during_one_call_reach_the_caller_together(upstream: Any) -> None:
+    """Each sampling request is relayed as it comes, not after the caller answered the one before."""
+    count, arrived, everyone = 3, [], anyio.Event()
+
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        arrived.append(params)
+        if len(arrived) == count:
+            everyone.set()
+        with anyio.fail_after(5):
+            await everyone.wait()  # answered only once all are in: one-at-a-time relaying never gets here
+        text = f"s{params.messages[0].content.text}"
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text=text), model="t")
+
+    async with (
+        run_gateway(mcp_yaml(http_target("up", upstream("up", "mcp")))) as gw,
+        Client(gw.url, mode="legacy", cache=None, sampling_callback=sampling) as c,
+    ):
+        await c.list_tools()  # a listed tool: the call takes the raw relay
+        with anyio.fail_after(20):
+            result = await c.call_tool("sample_many", {"count": count})
+        assert result.content[0].text == "sp0 sp1 sp2"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
+import anyio
 import pytest
 
 from protocols.mcp.errors import UpstreamError
 from protocols.mcp.upstream import NoEvents, TargetSpec, Upstream
-from tests.conftest import PY, ROOT, free_port
+from tests.conftest import PY, ROOT, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +68,45 @@ async def test_missing_command_is_a_clear_error() -> None:
         with pytest.raises(UpstreamError) as err:
             await up.session()
         assert "target 'ghost' cannot connect: FileNotFoundError" in err.value.message
+
+
+async def test_a_session_the_restarted_server_forgot_is_reported_down_then_reopened() -> None:
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.upstream", "--name", "phoenix", "--transport", "http", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        spec = TargetSpec(name="phoenix", transport="mcp", url=f"http://127.0.0.1:{port}/mcp")
+        async with Upstream(spec, NoEvents()).running() as up:
+            await up.session()
+            stop(proc)
+            proc = subprocess.Popen(command, cwd=ROOT)
+            wait_for_port(port, proc)
+            with anyio.fail_after(15):  # the SDK's GET stream reconnects within a second or two and gets a 404
+                for _ in range(150):
+                    if not up.connected:
+                        break
+                    await anyio.sleep(0.1)
+            assert not up.connected  # what /targets and /readyz report
+            result = await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+            assert result.content[0].text == "phoenix" and up.connected
+    finally:
+        stop(proc)
+
+
+async def test_an_event_stream_that_keeps_ending_is_not_reopened_in_a_tight_loop() -> None:
+    """The SDK reopens the GET stream as soon as `retry: 0` says: hundreds of times a second, without end."""
+    port = free_port()
+    command = [PY, "-m", "tests.fixtures.misbehaving_upstream", "--port", str(port), "--flapping-stream"]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    try:
+        wait_for_port(port, proc)
+        spec = TargetSpec(name="flap", transport="mcp", url=f"http://127.0.0.1:{port}/mcp")
+        async with Upstream(spec, NoEvents()).running() as up:
+            await up.session()
+            await anyio.sleep(2)
+            result = await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+        gets = int(result.content[0].text.split()[2])
+        assert 1 <= gets <= 4  # about one a second
+    finally:
+        stop(proc)
