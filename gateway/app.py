@@ -762,7 +762,15 @@ def _target_spec(
         common.update(connect_attempts=side.retry.attempts, connect_backoff=side.retry.backoff)
     if target.stdio is not None:
         s = target.stdio
-        return TargetSpec(transport="stdio", command=s.cmd, args=tuple(s.args), env=dict(s.env), cwd=s.cwd, **common)
+        return TargetSpec(
+            transport="stdio",
+            command=s.cmd,
+            args=tuple(s.args),
+            env=dict(s.env),
+            clear_env=s.clearEnv,
+            cwd=s.cwd,
+            **common,
+        )
     http = target.mcp or target.sse
     assert http is not None
     return TargetSpec(

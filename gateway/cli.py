@@ -203,7 +203,7 @@ def _wrap_config(args: argparse.Namespace) -> Config:
         raise ConfigError(["wrap: give the server's command after --, e.g. agentplex wrap -- python server.py"])
     target = Target(
         name="server",
-        stdio=StdioTarget(cmd=command[0], args=command[1:], env=dict(os.environ)),
+        stdio=StdioTarget(cmd=command[0], args=command[1:]),  # inherits our environment, like any stdio target
         sharing="shared" if args.shared else "session",
     )
     config = Config(mcp=McpShort(port=args.port, address=args.host, targets=[target], failureMode="failOpen"))

@@ -32,7 +32,8 @@ class StdioTarget(_Model):
 
     cmd: Annotated[str, AfterValidator(_non_empty)]
     args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # over the gateway's own environment
+    clearEnv: bool = False  # the process gets only `env`, nothing of the gateway's environment
     cwd: str | None = None
 
 

@@ -1,7 +1,8 @@
 """`maxResponseBodySize`: how much of one upstream message the gateway will hold, enforced while reading.
 
 HTTP targets: `LimitedResponses`, a transport under the SDK's client and the raw relay. stdio targets:
-`limited_stdio_client`, the SDK's `stdio_client` with each line of the server's stdout held the same way.
+`limited_stdio_client`, the SDK's `stdio_client` with each line of the server's stdout held the same way
+(and its process given its whole environment: `TargetSpec.environment`).
 
 A JSON body or one SSE event past the limit is never held whole: reading stops there, and the
 request it answered gets a JSON-RPC error naming the target and the limit instead (the SDK and the
@@ -200,21 +201,26 @@ def _request_id(request: httpx2.Request) -> Any:
 
 # -- stdio -------------------------------------------------------------------------------------------
 
-_STDIO_LIMIT: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("stdio_limit", default=None)
+_STDIO_SPAWN: contextvars.ContextVar[tuple[str, int, dict[str, str]] | None] = contextvars.ContextVar(
+    "stdio_spawn", default=None
+)
 
 
 @contextlib.asynccontextmanager
-async def limited_stdio_client(params: StdioServerParameters, target: str, limit: int) -> AsyncIterator[Any]:
-    """`stdio_client(params)` whose server's stdout lines are held to `limit` bytes (see `LimitedLines`)."""
-    token = _STDIO_LIMIT.set((target, limit))
+async def limited_stdio_client(
+    params: StdioServerParameters, target: str, limit: int, environment: dict[str, str]
+) -> AsyncIterator[Any]:
+    """`stdio_client(params)` whose server's stdout lines are held to `limit` bytes (see `LimitedLines`),
+    started with exactly `environment` (the SDK would put its default subset under any `params.env`)."""
+    token = _STDIO_SPAWN.set((target, limit, environment))
     try:
         async with stdio_client(params) as streams:
-            _STDIO_LIMIT.reset(token)
+            _STDIO_SPAWN.reset(token)
             token = None
             yield streams
     finally:
         if token is not None:
-            _STDIO_LIMIT.reset(token)
+            _STDIO_SPAWN.reset(token)
 
 
 class LimitedLines(anyio.abc.ByteReceiveStream):
@@ -271,11 +277,14 @@ _spawn = mcp.client.stdio._create_platform_compatible_process
 
 async def _spawn_limited(*args: Any, **kwargs: Any) -> Any:
     """The SDK spawns the server inside `stdio_client` and reads its stdout there: this is the one place
-    to put `LimitedLines` under that reader (anyio's process keeps the stream in `_stdout`)."""
+    to put `LimitedLines` under that reader (anyio's process keeps the stream in `_stdout`), and to
+    give the process its environment whole."""
+    ours = _STDIO_SPAWN.get()
+    if ours is not None:
+        kwargs["env"] = ours[2]
     process = await _spawn(*args, **kwargs)
-    limit = _STDIO_LIMIT.get()
-    if limit is not None and getattr(process, "_stdout", None) is not None:
-        process._stdout = LimitedLines(process._stdout, *limit)
+    if ours is not None and getattr(process, "_stdout", None) is not None:
+        process._stdout = LimitedLines(process._stdout, ours[0], ours[1])
     return process
 
 

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import math
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -83,7 +84,8 @@ class TargetSpec:
     transport: Transport
     command: str = ""
     args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # as configured: added to the gateway's environment
+    clear_env: bool = False  # the process gets only `env` (`clearEnv`)
     cwd: str | None = None
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
@@ -116,6 +118,11 @@ class TargetSpec:
         if self.transport == "memory":
             return f"in-process server {getattr(self.server, 'name', '?')}"
         return redaction.url(self.url)
+
+    def environment(self) -> dict[str, str]:
+        """A stdio process's whole environment, as the reference gives it: the gateway's own (none with
+        `clear_env`) with `env` over it. Built only at spawn, so the inherited part is never shown or logged."""
+        return ({} if self.clear_env else dict(os.environ)) | self.env
 
     def scrub(self, problem: str) -> str:
         """An error text without this target's configured secrets, and each URL it quotes redacted."""
@@ -372,9 +379,9 @@ class Upstream:
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         spec = self.spec
         if spec.transport == "stdio":
-            params = StdioServerParameters(command=spec.command, args=list(spec.args), env=spec.env, cwd=spec.cwd)
+            params = StdioServerParameters(command=spec.command, args=list(spec.args), cwd=spec.cwd)
             # the server's stderr is inherited: it lands in our log stream
-            return limited_stdio_client(params, spec.name, spec.max_response_size)
+            return limited_stdio_client(params, spec.name, spec.max_response_size, spec.environment())
         if spec.transport == "sse":
             return _sse(self)
         if spec.transport == "memory":
