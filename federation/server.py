@@ -19,8 +19,8 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import REQUEST_TIMEOUT
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import REQUEST_TIMEOUT, methods
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from federation.bridge import Parked, ParkedCalls, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
@@ -650,10 +650,10 @@ class Federation:
                     return await downstream.request(message)
                 return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}}
             p = message.get("params") or {}
-            if method == "notifications/progress" and token is not None and p.get("progressToken") == rid:
+            if method != "notifications/progress":
+                await self._relayed_notification(upstream, message)
+            elif token is not None and p.get("progressToken") == rid:
                 await downstream.notify({**message, "params": {**p, "progressToken": token}})
-            elif method == "notifications/message":
-                await downstream.notify(message)
             return None
 
         current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
@@ -677,6 +677,20 @@ class Federation:
         if self.naming.prefixed and isinstance(result, dict) and isinstance(result.get("content"), list):
             result = {**result, "content": [self._expose_wire_block(entry.target, b) for b in result["content"]]}
         return {**reply, "result": result}
+
+    async def _relayed_notification(self, upstream: Upstream, message: Message) -> None:
+        """A notification on a relayed call's stream, handled as the SDK path hands it to us: logging to
+        the caller, list changes and resource updates to the catalogs and clients; the unknown dropped."""
+        method = str(message.get("method"))
+        version = upstream.protocol_version or LATEST_HANDSHAKE_VERSION  # the relay runs on handshake-era sessions
+        try:
+            notification = methods.parse_server_notification(method, version, message.get("params"))
+        except (KeyError, ValueError, RuntimeError):  # pydantic's ValidationError is a ValueError
+            logger.debug("target %s: dropped %r sent during a relayed call", upstream.spec.name, method)
+            return
+        if isinstance(notification, types.LoggingMessageNotification):
+            await self.on_logging(upstream, notification.params)
+        await self.on_notification(upstream, notification)
 
     def _expose_wire_block(self, target: str, block: Any) -> Any:
         """`_expose_block` for the relay's JSON content blocks."""

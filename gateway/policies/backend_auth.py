@@ -34,10 +34,10 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from gateway.config.policies import BackendAuth, BackendKey, OAuthClientCredentials, TokenExchange
+from gateway.policies.http import IDENTITY
 from protocols import redaction
 from protocols.mcp.upstream import UpstreamAuth
 
-IDENTITY = "agentplex.identity"  # where authentication leaves the caller's Identity in scope["state"]
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 DEFAULT_LIFETIME = 300.0  # a token response without expires_in
 FETCH_TIMEOUT = 10.0  # one token request, connect to answer

@@ -15,9 +15,8 @@ from typing import Any
 import cel
 
 from federation.guard import Access
-from gateway.policies.http import identity_of
+from gateway.policies.http import REQUEST_VARS, identity_of
 
-_REQUEST = "agentplex.request"
 _IDENTITY_VARS = frozenset({"jwt", "apiKey", "basicAuth"})
 _ITEM_VARS = frozenset({"mcp", "a2a"})
 _MEMO_SIZE = 10_000
@@ -111,7 +110,7 @@ def _request_vars(request: Any) -> dict[str, Any]:
     if not isinstance(request, dict):
         return {}
     state = request.get("state")
-    if isinstance(state, dict) and (cached := state.get(_REQUEST)) is not None:
+    if isinstance(state, dict) and (cached := state.get(REQUEST_VARS)) is not None:
         return cached
     headers: dict[str, str] = {}
     for key, value in request.get("headers", ()):
@@ -126,5 +125,5 @@ def _request_vars(request: Any) -> dict[str, Any]:
         "headers": headers,
     }
     if isinstance(state, dict):
-        state[_REQUEST] = out
+        state[REQUEST_VARS] = out
     return out

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import ConfigError
 from gateway.config.policies import ExtAuthz
-from gateway.policies.http import Identity, Refusal, request_body
+from gateway.policies.http import Identity, Refusal, headers_changed, request_body
 
 logger = logging.getLogger("agentplex.ext_authz")
 
@@ -48,7 +48,6 @@ PREFIX = "x-agentplex-"
 _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 _FRAMING = {"connection", "content-length", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "expect"}
 _PASSED_ON_DENY = ("www-authenticate", "retry-after", "location")
-_CEL_CACHE = "agentplex.cel"  # gateway.policies.cel_context caches the caller's variables here
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
@@ -167,9 +166,7 @@ class ExtAuthzStep:
                 identity.headers[name] = ", ".join(values)
                 kept += [(name.encode("latin-1"), v.encode("latin-1", "replace")) for v in values]
         scope["headers"] = kept
-        state = scope.get("state")
-        if isinstance(state, dict):
-            state.pop(_CEL_CACHE, None)  # a rate-limit step may have cached the headers before ours changed
+        headers_changed(scope)  # an earlier rate-limit step may have read (and cached) the client's headers
 
 
 async def _mcp_fields(scope: Scope, limit: int) -> tuple[dict[str, str] | None, str | None]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config.policies import HeaderModifier
-from gateway.policies.http import Identity
+from gateway.policies.http import Identity, headers_changed
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -30,9 +30,7 @@ class RequestHeadersStep:
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         scope["headers"] = modify(list(scope.get("headers", [])), self.cfg)
-        state = scope.get("state")
-        if isinstance(state, dict):
-            state.pop("agentplex.request", None)  # rules read the headers as modified
+        headers_changed(scope)
         return None
 
 

@@ -23,6 +23,7 @@ from gateway.config.policies import TokenLocation
 
 IDENTITY = "agentplex.identity"
 REQUEST_BODY = "agentplex.request_body"  # a RequestBody while the steps run (see request_body())
+REQUEST_VARS = "agentplex.request"  # the `request.*` CEL variables, built once per request (cel_context)
 
 
 @dataclass
@@ -205,6 +206,13 @@ async def request_body(scope: Scope, limit: int) -> bytes | None:
     state = scope.get("state")
     holder = state.get(REQUEST_BODY) if isinstance(state, dict) else None
     return await holder.read(limit) if isinstance(holder, RequestBody) else None
+
+
+def headers_changed(scope: Scope) -> None:
+    """A step rewrote the request's headers: rules evaluated from now on read the new ones, not a cached copy."""
+    state = scope.get("state")
+    if isinstance(state, dict):
+        state.pop(REQUEST_VARS, None)
 
 
 def header(scope: Scope, name: str) -> str | None:

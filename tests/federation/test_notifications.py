@@ -44,6 +44,39 @@ async def test_tool_list_changes_reach_handshake_clients(upstream: Any, transpor
         assert (await client.call_tool("up_fresh", {"text": "x"})).content[0].text == "up fresh: x"
 
 
+async def test_changes_sent_on_a_relayed_calls_own_stream_reach_the_client(upstream: Any) -> None:
+    """The session's second call into an HTTP target takes the raw relay; a list_changed or resources/updated
+    the target sends on that call's stream is handled as on the SDK path (catalog refreshed, client told)."""
+    changed = anyio.Event()
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            updated.append(str(message.params.uri))
+
+    async with (
+        run_gateway(mcp_yaml(targets(upstream, "mcp"))) as gw,
+        Client(gw.url, mode="legacy", cache=None, message_handler=on_message) as client,
+    ):
+        await client.list_tools()
+        # the first call opens the session's upstream (SDK path); the next takes the raw relay
+        assert (await client.call_tool("up_echo", {"text": "warm"})).content[0].text == "up: warm"
+        assert (await client.call_tool("up_grow_here", {"name": "near"})).content[0].text == "added near"
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert "up_near" in {t.name for t in (await client.list_tools()).tools}
+        assert (await client.call_tool("up_near", {"text": "x"})).content[0].text == "up near: x"
+
+        await client.session.subscribe_resource("up+mem://static")
+        await client.call_tool("up_touch_here", {"uri": "mem://static"})
+        with anyio.fail_after(10):
+            while not updated:  # bounded by fail_after
+                await anyio.sleep(0.05)
+        assert updated == ["up+mem://static"]
+
+
 async def test_a_handshake_client_listing_through_the_shared_upstream_hears_of_its_changes(upstream: Any) -> None:
     """Until it calls a target, a session lists it through the shared upstream, so that one's changes are its too."""
     changed = anyio.Event()

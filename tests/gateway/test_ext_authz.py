@@ -256,6 +256,33 @@ async def test_propagated_headers_replace_the_clients_and_reach_rules(upstream: 
             assert "Unknown tool: add" in refused.text
 
 
+async def test_rules_see_propagated_headers_even_after_an_earlier_rate_limit_read_them(upstream: Any) -> None:
+    """A listener's whole-request rate limit keyed on a header runs before the route's extAuthz (and caches the
+    `request.*` variables); the route's rules must still see the header as the service set it."""
+    async with authz_service() as authz:
+        limit = {"maxTokens": 100, "tokensPerFill": 100, "fillInterval": "1s", "key": 'request.headers["x-tier"]'}
+        route = json.loads(policies(authz.url, includeRequestHeaders=["x-user"], propagateHeaders=["x-tier"]))
+        route["mcpAuthorization"] = {"rules": ['mcp.tool.name != "add" || request.headers["x-tier"] == "gold"']}
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - name: main
+    policies: {{ localRateLimit: [{json.dumps(limit)}] }}
+    routes:
+    - name: tools
+      matches: [{{path: {{exact: /mcp}}}}]
+      policies: {json.dumps(route)}
+      backends:
+      - mcp: {{ targets: [{{name: web, mcp: {{host: "{upstream("web", "mcp")}"}}}}] }}
+"""
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+            alice = await session(http, gw.url, {**HEADERS, "x-user": "alice", "x-tier": "silver"})  # the service: gold
+            assert "add" in await tool_names(http, gw.url, alice)
+            added = await http.post(gw.url, json=call("add", a=2, b=3), headers=alice)
+            assert message(added)["result"]["content"][0]["text"] == "5"
+
+
 async def test_service_down_or_slow_fail_closed_or_open(upstream: Any, caplog: pytest.LogCaptureFixture) -> None:
     dead = f"http://127.0.0.1:{free_port()}/check"
     async with authz_service() as authz:
