@@ -284,6 +284,8 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
                         continue
                     logger.info("received %s, shutting down", signal.Signals(sig).name)
                     runtime.stop()
+                    if runtime.starting:  # no waiting for targets that hang in their handshake
+                        tg.cancel_scope.cancel()
                     return
 
             async def run_until_stopped(*, task_status: anyio.abc.TaskStatus[None]) -> None:

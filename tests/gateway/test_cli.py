@@ -357,3 +357,46 @@ def test_wrap_refuses_an_admin_address_off_loopback_without_a_traceback() -> Non
     assert result.returncode == 2
     assert "wrap: --admin-addr: the admin API on 0.0.0.0:0 would be reachable from other machines" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) -> None:
+    """A target that never answers its handshake holds start-up for the target timeout (30 s);
+    SIGTERM must not wait for it."""
+    marker = f"hang-{os.getpid()}-{time.monotonic_ns()}"
+    hang = "import time; time.sleep(600)"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"config: {{adminAddr: null, statsAddr: null}}\nmcp:\n  port: 0\n  targets:\n"
+        f'  - name: mute\n    stdio: {{ cmd: "{sys.executable}", args: ["-c", "{hang}", "{marker}"] }}\n'
+    )
+
+    def hung() -> set[int]:
+        out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+        return {int(p) for p in out.split()}
+
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-f", str(config)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not hung() and time.monotonic() < deadline:  # start-up is under way: the target runs
+            time.sleep(0.05)
+        assert hung(), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(8) == 0, log.read_text()  # not the 30 s the target's handshake may take
+        deadline = time.monotonic() + 5
+        while hung() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not hung()
+    finally:
+        stop(proc)
+        for pid in hung():  # this test's own, by its marker: never left running when the test fails
+            os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "shutting down" in text and "agentplex stopped" in text
