@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import ValidationError
 
 from federation.catalog import Kind
 from federation.server import Federation
 from gateway.app import Gateway
 from gateway.config import Config, ConfigError, load_config
-from gateway.config.models import HttpTarget, McpShort, StdioTarget, Target
+from gateway.config.errors import validation_problems
+from gateway.config.models import GlobalSettings, HttpTarget, McpShort, StdioTarget, Target
 from gateway.runtime import Runtime
 from protocols.mcp.stdio import serve_stdio
 
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     wrap.add_argument("--host", default="127.0.0.1")
     wrap.add_argument("--shared", action="store_true", help="one server process for every client session")
     wrap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    wrap.add_argument("--admin-addr", metavar="HOST:PORT", help="also serve the admin API and web UI (default: off)")
+    wrap.add_argument("--stats-addr", metavar="HOST:PORT", help="also serve Prometheus /metrics (default: off)")
     wrap.add_argument("server", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the stdio server to run")
     connect = sub.add_parser("connect", help="a local stdio MCP server that forwards to a remote one")
     connect.add_argument("url", help="streamable-HTTP endpoint, or an SSE endpoint ending in /sse")
@@ -206,7 +210,9 @@ def _wrap_config(args: argparse.Namespace) -> Config:
         stdio=StdioTarget(cmd=command[0], args=command[1:]),  # inherits our environment, like any stdio target
         sharing="shared" if args.shared else "session",
     )
-    config = Config(mcp=McpShort(port=args.port, address=args.host, targets=[target], failureMode="failOpen"))
+    settings = _settings("wrap", args.admin_addr, args.stats_addr)
+    mcp = McpShort(port=args.port, address=args.host, targets=[target], failureMode="failOpen")
+    config = Config(config=settings, mcp=mcp)
     config._source = "wrap"
     return config
 
@@ -222,9 +228,22 @@ def _connect_config(args: argparse.Namespace) -> Config:
     http = HttpTarget(host=args.url, headers=headers)
     kind = "sse" if args.url.rstrip("/").endswith("/sse") else "mcp"
     target = Target(name="remote", **{kind: http})
-    config = Config(mcp=McpShort(port=0, targets=[target], prefixMode="never"))
+    config = Config(config=_settings("connect", None, None), mcp=McpShort(port=0, targets=[target], prefixMode="never"))
     config._source = "connect"
     return config
+
+
+_FLAGS = {"adminAddr": "--admin-addr", "statsAddr": "--stats-addr"}
+
+
+def _settings(command: str, admin: str | None, stats: str | None) -> GlobalSettings:
+    """`wrap` and `connect` serve only what they are asked to: no admin API (with its `POST /call`) and
+    no /metrics unless a flag names an address; two of them on one machine never collide."""
+    try:
+        return GlobalSettings(adminAddr=admin, statsAddr=stats)
+    except ValidationError as exc:
+        problems = validation_problems(exc, GlobalSettings)
+        raise ConfigError([f"{command}: {_FLAGS.get(str(loc[0]), loc[0])}: {msg}" for loc, msg in problems]) from None
 
 
 def _override(config: Config, args: argparse.Namespace) -> Config:
@@ -265,6 +284,8 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
                         continue
                     logger.info("received %s, shutting down", signal.Signals(sig).name)
                     runtime.stop()
+                    if runtime.starting:  # no waiting for targets that hang in their handshake
+                        tg.cancel_scope.cancel()
                     return
 
             async def run_until_stopped(*, task_status: anyio.abc.TaskStatus[None]) -> None:

@@ -80,6 +80,9 @@ class Runtime:
         self._lock = anyio.Lock()
         self._stop = anyio.Event()
         self.admin: AdminServer | None = None  # the admin API, when config.adminAddr is set and could be bound
+        # True until run() has started the targets (their handshakes may take up to their timeout):
+        # nothing is served yet, so a stop then may cancel run() instead of waiting (cli.py serve()).
+        self.starting = True
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Until `stop()`: then stop accepting, let requests finish, close upstreams and child processes."""
@@ -92,6 +95,8 @@ class Runtime:
                 for s in self.sockets.values():
                     s.sock.close()  # type: ignore[union-attr]
                 raise
+            finally:
+                self.starting = False
             await listen(list(self.sockets.values()), tg)
             if self.metrics is not None:  # there is a stats address
                 stats = StatsServer(self.config.config.statsAddr, self.metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -281,3 +283,120 @@ def test_port_override_moves_mcp_and_a2a_blocks_that_share_a_bind() -> None:
     apart = shared.replace("a2a: {port: 3000", "a2a: {port: 3001")
     with pytest.raises(ConfigError, match="exactly one bind, not 2"):
         _override(parse_config(apart, "x.yaml"), argparse.Namespace(port=4555, address=None))
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports this process (not others on the machine) listens on: its socket inodes in /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rpartition(":")[2], 16))
+    return ports
+
+
+def start_wrap(tmp_path: Path, port: int, *flags: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`wrap` with our test upstream; returns once its start-up summary is logged (every socket open)."""
+    server = [sys.executable, "-m", "tests.fixtures.upstream", "--name", "w", "--transport", "stdio"]
+    log = tmp_path / f"wrap-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "wrap", "--port", str(port), *flags, "--", *server],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=out,
+        )
+    deadline = time.monotonic() + 30
+    while "listening on" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "listening on" in log.read_text(), log.read_text()
+    return proc, log
+
+
+def test_wrap_serves_only_its_port_unless_asked_for_the_admin_api_and_metrics(tmp_path: Path) -> None:
+    port, other = free_port(), free_port()
+    plain, plain_log = start_wrap(tmp_path, port)
+    second, _ = start_wrap(tmp_path, other)  # a second wrap on the machine does not collide with the first
+    try:
+        assert listening_ports(plain.pid) == {port}
+        assert listening_ports(second.pid) == {other}
+        assert "admin API" not in plain_log.read_text()
+    finally:
+        stop(plain)
+        stop(second)
+    asked, log = start_wrap(tmp_path, port, "--admin-addr", "127.0.0.1:0", "--stats-addr", "127.0.0.1:0")
+    try:
+        extra = listening_ports(asked.pid) - {port}
+        assert len(extra) == 2  # the admin API and /metrics, on the ports the system chose
+        admin = int(log.read_text().split("admin API on http://127.0.0.1:")[1].split()[0])
+        assert admin in extra
+        metrics = (extra - {admin}).pop()
+        with httpx.Client() as client:
+            assert client.get(f"http://127.0.0.1:{admin}/healthz").status_code == 200
+            assert "agentplex_" in client.get(f"http://127.0.0.1:{metrics}/metrics").text
+    finally:
+        stop(asked)
+
+
+def test_wrap_refuses_an_admin_address_off_loopback_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "wrap", "--admin-addr", "0.0.0.0:0", "--", "true"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "wrap: --admin-addr: the admin API on 0.0.0.0:0 would be reachable from other machines" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) -> None:
+    """A target that never answers its handshake holds start-up for the target timeout (30 s);
+    SIGTERM must not wait for it."""
+    marker = f"hang-{os.getpid()}-{time.monotonic_ns()}"
+    hang = "import time; time.sleep(600)"
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        f"config: {{adminAddr: null, statsAddr: null}}\nmcp:\n  port: 0\n  targets:\n"
+        f'  - name: mute\n    stdio: {{ cmd: "{sys.executable}", args: ["-c", "{hang}", "{marker}"] }}\n'
+    )
+
+    def hung() -> set[int]:
+        out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+        return {int(p) for p in out.split()}
+
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "-f", str(config)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=out,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not hung() and time.monotonic() < deadline:  # start-up is under way: the target runs
+            time.sleep(0.05)
+        assert hung(), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(8) == 0, log.read_text()  # not the 30 s the target's handshake may take
+        deadline = time.monotonic() + 5
+        while hung() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not hung()
+    finally:
+        stop(proc)
+        for pid in hung():  # this test's own, by its marker: never left running when the test fails
+            os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "shutting down" in text and "agentplex stopped" in text
