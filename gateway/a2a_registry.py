@@ -52,15 +52,14 @@ Rewrite = Callable[[Agent, str], dict[str, Any]]  # protocols.a2a.card.rewrite_c
 
 
 def registry_store(cfg: RegistryConfig, base_dir: Path, where: str = "a2a.registry") -> AgentStore | None:
-    """The configured store: Redis when set, else the SQLite file (relative to the config's folder), else none."""
+    """The configured store: Redis when set, else the SQLite file (relative to the working directory), else none."""
     if cfg.redis is not None:
         try:
             return RedisStore(cfg.redis.url, prefix=cfg.prefix, timeout=cfg.redis.timeout)
         except ValueError as exc:
             raise ConfigError(f"{where}.redis.url: {exc}") from None
     if cfg.sqlite:
-        path = Path(cfg.sqlite)
-        store = SqliteStore(path if path.is_absolute() else base_dir / path)
+        store = SqliteStore(base_dir / cfg.sqlite)
         try:
             store.check()
         except StoreError as exc:

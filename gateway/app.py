@@ -261,7 +261,8 @@ class Gateway:
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
         self.mirrors: list[mirror.Mirror] = []  # requestMirror of plain HTTP routes (open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
-        self.base_dir = Path(config.source).parent if config.source != "<string>" else Path.cwd()
+        # Relative file paths (JWKS, htpasswd, certificates, SQLite) open from the working directory, as in the reference
+        self.base_dir = Path.cwd()
         self.a2a = A2ARoutes()
         self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
         self.binds = [self._compile_bind(bind, origin) for bind, origin in _binds(config)]

@@ -131,7 +131,8 @@ class RunningGateway:
 async def run_gateway(yaml_text: str, source: str = "<test>") -> AsyncIterator[RunningGateway]:
     """The real gateway in this event loop, from a YAML string, on port 0 unless the YAML says otherwise.
 
-    `source` is the file the YAML pretends to come from (relative paths in it resolve beside it)."""
+    `source` is the file the YAML pretends to come from (it names the config in errors; relative paths in
+    it open from the working directory, as in the reference)."""
     gateway = Gateway(parse_config(yaml_text, source))
     async with gateway.running(), anyio.create_task_group() as tg:
         await tg.start(gateway.serve)

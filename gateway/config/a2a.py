@@ -30,7 +30,7 @@ class AgentConfig(_Model):
 class RegistryConfig(_Model):
     """Where runtime registrations persist: an embedded SQLite file (default) or Redis (shared by replicas)."""
 
-    sqlite: str | None = "agentplex-agents.db"  # relative to the config file's folder
+    sqlite: str | None = "agentplex-agents.db"  # relative to the working directory
     redis: RedisConnection | None = None
     prefix: str = "agentplex:agents"  # Redis key prefix
     healthInterval: Duration = 30.0  # how often every agent's card is fetched to check it is up

@@ -4,7 +4,7 @@ One `ssl.SSLContext` per target, built when the config is compiled (building one
 milliseconds, so never per call). `root` replaces the system trust store with a PEM bundle;
 `cert` + `key` are presented to servers that ask for a client certificate (mTLS); `hostname` is
 sent as SNI and is the name the server's certificate must carry, whatever host the URL names;
-`insecure` turns verification off. Relative file paths are relative to the config file.
+`insecure` turns verification off. Relative file paths open from the working directory, as in the reference.
 """
 
 from __future__ import annotations

@@ -67,12 +67,11 @@ def _credentials(value: str | None) -> tuple[str, str] | None:
 def load_htpasswd(cfg: BasicAuth, base_dir: Path, where: str) -> dict[str, bytes]:
     """`user:$2y$...` lines; anything but bcrypt is refused at load (MD5/crypt/plain are not safe)."""
     if cfg.htpasswd.file is not None:
-        path = Path(cfg.htpasswd.file)
-        path = path if path.is_absolute() else base_dir / path
+        path = base_dir / cfg.htpasswd.file  # an absolute path stays as it is
         try:
             text = path.read_text()
         except OSError as exc:
-            raise ConfigError(f"{where}.htpasswd.file: cannot read {cfg.htpasswd.file!r}: {exc.strerror}") from None
+            raise ConfigError(f"{where}.htpasswd.file: cannot read {path}: {exc.strerror}") from None
     else:
         text = cfg.htpasswd.inline or ""
     users: dict[str, bytes] = {}

@@ -81,14 +81,11 @@ def _variable(name: str, request: Any, access: Access) -> Any:
             return {}
         return {"method": access.method, "agent": access.name, "skill": access.skill}
     if name == "mcp":
-        mcp: dict[str, Any] = {"method": access.method}
         if access.kind == "agent":
             return {}
+        mcp: dict[str, Any] = {"method": access.method, "methodName": access.method}
         if access.kind is not None:
-            item = {"name": access.name, "target": access.target, "original": access.original}
-            if access.kind in ("resource", "template"):
-                item["uri"] = access.name
-            mcp[_ITEM_KEY[access.kind]] = item
+            mcp[_ITEM_KEY[access.kind]] = _item(access)
         return mcp
     identity = identity_of(request)
     if name == "jwt":
@@ -104,6 +101,17 @@ def _variable(name: str, request: Any, access: Access) -> Any:
         client = (request.get("client") if isinstance(request, dict) else None) or ("", 0)
         return {"address": client[0], "port": client[1]}
     raise KeyError(name)  # CEL reports the unknown variable
+
+
+def _item(access: Access) -> dict[str, str]:
+    """`mcp.tool` and friends, as in the reference: `name` is what the target calls the item (rules
+    are checked before the federated rename); the name clients see is `exposedName`."""
+    item = {"name": access.original, "target": access.target, "exposedName": access.name}
+    item["original"] = access.original  # an alias of `name`, kept for configs written for it
+    if access.kind in ("resource", "template"):
+        item["uri"] = access.original
+        item["exposedUri"] = access.name
+    return item
 
 
 def _request_vars(request: Any) -> dict[str, Any]:

@@ -99,9 +99,9 @@ def _has_kid(keys: KeySet, kid: str) -> bool:
 
 
 def _static_keys(cfg: Jwks, base_dir: Path, where: str) -> KeySet:
+    path = base_dir / (cfg.file or "")  # an absolute path stays as it is
     try:
         if cfg.file is not None:
-            path = Path(cfg.file) if Path(cfg.file).is_absolute() else base_dir / cfg.file
             data: Any = json.loads(path.read_text())
         else:
             data = json.loads(cfg.inline) if isinstance(cfg.inline, str) else cfg.inline
@@ -109,7 +109,7 @@ def _static_keys(cfg: Jwks, base_dir: Path, where: str) -> KeySet:
             data = {"keys": [data]}  # a single JWK
         return KeySet.import_key_set(data)
     except OSError as exc:
-        raise ConfigError(f"{where}.jwks.file: cannot read {cfg.file!r}: {exc.strerror}") from None
+        raise ConfigError(f"{where}.jwks.file: cannot read {path}: {exc.strerror}") from None
     except (ValueError, TypeError, JoseError) as exc:
         raise ConfigError(f"{where}.jwks: not a JWK set ({exc})") from None
 

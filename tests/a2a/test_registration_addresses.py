@@ -136,10 +136,13 @@ async def test_failed_probes_all_look_alike() -> None:
     assert "no usable agent card could be fetched" in body
 
 
-async def test_a_stored_registration_is_held_to_the_rule_on_every_connection(tmp_path: Path) -> None:
+async def test_a_stored_registration_is_held_to_the_rule_on_every_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A registration made where loopback was allowed (another replica, an older version) sits in the shared
     store; a gateway that does not allow loopback loads it but never connects to it."""
     async with serve(echo_agent) as echo:
+        monkeypatch.chdir(tmp_path)  # the relative sqlite path opens from the working directory
         db = tmp_path / "agents.db"
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             conn.execute("CREATE TABLE agents (name TEXT PRIMARY KEY, spec TEXT NOT NULL)")
@@ -216,9 +219,12 @@ async def test_calls_and_tool_calls_to_a_registered_agent_follow_the_rule_in_for
         assert len(echo.seen) == seen  # nothing reached the agent
 
 
-async def test_a_reload_that_tightens_the_rule_holds_kept_agents_and_tools_to_it(tmp_path: Path) -> None:
+async def test_a_reload_that_tightens_the_rule_holds_kept_agents_and_tools_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A reload keeps the registry and its agent tools when their config is unchanged; a new
     `allowNetworks` is a change: the tools must not keep checking connections against the old rule."""
+    monkeypatch.chdir(tmp_path)  # the relative sqlite path opens from the working directory
     path = tmp_path / "gw.yaml"
     a2a = a2a_block(f"{OPEN}NETWORKS}}").replace("sqlite: null", "sqlite: agents.db")
     text = mcp_yaml(stdio_target("local")) + a2a.replace("agents: []", "agents: []\n  tools: {}")

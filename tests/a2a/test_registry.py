@@ -79,6 +79,12 @@ def config(*, agents: dict[str, str] | None = None, registry: str = "", policies
 # -- harness ----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite files (the default store among them) open from the working directory: keep each test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 @dataclass
 class Gateway:
     """The registry API on a real socket, behind the a2a block's real HTTP-stage policies."""
@@ -122,9 +128,9 @@ async def gateway(text: str, source: Path) -> AsyncIterator[Gateway]:
     a2a = parse_config(text, str(source)).a2a
     assert a2a is not None
     levels = [(f"{source}: a2a.policies", a2a.policies)] if a2a.policies is not None else []
-    compiled = compile_policies(levels, base_dir=source.parent, route_path=a2a.path)
+    compiled = compile_policies(levels, base_dir=Path.cwd(), route_path=a2a.path)
     routes = A2ARoutes()
-    registry = build_registry(a2a, source.parent, routes.fetch)
+    registry = build_registry(a2a, Path.cwd(), routes.fetch)
     routes.registries["a2a"] = registry  # routes.running() opens the card client, then the registry
     proxy = A2AEndpoint(routes, registry, a2a.path, single=None, guard=compiled.guard, timeout=None)
     routes.addresses = AddressPolicy(a2a.registration.allowNetworks)

@@ -179,7 +179,7 @@ async def test_basic_auth_with_bcrypt_htpasswd(upstream: Any, tmp_path: Path) ->
 def test_auth_config_problems_are_clear(tmp_path: Path) -> None:
     base = "mcp:\n  port: 0\n  targets: [{name: a, stdio: {cmd: x}}]\n  policies: {%s}\n"
     cases = {
-        "jwtAuth: {jwks: {file: missing.json}}": "mcp.policies.jwtAuth.jwks.file: cannot read 'missing.json'",
+        "jwtAuth: {jwks: {file: missing.json}}": f"mcp.policies.jwtAuth.jwks.file: cannot read {Path.cwd() / 'missing.json'}: No such file",
         "jwtAuth: {jwks: {inline: '{\"keys\": 5}'}}": "mcp.policies.jwtAuth.jwks: not a JWK set",
         "basicAuth: {htpasswd: {inline: 'ann:plaintext'}}": "mcp.policies.basicAuth.htpasswd: line 1: expected",
     }

@@ -138,7 +138,7 @@ def compiled(path: Path) -> Any:
     """The `secure` target's spec as the gateway compiles it from the config file at `path`."""
     cfg = load_config(path)
     assert cfg.mcp is not None and cfg.mcp.policies is not None
-    return _target_spec(cfg.mcp.targets[0], _backend_policies([(f"{path}: mcp.policies", cfg.mcp.policies)], path.parent))
+    return _target_spec(cfg.mcp.targets[0], _backend_policies([(f"{path}: mcp.policies", cfg.mcp.policies)], Path.cwd()))
 
 
 def write_config(directory: Path, tls: str) -> Path:
@@ -147,10 +147,14 @@ def write_config(directory: Path, tls: str) -> Path:
     return path
 
 
-def test_relative_paths_resolve_against_the_config_file(pki: dict[str, Any], tmp_path: Path) -> None:
+def test_relative_paths_resolve_against_the_working_directory(
+    pki: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the reference, a relative path opens from where the gateway runs, not beside the config."""
     conf = tmp_path / "conf"
     conf.mkdir()
-    path = write_config(conf, '{ root: "../ca.pem", cert: ../client.crt, key: ../client.key, hostname: up.test }')
+    monkeypatch.chdir(pki["dir"])
+    path = write_config(conf, '{ root: ./ca.pem, cert: client.crt, key: client.key, hostname: up.test }')
     spec = compiled(path)
     assert isinstance(spec.tls, ssl.SSLContext)
     assert spec.tls.verify_mode == ssl.CERT_REQUIRED and spec.tls.check_hostname
@@ -168,8 +172,11 @@ def test_relative_paths_resolve_against_the_config_file(pki: dict[str, Any], tmp
         ("{ cert: client.crt, key: ip.key }", "mcp.policies.backendTLS.key: {dir}/ip.key is not the private key"),
     ],
 )
-def test_unusable_files_are_config_errors_at_their_key_path(pki: dict[str, Any], tls: str, problem: str) -> None:
+def test_unusable_files_are_config_errors_at_their_key_path(
+    pki: dict[str, Any], tls: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d: Path = pki["dir"]
+    monkeypatch.chdir(d)
     path = write_config(d, tls)
     with pytest.raises(ConfigError) as err:
         compiled(path)

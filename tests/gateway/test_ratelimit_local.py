@@ -36,7 +36,7 @@ async def test_per_caller_per_tool_limits(upstream: Any) -> None:
         "tokensPerFill": 1,
         "fillInterval": "60s",
         "methods": ["tools/call"],
-        "key": 'jwt.sub + "/" + mcp.tool.name',
+        "key": 'jwt.sub + "/" + mcp.tool.target + "/" + mcp.tool.name',
     }
     policy = jwt_policy()[:-1] + f", localRateLimit: [{json.dumps(limit)}]}}"
     targets = http_target("web", upstream("web", "mcp")) + stdio_target("local")

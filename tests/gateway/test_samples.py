@@ -20,7 +20,8 @@ from tests.gateway.test_auth import bearer, call, rpc, session
 pytestmark = pytest.mark.anyio
 
 
-async def test_secure_sample() -> None:
+async def test_secure_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # its comments run it from the repo root, where its JWKS path starts
     source = ROOT / "samples" / "secure.yaml"
     with http_server("samples.servers.notes") as notes_url:
         text = source.read_text().replace("port: 3000", "port: 0").replace("http://127.0.0.1:9001/mcp", notes_url)

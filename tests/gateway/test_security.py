@@ -43,10 +43,11 @@ BODY_LIMIT = 64 * 1024
 PROTOCOL = "2025-11-25"
 PWNED = "pwned"  # the name every hostile `grow` asks for: it must never show up in a tool list
 RULES = [
-    {"deny": 'mcp.tool.name == "web_grow" && jwt.sub != "root"'},
-    {"deny": 'mcp.tool.name == "local_getenv" && jwt.sub != "root"'},
+    # As in the reference, `mcp.tool.name` is the name the target uses (its exposed name is `exposedName`)
+    {"deny": 'mcp.tool.target == "web" && mcp.tool.name == "grow" && jwt.sub != "root"'},
+    {"deny": 'mcp.tool.exposedName == "local_getenv" && jwt.sub != "root"'},
     'jwt.sub == "admin" || jwt.sub == "root"',
-    'mcp.tool.name == "web_echo" || mcp.tool.name == "local_echo"',
+    'mcp.tool.name == "echo" && mcp.tool.target in ["web", "local"]',
 ]
 
 
