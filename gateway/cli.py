@@ -183,16 +183,18 @@ def _stdio(config: Config, route: str | None, log_level: str) -> int:
 
 
 async def serve_federation_stdio(federation: Federation) -> None:
-    """Until stdin closes or a signal comes; the targets (and their processes) are closed either way."""
+    """Until stdin closes or a signal comes; the targets (and their processes) are closed either way.
+    The signal is watched before the targets start, so one that hangs its handshake holds nothing up."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with federation.running(), anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
                 async for _ in signals:
                     tg.cancel_scope.cancel()
 
             async def serve_then_stop() -> None:
-                await serve_stdio(federation.build_server())
+                async with federation.running():
+                    await serve_stdio(federation.build_server())
                 tg.cancel_scope.cancel()
 
             tg.start_soon(stop_on_signal)

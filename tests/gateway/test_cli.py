@@ -359,9 +359,10 @@ def test_wrap_refuses_an_admin_address_off_loopback_without_a_traceback() -> Non
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "stdio", "wrap"])
+def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path, command: str) -> None:
     """A target that never answers its handshake holds start-up for the target timeout (30 s);
-    SIGTERM must not wait for it."""
+    SIGTERM must not wait for it, whether the gateway serves HTTP (run, wrap) or stdio (stdio, connect)."""
     marker = f"hang-{os.getpid()}-{time.monotonic_ns()}"
     hang = "import time; time.sleep(600)"
     config = tmp_path / "gw.yaml"
@@ -369,6 +370,12 @@ def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) 
         f"config: {{adminAddr: null, statsAddr: null}}\nmcp:\n  port: 0\n  targets:\n"
         f'  - name: mute\n    stdio: {{ cmd: "{sys.executable}", args: ["-c", "{hang}", "{marker}"] }}\n'
     )
+    argv = {
+        "run": ["run", "-f", str(config)],
+        "stdio": ["stdio", "-f", str(config)],
+        "wrap": ["wrap", "--port", "0", "--", "sh", str(tmp_path / "hang.sh")],  # the marker not in wrap's argv
+    }[command]
+    (tmp_path / "hang.sh").write_text(f'exec "{sys.executable}" -c "{hang}" "{marker}"\n')
 
     def hung() -> set[int]:
         out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
@@ -377,9 +384,11 @@ def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) 
     log = tmp_path / "log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "-f", str(config)],
+            [sys.executable, "-m", "gateway.cli", *argv],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,  # held open: stdio serves until it closes
+            stdout=subprocess.DEVNULL,
             stderr=out,
         )
     try:
@@ -399,4 +408,5 @@ def test_sigterm_during_start_up_stops_at_once_leaving_no_child(tmp_path: Path) 
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
     assert "Traceback" not in text, text
-    assert "shutting down" in text and "agentplex stopped" in text
+    if command != "stdio":
+        assert "shutting down" in text and "agentplex stopped" in text
