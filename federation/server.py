@@ -574,11 +574,13 @@ class Federation:
         async def call(session: Any) -> Any:
             if not _is_modern_version(session.protocol_version):
                 return await invoke(session)
+            opt_in = self._log_opt_in(ctx)
             result = await invoke(
                 session,
                 allow_input_required=True,
                 input_responses=params.input_responses if modern else None,
                 request_state=params.request_state if modern else None,
+                **opt_in,
             )
             for _ in range(0 if modern else 10):  # modern clients resolve it themselves and retry
                 if not isinstance(result, types.InputRequiredResult):
@@ -586,7 +588,11 @@ class Federation:
                 asked = (result.input_requests or {}).items()
                 answers = {key: await _ask_client(ctx, request) for key, request in asked}
                 result = await invoke(
-                    session, allow_input_required=True, input_responses=answers, request_state=result.request_state
+                    session,
+                    allow_input_required=True,
+                    input_responses=answers,
+                    request_state=result.request_state,
+                    **opt_in,
                 )
             if not modern and isinstance(result, types.InputRequiredResult):
                 raise MCPError(types.INTERNAL_ERROR, f"target '{target}' kept asking for input after 10 rounds")
@@ -597,6 +603,15 @@ class Federation:
             parked = await self._parked.start(self._tg, lambda p: self._forward(Call(ctx, p), target, method, call))
             return await parked.next_outcome()
         return await self._forward(Call(ctx), target, method, call)
+
+    def _log_opt_in(self, ctx: ServerRequestContext[Any]) -> dict[str, Any]:
+        """`meta` for a request to a 2026-07-28 upstream, which logs only for requests that opt in: the
+        caller's own opt-in (2026-07-28), else the level its session set (every level if none)."""
+        if _is_modern(ctx):
+            level = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
+        else:
+            level = self._log_levels.get(self._client(ctx), "debug")
+        return {} if level is None else {"meta": {types.LOG_LEVEL_META_KEY: level}}
 
     async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
         """A handshake-era tools/call over the raw relay (protocols/mcp/relay.py).

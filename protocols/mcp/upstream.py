@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -565,7 +566,7 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
     spec = upstream.spec
 
     def plain(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
-        return _sse_limited(_http_client(upstream, headers, timeout), spec)
+        return _for_sse(_http_client(upstream, headers, timeout, keepalive=True), spec)
 
     connect = {"headers": spec.headers or None, "timeout": spec.connect_timeout}
     if spec.auth is None:
@@ -586,9 +587,9 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
         return httpx2.Response(202, request=request)
 
     def guarded(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
-        client = _http_client(upstream, headers, timeout)
+        client = _http_client(upstream, headers, timeout, keepalive=True)
         client._transport = _AuthGate(client._transport, spec.name, refuse)
-        return _sse_limited(client, spec)
+        return _for_sse(client, spec)
 
     async def pump(read: Any) -> None:
         async with send:
@@ -605,17 +606,57 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
         tg.cancel_scope.cancel()
 
 
-def _sse_limited(client: httpx2.AsyncClient, spec: TargetSpec) -> httpx2.AsyncClient:
-    """The SDK's SSE client ends the connection at an event of 1 MiB: a smaller one is answered with an error."""
+def _for_sse(client: httpx2.AsyncClient, spec: TargetSpec) -> httpx2.AsyncClient:
+    """The SDK's SSE client ends the connection at an event of 1 MiB: a smaller one is answered with an error.
+    And its event stream waits for events as long as the connection lives (`_PatientEventStream`)."""
     limit = min(spec.max_response_size, SSE_CLIENT_EVENT_LIMIT)
-    client._transport = LimitedResponses(client._transport, spec.name, limit)
+    client._transport = _PatientEventStream(LimitedResponses(client._transport, spec.name, limit))
     return client
 
 
+class _PatientEventStream(httpx2.AsyncBaseTransport):
+    """No read timeout on an SSE target's event stream (its GET), where silence is normal: a server owes no
+    keep-alive events, so the SDK's `sse_read_timeout` (300 s) would end an idle target's session (and its
+    clients' calls would fail until it reconnected). A peer that vanished is noticed by TCP keep-alive
+    (`_KEEPALIVE`) instead; the POSTs keep their timeouts."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET":
+            timeout = {**request.extensions.get("timeout", {}), "read": None}
+            request.extensions = {**request.extensions, "timeout": timeout}
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _keepalive_options() -> list[tuple[int, int, int]]:
+    """TCP keep-alive probes after 30 s of silence, 10 s apart, 3 unanswered ones end the connection: a peer
+    gone without a word (host down, network cut) is noticed in about a minute, a live one costs a few bytes."""
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    idle = getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None))  # Linux, macOS
+    interval, count = getattr(socket, "TCP_KEEPINTVL", None), getattr(socket, "TCP_KEEPCNT", None)
+    for option, value in ((idle, 30), (interval, 10), (count, 3)):
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    return options
+
+
+_KEEPALIVE = _keepalive_options()
+
+
 def _http_client(
-    upstream: Upstream, headers: dict[str, str] | None, timeout: httpx2.Timeout | None = None
+    upstream: Upstream,
+    headers: dict[str, str] | None,
+    timeout: httpx2.Timeout | None = None,
+    *,
+    keepalive: bool = False,
 ) -> httpx2.AsyncClient:
-    """What `create_mcp_http_client` builds, plus the target's TLS context and credentials."""
+    """What `create_mcp_http_client` builds, plus the target's TLS context and credentials
+    (`keepalive`: TCP keep-alive on its connections)."""
     spec = upstream.spec
     kwargs: dict[str, Any] = {
         "headers": headers,
@@ -625,7 +666,15 @@ def _http_client(
     if spec.auth is not None:
         kwargs["auth"] = _UpstreamHttpAuth(upstream, spec.auth)
     kwargs["event_hooks"] = {"request": [_send_trace_context]}
-    return httpx2.AsyncClient(**kwargs)
+    client = httpx2.AsyncClient(**kwargs)
+    if keepalive:
+        # On the pools httpx2 built (the direct one and any proxy's from the environment): passing our
+        # own transport instead would turn the environment's proxies off.
+        for transport in (client._transport, *client._mounts.values()):
+            pool = getattr(transport, "_pool", None)
+            if pool is not None:
+                pool._socket_options = [*(pool._socket_options or ()), *_KEEPALIVE]
+    return client
 
 
 _W3C = TraceContextTextMapPropagator()

@@ -104,3 +104,26 @@ async def test_an_ambiguous_request_fails_clearly(upstream: Any) -> None:
         assert "cannot tell which client target 'up' is asking for sampling" in err.value.message
         alone = await asker.call_tool("sample", {"prompt": "y"})  # unambiguous again
         assert "sampled y" in alone.content[0].text
+
+
+@pytest.mark.parametrize("client_era", list(CLIENT_ERAS))
+@pytest.mark.parametrize("transport", ["mcp", "stdio"])
+async def test_modern_upstream_logs_reach_any_client(upstream: Any, transport: str, client_era: str) -> None:
+    """A 2026-07-28 upstream logs only for requests that opt in: the gateway opts in for its caller."""
+    logs: list[tuple[str, Any, str | None]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append((params.level, params.data, params.logger))
+
+    # A 2026-07-28 client opts in per request itself (log_level); a handshake-era one gets every level.
+    opt_in = {"log_level": "debug"} if client_era == "modern" else {}
+    async with (
+        run_gateway(mcp_yaml(target(upstream, transport, "modern"))) as gw,
+        Client(gw.url, mode=CLIENT_ERAS[client_era], cache=None, logging_callback=on_log, **opt_in) as c,
+    ):
+        assert (await c.call_tool("chatty", {"count": 3})).content[0].text == "logged"
+        assert logs == [("info", f"log {i}", "up") for i in (1, 2, 3)]
+        if client_era == "handshake":  # the level a handshake-era client sets is its opt-in
+            await c.session.set_logging_level("warning")
+            assert (await c.call_tool("chatty", {"count": 3})).content[0].text == "logged"
+            assert len(logs) == 3

@@ -7,6 +7,8 @@ target's connection but never sends a message twice (a tools/call may have done 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,11 @@ import anyio
 import httpx2
 import pytest
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from protocols.mcp import upstream as upstream_module
 from tests.conftest import PY, ROOT, http_target, mcp_yaml, run_gateway, stdio_target
 
 pytestmark = pytest.mark.anyio
@@ -104,3 +108,23 @@ async def test_retry_reopens_a_target_whose_first_start_failed(tmp_path: Path) -
         assert marker.read_text().count("spawned") == 2
         async with legacy_session(gw.url) as s:
             assert await text(s, "whoami") == "flaky"
+
+
+async def test_a_silent_sse_target_keeps_its_session(upstream: Any, monkeypatch: Any, caplog: Any) -> None:
+    """An SSE target's event stream may stay silent for as long as it likes (this one sends no keep-alive
+    comments): the SDK's `sse_read_timeout` (300 s, 1 s here) does not end the session, so a call after
+    the silence succeeds at once, on the same upstream session, with nothing logged at ERROR."""
+    monkeypatch.setattr(upstream_module, "sse_client", functools.partial(sse_client, sse_read_timeout=1.0))
+    url = upstream("quiet", "sse", "--sse-ping", "0")
+    sessions = url.removesuffix("/sse") + "/sse-sessions"  # how many SSE sessions the target has served
+    async with (
+        run_gateway(mcp_yaml(http_target("quiet", url, "sse"))) as gw,
+        legacy_session(gw.url) as s,
+        httpx2.AsyncClient(timeout=10) as http,
+    ):
+        assert await text(s, "whoami") == "quiet"
+        opened = (await http.get(sessions)).text
+        await anyio.sleep(3)  # three read timeouts' worth of silence
+        assert await text(s, "whoami") == "quiet"
+        assert (await http.get(sessions)).text == opened
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import pytest
@@ -42,6 +44,29 @@ async def test_sse_transport_lists_everything(upstream: Any) -> None:
         tools = await up.list_all("tools/list")
         assert {"echo", "whoami", "get_time"} <= {t.name for t in tools}
         assert [p.name for p in await up.list_all("prompts/list")] == ["greet"]
+
+
+def established_to(port: int) -> list[int]:
+    """The timer (/proc/net/tcp `tr`: 0 none, 1 retransmit, 2 keep-alive) of each established IPv4
+    connection to `port` on this machine."""
+    timers = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, timer = fields[2], fields[3], fields[5]
+        if int(remote.split(":")[1], 16) == port and state == "01":
+            timers.append(int(timer.split(":")[0], 16))
+    return timers
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's socket table")
+async def test_an_sse_targets_connections_use_tcp_keepalive(upstream: Any) -> None:
+    """Its event stream has no read timeout (it may rightly stay silent): TCP keep-alive notices a peer that
+    vanished without closing its connections."""
+    url = upstream("s", "sse", "--sse-ping", "0")
+    async with Upstream(TargetSpec(name="s", transport="sse", url=url), NoEvents()).running() as up:
+        await up.request("tools/call", lambda s: s.call_tool("whoami", {}))
+        timers = established_to(urlparse(url).port or 80)
+        assert timers and set(timers) == {2}, timers
 
 
 async def test_stdio_env_is_passed_explicitly() -> None:
