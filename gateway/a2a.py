@@ -31,7 +31,7 @@ from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols import redaction
 from protocols.a2a import proxy
-from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card, rewrite_urls
+from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card
 from protocols.a2a.errors import INTERNAL_ERROR, UNSUPPORTED_OPERATION, jsonrpc_error, rest_error
 from protocols.a2a.methods import MESSAGE_METHODS, NotJsonRpc, parse_jsonrpc, rest_method, skill_of
 
@@ -387,9 +387,9 @@ class A2AEndpoint:
         def rewrite(body: bytes) -> bytes:
             data = json.loads(body)
             if call.jsonrpc and isinstance(data, dict) and isinstance(data.get("result"), dict):
-                data["result"] = rewrite_urls(data["result"], agent.url, public)
+                data["result"] = rewrite_card(agent, public, data["result"])
             elif not call.jsonrpc and isinstance(data, dict):
-                data = rewrite_urls(data, agent.url, public)
+                data = rewrite_card(agent, public, data)
             return json.dumps(data).encode()
 
         return rewrite
