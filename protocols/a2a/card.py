@@ -30,7 +30,8 @@ FETCH_TIMEOUT = 10.0
 
 
 async def fetch_card(client: httpx.AsyncClient, spec: AgentSpec) -> Agent:
-    """The agent with its card, from `<url>/.well-known/agent-card.json` or, if that is 404, the 0.3 path.
+    """The agent with its card, from `<url>/.well-known/agent-card.json` or, if that is 404, the 0.3 path
+    (from `<url>` itself when a full urlRewrite sends every request there).
 
     Raises ValueError naming the agent when the card cannot be had or is not a usable card."""
     card = await _get_card(client, spec)
@@ -41,6 +42,7 @@ async def fetch_card(client: httpx.AsyncClient, spec: AgentSpec) -> Agent:
         version=card_version(card),
         source=spec.source,
         headers=dict(spec.headers),
+        full_rewrite=spec.full_rewrite,
     )
 
 
@@ -72,8 +74,12 @@ def rewrite_card(agent: Agent, public_url: str, card: dict[str, Any] | None = No
 
 
 def agent_path(agent: Agent) -> str:
-    """The path the agent sees at the gateway's URL for it."""
-    return urlsplit(agent.url).path.rstrip("/")
+    """The path the agent sees at the gateway's URL for it (a full urlRewrite's, less the card's path)."""
+    path = urlsplit(agent.url).path
+    if agent.full_rewrite:
+        for suffix in (CARD_PATH, LEGACY_CARD_PATH):
+            path = path.removesuffix(suffix)
+    return path.rstrip("/")
 
 
 def public_interface_url(url: str, public_url: str, agent_path: str) -> str:
@@ -153,8 +159,10 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 async def _get_card(client: httpx.AsyncClient, spec: AgentSpec) -> dict[str, Any]:
     base = spec.url.rstrip("/")
-    url = base + CARD_PATH
+    url = spec.url if spec.full_rewrite else base + CARD_PATH
     status, body = await _get(client, spec, url)
+    if status == 404 and spec.full_rewrite:
+        raise ValueError(f"agent {spec.name!r}: no card at {url} (it answered 404)")
     if status == 404:
         legacy = base + LEGACY_CARD_PATH
         status, body = await _get(client, spec, legacy)

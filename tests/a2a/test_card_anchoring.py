@@ -1,5 +1,5 @@
-"""Cards served by the gateway lead to the gateway, whatever host the agent advertises (the reference's
-rule, crates/agentgateway/src/a2a/mod.rs `public_interface_url`).
+"""Cards served by the gateway lead to the gateway, whatever host the agent advertises, and a route's
+urlRewrite mounts an agent under a prefix (the reference's semantics, crates/agentgateway/src/a2a/mod.rs).
 
 An agent behind Docker or a load balancer advertises a name the gateway does not use to reach it
 (`localhost`, a container name, a public DNS name): every http(s) interface URL of its card is
@@ -19,10 +19,14 @@ import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.helpers import get_artifact_text
 from a2a.types import Message, Part, Role, SendMessageRequest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from gateway.app import Gateway
+from gateway.config import ConfigError, parse_config
 from protocols.a2a.agent import Agent
 from protocols.a2a.card import public_interface_url, rewrite_card
-from tests.a2a.harness import NO_STORE
+from tests.a2a.harness import NO_STORE, V1, message, rpc
 from tests.conftest import run_gateway
 from tests.fixtures.a2a_agent import Recorder, echo_agent, legacy_agent, serve
 
@@ -36,6 +40,16 @@ def advertising(build: Callable[[str], Recorder], host: str, path: str = "") -> 
 
     def built(base: str) -> Recorder:
         return build(base.replace("127.0.0.1", host) + path)
+
+    return built
+
+
+def mounted(build: Callable[[str], Recorder], path: str, host: str = "127.0.0.1") -> Callable[[str], Recorder]:
+    """`build`'s agent served below `path` of its server (its card says so), requests recorded with full paths."""
+
+    def built(base: str) -> Recorder:
+        inner = build(base.replace("127.0.0.1", host) + path)
+        return Recorder(Starlette(routes=[Mount(path, app=inner)]))
 
     return built
 
@@ -171,3 +185,90 @@ async def test_cards_lead_to_the_gateway_whatever_host_the_agent_advertises() ->
                     assert said == f"echo: {name}"
                 paths = through_gateway(agent.app, gw.port)
                 assert {"/", "/rest/message:send" if agent is not old else "/rest/v1/message:send"} <= set(paths)
+
+
+# -- item 6: urlRewrite on an A2A route --------------------------------------------------------
+
+
+def route_yaml(agent: str, policies: str, prefix: str = "/agents/echo") -> str:
+    return f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: echo
+      matches: [{{path: {{pathPrefix: {prefix}}}}}]
+      policies: {policies}
+      backends: [{{host: "{agent}"}}]
+"""
+
+
+async def test_a_url_rewrite_mounts_an_agent_under_a_prefix() -> None:
+    """`urlRewrite: {path: {prefix: /}}` next to `a2a: {}`: the agent sees its own paths, and the card's
+    URLs are mapped back through the rewrite to the route's prefix."""
+    async with serve(advertising(echo_agent, "localhost")) as echo:
+        yaml = route_yaml(echo.url, "{a2a: {}, urlRewrite: {path: {prefix: /}}}")
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=20) as http:
+            base = f"http://127.0.0.1:{gw.port}/agents/echo"
+            card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
+            assert [i["url"] for i in card["supportedInterfaces"]] == [f"{base}/", f"{base}/rest"]
+            for binding in BINDINGS:
+                assert await send_through(base, "mounted", binding) == "echo: mounted"
+            assert set(through_gateway(echo.app, gw.port)) == {"/", "/rest/message:send"}
+            assert ("GET", "/.well-known/agent-card.json") in {(m, p) for m, p, _ in echo.seen}
+
+
+async def test_a_url_rewrite_to_a_path_maps_the_card_back_to_the_prefix() -> None:
+    """The agent lives at /inner of its server and advertises an unresolvable host: the route's
+    /agents/echo is rewritten to /inner toward it, and its card's /inner/... back to /agents/echo/....
+    The rewrite's authority is the Host the agent gets (its card's fetch included)."""
+    async with serve(mounted(echo_agent, "/inner", host="agent.internal")) as echo:
+        rewrite = "{path: {prefix: /inner}, authority: {host: agent.internal}}"
+        yaml = route_yaml(echo.url, f"{{a2a: {{}}, urlRewrite: {rewrite}}}")
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=20) as http:
+            base = f"http://127.0.0.1:{gw.port}/agents/echo"
+            card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
+            assert [i["url"] for i in card["supportedInterfaces"]] == [f"{base}/", f"{base}/rest"]
+            for binding in BINDINGS:
+                assert await send_through(base, "inside", binding) == "echo: inside"
+            assert set(through_gateway(echo.app, gw.port)) == {"/inner/", "/inner/rest/message:send"}
+            port = echo.url.rsplit(":", 1)[1]
+            assert {h["host"] for _, _, h in echo.seen} == {f"agent.internal:{port}"}
+
+
+async def test_without_a_rewrite_the_agent_sees_the_path_the_client_used() -> None:
+    """The reference passes the path on as it came: an agent served at /team/echo of its server, behind a
+    route with that prefix, is reached at /team/echo (no implicit stripping of the route's prefix)."""
+    async with (
+        serve(mounted(echo_agent, "/team/echo", host="localhost")) as echo,
+        run_gateway(route_yaml(echo.url, "{a2a: {}}", "/team/echo")) as gw,
+        httpx.AsyncClient() as http,
+    ):
+        base = f"http://127.0.0.1:{gw.port}/team/echo"
+        card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
+        assert [i["url"] for i in card["supportedInterfaces"]] == [f"{base}/", f"{base}/rest"]
+        for binding in BINDINGS:
+            assert await send_through(base, "as is", binding) == "echo: as is"
+        assert set(through_gateway(echo.app, gw.port)) == {"/team/echo/", "/team/echo/rest/message:send"}
+
+
+async def test_a_full_rewrite_sends_every_request_to_one_path() -> None:
+    """`urlRewrite: {path: {full: ...}}`, as the reference does it: every request (the card's too) goes
+    to that path, and the card's URLs are anchored at the route's prefix by their path below it."""
+    async with serve(advertising(echo_agent, "agent.internal")) as echo:
+        yaml = route_yaml(echo.url, "{a2a: {}, urlRewrite: {path: {full: /.well-known/agent-card.json}}}")
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=20) as http:
+            base = f"http://127.0.0.1:{gw.port}/agents/echo"
+            card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
+            assert [i["url"] for i in card["supportedInterfaces"]] == [f"{base}/", f"{base}/rest"]
+            await http.post(f"{base}/", json=rpc("SendMessage", {"message": message("x")}), headers=V1)
+            assert echo.seen[-1][:2] == ("POST", "/.well-known/agent-card.json")
+
+
+def test_url_rewrite_is_refused_where_the_gateway_maps_paths_itself() -> None:
+    block = f"a2a: {{port: 0, {NO_STORE}, agents: [], policies: {{urlRewrite: {{path: {{prefix: /x}}}}}}}}"
+    with pytest.raises(ConfigError, match=r"x\.yaml: a2a\.policies\.urlRewrite: the a2a block serves each agent"):
+        Gateway(parse_config(block, "x.yaml"))
+    mcp = "mcp: {port: 0, policies: {urlRewrite: {path: {full: /x}}}, targets: [{name: a, mcp: {host: 'http://127.0.0.1:1/mcp'}}]}"
+    with pytest.raises(ConfigError, match=r"x\.yaml: mcp\.policies\.urlRewrite: applies to plain HTTP and A2A routes"):
+        Gateway(parse_config(mcp, "x.yaml"))
