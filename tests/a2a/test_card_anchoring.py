@@ -168,6 +168,9 @@ async def test_cards_lead_to_the_gateway_whatever_host_the_agent_advertises() ->
                 base = f"{origin}/a2a/{name}"
                 card = (await http.get(f"{base}/.well-known/agent-card.json")).json()
                 assert [i["url"] for i in card["supportedInterfaces"]] == [f"{base}/", f"{base}/rest"]
+                extended = await http.post(f"{base}/", json=rpc("GetExtendedAgentCard"), headers=V1)
+                urls = [i["url"] for i in extended.json()["result"]["supportedInterfaces"]]
+                assert urls == [f"{base}/", f"{base}/rest"]
             old_card = (await http.get(f"{origin}/a2a/old/.well-known/agent.json")).json()
             assert old_card["url"] == f"{origin}/a2a/old/"
             assert [i["url"] for i in old_card["additionalInterfaces"]] == [
