@@ -352,7 +352,9 @@ class AgentRegistry:
             return await self._fetch(spec)
         except ValueError as exc:
             logger.warning("agent %r is unhealthy: %s", spec.name, exc)
-            agent = Agent(spec.name, spec.url, source=spec.source, headers=dict(spec.headers))
+            agent = Agent(
+                spec.name, spec.url, source=spec.source, headers=dict(spec.headers), full_rewrite=spec.full_rewrite
+            )
             agent.healthy, agent.last_error = False, str(exc)
             return agent
 

@@ -1,7 +1,9 @@
 """A2A routes: agents served through the gateway, their cards rewritten to point back at it.
 
-The short `a2a:` block serves every agent of its registry under `<path>/<name>/`; a full-shape route
-with `policies: {a2a: {}}` and a `host` backend serves one agent at its path prefix. Either way a
+The short `a2a:` block serves every agent of its registry under `<path>/<name>/` (the agent sees the path
+below that, below its URL); a full-shape route with `policies: {a2a: {}}` and a `host` backend serves one
+agent at its path prefix, which the agent sees as the reference's would: as the client sent it, or as the
+route's urlRewrite replaced it (gateway/app.py folds that into the agent's URL). Either way a
 request is located (agent, path below it), checked against message-layer policy (the A2A method,
 agent and skill, through the route's guard) and streamed to the agent by protocols/a2a/proxy.py.
 """
@@ -31,7 +33,7 @@ from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols import redaction
 from protocols.a2a import proxy
-from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card, rewrite_urls
+from protocols.a2a.card import CARD_PATH, LEGACY_CARD_PATH, fetch_card, relocate, rewrite_card
 from protocols.a2a.errors import INTERNAL_ERROR, UNSUPPORTED_OPERATION, jsonrpc_error, rest_error
 from protocols.a2a.methods import MESSAGE_METHODS, NotJsonRpc, parse_jsonrpc, rest_method, skill_of
 
@@ -158,6 +160,7 @@ class A2AEndpoint:
     delivery: proxy.Sending | None = None  # retries and requestTimeout (gateway/policies/retry.py)
     mirror: Any = None  # requestMirror (gateway/policies/mirror.py): copies of the calls that passed the checks
     observe: Any = None  # an Observability (gateway/observability/exchange.py): each call's outcome
+    upstream_path: str = ""  # what a one-agent route's prefix becomes toward its agent (requestMirror copies go there)
 
     def __init__(
         self,
@@ -235,7 +238,8 @@ class A2AEndpoint:
         """False when the agent could not be reached (the client got the error)."""
         forwarded = without_credentials(scope)  # the copy that goes on: no credential the gateway consumed
         query = forwarded.get("query_string", b"").decode("latin-1")
-        url = agent.url.rstrip("/") + raw_tail + (f"?{query}" if query else "")
+        path = "" if agent.full_rewrite else raw_tail  # a full urlRewrite sends everything to one path
+        url = agent.url.rstrip("/") + path + (f"?{query}" if query else "")
         headers = dict(agent.headers)
         if self.auth is not None:
             try:
@@ -255,7 +259,7 @@ class A2AEndpoint:
         client = self.routes.client_for(self.route)
         assert client is not None, "A2ARoutes.running() opens the client before serving"
         if self.mirror is not None:
-            receive = self.mirror.tee(forwarded, receive, path=raw_tail, body=call.body)
+            receive = self.mirror.tee(forwarded, receive, path=self.upstream_path + path or "/", body=call.body)
         attributes = {"a2a.agent": agent.name, **({"a2a.method": call.method} if call.method else {})}
         traced = (
             self.observe.proxied(scope, agent.name, url, send, attributes) if self.observe else contextlib.nullcontext(send)
@@ -387,9 +391,9 @@ class A2AEndpoint:
         def rewrite(body: bytes) -> bytes:
             data = json.loads(body)
             if call.jsonrpc and isinstance(data, dict) and isinstance(data.get("result"), dict):
-                data["result"] = rewrite_urls(data["result"], agent.url, public)
+                data["result"] = rewrite_card(agent, public, data["result"])
             elif not call.jsonrpc and isinstance(data, dict):
-                data = rewrite_urls(data, agent.url, public)
+                data = rewrite_card(agent, public, data)
             return json.dumps(data).encode()
 
         return rewrite

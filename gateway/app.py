@@ -39,6 +39,7 @@ from gateway.observability.exchange import Observability
 from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.retry import Delivery, delivery
+from gateway.policies.rewrite import a2a_upstream
 from gateway.policies.timeout import Timeouts
 from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
@@ -408,6 +409,13 @@ class Gateway:
             mirror.refuse(levels, "the a2a block's")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=prefix or "/", kind="a2a")
         self._observe_limits(name, compiled)
+        if short is not None and compiled.url_rewrite is not None:
+            raise ConfigError(
+                f"{compiled.url_rewrite[0]}: the a2a block serves each agent at <path>/<name>/, which leads to the"
+                " agent's own url; to mount one agent under a prefix, set urlRewrite on a full-shape route with"
+                " `policies: {a2a: {}}`"
+            )
+        upstream = None
         if short is not None:
             side = _backend_policies(levels, self.base_dir)
             specs = [AgentSpec(a.name, a.url, dict(a.headers)) for a in short.agents]
@@ -417,7 +425,8 @@ class Gateway:
                 raise ConfigError(f"{src}: {where}.backends: an A2A route has one agent, found {len(hosts)} backends")
             host, _, backend_level = hosts[0]
             side = _backend_policies(levels + backend_level, self.base_dir)
-            specs = [AgentSpec(name, host)]
+            upstream = a2a_upstream(host, prefix, compiled.url_rewrite[1] if compiled.url_rewrite else None)
+            specs = [AgentSpec(name, upstream.url, upstream.headers, full_rewrite=upstream.full)]
         registry = self._short_registry() if short is not None else None  # shared with a2a.tools
         endpoint = self.a2a.endpoint(
             name,
@@ -430,6 +439,7 @@ class Gateway:
             tls=side.tls,
         )
         endpoint.auth, endpoint.delivery, endpoint.observe = side.auth, side.delivery, self.observability
+        endpoint.upstream_path = upstream.path if upstream is not None else ""
         endpoint.mirror = mirror.build(name, levels)
         if endpoint.mirror is not None:
             self.mirrors.append(endpoint.mirror)

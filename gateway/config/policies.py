@@ -391,7 +391,7 @@ class RequestRedirect(_Model):
 
 
 class UrlRewrite(_Model):
-    """Change the URL sent to a plain HTTP backend: its path, and the Host it is sent with."""
+    """Change the URL sent to a plain HTTP backend or a one-agent A2A route's agent: its path, and the Host."""
 
     authority: Authority | None = None
     path: PathReplacement | None = None

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Scope
 
 from federation.guard import Access
 from gateway.config import ConfigError
-from gateway.config.policies import HeaderModifier, Policies
+from gateway.config.policies import HeaderModifier, Policies, UrlRewrite
 from gateway.policies.api_key import ApiKeyStep
 from gateway.policies.authz_cel import RuleSet
 from gateway.policies.basic_auth import BasicAuthStep
@@ -46,6 +46,9 @@ class RoutePolicies:
     closers: list[Any] = field(default_factory=list)  # objects with `async aclose()`, closed on shutdown
     response_headers: list[HeaderModifier] = field(default_factory=list)  # applied to every answer
     cors: CorsPolicy | None = None
+    # An A2A route's innermost urlRewrite, with where it was set: the route folds it into its agent's URL
+    # (gateway/app.py) rather than rewriting each request, since its card is fetched and served by the gateway.
+    url_rewrite: tuple[str, UrlRewrite] | None = None
 
     def observe_limits(self, decided: Callable[[bool], None]) -> None:
         """Have every rate limit of the route report each decision (allowed: True) to `decided`."""
@@ -109,12 +112,15 @@ def compile_policies(
         if p.requestRedirect is not None:
             direct.append(RedirectStep(p.requestRedirect))
         if p.urlRewrite is not None:
-            if kind != "http":
+            if kind == "mcp":
                 raise ConfigError(
-                    f"{where}.urlRewrite: applies to plain HTTP backends only, not to an {kind.upper()} route "
-                    "(set it on the plain HTTP routes themselves)"
+                    f"{where}.urlRewrite: applies to plain HTTP and A2A routes, not to an MCP route (the gateway "
+                    "serves it itself; its targets have their own URLs)"
                 )
-            rewrites.append(UrlRewriteStep(p.urlRewrite))
+            if kind == "a2a":
+                out.url_rewrite = (f"{where}.urlRewrite", p.urlRewrite)
+            else:
+                rewrites.append(UrlRewriteStep(p.urlRewrite))
         if p.cors is not None:
             out.cors = CorsPolicy(p.cors, mcp=kind == "mcp")  # the innermost level's policy
         if p.extAuthz is not None:

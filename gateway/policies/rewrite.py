@@ -1,18 +1,19 @@
-"""`urlRewrite`: the path and the Host a plain HTTP backend is sent, changed before the request leaves.
+"""`urlRewrite`: the path and the Host a backend is sent, changed before the request leaves.
 
 A `prefix` path replaces the pathPrefix the route matched (gateway/routing.py records it) and keeps
 the rest; when the route matched by exact path or regex it replaces the whole path. The authority
 becomes the Host header toward the backend only: X-Forwarded-Host still says what the client asked.
 
-Plain HTTP routes only: compile_policies rejects urlRewrite on MCP and A2A routes at config load.
-An MCP route is served by the gateway itself (its targets have their own URLs), and an A2A route's
-paths below its prefix are the agent's protocol, which the gateway maps and rewrites cards for; a
-rewrite there would break the protocol rather than adapt it.
+compile_policies rejects urlRewrite on MCP routes (the gateway serves them itself; their targets have
+their own URLs). On a one-agent A2A route it is not a step: gateway/app.py folds it into the agent's URL
+(`a2a_upstream`), since the gateway fetches that agent's card itself and maps the card's URLs back
+through the rewrite (protocols/a2a/card.py).
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
 
 from starlette.types import ASGIApp, Scope
 
@@ -39,6 +40,34 @@ def replace_path(scope: Scope, cfg: PathReplacement) -> tuple[str, str]:
     else:  # the client encoded the prefix itself (`/%61pi`): re-encode the decoded rest
         raw_rest = quote(rest, safe=_SAFE)
     return (new + rest) or "/", (quote(new, safe=_SAFE) + raw_rest) or "/"
+
+
+@dataclass(frozen=True)
+class A2aUpstream:
+    """Where a one-agent A2A route's prefix leads: the agent's URL, the path the prefix becomes toward it
+    (what requestMirror copies go below), whether every request goes to that one path, a Host to send."""
+
+    url: str
+    path: str
+    full: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def a2a_upstream(host: str, prefix: str, cfg: UrlRewrite | None) -> A2aUpstream:
+    """The reference's paths for an A2A route: without a path rewrite the agent sees the path as the client
+    sent it (the route's prefix included); a `prefix` rewrite replaces the prefix, a `full` one the whole path."""
+    path = cfg.path if cfg is not None else None
+    if path is None:
+        at = prefix
+    elif path.full is not None:
+        at = path.full
+    else:
+        at = (path.prefix or "/").rstrip("/")
+    headers = {}
+    if cfg is not None and cfg.authority is not None:
+        headers["host"] = replace_authority(urlsplit(host).netloc, cfg.authority)
+    at = quote(at, safe=_SAFE)
+    return A2aUpstream(host.rstrip("/") + at, at, full=path is not None and path.full is not None, headers=headers)
 
 
 def replace_authority(base: str, cfg: Authority) -> str:

@@ -22,6 +22,7 @@ class Agent:
     version: Literal["1.0", "0.3"] = "1.0"
     source: AgentSource = "config"
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request to the agent
+    full_rewrite: bool = False  # a route's full urlRewrite: every request, the card's too, goes to `url` itself
     healthy: bool = True
     last_error: str | None = None
 
@@ -38,3 +39,4 @@ class AgentSpec:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     source: AgentSource = "config"
+    full_rewrite: bool = False

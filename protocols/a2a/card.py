@@ -2,7 +2,10 @@
 
 An A2A 1.0 card lists its endpoints in `supportedInterfaces[].url`; a 0.3 card in `url` and
 `additionalInterfaces[].url`. A client follows those URLs, so the copy the gateway serves must
-point at the gateway, or clients would bypass it after reading the card.
+point at the gateway, or clients would bypass it after reading the card. They are re-anchored there
+by their path alone, as the reference does (crates/agentgateway/src/a2a/mod.rs, `public_interface_url`):
+the host an agent advertises (`localhost`, a container name, a public name) is not how the gateway
+reaches it, so it cannot decide which URLs are the agent's.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ FETCH_TIMEOUT = 10.0
 
 
 async def fetch_card(client: httpx.AsyncClient, spec: AgentSpec) -> Agent:
-    """The agent with its card, from `<url>/.well-known/agent-card.json` or, if that is 404, the 0.3 path.
+    """The agent with its card, from `<url>/.well-known/agent-card.json` or, if that is 404, the 0.3 path
+    (from `<url>` itself when a full urlRewrite sends every request there).
 
     Raises ValueError naming the agent when the card cannot be had or is not a usable card."""
     card = await _get_card(client, spec)
@@ -38,6 +42,7 @@ async def fetch_card(client: httpx.AsyncClient, spec: AgentSpec) -> Agent:
         version=card_version(card),
         source=spec.source,
         headers=dict(spec.headers),
+        full_rewrite=spec.full_rewrite,
     )
 
 
@@ -46,32 +51,58 @@ def card_version(card: dict[str, Any]) -> str:
     return "1.0" if card.get("supportedInterfaces") else "0.3"
 
 
-def rewrite_card(agent: Agent, public_url: str) -> dict[str, Any]:
-    """A copy of the agent's card whose interface URLs under the agent's base URL point at `public_url`."""
-    return rewrite_urls(agent.card, agent.url, public_url)
+def rewrite_card(agent: Agent, public_url: str, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of `card` (by default the agent's own) whose interface URLs all lead to `public_url`.
 
+    Every http(s) URL in `supportedInterfaces` (1.0), `url` and `additionalInterfaces` (0.3) is
+    re-anchored there by its path (public_interface_url); its host is ignored, since an agent behind
+    Docker or a load balancer advertises a name the gateway does not use to reach it."""
+    out = copy.deepcopy(agent.card if card is None else card)
+    path = agent_path(agent)
 
-def rewrite_urls(card: dict[str, Any], base_url: str, public_url: str) -> dict[str, Any]:
-    """`card` with every interface URL (1.0 and 0.3 fields) below `base_url` moved below `public_url`.
+    def move(holder: Any) -> None:
+        if isinstance(holder, dict) and isinstance(holder.get("url"), str):
+            holder["url"] = public_interface_url(holder["url"], public_url, path)
 
-    URLs elsewhere (another host, a gRPC `host:port`) are left as they are."""
-    out = copy.deepcopy(card)
-    base = _Base(base_url)
-    public = public_url.rstrip("/")
-
-    def move(holder: Any, key: str) -> None:
-        if isinstance(holder, dict) and isinstance(holder.get(key), str):
-            rest = base.rest(holder[key])
-            if rest is not None:
-                holder[key] = public + rest
-
-    move(out, "url")
+    move(out)
     for key in ("supportedInterfaces", "additionalInterfaces"):
         interfaces = out.get(key)
         if isinstance(interfaces, list):
             for interface in interfaces:
-                move(interface, "url")
+                move(interface)
     return out
+
+
+def agent_path(agent: Agent) -> str:
+    """The path the agent sees at the gateway's URL for it (a full urlRewrite's, less the card's path)."""
+    path = urlsplit(agent.url).path
+    if agent.full_rewrite:
+        for suffix in (CARD_PATH, LEGACY_CARD_PATH):
+            path = path.removesuffix(suffix)
+    return path.rstrip("/")
+
+
+def public_interface_url(url: str, public_url: str, agent_path: str) -> str:
+    """An interface URL of an agent's card as a client of the gateway must see it (the reference's rule).
+
+    Only its path counts: below `agent_path` (on a segment boundary) what follows moves below `public_url`;
+    any other path goes below `public_url` whole. A URL that is not http(s) (a gRPC `host:port`) stays."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return url
+    path = parts.path or "/"
+    rest = _below(path, agent_path) if agent_path else None
+    return public_url.rstrip("/") + (path if rest is None else rest) + (f"?{parts.query}" if parts.query else "")
+
+
+def _below(path: str, base: str) -> str | None:
+    """What follows `base` in `path` when `path` is `base` or below it by whole segments, else None."""
+    if path == base:
+        return ""
+    return path[len(base) :] if path.startswith(base + "/") else None
 
 
 def relocate(url: str, base_url: str, public_url: str) -> str:
@@ -128,8 +159,10 @@ def _origin(url: str) -> tuple[str, str, int | None] | None:
 
 async def _get_card(client: httpx.AsyncClient, spec: AgentSpec) -> dict[str, Any]:
     base = spec.url.rstrip("/")
-    url = base + CARD_PATH
+    url = spec.url if spec.full_rewrite else base + CARD_PATH
     status, body = await _get(client, spec, url)
+    if status == 404 and spec.full_rewrite:
+        raise ValueError(f"agent {spec.name!r}: no card at {url} (it answered 404)")
     if status == 404:
         legacy = base + LEGACY_CARD_PATH
         status, body = await _get(client, spec, legacy)

@@ -92,14 +92,16 @@ async def test_a_missing_card_and_a_dead_agent_are_refused_naming_the_agent() ->
             await fetch_card(client, AgentSpec("gone", f"http://127.0.0.1:{free_port()}"))
 
 
-def test_interface_urls_under_the_agent_move_to_the_public_url() -> None:
+def test_interface_urls_move_to_the_public_url_by_their_path() -> None:
+    """Whatever host they name (the agent's own, another): below the agent's path what follows moves, any
+    other path moves whole (the reference's rule); a URL that is not http(s) stays."""
     card = {
         "name": "x",
         "supportedInterfaces": [
             {"url": "http://127.0.0.1:9100/", "protocolBinding": "JSONRPC"},
             {"url": "HTTP://127.0.0.1:9100/rest?v=1", "protocolBinding": "HTTP+JSON"},
             {"url": "http://127.0.0.1:9100/agentx", "protocolBinding": "JSONRPC"},  # not below /agent
-            {"url": "http://elsewhere:9100/", "protocolBinding": "JSONRPC"},
+            {"url": "http://elsewhere:9100/agent/", "protocolBinding": "JSONRPC"},
             {"url": "127.0.0.1:9100", "protocolBinding": "GRPC"},
         ],
         "skills": [{"id": "s", "examples": ["http://127.0.0.1:9100/"]}],
@@ -111,8 +113,8 @@ def test_interface_urls_under_the_agent_move_to_the_public_url() -> None:
     assert [i["url"] for i in out["supportedInterfaces"]] == [
         "https://gw.example/a2a/x/",
         "https://gw.example/a2a/x/rest?v=1",
-        "http://127.0.0.1:9100/agentx",
-        "http://elsewhere:9100/",
+        "https://gw.example/a2a/x/agentx",
+        "https://gw.example/a2a/x/",
         "127.0.0.1:9100",
     ]
     assert out["skills"] == card["skills"]  # the rest is untouched

@@ -39,8 +39,11 @@ def full_shape(agent: str, *, policies: str = "{a2a: {}}", matches: str = "[{pat
 
 
 async def test_a_full_shape_route_serves_one_agent_at_its_prefix() -> None:
+    """The agent at the root of its server, mounted at /team/echo by a urlRewrite (as in the reference:
+    without one, the agent would see /team/echo/... itself; tests/a2a/test_card_anchoring.py)."""
     policies = (
-        '{a2a: {}, mcpAuthorization: {rules: [{deny: \'a2a.agent == "team-echo" && a2a.method == "CancelTask"\'}]}}'
+        "{a2a: {}, urlRewrite: {path: {prefix: /}},"
+        ' mcpAuthorization: {rules: [{deny: \'a2a.agent == "team-echo" && a2a.method == "CancelTask"\'}]}}'
     )
     async with serve(echo_agent) as echo:
         yaml = full_shape(echo.url.removeprefix("http://"), policies=policies)  # host:port is enough

@@ -133,7 +133,7 @@ async def test_an_a2a_route_mirrors_the_calls_that_passed_its_checks() -> None:
     bodies: list[bytes] = []
     async with serve(echo_agent) as agent, serve(lambda base: Recorder(_shadow(bodies))) as shadow:  # type: ignore[arg-type]
         policies = (
-            "{a2a: {}, requestMirror: {backend: {host: 'SHADOW'}, percentage: 1},"
+            "{a2a: {}, urlRewrite: {path: {prefix: /}}, requestMirror: {backend: {host: 'SHADOW'}, percentage: 1},"
             " apiKey: {keys: [{key: alice-key, metadata: {user: alice}}, {key: bob-key, metadata: {user: bob}}]},"
             " mcpAuthorization: {rules: [{deny: 'a2a.method == \"SendMessage\" && apiKey.user == \"bob\"'}]}}"
         ).replace("SHADOW", shadow.url.removeprefix("http://"))

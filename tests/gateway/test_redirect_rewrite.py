@@ -105,7 +105,7 @@ def test_bad_redirects_and_rewrites_are_config_errors(policies: str, error: str)
 
 def test_url_rewrite_is_refused_on_mcp_routes_and_redirect_needs_no_backend() -> None:
     text = "mcp: {port: 0, policies: {urlRewrite: {path: {full: /x}}}, targets: [{name: a, mcp: {host: 'http://127.0.0.1:1/mcp'}}]}"
-    with pytest.raises(ConfigError, match=r"x\.yaml: mcp\.policies\.urlRewrite: applies to plain HTTP backends only"):
+    with pytest.raises(ConfigError, match=r"x\.yaml: mcp\.policies\.urlRewrite: applies to plain HTTP and A2A routes"):
         Gateway(parse_config(text, "x.yaml"))
     text = "binds: [{port: 0, listeners: [{routes: [{policies: {requestRedirect: {scheme: https}}}]}]}]"
     Gateway(parse_config(text, "x.yaml"))  # no backend needed
