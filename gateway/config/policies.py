@@ -435,6 +435,7 @@ class Policies(_Model):
     basicAuth: BasicAuth | None = None
     extAuthz: ExtAuthz | None = None
     mcpAuthorization: McpAuthorization | None = None
+    authorization: McpAuthorization | None = None  # the same rule forms, over whole HTTP requests
     localRateLimit: list[RateLimit] | None = None
     remoteRateLimit: RemoteRateLimit | None = None
     backendAuth: BackendAuth | None = None

@@ -20,6 +20,7 @@ from federation.guard import Access
 from gateway.config import ConfigError
 from gateway.config.policies import HeaderModifier, Policies, UrlRewrite
 from gateway.policies.api_key import ApiKeyStep
+from gateway.policies.authorization import AuthorizationStep
 from gateway.policies.authz_cel import RuleSet
 from gateway.policies.basic_auth import BasicAuthStep
 from gateway.policies.cors import CorsApp, CorsPolicy
@@ -80,7 +81,7 @@ def compile_policies(
 ) -> RoutePolicies:
     """`levels` are (where, policies) pairs, `where` being '<file>: <key.path>' for error messages.
 
-    Steps run authentication, request headers, external authorization and rate limits, urlRewrite,
+    Steps run authentication, request headers, `authorization` rules, external authorization and rate limits, urlRewrite,
     then the innermost requestRedirect or directResponse answers. The innermost cors wraps them all."""
     out = RoutePolicies()
     authn: list[Step] = []
@@ -88,6 +89,7 @@ def compile_policies(
     later: list[Step] = []
     rewrites: list[Step] = []
     direct: list[Step] = []
+    authz: list[Step] = []
     rules: list[RuleSet] = []
     limits: list[Limiter] = []
     for where, p in levels:
@@ -131,6 +133,8 @@ def compile_policies(
             out.closers.append(ext)
         if p.mcpAuthorization is not None and p.mcpAuthorization.rules:
             rules.append(RuleSet(p.mcpAuthorization))
+        if p.authorization is not None and p.authorization.rules:
+            authz.append(AuthorizationStep(p.authorization))
         for cfg in p.localRateLimit or []:
             limit = LocalRateLimit(cfg)
             (limits.append(limit) if limit.scope.per_message else later.append(HttpRateLimitStep(limit)))
@@ -142,7 +146,8 @@ def compile_policies(
             for remote in remotes:
                 (limits.append(remote) if remote.scope.per_message else later.append(HttpRateLimitStep(remote)))
     # The innermost urlRewrite applies (one rewrite of the matched prefix), the innermost redirect/directResponse answers.
-    out.steps = authn + headers + later + rewrites[-1:] + direct[-1:]
+    # `authorization` rules see the caller and the request as the client sent it, before extAuthz and limits.
+    out.steps = authn + headers + authz + later + rewrites[-1:] + direct[-1:]
     if rules or limits:
         out.guard = PolicyGuard(rules, limits)
     return out

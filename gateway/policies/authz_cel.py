@@ -31,10 +31,16 @@ class RuleSet:
         self.require = [Expr(r.require) for r in cfg.rules if r.require is not None]
 
     def allows(self, request: Any, access: Access) -> bool:
+        if access.kind is None:  # a method alone: only what can be said about it applies
+            if any(_holds(rule, request, access) for rule in self.deny):
+                return False
+            return not any(_fails(rule, request, access) for rule in self.require)
+        return self.decides(request, access)
+
+    def decides(self, request: Any, access: Access) -> bool:
+        """Every rule applies, in the reference's order (`authorization` on whole HTTP requests too)."""
         if any(_holds(rule, request, access) for rule in self.deny):
             return False
-        if access.kind is None:  # a method alone: only what can be said about it applies
-            return not any(_fails(rule, request, access) for rule in self.require)
         if not all(_holds(rule, request, access) for rule in self.require):
             return False
         return not self.allow or any(_holds(rule, request, access) for rule in self.allow)
