@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 UPSTREAM_FILE = REPO / "tests" / "fixtures" / "upstream.py"
 PROTOCOL = "2025-11-25"
+MODERN = "2026-07-28"
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASE_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -76,6 +78,7 @@ class Side:
     throughput_calls: int = 0
     cpu_seconds: Counter[str] = field(default_factory=Counter)  # process -> CPU s over the throughput phases
     errors: Counter[str] = field(default_factory=Counter)
+    modern: dict[str, float] = field(default_factory=dict)  # the same figures spoken in 2026-07-28 (no session)
 
 
 class CallError(Exception):
@@ -166,6 +169,10 @@ class Session:
         self.next_id = 0
         self.headers = dict(BASE_HEADERS)
 
+    @classmethod
+    def of_era(cls, era: str, client: httpx2.AsyncClient, url: str) -> Session:
+        return ModernCaller(client, url) if era == MODERN else cls(client, url)
+
     async def open(self) -> None:
         """initialize + notifications/initialized; afterwards requests carry the session id."""
         params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
@@ -206,6 +213,24 @@ class Session:
         return message
 
 
+class ModernCaller(Session):
+    """A 2026-07-28 caller: no handshake and no session; every request says its version, method and name."""
+
+    async def open(self) -> None:
+        self.headers = {**BASE_HEADERS, "mcp-protocol-version": MODERN}
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        message = self._message(method, {**(params or {}), "_meta": MODERN_META})
+        headers = {**self.headers, "mcp-method": method}
+        if params and "name" in params:
+            headers["mcp-name"] = params["name"]
+        response = await self.client.post(self.url, content=json.dumps(message).encode(), headers=headers)
+        return check(decode(response), self.next_id)
+
+    async def close(self) -> None:
+        return None
+
+
 def new_client(max_connections: int) -> httpx2.AsyncClient:
     """One pooled HTTP/1.1 client with enough keep-alive connections for every session."""
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -241,19 +266,22 @@ async def timed_sequence(session: Session, call: Callable[[], Any], count: int, 
     return samples
 
 
-async def measure_latency(client: httpx2.AsyncClient, side: Side, params: Params) -> None:
-    """Sequential tools/call p50/p99 and tools/list p50 on one session."""
-    session = Session(client, side.url)
+async def measure_latency(client: httpx2.AsyncClient, side: Side, params: Params, era: str = PROTOCOL) -> None:
+    """Sequential tools/call p50/p99 and tools/list p50 on one session (or one 2026-07-28 caller)."""
+    session = Session.of_era(era, client, side.url)
     await session.open()
     try:
         await timed_sequence(session, session.call_echo, params.warmup, side.errors)
         calls = await timed_sequence(session, session.call_echo, params.latency_calls, side.errors)
-        side.call_p50_ms, side.call_p99_ms = percentile(calls, 0.50), percentile(calls, 0.99)
-        side.call_mean_ms = sum(calls) / len(calls) if calls else math.nan
         lists = await timed_sequence(session, lambda: session.request("tools/list"), params.list_calls, side.errors)
-        side.list_p50_ms = percentile(lists, 0.50)
     finally:
         await session.close()
+    p50, p99, list_p50 = percentile(calls, 0.50), percentile(calls, 0.99), percentile(lists, 0.50)
+    if era == MODERN:
+        side.modern.update(call_p50_ms=p50, call_p99_ms=p99, list_p50_ms=list_p50)
+        return
+    side.call_p50_ms, side.call_p99_ms, side.list_p50_ms = p50, p99, list_p50
+    side.call_mean_ms = sum(calls) / len(calls) if calls else math.nan
 
 
 async def worker(session: Session, deadline: float, errors: Counter[str]) -> int:
@@ -269,10 +297,11 @@ async def worker(session: Session, deadline: float, errors: Counter[str]) -> int
 
 
 async def measure_throughput(
-    client: httpx2.AsyncClient, side: Side, n: int, duration: float, pids: dict[str, int]
+    client: httpx2.AsyncClient, side: Side, n: int, duration: float, pids: dict[str, int], era: str = PROTOCOL
 ) -> None:
-    """calls/s with n concurrent sessions for `duration` seconds, plus the CPU every process spent meanwhile."""
-    sessions = [Session(client, side.url) for _ in range(n)]
+    """calls/s with n concurrent sessions for `duration` seconds, plus the CPU every process spent meanwhile
+    (2026-07-28 callers: calls/s only, into `side.modern`)."""
+    sessions = [Session.of_era(era, client, side.url) for _ in range(n)]
     await asyncio.gather(*(s.open() for s in sessions))
     try:
         await asyncio.gather(*(s.call_echo() for s in sessions))  # warm every connection
@@ -282,6 +311,10 @@ async def measure_throughput(
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
     calls = sum(counts)
+    if era == MODERN:
+        side.modern[f"throughput_{n}"] = calls / usage.wall
+        side.modern[f"cpu_ms_per_call_{n}"] = 1000 * usage.seconds.get("gateway", 0) / calls if calls else math.nan
+        return
     side.throughput[str(n)] = calls / usage.wall
     side.busy_cpus[str(n)], side.foreign_cpus[str(n)] = usage.busy_cpus, usage.foreign_cpus
     side.throughput_calls += calls
@@ -566,6 +599,9 @@ async def run(params: Params, upstream_module: str, profile: bool, secure: bool 
             for n in params.sessions:
                 for side in sides:
                     await measure_throughput(client, side, n, params.duration, pids)
+            for side in sides:  # what mcp 2.3.0's Client(url) speaks by default
+                await measure_latency(client, side, params, MODERN)
+                await measure_throughput(client, side, 8, params.duration, pids, MODERN)
             usage = CpuReading.take(pids).since(start)
             memory = {name: rss_mib(pid) for name, pid in pids.items()}
             summary = None
@@ -599,6 +635,12 @@ def report(
         "call_p99_added_ms": gateway.call_p99_ms - direct.call_p99_ms,
         "list_p50_added_ms": gateway.list_p50_ms - direct.list_p50_ms,
         "throughput_ratio": {n: gateway.throughput.get(n, 0) / v for n, v in direct.throughput.items() if v},
+    }
+    dm, gm = direct.modern, gateway.modern
+    overhead["modern"] = {
+        "call_p50_added_ms": gm.get("call_p50_ms", math.nan) - dm.get("call_p50_ms", math.nan),
+        "list_p50_added_ms": gm.get("list_p50_ms", math.nan) - dm.get("list_p50_ms", math.nan),
+        "throughput_ratio_8": gm.get("throughput_8", 0) / dm["throughput_8"] if dm.get("throughput_8") else math.nan,
     }
     doc: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -659,8 +701,26 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("upstream CPU / call (ms)", fmt(dc.get("upstream")), fmt(gc.get("upstream")), "throughput phases"),
         ("load-gen CPU / call (ms)", fmt(dc.get("load-gen")), fmt(gc.get("load-gen")), "throughput phases"),
         ("RSS after load (MiB)", f"up {fmt(mem['upstream'], 1)}", f"gw {fmt(mem['gateway'], 1)}", "VmRSS"),
+        *modern_rows(doc),
         ("errors", str(sum(d["errors"].values())), str(sum(g["errors"].values())), ""),
         *secured_rows(doc),
+    ]
+
+
+def modern_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows for 2026-07-28 callers (no session; what mcp 2.3.0's Client(url) speaks by default)."""
+    d, g, o = doc["direct"]["modern"], doc["gateway"]["modern"], doc["overhead"]["modern"]
+    if not d or not g:
+        return []
+    ratio = o.get("throughput_ratio_8")
+    return [
+        ("2026-07-28 tools/call p50 (ms)", fmt(d.get("call_p50_ms")), fmt(g.get("call_p50_ms")),
+         f"{fmt(o.get('call_p50_added_ms'), sign='+')} ms"),
+        ("2026-07-28 calls/s, 8 callers", fmt(d.get("throughput_8"), 0), fmt(g.get("throughput_8"), 0),
+         "-" if ratio is None else f"{ratio:.0%} of direct"),
+        ("2026-07-28 tools/list p50 (ms)", fmt(d.get("list_p50_ms")), fmt(g.get("list_p50_ms")),
+         f"{fmt(o.get('list_p50_added_ms'), sign='+')} ms"),
+        ("2026-07-28 gateway CPU / call (ms)", "", fmt(g.get("cpu_ms_per_call_8")), "8 callers"),
     ]
 
 

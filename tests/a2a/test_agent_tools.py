@@ -247,7 +247,7 @@ async def test_a_call_that_runs_out_of_time_cancels_the_agents_task() -> None:
 
 
 async def test_authorization_rules_apply_to_agent_tools() -> None:
-    rules = "{mcpAuthorization: {rules: ['mcp.tool.name != \"agents_echo\"']}}"
+    rules = "{mcpAuthorization: {rules: ['!(mcp.tool.target == \"agents\" && mcp.tool.name == \"echo\")']}}"
     async with (
         agents() as running,
         run_gateway(config(urls(running), policies=rules)) as gw,

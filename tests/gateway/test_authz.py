@@ -33,11 +33,11 @@ async def names(http: httpx.AsyncClient, url: str, headers: dict[str, str], meth
 async def test_rules_filter_every_list_and_hidden_items_are_unknown(upstream: Any) -> None:
     rules = [
         'jwt.sub == "admin"',
-        'mcp.tool.name == "web_echo" || mcp.tool.name == "local_echo"',
+        'mcp.tool.name == "echo" && mcp.tool.target in ["web", "local"]',
         'mcp.tool.target == "web" && mcp.tool.original == "add"',
-        'mcp.prompt.name == "local_greet"',
-        'has(mcp.resource.uri) && mcp.resource.uri.startsWith("web+")',
-        {"deny": 'mcp.tool.name == "web_echo" && jwt.sub == "mallory"'},
+        'mcp.prompt.target == "local" && mcp.prompt.name == "greet"',
+        'has(mcp.resource.uri) && mcp.resource.target == "web"',
+        {"deny": 'mcp.tool.exposedName == "web_echo" && jwt.sub == "mallory"'},
     ]
     policy = jwt_policy()[:-1] + f", mcpAuthorization: {{rules: {json.dumps(rules)}}}}}"
     targets = http_target("web", upstream("web", "mcp")) + stdio_target("local")

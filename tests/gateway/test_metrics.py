@@ -56,7 +56,7 @@ def mcp_config(targets: str, policies: str = "{}") -> str:
 
 
 POLICIES = (
-    "{mcpAuthorization: {rules: ['mcp.tool.name != \"local_add\"']},"
+    "{mcpAuthorization: {rules: ['!(mcp.tool.target == \"local\" && mcp.tool.name == \"add\")']},"
     " localRateLimit: [{maxTokens: 2, tokensPerFill: 1, fillInterval: 60s, tools: [local_whoami]}]}"
 )
 
