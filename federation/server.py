@@ -112,6 +112,7 @@ class Federation:
         # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
         # error) instead of its tools turning into "unknown tool" while it restarts.
         self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
+        self._built: dict[Kind, tuple[Any, Catalog, Any]] = {}  # the last catalog built, and from which lists
         self.downstreams = Downstreams()
         self._listen_handler = ListenHandler(self.downstreams.bus)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -424,6 +425,12 @@ class Federation:
             logger.warning("listing %ss without target %s (failOpen): %s", kind, name, problem)
         known = self._known[kind]
         known.update(results)
+        # Lists come from the targets' caches: while every one is the same list, so is the catalog.
+        snapshot = (tuple((name, id(items)) for name, items in sorted(known.items())), frozenset(failures))
+        built = self._built.get(kind)
+        if built is not None and built[0] == snapshot:
+            self.catalogs[kind] = built[1]
+            return built[1]
         catalog = build_catalog(kind, self.naming, known)
         catalog.unavailable = set(failures)
         for problem in catalog.problems:
@@ -431,6 +438,7 @@ class Federation:
                 self._reported.add(problem)
                 logger.warning("catalog: %s", problem)
         self.catalogs[kind] = catalog
+        self._built[kind] = (snapshot, catalog, known.copy())  # the copy keeps each list (and its id) alive
         return catalog
 
     async def _lookup(self, kind: Kind, exposed: str, ctx: ServerRequestContext[Any] | None = None) -> Any:
@@ -938,6 +946,7 @@ class Federation:
         else:
             clients = [c for c in self.downstreams.clients() if self._lists_shared(target, c)]
         root = getattr(message, "root", message)
+        upstream.notified(str(getattr(root, "method", "")))  # its cached lists, if they changed
         if isinstance(root, types.ResourceUpdatedNotification):
             exposed = self.naming.uri(target, str(root.params.uri))
             if self._tg is not None:

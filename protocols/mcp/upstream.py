@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from protocols import pooled_sockets, redaction
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
+from protocols.mcp.list_cache import CHANGED, ListCache, ttl_of
 from protocols.mcp.size_limit import (
     DEFAULT_MAX_RESPONSE_SIZE,
     SSE_CLIENT_EVENT_LIMIT,
@@ -198,6 +200,7 @@ class Upstream:
         # Whom this upstream works for when RELAY_CALLER is not set (the owner of a per-session
         # upstream: the ASGI scope of its latest request); None for a shared one.
         self.caller: Any = None
+        self.lists = ListCache()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -295,6 +298,7 @@ class Upstream:
             await self.close()
         outcome = ready[0]
         if isinstance(outcome, ClientSession):
+            self.lists.forget()  # another session (a restarted server) may list other things
             self._session = outcome
             self.connections += 1
             self.last_error = None
@@ -473,17 +477,42 @@ class Upstream:
             raise UpstreamError(self.spec.name, "lost its session (restarted?); reconnecting") from None
 
     async def list_all(self, method: str) -> list[Any]:
-        """Every item of a paginated list (tools, prompts, resources, templates)."""
-        items: list[Any] = []
+        """Every item of a paginated list (tools, prompts, resources, templates), from the cache while
+        it holds (list_cache.py): a client's list costs no round trip to an unchanged target."""
+        key = await self._credential_key()
+        if key is not _UNKNOWN and (items := self.lists.get(method, key)) is not None:
+            return items
+        items = []
         cursor: str | None = None
+        first: Any = None
+        session = await self.session()
         for _ in range(10_000):
             params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
             result = await self.request(method, lambda s, p=params: _LISTERS[method](s, p))
+            first = first if first is not None else result
             items.extend(getattr(result, _LIST_FIELDS[method]))
             cursor = result.next_cursor
             if not cursor:
+                if key is not _UNKNOWN and self._session is session:  # not from a session since replaced
+                    self.lists.put(method, key, items, ttl_of(first, session.server_capabilities, method))
                 return items
         raise UpstreamError(self.spec.name, f"{method} never ended its pagination")
+
+    async def _credential_key(self) -> Any:
+        """Which credentials a list request carries (a digest), as lists may differ by caller."""
+        if self.spec.auth is None:
+            return None
+        try:
+            headers = await self.spec.auth.headers(RELAY_CALLER.get() or self.caller)
+        except Exception:  # the request itself will say what is wrong
+            return _UNKNOWN
+        return hashlib.sha256(repr(sorted(headers.items())).encode()).hexdigest()
+
+    def notified(self, method: str) -> None:
+        """The target sent notification `method` (on any stream): lists it says changed are asked for again."""
+        changed = CHANGED.get(method)
+        if changed:
+            self.lists.forget(changed)
 
     # -- callbacks from the upstream -------------------------------------------------------
 
@@ -505,6 +534,8 @@ class Upstream:
             return
         await self.events.on_notification(self, message)
 
+
+_UNKNOWN = object()  # no credential key could be had: the list is neither taken from nor put in the cache
 
 _LISTERS = {
     "tools/list": lambda s, p: s.list_tools(params=p),

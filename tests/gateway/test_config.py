@@ -232,7 +232,7 @@ def test_unknown_key_lists_allowed_keys() -> None:
 def test_unknown_policy() -> None:
     assert one_problem("mcp: {policies: {retries: 3}, targets: [{name: a, stdio: {cmd: x}}]}") == (
         "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout, retry, requestMirror, jwtAuth, "
-        "mcpAuthentication, apiKey, basicAuth, extAuthz, mcpAuthorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, "
+        "mcpAuthentication, apiKey, basicAuth, extAuthz, mcpAuthorization, authorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, "
         "requestHeaderModifier, responseHeaderModifier, directResponse, requestRedirect, urlRewrite, cors)"
     )
 

@@ -186,7 +186,7 @@ binds:
   - routes:
     - name: echo
       matches: [{{path: {{pathPrefix: /echo}}}}]
-      policies: {{a2a: {{}}, timeout: {{requestTimeout: 400ms}}, retry: {{attempts: 2, codes: [503]}}}}
+      policies: {{a2a: {{}}, urlRewrite: {{path: {{prefix: /}}}}, timeout: {{requestTimeout: 400ms}}, retry: {{attempts: 2, codes: [503]}}}}
       backends: [{{host: "{echo.url}"}}]
 """
         async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=20) as http:
