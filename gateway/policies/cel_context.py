@@ -106,9 +106,9 @@ def _source_vars(request: Any) -> dict[str, Any]:
     """The caller's address and, on an HTTPS listener, its client certificate (subjectAltNames, issuer,
     subject, subjectCn, certificate), as gateway/listener_tls.py recorded it for the connection."""
     if not isinstance(request, dict):
-        return {"address": "", "port": 0}
+        return {"address": "", "port": 0, "subjectAltNames": []}
     client = request.get("client") or ("", 0)
-    out = {"address": client[0], "port": client[1]}
+    out: dict[str, Any] = {"address": client[0], "port": client[1], "subjectAltNames": []}
     tls = (request.get("extensions") or {}).get("tls")
     if isinstance(tls, dict) and isinstance(tls.get("source"), dict):
         out.update(tls["source"])

@@ -231,6 +231,17 @@ async def test_cel_rules_read_the_client_certificate(pki: dict[str, Any]) -> Non
         assert seen == {"alice": ["local_add", "local_echo"], "bob": ["local_add", "local_whoami"]}
 
 
+async def test_without_a_client_certificate_certificate_rules_allow_nothing(pki: dict[str, Any]) -> None:
+    rules = '["source.subjectCn == \\"alice\\"", "size(source.subjectAltNames) > 0"]'
+    policies = f"{{ mcpAuthorization: {{ rules: {rules} }} }}"
+    async with (
+        run_gateway(https_yaml(pki, policies=policies)) as gw,  # no root: no client certificate asked
+        handshake_session(f"https://127.0.0.1:{gw.port}/mcp", client_context(pki, "alice")) as session,
+    ):
+        with anyio.fail_after(30):
+            assert (await session.list_tools()).tools == []
+
+
 async def test_min_tls_version_refuses_older_clients(pki: dict[str, Any]) -> None:
     async with run_gateway(https_yaml(pki, tls=", minTLSVersion: TLS_V1_3")) as gw:
         old = client_context(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
