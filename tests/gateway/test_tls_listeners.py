@@ -183,6 +183,21 @@ binds:
                 assert [get_artifact_text(a) for a in event.task.artifacts] == ["echo: hello"]
 
 
+async def test_mcp_authentication_metadata_names_the_https_resource(pki: dict[str, Any]) -> None:
+    jwks = ROOT / "samples" / "keys" / "demo-jwks.json"
+    authn = f'{{ mcpAuthentication: {{ issuer: "https://idp.example", jwks: {{ file: "{jwks}" }} }} }}'
+    async with (
+        run_gateway(https_yaml(pki, policies=authn)) as gw,
+        httpx.AsyncClient(verify=client_context(pki), timeout=30) as http,
+    ):
+        base = f"https://127.0.0.1:{gw.port}"
+        refused = await http.post(f"{base}/mcp", json={}, headers={"accept": "application/json, text/event-stream"})
+        assert refused.status_code == 401
+        metadata = f"{base}/.well-known/oauth-protected-resource/mcp"
+        assert f'resource_metadata="{metadata}"' in refused.headers["www-authenticate"]
+        assert (await http.get(metadata)).json()["resource"] == f"{base}/mcp"
+
+
 async def test_mtls_requires_a_client_certificate_from_root(pki: dict[str, Any]) -> None:
     root = pki["dir"] / "ca.pem"
     async with run_gateway(https_yaml(pki, tls=f', root: "{root}"')) as gw:
