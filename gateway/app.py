@@ -34,6 +34,7 @@ from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.http_limits import BIND_CONCURRENCY, server_config
 from gateway.keeper import Keeper, Part
+from gateway.listener_tls import ListenerContexts, PeerCertificates, ServingContext, server_context, serving_context
 from gateway.listening import tcp_listener
 from gateway.observability.exchange import Observability
 from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
@@ -71,6 +72,7 @@ class BindRuntime:
     routes: list[CompiledRoute]
     observe: Observability | None = None  # metrics and access logs per HTTP request
     server: uvicorn.Server | None = None
+    tls: ListenerContexts | None = None  # an HTTPS bind's certificates (gateway/listener_tls.py)
     active: int = 0  # requests in flight (a reload waits for the old config's to finish)
     streams: int = 0  # of which event streams a client holds open (GET text/event-stream)
     table: RouteTable[CompiledRoute] = field(init=False)  # `routes` in precedence order (gateway/routing.py)
@@ -123,12 +125,19 @@ class Socket:
 
     def __init__(self, bind: BindRuntime, drain: float) -> None:
         self.bind = bind
+        # HTTPS: uvicorn keeps this one context; it wraps each connection with the current bind's certificates
+        self.tls: ServingContext | None = serving_context(bind.tls) if bind.tls is not None else None
+        tls_options: dict[str, Any] = {}
+        if self.tls is not None:
+            front = self.tls
+            tls_options = {"http": PeerCertificates, "ssl_context_factory": lambda config, default: front}
         config = server_config(
             self,
             concurrency=BIND_CONCURRENCY,
             host=bind.address,
             port=bind.port,
             timeout_graceful_shutdown=drain,  # on shutdown, how long open connections may take to finish
+            **tls_options,
         )
         self.server = bind.server = SignalFreeServer(config)
         self.done = False
@@ -159,8 +168,11 @@ class Socket:
             bind.streams -= stream
 
     def serve_routes_of(self, bind: BindRuntime) -> None:
+        """From now on serve `bind`'s routes (and, HTTPS, its certificates to new connections)."""
         bind.server = self.server
         self.bind = bind
+        if self.tls is not None and bind.tls is not None:
+            self.tls.current = bind.tls
 
     def describe(self) -> str:
         return f"{self.bind.address}:{self.bind.port}"
@@ -281,7 +293,19 @@ class Gateway:
                 else:
                     where, listener_at = f"{origin}.listeners[{li}].routes[{ri}]", f"{origin}.listeners[{li}]"
                 routes.extend(self._compile_route(name, bind, listener, route, where, listener_at))
-        return BindRuntime(bind.address, bind.port, routes, observe=self.observability)
+        runtime = BindRuntime(bind.address, bind.port, routes, observe=self.observability)
+        if bind.https:
+            runtime.tls = ListenerContexts(
+                [
+                    (listener.hostname, server_context(listener.tls, self.base_dir, self._at(origin, li)))
+                    for li, listener in enumerate(bind.listeners)
+                    if listener.tls is not None
+                ]
+            )
+        return runtime
+
+    def _at(self, origin: str, listener: int) -> str:
+        return f"{self.config.source}: {origin}.listeners[{listener}].tls"
 
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
@@ -613,7 +637,8 @@ class Gateway:
         """Human lines for the startup log: listeners, routes and targets with their status."""
         fed = dict(self.federations)
         for bind in self.binds:
-            yield f"listening on http://{_host(bind.address)}:{bind.bound_port}"
+            scheme = "https" if bind.tls is not None else "http"
+            yield f"listening on {scheme}://{_host(bind.address)}:{bind.bound_port}"
             for route in bind.routes:
                 if route.name in self.a2a.registries:
                     yield f"  A2A route {route.name}: {route.describe}"

@@ -23,12 +23,15 @@ BIND_CONCURRENCY = 8192  # connections (or requests) at once on one bind
 OPERATOR_CONCURRENCY = 64  # on the admin API and the stats address
 
 
-def server_config(app: Any, *, concurrency: int, **options: Any) -> uvicorn.Config:
+def server_config(
+    app: Any, *, concurrency: int, http: type[H11Protocol] | None = None, **options: Any
+) -> uvicorn.Config:
     """uvicorn's config for one of the gateway's servers; past `concurrency` connections or requests,
-    uvicorn answers 503 rather than taking more (file descriptors and memory are finite)."""
+    uvicorn answers 503 rather than taking more (file descriptors and memory are finite). `http`: a
+    ReadDeadlines subclass (HTTPS binds use one that records the client certificate)."""
     return uvicorn.Config(
         app,
-        http=ReadDeadlines,
+        http=http or ReadDeadlines,
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -142,6 +142,11 @@ class Runtime:
                     logger.error("reload rejected: %s", problem)
                 logger.error("reload rejected: still serving the previous config")
                 return [str(problem) for problem in exc.problems]
+            switched = self._switched_scheme(gateway)
+            if switched:
+                for problem in switched:
+                    logger.error("reload rejected: %s", problem)
+                return switched
             try:
                 part = await self._start(gateway)
             except Exception as exc:
@@ -190,6 +195,20 @@ class Runtime:
                     self.admin.address,
                 )
             return []
+
+    def _switched_scheme(self, gateway: Gateway) -> list[str]:
+        """Binds the new config keeps on their socket but would switch between HTTP and HTTPS: the open
+        socket cannot change (certificate changes are fine: they reach new connections)."""
+        problems = []
+        for key, bind in _by_key(gateway).items():
+            socket = self.sockets.get(key)
+            if socket is not None and (socket.tls is None) != (bind.tls is None):
+                now, then = ("HTTP", "HTTPS") if socket.tls is None else ("HTTPS", "HTTP")
+                problems.append(
+                    f"{gateway.config.source}: {socket.describe()} serves {now}; switching it to {then}"
+                    " needs a restart (still serving the previous config)"
+                )
+        return problems
 
     def _observability(self, config: Config) -> Observability:
         return Observability(self.metrics, config.config.logging.format, self.tracer)

@@ -23,6 +23,7 @@ from .base import (
     _regex,
     _separator,
 )
+from .listener_tls import ListenerTLS
 from .policies import Policies
 
 
@@ -216,15 +217,58 @@ class Route(_Model):
 class Listener(_Model):
     name: str | None = None
     hostname: Hostname | None = None
-    protocol: Annotated[Literal["HTTP"], _CI] = "HTTP"
+    protocol: Annotated[Literal["HTTP", "HTTPS"], _CI] = "HTTP"
+    tls: ListenerTLS | None = None  # required for HTTPS (gateway/listener_tls.py serves it)
     policies: Policies | None = None
     routes: list[Route] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _tls_for_https(self) -> Listener:
+        if self.protocol == "HTTPS" and self.tls is None:
+            raise _problem_at(("tls",), "an HTTPS listener needs a tls block (cert and key)")
+        if self.protocol == "HTTP" and self.tls is not None:
+            raise _problem_at(("protocol",), "a listener with a tls block serves HTTPS: set protocol: HTTPS")
+        return self
 
 
 class Bind(_Model):
     port: Port
     address: str = "127.0.0.1"
     listeners: list[Listener] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_socket(self) -> Bind:
+        """A bind is one socket: its listeners all speak HTTP or all HTTPS; several HTTPS listeners
+        are told apart by SNI (their hostname) and may differ only in their certificate."""
+        first = self.listeners[0]
+        for index, listener in enumerate(self.listeners[1:], start=1):
+            if listener.protocol != first.protocol:
+                raise _problem_at(
+                    ("listeners", index, "protocol"),
+                    f"one bind is one socket: its listeners are all HTTP or all HTTPS (listeners[0] is {first.protocol})",
+                )
+            if listener.tls is not None and first.tls is not None:
+                mine = listener.tls.model_dump(exclude={"cert", "key"})
+                if mine != first.tls.model_dump(exclude={"cert", "key"}):
+                    raise _problem_at(
+                        ("listeners", index, "tls"),
+                        "HTTPS listeners on one bind may differ only in cert and key (root, versions and cipher"
+                        " suites are the socket's); use another port for other settings",
+                    )
+        if first.protocol == "HTTPS":
+            hostnames = [listener.hostname for listener in self.listeners]
+            for index, name in enumerate(hostnames):
+                if name in hostnames[:index]:
+                    raise _problem_at(
+                        ("listeners", index, "hostname"),
+                        f"another HTTPS listener on this bind already serves {name or 'any hostname'}:"
+                        " SNI could not choose between their certificates",
+                    )
+        return self
+
+    @property
+    def https(self) -> bool:
+        return self.listeners[0].protocol == "HTTPS"
 
 
 class LoggingSettings(_Model):

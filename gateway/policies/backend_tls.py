@@ -64,7 +64,7 @@ def ssl_context(cfg: BackendTLS, base_dir: Path, *, where: str = "backendTLS") -
     """
     ctx = _ClientContext(ssl.PROTOCOL_TLS_CLIENT)  # TLS 1.2+, hostname checking, certificates required
     if cfg.root is not None:
-        root = _readable(base_dir, cfg.root, f"{where}.root")
+        root = readable(base_dir, cfg.root, f"{where}.root")
         try:
             ctx.load_verify_locations(cafile=str(root))
         except ssl.SSLError:
@@ -72,7 +72,7 @@ def ssl_context(cfg: BackendTLS, base_dir: Path, *, where: str = "backendTLS") -
     else:
         _system_roots(ctx)
     if cfg.cert is not None and cfg.key is not None:
-        _client_certificate(ctx, base_dir, cfg.cert, cfg.key, where)
+        load_cert_chain(ctx, base_dir, cfg.cert, cfg.key, where)
         ctx.client_certificate = True
     if cfg.insecure:
         ctx.check_hostname = False
@@ -80,6 +80,14 @@ def ssl_context(cfg: BackendTLS, base_dir: Path, *, where: str = "backendTLS") -
     ctx.server_name = cfg.hostname
     ctx.alpn = list(cfg.alpn) if cfg.alpn else None
     return ctx
+
+
+def load_roots(ctx: ssl.SSLContext, root: Path, where: str) -> None:
+    """Trust the PEM bundle `root`; ConfigError naming `where` when it holds no certificate."""
+    try:
+        ctx.load_verify_locations(cafile=str(root))
+    except ssl.SSLError:
+        raise ConfigError(f"{where}: {root} holds no PEM certificate") from None
 
 
 _CA_FILES = (  # where Linux distributions keep the system bundle (as httpcore2 looks for it)
@@ -106,9 +114,10 @@ def _system_roots(ctx: ssl.SSLContext) -> None:
         ctx.load_verify_locations(cafile=cafile, capath=capath)
 
 
-def _client_certificate(ctx: ssl.SSLContext, base_dir: Path, cert_name: str, key_name: str, where: str) -> None:
-    cert = _readable(base_dir, cert_name, f"{where}.cert")
-    key = _readable(base_dir, key_name, f"{where}.key")
+def load_cert_chain(ctx: ssl.SSLContext, base_dir: Path, cert_name: str, key_name: str, where: str) -> None:
+    """Load a PEM certificate chain and its key into `ctx`; ConfigError at `<where>.cert`/`.key` otherwise."""
+    cert = readable(base_dir, cert_name, f"{where}.cert")
+    key = readable(base_dir, key_name, f"{where}.key")
     if b"-----BEGIN CERTIFICATE-----" not in cert.read_bytes():
         raise ConfigError(f"{where}.cert: {cert} holds no PEM certificate")
     key_text = key.read_bytes()
@@ -124,7 +133,8 @@ def _client_certificate(ctx: ssl.SSLContext, base_dir: Path, cert_name: str, key
         raise ConfigError(f"{where}.cert: cannot use {cert} with {key}: {exc.reason or exc}") from None
 
 
-def _readable(base_dir: Path, name: str, where: str) -> Path:
+def readable(base_dir: Path, name: str, where: str) -> Path:
+    """`name` (relative: to `base_dir`) if it can be opened; ConfigError naming `where` otherwise."""
     path = Path(name).expanduser()
     if not path.is_absolute():
         path = base_dir / path

@@ -98,9 +98,21 @@ def _variable(name: str, request: Any, access: Access) -> Any:
     if name == "request":
         return _request_vars(request)
     if name == "source":
-        client = (request.get("client") if isinstance(request, dict) else None) or ("", 0)
-        return {"address": client[0], "port": client[1]}
+        return _source_vars(request)
     raise KeyError(name)  # CEL reports the unknown variable
+
+
+def _source_vars(request: Any) -> dict[str, Any]:
+    """The caller's address and, on an HTTPS listener, its client certificate (subjectAltNames, issuer,
+    subject, subjectCn, certificate), as gateway/listener_tls.py recorded it for the connection."""
+    if not isinstance(request, dict):
+        return {"address": "", "port": 0, "subjectAltNames": []}
+    client = request.get("client") or ("", 0)
+    out: dict[str, Any] = {"address": client[0], "port": client[1], "subjectAltNames": []}
+    tls = (request.get("extensions") or {}).get("tls")
+    if isinstance(tls, dict) and isinstance(tls.get("source"), dict):
+        out.update(tls["source"])
+    return out
 
 
 def _item(access: Access) -> dict[str, str]:
