@@ -168,7 +168,7 @@ binds:
     routes:
     - name: echo
       matches: [{{path: {{pathPrefix: /agents/echo}}}}]
-      policies: {{ a2a: {{}} }}
+      policies: {{ a2a: {{}}, urlRewrite: {{path: {{prefix: /}}}} }}
       backends: [{{host: "{agent.url}"}}]
 """
         async with run_gateway(yaml) as gw, httpx.AsyncClient(verify=client_context(pki), timeout=30) as http:
