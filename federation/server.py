@@ -22,7 +22,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT, methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import Parked, ParkedCalls, state_boundary
+from federation.bridge import ANSWER_WAIT, Parked, ParkedCalls, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
@@ -914,6 +914,8 @@ class Federation:
     async def _ask_downstream(self, upstream: Upstream, request: Any, result_type: Any, what: str) -> Any:
         target = upstream.spec.name
         call = self._caller_for(upstream)
+        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+            return await self._ask_session(owner, request, target, what)
         if isinstance(call, str):
             if request.method == "roots/list":  # asked for no call (at start-up, say): the gateway's own roots
                 logger.debug("target %s asked for roots outside any call (%s): answered with none", target, call)
@@ -946,6 +948,24 @@ class Federation:
         except MCPError as exc:
             return exc.error
 
+    async def _ask_session(self, connection: Any, request: Any, target: str, what: str) -> Any:
+        """A client session's own upstream asks outside any one call (as it starts, or with several of the
+        session's calls open): its client is asked on the session's own channel, not tied to a request."""
+        wire = _wire(request)
+        try:
+            with anyio.fail_after(ANSWER_WAIT):
+                result = await connection.outbound.send_raw_request(wire["method"], wire.get("params"))
+            return _RESULT_TYPES[request.method].model_validate(result)
+        except MCPError as exc:
+            return exc.error
+        except TimeoutError:
+            return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client did not answer {what} in time")
+        except Exception as exc:  # no channel to the client, or an answer of the wrong kind
+            logger.info("could not ask the client for %s for target %s: %s", what, target, exc)
+            return types.ErrorData(
+                code=types.INVALID_REQUEST, message=f"target '{target}' asked for {what}, but the client could not be asked"
+            )
+
     async def on_sampling(self, upstream: Upstream, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(
             upstream,
@@ -963,8 +983,15 @@ class Federation:
         return await self._ask_downstream(upstream, types.ListRootsRequest(), types.ListRootsResult, "roots")
 
     async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
-        """A log message goes to the call it belongs to (`_caller_for`), or to nobody."""
+        """A log message goes to the call it belongs to (`_caller_for`); else to the client session that owns
+        the upstream, if one does; else to nobody."""
         call = self._caller_for(upstream)
+        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+            # A client session's own upstream: its client's, though not any one request's.
+            with contextlib.suppress(Exception):
+                message = _wire(types.LoggingMessageNotification(params=params))
+                await owner.outbound.notify(message["method"], message.get("params"))
+            return
         if isinstance(call, str):
             logger.debug("log message from target %s for no call (%s): %s", upstream.spec.name, call, params.data)
             return

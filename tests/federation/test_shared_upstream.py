@@ -215,3 +215,55 @@ async def test_spares_are_reused_bounded_and_closed_when_idle(monkeypatch: Any) 
             while federation.status()["up"]["spares"]:  # idle for a second: closed
                 await anyio.sleep(0.1)
             assert await pid() == shared
+
+
+def legacy(url: str, **callbacks: Any) -> Client:
+    return Client(url, mode="legacy", cache=None, **callbacks)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_session_own_upstream_asks_its_client_outside_any_call(upstream: Any, transport: str) -> None:
+    # A handshake-era session's own upstream is opened by its first call; what it asks as it starts is
+    # the session's client's to answer (on the session's channel), though no call's.
+    async def roots(ctx: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri="file:///client/only")])
+
+    async with run_gateway(mcp_yaml(target(upstream, transport, "--roots-at-start"))) as gw:
+        with anyio.fail_after(20):
+            async with legacy(gw.url, list_roots_callback=roots) as own:
+                text = (await own.call_tool("startup_roots", {})).content[0].text  # type: ignore[union-attr]
+    assert text == "roots: file:///client/only"
+
+
+async def test_a_session_with_calls_open_on_its_own_stdio_upstream_gets_its_traffic(upstream: Any) -> None:
+    # Two calls of one handshake-era session on its own stdio process: which call a message is about
+    # cannot be told, but whose it is can: the session's. Both samplings are answered, the logs arrive.
+    heard: list[str] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        heard.append(str(params.data))
+
+    async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        prompt = params.messages[0].content.text  # type: ignore[union-attr]
+        await anyio.sleep(0.2)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=f"got {prompt}"), model="t"
+        )
+
+    results: list[str] = []
+    async with (
+        run_gateway(mcp_yaml(stdio_target("up"))) as gw,
+        legacy(gw.url, sampling_callback=sampling, logging_callback=on_log, log_level="debug") as own,
+    ):
+
+        async def call(name: str, arguments: dict[str, Any]) -> None:
+            results.append((await own.call_tool(name, arguments)).content[0].text)  # type: ignore[union-attr]
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "sample", {"prompt": "one"})
+                tg.start_soon(call, "sample", {"prompt": "two"})
+                tg.start_soon(call, "chatty", {"count": 3, "pause": 0.1})
+            await anyio.sleep(0.2)
+    assert sorted(results) == ["got one", "got two", "logged"]
+    assert heard == ["log 1", "log 2", "log 3"]
