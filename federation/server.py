@@ -962,9 +962,8 @@ class Federation:
             return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client did not answer {what} in time")
         except Exception as exc:  # no channel to the client, or an answer of the wrong kind
             logger.info("could not ask the client for %s for target %s: %s", what, target, exc)
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message=f"target '{target}' asked for {what}, but the client could not be asked"
-            )
+            problem = f"target '{target}' asked for {what}, but the client could not be asked"
+            return types.ErrorData(code=types.INVALID_REQUEST, message=problem)
 
     async def on_sampling(self, upstream: Upstream, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(

@@ -215,6 +215,7 @@ async def test_spares_are_reused_bounded_and_closed_when_idle(monkeypatch: Any) 
             while federation.status()["up"]["spares"]:  # idle for a second: closed
                 await anyio.sleep(0.1)
             assert await pid() == shared
+            assert federation.restarts().get("up", 0) == 0  # a spare's start is no restart
 
 
 def legacy(url: str, **callbacks: Any) -> Client:
