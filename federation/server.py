@@ -22,12 +22,13 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT, methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import Parked, ParkedCalls, state_boundary
+from federation.bridge import ANSWER_WAIT, Parked, ParkedCalls, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
+from federation.spares import UNRELATED_TRANSPORTS, Spares
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import RELAY_CALLER, TargetSpec, Upstream
@@ -49,6 +50,7 @@ _ITEM_METHODS = frozenset(
     {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete"}
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
+_SPARE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
@@ -106,7 +108,10 @@ class Federation:
         self._log_levels: dict[Any, Any] = {}  # client connection -> the level it set (for upstreams opened later)
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
         self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
-        self._inflight: dict[Upstream, list[Call]] = {}
+        self._inflight: dict[Upstream, list[Call]] = {}  # calls sent on each upstream connection, not answered yet
+        self._placed: dict[Upstream, int] = {}  # calls given each upstream connection (some may be connecting it)
+        self._spares = Spares(self._spare)
+        self._shared_level: Any = None  # the log level last set on the shared upstreams (spares get it too)
         self._parked = ParkedCalls()
         self._reported: set[str] = set()
         # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
@@ -129,11 +134,13 @@ class Federation:
                 for upstream in self.upstreams.values():
                     tg.start_soon(self._connect_quietly, upstream)
             async with anyio.create_task_group() as self._tg:
+                self._spares.tg = self._tg
                 try:
                     yield self
                 finally:
                     for connection in list(self._session_upstreams):
                         await self._session_ended(connection)
+                    await self._spares.close()
                     self._tg.cancel_scope.cancel()
                     self._tg = None
 
@@ -150,6 +157,7 @@ class Federation:
                 "protocolVersion": up.protocol_version,
                 "lastError": up.last_error,
                 "sessions": sum(1 for ups in self._session_upstreams.values() if name in ups),
+                "spares": self._spares.count(name),
             }
             for name, up in self.upstreams.items()
         }
@@ -194,6 +202,14 @@ class Federation:
                 self._tg.start_soon(_set_level, upstream, level)
         return upstream
 
+    def _spare(self, shared: Upstream) -> Upstream:
+        """Another connection to a shared upstream's target (federation/spares.py), told the shared log level."""
+        assert self._tg is not None
+        spare = Upstream(shared.spec, self).attach(self._tg)
+        if self._shared_level is not None:
+            self._tg.start_soon(_set_level, spare, self._shared_level)
+        return spare
+
     def _listing(self, target: str, connection: Any) -> Upstream:
         """Where a client session's lists of `target` come from: its own upstream once it has one, else the
         shared one, which lists what a fresh session of the same server would. A target sent credentials
@@ -215,6 +231,8 @@ class Federation:
     def restarts(self) -> dict[str, int]:
         """Reconnections per target so far (for stdio: processes started again), every client session's included."""
         counts = dict(self._ended_restarts)
+        for name, restarts in self._spares.restarts().items():
+            counts[name] = counts.get(name, 0) + restarts
         for ups in [self.upstreams, *self._session_upstreams.values()]:
             for name, up in ups.items():
                 counts[name] = counts.get(name, 0) + up.restarts
@@ -798,6 +816,8 @@ class Federation:
                 upstream = self._upstream(name, ctx, listing=True)
                 if client is None or upstream is not self.upstreams[name] or self._shared_for_all(upstream):
                     tg.start_soon(_set_level, upstream, params.level)
+        if client is None:
+            self._shared_level = params.level
         if client is not None:
             if client not in self._log_levels:
                 client.exit_stack.callback(self._log_levels.pop, client, None)
@@ -829,17 +849,45 @@ class Federation:
     async def _forward(self, caller: ServerRequestContext[Any] | Call, target: str, method: str, call: Any) -> Any:
         """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
         current = caller if isinstance(caller, Call) else Call(caller)
-        upstream = self._upstream(target, current.ctx)
         request = _request(current.ctx)
         observed = _OBSERVED.get()
         name = observed.name if observed is not None and observed.target == target else ""
         try:
-            with self._on_behalf(upstream, current, request), self.observer.upstream(request, method, target, name):
-                return await upstream.request(method, call)
+            with (
+                self._placement(self._upstream(target, current.ctx), method) as upstream,
+                self.observer.upstream(request, method, target, name),
+            ):
+                await upstream.session()  # what a connection opened now sends as it starts is no call's
+                with self._on_behalf(upstream, current, request):
+                    return await upstream.request(method, call)
         except UpstreamError:
             raise
         except MCPError as exc:
             raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
+
+    @contextlib.contextmanager
+    def _placement(self, upstream: Upstream, method: str) -> Iterator[Upstream]:
+        """The connection a request goes on: `upstream`, or for a call (which may log or ask the client
+        something) a spare of its own when `upstream` is a shared connection whose messages cannot be told
+        apart (stdio, SSE) and another call is open on it. Subscriptions always stay on `upstream`."""
+        spare = None
+        if (
+            method in _SPARE_METHODS
+            and self._placed.get(upstream)
+            and upstream is self.upstreams.get(upstream.spec.name)
+            and Spares.wanted(upstream)
+        ):
+            spare = self._spares.lend(upstream)
+        chosen = spare or upstream
+        self._placed[chosen] = self._placed.get(chosen, 0) + 1
+        try:
+            yield chosen
+        finally:
+            self._placed[chosen] -= 1
+            if not self._placed[chosen]:
+                del self._placed[chosen]
+            if spare is not None:
+                self._spares.give_back(spare)
 
     @contextlib.contextmanager
     def _on_behalf(self, upstream: Upstream, current: Call, request: Any) -> Iterator[None]:
@@ -859,25 +907,45 @@ class Federation:
 
     # -- what upstreams send back (UpstreamEvents) -------------------------------------------
 
-    def _caller_for(self, upstream: Upstream) -> Call | None:
-        """The downstream call behind an upstream's message.
+    def _caller_for(self, upstream: Upstream) -> Call | str:
+        """The downstream call behind a message an upstream sent, or why none can be told.
 
-        The SDK carries our context variable only for HTTP upstreams that relate the message to
-        the call; otherwise a single in-flight call on that upstream is unambiguous.
+        Streamable HTTP says it exactly: a message on a request's own response stream reaches us in the
+        context of the call that sent the request (the SDK carries context variables that far); one on the
+        standalone stream belongs to no call, unless the connection is a client session's own, where its
+        one open call is taken (the SDK's `list_roots()` asks there). stdio and SSE say nothing of requests:
+        a message is taken as the one open call's, and with several open it cannot be told (spares keep
+        sessionless callers' calls one per connection, federation/spares.py). What a connection sends as
+        it starts, before any call was sent on it, is no call's.
         """
         inflight = self._inflight.get(upstream, [])
         current = _CALLER.get()
         if current is not None and any(c is current for c in inflight):
             return current
-        return inflight[0] if len(inflight) == 1 else None
+        transport = upstream.spec.transport
+        if transport == "mcp" and upstream not in self._owners:
+            return "it was sent outside any request's response stream (shared connection), so it belongs to no call"
+        if len(inflight) == 1:
+            return inflight[0]
+        if not inflight:
+            return "no call is open on that connection"
+        what = f"its {transport} connection" if transport in UNRELATED_TRANSPORTS else "that connection"
+        if upstream not in self._owners:
+            what += " (shared: `sharing: shared`, or every spare in use)"
+        return f"{len(inflight)} calls are open on {what}, whose messages do not say which request they belong to"
 
     async def _ask_downstream(self, upstream: Upstream, request: Any, result_type: Any, what: str) -> Any:
         target = upstream.spec.name
         call = self._caller_for(upstream)
-        if call is None:
+        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+            return await self._ask_session(owner, request, target, what)
+        if isinstance(call, str):
+            if request.method == "roots/list":  # asked for no call (at start-up, say): the gateway's own roots
+                logger.debug("target %s asked for roots outside any call (%s): answered with none", target, call)
+                return types.ListRootsResult(roots=[])
             return types.ErrorData(
                 code=types.INVALID_REQUEST,
-                message=f"agentplex cannot tell which client target '{target}' is asking for {what}",
+                message=f"agentplex cannot tell which client target '{target}' is asking for {what}: {call}",
             )
         if call.parked is not None:  # a 2026-07-28 client: ask through InputRequiredResult and its retry
             answer = await call.parked.ask(request)
@@ -903,6 +971,23 @@ class Federation:
         except MCPError as exc:
             return exc.error
 
+    async def _ask_session(self, connection: Any, request: Any, target: str, what: str) -> Any:
+        """A client session's own upstream asks outside any one call (as it starts, or with several of the
+        session's calls open): its client is asked on the session's own channel, not tied to a request."""
+        wire = _wire(request)
+        try:
+            with anyio.fail_after(ANSWER_WAIT):
+                result = await connection.outbound.send_raw_request(wire["method"], wire.get("params"))
+            return _RESULT_TYPES[request.method].model_validate(result)
+        except MCPError as exc:
+            return exc.error
+        except TimeoutError:
+            return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client did not answer {what} in time")
+        except Exception as exc:  # no channel to the client, or an answer of the wrong kind
+            logger.info("could not ask the client for %s for target %s: %s", what, target, exc)
+            problem = f"target '{target}' asked for {what}, but the client could not be asked"
+            return types.ErrorData(code=types.INVALID_REQUEST, message=problem)
+
     async def on_sampling(self, upstream: Upstream, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask_downstream(
             upstream,
@@ -920,9 +1005,17 @@ class Federation:
         return await self._ask_downstream(upstream, types.ListRootsRequest(), types.ListRootsResult, "roots")
 
     async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
+        """A log message goes to the call it belongs to (`_caller_for`); else to the client session that owns
+        the upstream, if one does; else to nobody."""
         call = self._caller_for(upstream)
-        if call is None:
-            logger.debug("log message from target %s with no caller: %s", upstream.spec.name, params.data)
+        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+            # A client session's own upstream: its client's, though not any one request's.
+            with contextlib.suppress(Exception):
+                message = _wire(types.LoggingMessageNotification(params=params))
+                await owner.outbound.notify(message["method"], message.get("params"))
+            return
+        if isinstance(call, str):
+            logger.debug("log message from target %s for no call (%s): %s", upstream.spec.name, call, params.data)
             return
         with contextlib.suppress(Exception):
             if call.relay is not None:

@@ -91,6 +91,7 @@ def route_targets(gateway: Gateway, route: str, federation: Federation) -> dict[
                 else "handshake",
                 "sharing": spec.sharing,
                 "sessions": state["sessions"],
+                "spares": state["spares"],  # connections lent to sessionless callers' calls (federation/spares.py)
                 "lastError": state["lastError"],
             }
         )

@@ -346,6 +346,12 @@ class Upstream:
                 await negotiate_auto(session)
             else:
                 await session.initialize()
+            if self.spec.transport in ("stdio", "sse") and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+                # Nothing there says which request a message is about: what the server sends as soon as it is
+                # initialized (a roots/list, say) comes before the answer to this ping, so it is handled
+                # before any call is sent on the connection, as belonging to none.
+                with anyio.move_on_after(2), contextlib.suppress(MCPError):
+                    await session.send_ping()
             if self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
                 # Opened for a call (sessions open lazily): what the server sends on its GET stream
                 # about that call (a list change) must not go out before the stream is there.

@@ -95,6 +95,7 @@ async def test_every_endpoint_describes_the_running_gateway(tmp_path: Path) -> N
                 await client.call_tool("one_echo", {"text": "hi"})
                 (route,) = (await admin.get("/targets")).json()["routes"]
                 assert [t["sessions"] for t in route["targets"]] == [1, 0]  # a call opened one
+                assert [t["spares"] for t in route["targets"]] == [0, 0]  # only sessionless calls use spares
 
             assert (await admin.get("/agents")).json() == {"agents": []}
             assert (await admin.get("/nothing")).status_code == 404
