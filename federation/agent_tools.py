@@ -51,6 +51,7 @@ from mcp.server.lowlevel.server import NotificationOptions
 from mcp.shared.exceptions import MCPError
 
 from federation.agents import Agent, AgentRegistry
+from protocols import internals
 
 logger = logging.getLogger("agentplex.agent_tools")
 
@@ -215,7 +216,7 @@ class AgentToolServer:
     async def _track(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         """Remember each connection that talks to us, so changes can be announced to it."""
         run = ctx.lifespan_context.get("run") if isinstance(ctx.lifespan_context, dict) else None
-        connection = getattr(ctx.session, "_connection", None)
+        connection = internals.connection_of(ctx.session)
         if run is not None and connection is not None and connection not in run.connections:
             run.connections.add(connection)
             connection.exit_stack.callback(run.connections.discard, connection)

@@ -20,6 +20,8 @@ from mcp.server.subscriptions import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from protocols import internals
+
 logger = logging.getLogger("agentplex.federation")
 
 ListKind = Literal["tool", "prompt", "resource"]
@@ -43,7 +45,7 @@ class Downstreams:
         """Remember a handshake-era connection until it ends (modern clients listen instead)."""
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
-        connection = getattr(ctx.session, "_connection", None)  # the connection's stable identity (sdk-notes §7.2)
+        connection = internals.connection_of(ctx.session)  # the connection's stable identity (sdk-notes §7.2)
         if connection is None or self._connections.get(_key(connection)) is connection:
             return
         self._connections[_key(connection)] = connection
@@ -57,14 +59,14 @@ class Downstreams:
         return list(self._connections.values())
 
     def subscribe(self, ctx: ServerRequestContext[Any], uri: str) -> None:
-        connection = getattr(ctx.session, "_connection", None)
+        connection = internals.connection_of(ctx.session)
         if connection is not None:
             self._subscribers.setdefault(uri, set()).add(connection)
 
     def unsubscribe(self, ctx: ServerRequestContext[Any], uri: str) -> bool:
         """Forget a subscription; True when it was this client's and nobody else (subscriber or listener)
         still wants that URI, so a client cannot end the upstream subscription others depend on."""
-        connection = getattr(ctx.session, "_connection", None)
+        connection = internals.connection_of(ctx.session)
         if connection not in self._subscribers.get(uri, ()):
             return False
         self._drop(uri, connection)

@@ -29,6 +29,7 @@ from federation.guard import Access, Guard, OpenGuard
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
 from federation.spares import UNRELATED_TRANSPORTS, Spares
+from protocols import internals
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
 from protocols.mcp.upstream import RELAY_CALLER, TargetSpec, Upstream
@@ -180,7 +181,7 @@ class Federation:
         """The client connection that gets upstreams of its own, if this request has one."""
         if ctx is None or self.settings.stateless or _is_modern(ctx):
             return None
-        return getattr(ctx.session, "_connection", None)
+        return internals.connection_of(ctx.session)
 
     def _upstream_for_session(self, target: str, session_id: str) -> Upstream | None:
         connection = self.downstreams.connection(session_id)

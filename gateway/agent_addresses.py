@@ -23,6 +23,7 @@ import anyio
 import httpcore
 
 from gateway.listening import listening_addresses
+from protocols import internals
 
 __all__ = ["AddressPolicy", "RefusedAddress"]
 
@@ -92,9 +93,7 @@ class AddressPolicy:
 
 def install(client: Any) -> None:
     """Have an httpx client's connections checked against the policy `AddressPolicy.enforced()` sets (if any)."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        pool._network_backend = _CheckedBackend(pool._network_backend)
+    internals.wrap_network_backend(client, _CheckedBackend)
 
 
 class _CheckedBackend:

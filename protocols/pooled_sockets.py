@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from httpcore._utils import is_socket_readable
+from protocols.internals import is_socket_readable, wrap_network_backend
 
 
 def install(client: Any, *, coalesce: bool = False) -> None:
@@ -18,9 +18,7 @@ def install(client: Any, *, coalesce: bool = False) -> None:
 
     `coalesce`: also join a request's writes (headers, body) into one send, made before the next read.
     Only for bodies sent whole: a streamed upload would wait for 64 KiB or its end."""
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if pool is not None and hasattr(pool, "_network_backend"):
-        pool._network_backend = CachedSocketBackend(pool._network_backend, coalesce=coalesce)
+    wrap_network_backend(client, lambda inner: CachedSocketBackend(inner, coalesce=coalesce))
 
 
 class CachedSocketBackend:

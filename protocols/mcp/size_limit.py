@@ -18,15 +18,15 @@ import contextvars
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio.abc
 import httpx2
-import mcp.client.stdio
 from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from protocols import internals
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE
 
 logger = logging.getLogger("agentplex.upstream")
@@ -272,20 +272,21 @@ class LimitedLines(anyio.abc.ByteReceiveStream):
         await self.inner.aclose()
 
 
-_spawn = mcp.client.stdio._create_platform_compatible_process
-
-
-async def _spawn_limited(*args: Any, **kwargs: Any) -> Any:
+def _limited(spawn: Callable[..., Any]) -> Callable[..., Any]:
     """The SDK spawns the server inside `stdio_client` and reads its stdout there: this is the one place
-    to put `LimitedLines` under that reader (anyio's process keeps the stream in `_stdout`), and to
-    give the process its environment whole."""
-    ours = _STDIO_SPAWN.get()
-    if ours is not None:
-        kwargs["env"] = ours[2]
-    process = await _spawn(*args, **kwargs)
-    if ours is not None and getattr(process, "_stdout", None) is not None:
-        process._stdout = LimitedLines(process._stdout, ours[0], ours[1])
-    return process
+    to put `LimitedLines` under that reader, and to give the process its environment whole."""
+
+    async def spawn_limited(*args: Any, **kwargs: Any) -> Any:
+        ours = _STDIO_SPAWN.get()
+        if ours is not None:
+            kwargs["env"] = ours[2]
+        process = await spawn(*args, **kwargs)
+        stdout = internals.process_stdout(process)
+        if ours is not None and stdout is not None:
+            internals.set_process_stdout(process, LimitedLines(stdout, ours[0], ours[1]))
+        return process
+
+    return spawn_limited
 
 
-mcp.client.stdio._create_platform_compatible_process = _spawn_limited
+internals.wrap_stdio_spawn(_limited)

@@ -10,6 +10,7 @@ from mcp.server import Server
 from mcp.server.sse import SseServerTransport
 from mcp.server.transport_security import TransportSecuritySettings
 
+from protocols import internals
 from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 from protocols.mcp.streamable_http import SessionTable
 
@@ -33,7 +34,7 @@ class SseEndpoint:
         self.server = server
         self.limits = limits if limits is not None else SessionLimits()
         self.transport = SseServerTransport(MESSAGES, security_settings=security)
-        self.transport._read_stream_writers = SessionTable()  # the SDK's open streams, now with start times
+        internals.set_sse_streams(self.transport, SessionTable())  # the SDK's open streams, now with start times
 
     @staticmethod
     def handles(scope: Any) -> bool:
@@ -43,16 +44,17 @@ class SseEndpoint:
 
     def has_session(self, session_hex: str) -> bool:
         try:
-            return UUID(hex=session_hex) in self.transport._read_stream_writers  # the SDK's open streams
+            return UUID(hex=session_hex) in internals.sse_streams(self.transport)  # the SDK's open streams
         except ValueError:
             return False
 
     def session_count(self) -> int:
-        return len(self.transport._read_stream_writers)
+        return len(internals.sse_streams(self.transport))
 
     def sessions(self) -> list[dict[str, Any]]:
         """The open streams (for the admin API): id, who opened it, and how long ago."""
-        return self.transport._read_stream_writers.describe("sse", self.transport._session_owners, lambda sid: sid.hex)
+        table: SessionTable = internals.sse_streams(self.transport)  # type: ignore[assignment]
+        return table.describe("sse", internals.sse_owners(self.transport), lambda sid: sid.hex)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["method"] == "POST":

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -18,6 +17,7 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from mcp_types import INVALID_REQUEST
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from protocols import internals
 from protocols.mcp.relay import Downstream, Message
 from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 
@@ -70,7 +70,7 @@ class StreamableHTTPEndpoint:
             session_idle_timeout=session_idle_timeout,
             max_sessions=None,  # `limits` counts them, with the route's SSE sessions
         )
-        self.manager._server_instances = SessionTable()  # the SDK's session table, now with start times
+        internals.set_session_table(self.manager, SessionTable())  # the SDK's session table, now with start times
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
         self.max_body = max_request_body_size
@@ -86,14 +86,15 @@ class StreamableHTTPEndpoint:
             yield
 
     def has_session(self, sid: str) -> bool:
-        return sid in self.manager._server_instances  # the SDK's live sessions
+        return sid in internals.session_table(self.manager)  # the SDK's live sessions
 
     def session_count(self) -> int:
-        return len(self.manager._server_instances)
+        return len(internals.session_table(self.manager))
 
     def sessions(self) -> list[dict[str, Any]]:
         """The live sessions (for the admin API): id, who opened it, and how long ago."""
-        return self.manager._server_instances.describe("streamable-http", self.manager._session_owners, str)
+        table: SessionTable = internals.session_table(self.manager)  # type: ignore[assignment]
+        return table.describe("streamable-http", internals.session_owners(self.manager), str)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._opens_session(scope):
@@ -124,7 +125,7 @@ class StreamableHTTPEndpoint:
         except TooManySessions as refused:
             await refused.respond(send)
             return
-        table: SessionTable = self.manager._server_instances
+        table: SessionTable = internals.session_table(self.manager)  # type: ignore[assignment]
         claimed = False
 
         async def watch(message: dict[str, Any]) -> None:
@@ -146,7 +147,7 @@ class StreamableHTTPEndpoint:
         """Serve the request on the relay and return None, or return the `receive` the SDK should use."""
         headers = {k: v for k, v in scope["headers"] if k in _RELAY_HEADERS}
         sid = headers.get(b"mcp-session-id", b"").decode("latin-1")
-        transport = self.manager._server_instances.get(sid) if sid else None  # the SDK's live sessions
+        transport = internals.session_table(self.manager).get(sid) if sid else None  # the SDK's live sessions
         if (
             transport is None
             or headers.get(b"mcp-protocol-version", b"").decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
@@ -154,7 +155,7 @@ class StreamableHTTPEndpoint:
             or not _accepts_both(headers.get(b"accept", b""))
             or not _length_ok(headers.get(b"content-length", b"0"), self.max_body)
             or (self._security is not None and not self._security_ok(headers))
-            or _ending(transport)
+            or internals.session_ending(transport)
             or not self._same_principal(scope, sid)
         ):
             return receive
@@ -196,7 +197,7 @@ class StreamableHTTPEndpoint:
             return replay  # the SDK answers anything less plain (an odd id or name is its to refuse)
         downstream = Downstream(send, sid, self._pending, scope)
         key = (sid, message["id"])
-        with _in_flight(transport), anyio.CancelScope() as call:
+        with internals.held_open(transport), anyio.CancelScope() as call:
             self._relayed[key] = call
             try:
                 response = await self.relay(message, downstream)
@@ -212,13 +213,13 @@ class StreamableHTTPEndpoint:
     def _same_principal(self, scope: Any, sid: str) -> bool:
         """The SDK binds a session to the principal that opened it; the relay keeps that promise
         by leaving any other caller to the SDK, which answers as if the session did not exist."""
-        return principal(scope) == self.manager._session_owners.get(sid)  # the SDK's own bookkeeping
+        return principal(scope) == internals.session_owners(self.manager).get(sid)  # the SDK's own bookkeeping
 
     def _security_ok(self, headers: dict[bytes, bytes]) -> bool:
         assert self._security is not None
         host = headers.get(b"host", b"").decode("latin-1")
         origin = headers.get(b"origin", b"").decode("latin-1") or None
-        return self._security._validate_host(host) and self._security._validate_origin(origin)
+        return internals.security_allows(self._security, host, origin)
 
 
 _RELAY_HEADERS = frozenset(
@@ -287,28 +288,6 @@ def _plain_id(value: Any) -> bool:
 
 def _accepts_both(accept: bytes) -> bool:
     return (b"application/json" in accept or b"*/*" in accept) and (b"text/event-stream" in accept or b"*/*" in accept)
-
-
-def _ending(transport: Any) -> bool:
-    scope = getattr(transport, "idle_scope", None)
-    return bool(getattr(transport, "_terminated", False) or (scope is not None and scope.cancel_called))
-
-
-@contextlib.contextmanager
-def _in_flight(transport: Any) -> Iterator[None]:
-    """Hold the SDK session open while a relayed request runs, as the SDK does for its own requests."""
-    scope, timeout = getattr(transport, "idle_scope", None), getattr(transport, "_idle_timeout", None)
-    if scope is None or timeout is None:
-        yield
-        return
-    transport._requests_in_flight += 1
-    scope.deadline = math.inf
-    try:
-        yield
-    finally:
-        transport._requests_in_flight -= 1
-        if not transport._requests_in_flight:
-            scope.deadline = anyio.current_time() + timeout
 
 
 async def _read_body(receive: Any, limit: int) -> tuple[bytes | None, list[dict[str, Any]]]:

@@ -31,13 +31,10 @@ import httpx2
 import mcp_types as types
 import pydantic_core
 from mcp import ClientSession, StdioServerParameters
-from mcp.client._memory import InMemoryTransport
-from mcp.client._probe import negotiate_auto
 from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import listen
-from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
@@ -45,7 +42,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from protocols import pooled_sockets, redaction
+from protocols import internals, pooled_sockets, redaction
+from protocols.internals import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT, InMemoryTransport, negotiate_auto
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
 from protocols.mcp.list_cache import CHANGED, ListCache, ttl_of
@@ -227,7 +225,7 @@ class Upstream:
 
     def _live(self, session: ClientSession | None) -> bool:
         """A session whose transport is open and whose target has not ended it (a restarted server's 404)."""
-        return session is not None and not _is_closed(session) and not (self.wire is not None and self.wire.ended)
+        return session is not None and not internals.client_session_closed(session) and not (self.wire is not None and self.wire.ended)
 
     @property
     def restarts(self) -> int:
@@ -579,12 +577,13 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     upstream.wire = wire
     # The SDK's timeouts; we tune the transport under it, measured in bench/.
     pooled_sockets.install(client, coalesce=True)
-    inner: httpx2.AsyncBaseTransport = client._transport
+    inner: httpx2.AsyncBaseTransport = internals.client_transport(client)
     if spec.auth is not None:
         inner = _AuthGate(inner, spec.name, _json_rpc_refusal)
     # The size limit sits under the keep-alive transport, which reads a JSON answer whole to check its id.
     inner = LimitedResponses(inner, spec.name, spec.max_response_size)
-    client._transport = keep_alive = _KeepAliveTransport(inner, wire)
+    keep_alive = _KeepAliveTransport(inner, wire)
+    internals.set_client_transport(client, keep_alive)
     # The SDK's own cap on an event (1 MiB) would cut the connection; LimitedResponses answers the request instead.
     async with (
         client,
@@ -625,7 +624,7 @@ async def _sse(upstream: Upstream) -> AsyncIterator[Any]:
 
     def guarded(headers: Any = None, timeout: Any = None, auth: Any = None) -> httpx2.AsyncClient:
         client = _http_client(upstream, headers, timeout, keepalive=True)
-        client._transport = _AuthGate(client._transport, spec.name, refuse)
+        internals.set_client_transport(client, _AuthGate(internals.client_transport(client), spec.name, refuse))
         return _for_sse(client, spec)
 
     async def pump(read: Any) -> None:
@@ -647,7 +646,8 @@ def _for_sse(client: httpx2.AsyncClient, spec: TargetSpec) -> httpx2.AsyncClient
     """The SDK's SSE client ends the connection at an event of 1 MiB: a smaller one is answered with an error.
     And its event stream waits for events as long as the connection lives (`_PatientEventStream`)."""
     limit = min(spec.max_response_size, SSE_CLIENT_EVENT_LIMIT)
-    client._transport = _PatientEventStream(LimitedResponses(client._transport, spec.name, limit))
+    inner = LimitedResponses(internals.client_transport(client), spec.name, limit)
+    internals.set_client_transport(client, _PatientEventStream(inner))
     return client
 
 
@@ -707,10 +707,8 @@ def _http_client(
     if keepalive:
         # On the pools httpx2 built (the direct one and any proxy's from the environment): passing our
         # own transport instead would turn the environment's proxies off.
-        for transport in (client._transport, *client._mounts.values()):
-            pool = getattr(transport, "_pool", None)
-            if pool is not None:
-                pool._socket_options = [*(pool._socket_options or ()), *_KEEPALIVE]
+        for pool in internals.client_pools(client):
+            internals.add_socket_options(pool, _KEEPALIVE)
     return client
 
 
@@ -987,11 +985,6 @@ async def _drain(subscription: Any) -> None:
     with contextlib.suppress(Exception):
         async for _ in subscription:
             pass
-
-
-def _is_closed(session: ClientSession) -> bool:
-    # The SDK exposes no public "is the transport gone" flag; the dispatcher's is authoritative.
-    return bool(getattr(session._dispatcher, "_closed", False))
 
 
 def _tls_hint(spec: TargetSpec, problem: str) -> str:
