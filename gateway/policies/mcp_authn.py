@@ -230,6 +230,12 @@ class McpAuthenticationStep:
         return self.cfg.resourceMetadata.resource or public_base(scope) + self.route_path
 
     def _challenge(self, scope: Scope) -> dict[str, str]:
+        """Where the metadata document is: on the configured resource's origin (as in agentgateway), else
+        on the host the client used."""
+        resource = self.cfg.resourceMetadata.resource
+        if resource is not None:
+            parts = urlsplit(resource)
+            return {"resource_metadata": f"{parts.scheme}://{parts.netloc}{self.metadata_path}"}
         return {"resource_metadata": public_base(scope) + self.metadata_path}
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
@@ -431,13 +437,17 @@ def _relayed(upstream: httpx.Response, extra: dict[str, str]) -> Response:
     return Response(upstream.content, status_code=upstream.status_code, headers={**keep, **extra})
 
 
+class _TooLarge(Exception):
+    pass
+
+
 async def _bounded_body(request: Request) -> bytes:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > _MAX_DOCUMENT:
-            break
-    return body[:_MAX_DOCUMENT]
+            raise _TooLarge
+    return body
 
 
 def _endpoint(handler: Any, method: str) -> ASGIApp:
@@ -453,7 +463,13 @@ def _endpoint(handler: Any, method: str) -> ASGIApp:
         elif request.method != method:
             response = Response(status_code=405, headers={"allow": f"{method}, OPTIONS"})
         else:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except _TooLarge:
+                response = JSONResponse(
+                    {"error": "invalid_request", "error_description": f"body over {_MAX_DOCUMENT} bytes"},
+                    status_code=413,
+                )
         await response(scope, receive, send)
 
     return app

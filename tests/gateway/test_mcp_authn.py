@@ -220,6 +220,9 @@ async def test_protected_resource_metadata_document_and_forwarded_headers(alpha:
             doc = (await http.get(prm_url, headers={"x-forwarded-host": "evil.example.com"})).json()
             assert doc["resource"] == "https://tools.example.com/mcp"
             assert doc["scopes_supported"] == [REQUIRED]  # default: the required scopes
+            # ... and the challenge points at the document on that resource's origin (as in agentgateway).
+            response = await initialize(http, f"http://127.0.0.1:{gw.port}/mcp")
+            assert challenge(response)["resource_metadata"] == f"https://tools.example.com{WELL_KNOWN}/mcp"
 
 
 def test_alg_none_is_never_configurable() -> None:
