@@ -212,11 +212,16 @@ class McpAuthentication(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _not_yet(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "relaySigningKey" in data:
+    def _reference_forms(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "relaySigningKey" in data:
             raise ValueError(
                 "relaySigningKey: the gateway-managed authorization flow is not supported by agentplex yet"
             )
+        jwks = data.get("jwks")
+        if isinstance(jwks, dict) and set(jwks) == {"url"} and jwks["url"] in ("", None):
+            data = {k: v for k, v in data.items() if k != "jwks"}  # as in agentgateway: an empty url is derived
         return data
 
 
