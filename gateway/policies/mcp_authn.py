@@ -316,7 +316,10 @@ class McpAuthenticationStep:
         """The issuer's metadata, adapted per provider; with a provider the gateway is its issuer."""
         cfg = self.cfg
         here = public_base(request.scope) + self.as_path  # the URL this document was asked for
-        source = metadata_source_url(cfg.issuer, cfg.provider)
+        try:
+            source = metadata_source_url(cfg.issuer, cfg.provider)
+        except IssuerError as exc:  # an issuer that is not a URL, with jwks configured
+            return _failed(f"cannot find the authorization server metadata: {exc}")
         try:
             response = await self.client.get(source, follow_redirects=True)
             response.raise_for_status()

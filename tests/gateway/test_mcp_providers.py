@@ -393,6 +393,21 @@ async def test_jwks_at_an_address_nobody_listens_on(alpha: str, caplog: pytest.L
         assert f"from {issuer}/.well-known/openid-configuration" in response.json()["error_description"]
 
 
+async def test_issuer_that_is_not_a_url_still_validates_but_has_no_metadata(alpha: str) -> None:
+    """With jwks configured an issuer may be any string (it is matched against `iss`); there is then no
+    authorization server metadata to serve, and the gateway says so instead of failing obscurely."""
+    async with running_idp() as idp:
+        jwks = {"inline": {"keys": [idp.key.as_dict(private=False)]}}
+        authn = {"issuer": "my-idp", "audiences": [AUDIENCE], "jwks": jwks}
+        port = free_port()
+        async with run_gateway(example_shape(port, "/k/mcp", authn, alpha)), httpx.AsyncClient(timeout=20) as http:
+            token = idp.mint(None, audience=AUDIENCE, iss="my-idp")
+            assert await whoami(f"http://127.0.0.1:{port}/k/mcp", {"authorization": f"Bearer {token}"}) == "alpha"
+            response = await http.get(f"http://127.0.0.1:{port}{ASM}/k/mcp")
+            assert response.status_code == 500
+            assert "issuer 'my-idp' is not an http:// or https:// URL" in response.json()["error_description"]
+
+
 def test_reference_example_shape_validates() -> None:
     """Routes written as agentgateway's examples/mcp-authentication/config.yaml writes them, one per provider."""
     stdio = """
