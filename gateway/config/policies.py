@@ -6,7 +6,7 @@ CEL expressions are compiled here, so a rule with a syntax error is a config err
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
@@ -121,20 +121,108 @@ class ResourceMetadata(_Model):
     resource: Annotated[str, AfterValidator(_http_url)] | None = None  # default: this route's URL
     authorizationServers: list[str] = Field(default_factory=list)  # default: [issuer]
     scopesSupported: list[str] = Field(default_factory=list)
-    bearerMethodsSupported: list[str] = Field(default_factory=lambda: ["header"])
+    bearerMethodsSupported: list[str] = Field(default_factory=list)
     resourceName: str | None = None
     resourceDocumentation: str | None = None
 
 
+McpProviderName = Literal["auth0", "keycloak", "okta", "descope", "authentik", "entra"]
+MCP_PROVIDERS: tuple[str, ...] = get_args(McpProviderName)
+
+
+def _provider(value: Any) -> Any:
+    """`provider: {keycloak: {}}` as in agentgateway (a plain `provider: keycloak` is accepted too)."""
+    if isinstance(value, str):
+        value = {value: {}}
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(MCP_PROVIDERS)}, written as `provider: {{keycloak: {{}}}}`"
+        )
+    ((name, options),) = value.items()
+    if name not in MCP_PROVIDERS:
+        raise ValueError(f"unknown provider {name!r} (expected one of: {', '.join(MCP_PROVIDERS)})")
+    if options not in (None, {}):
+        raise ValueError(f"provider {name} takes no options (expected `{name}: {{}}`)")
+    return name
+
+
+class NamedLocation(_Model):
+    name: Annotated[str, AfterValidator(_non_empty)]
+
+
+class HeaderLocation(NamedLocation):
+    prefix: str | None = None  # removed (case-insensitively) before validation; none: the whole value
+
+
+class AuthorizationLocation(_Model):
+    """agentgateway's `AuthorizationLocation`: exactly one of header, queryParameter, cookie (expression is refused)."""
+
+    header: HeaderLocation | None = None
+    queryParameter: NamedLocation | None = None
+    cookie: NamedLocation | None = None
+    expression: Any = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthorizationLocation:
+        if self.expression is not None:
+            raise ValueError("expression: not supported by agentplex yet (use header, queryParameter or cookie)")
+        if sum(v is not None for v in (self.header, self.queryParameter, self.cookie)) != 1:
+            raise ValueError("expected exactly one of: header, queryParameter, cookie")
+        return self
+
+    def token_location(self) -> TokenLocation:
+        if self.header is not None:
+            return TokenLocation(header=self.header.name, prefix=self.header.prefix or "")
+        if self.queryParameter is not None:
+            return TokenLocation(header=None, prefix="", queryParameter=self.queryParameter.name)
+        assert self.cookie is not None
+        return TokenLocation(header=None, prefix="", cookie=self.cookie.name)
+
+
+def _bearer_header() -> AuthorizationLocation:
+    return AuthorizationLocation(header=HeaderLocation(name="authorization", prefix="Bearer "))
+
+
+ENFORCED_CLAIMS = ("exp", "nbf", "aud", "iss", "sub")  # agentgateway enforces the presence of these only
+
+
+class JwtValidationOptions(_Model):
+    """Claims a token must carry; as in agentgateway only exp, nbf, aud, iss and sub are enforced
+    (others are ignored with a warning when the policy is built)."""
+
+    requiredClaims: list[str] = Field(default_factory=lambda: ["exp"])
+
+
 class McpAuthentication(_Model):
+    """agentgateway's `LocalMcpAuthentication`, plus agentplex's algorithms, scopes and leeway."""
+
     mode: Mode = "strict"
     issuer: Annotated[str, AfterValidator(_non_empty)]
     audiences: list[str] = Field(default_factory=list)
-    jwks: Jwks
+    provider: Annotated[McpProviderName, BeforeValidator(_provider)] | None = None
+    jwks: Jwks | None = None  # default: derived from issuer and provider
+    authorizationLocation: AuthorizationLocation = Field(default_factory=_bearer_header)
+    jwtValidationOptions: JwtValidationOptions = Field(default_factory=JwtValidationOptions)
+    clientId: str | None = None  # answers client registration (a pre-registered client)
+    clientSecret: str | None = None  # entra: added to proxied token requests for clientId
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     scopes: list[str] = Field(default_factory=list)  # required scopes: 403 insufficient_scope without them
     resourceMetadata: ResourceMetadata = Field(default_factory=ResourceMetadata)
     leeway: Duration = 30.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_forms(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "relaySigningKey" in data:
+            raise ValueError(
+                "relaySigningKey: the gateway-managed authorization flow is not supported by agentplex yet"
+            )
+        jwks = data.get("jwks")
+        if isinstance(jwks, dict) and set(jwks) == {"url"} and jwks["url"] in ("", None):
+            data = {k: v for k, v in data.items() if k != "jwks"}  # as in agentgateway: an empty url is derived
+        return data
 
 
 class ApiKeyEntry(_Model):

@@ -96,7 +96,8 @@ def compile_policies(
         if p.mcpAuthentication is not None:
             step = McpAuthenticationStep(p.mcpAuthentication, base_dir, f"{where}.mcpAuthentication", route_path)
             authn.append(step)
-            out.extra_routes.append((step.metadata_path, step.metadata_app()))
+            out.extra_routes.extend(step.extra_routes())
+            out.closers.append(step)
         if p.jwtAuth is not None:
             authn.append(JwtAuthStep(p.jwtAuth, base_dir, f"{where}.jwtAuth"))
         if p.apiKey is not None:

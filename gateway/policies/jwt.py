@@ -125,10 +125,12 @@ class JwtValidator:
         audiences: list[str],
         algorithms: list[str],
         leeway: float,
+        required: list[str] | tuple[str, ...] = ("exp",),
     ) -> None:
         self.jwks = jwks
         self.algorithms = algorithms
-        claims: dict[str, Any] = {"exp": {"essential": True}}
+        # Present or not, exp and nbf are checked whenever a token carries them.
+        claims: dict[str, Any] = {name: {"essential": True} for name in required}
         if issuer:
             claims["iss"] = {"essential": True, "value": issuer}
         if audiences:
@@ -161,7 +163,9 @@ class JwtValidator:
         except JoseError as exc:
             raise InvalidToken(_reason(exc)) from None
         claims = decoded.claims
-        if not isinstance(claims.get("exp"), int | float):
+        if "exp" not in claims:
+            return claims  # never expires: checked afresh each time rather than remembered forever
+        if not isinstance(claims["exp"], int | float):
             raise InvalidToken("token has a malformed exp")
         self._accepted[token] = claims
         if len(self._accepted) > _CACHE_SIZE:
@@ -205,18 +209,27 @@ def _reason(exc: JoseError) -> str:
     return "token is invalid"
 
 
-def validator_for(cfg: Any, base_dir: Path, where: str, default_audiences: list[str] | None = None) -> JwtValidator:
+def validator_for(
+    cfg: Any,
+    base_dir: Path,
+    where: str,
+    default_audiences: list[str] | None = None,
+    *,
+    jwks: Jwks | None = None,
+    required: list[str] | tuple[str, ...] = ("exp",),
+) -> JwtValidator:
     if not cfg.algorithms or any(str(a).lower() == "none" for a in cfg.algorithms):
         # joserfc accepts unsigned tokens when told "none" is allowed: never (whatever the config model let by)
         raise ConfigError(
             f"{where}.algorithms: expected signing algorithms such as RS256 or ES256 ('none' is never allowed)"
         )
     return JwtValidator(
-        JwksSource(cfg.jwks, base_dir, where),
+        JwksSource(jwks or cfg.jwks, base_dir, where),
         issuer=cfg.issuer,
         audiences=list(cfg.audiences) or list(default_audiences or []),
         algorithms=list(cfg.algorithms),
         leeway=cfg.leeway,
+        required=required,
     )
 
 

@@ -1,5 +1,6 @@
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -529,3 +530,29 @@ def test_policy_shapes_are_checked() -> None:
         base % "localRateLimit: [{maxTokens: 1, fillInterval: 1s, key: 'jwt.'}]"
     )
     assert "exactly one of: passthrough, key, oauth2, tokenExchange" in one_problem(base % "backendAuth: {}")
+
+
+def test_mcp_authentication_reference_forms() -> None:
+    """agentgateway's LocalMcpAuthentication shapes: provider as `{name: {}}` (or just its name), jwks optional
+    (an empty url too), authorizationLocation as one tagged place, jwtValidationOptions defaulting to exp."""
+    base = "mcp: {targets: [{name: a, stdio: {cmd: x}}], policies: {mcpAuthentication: {issuer: 'http://idp', %s}}}"
+
+    def authn(extra: str) -> Any:
+        return parse_config(base % extra, "c.yaml").mcp.policies.mcpAuthentication  # type: ignore[union-attr]
+
+    policy = authn("provider: {keycloak: {}}")
+    assert (policy.provider, policy.jwks, policy.mode) == ("keycloak", None, "strict")
+    location = policy.authorizationLocation.token_location()
+    assert (location.header, location.prefix) == ("authorization", "Bearer ")
+    assert policy.jwtValidationOptions.requiredClaims == ["exp"]
+    assert authn("provider: entra").provider == "entra"
+    assert authn("jwks: {url: ''}").jwks is None
+    location = authn("authorizationLocation: {queryParameter: {name: token}}").authorizationLocation.token_location()
+    assert (location.header, location.queryParameter) == (None, "token")
+    location = authn("authorizationLocation: {header: {name: x-token}}").authorizationLocation.token_location()
+    assert (location.header, location.prefix) == ("x-token", "")
+    assert "provider: unknown provider 'github'" in one_problem(base % "provider: {github: {}}")
+    assert "provider keycloak takes no options" in one_problem(base % "provider: {keycloak: {realm: mcp}}")
+    problem = one_problem(base % "authorizationLocation: {}")
+    assert "authorizationLocation: expected exactly one of: header, queryParameter, cookie" in problem
+    assert "jwtValidationOptions.requiredClaims" in one_problem(base % "jwtValidationOptions: {requiredClaims: sub}")

@@ -161,7 +161,7 @@ async def test_protected_resource_metadata_document_and_forwarded_headers(alpha:
             resourceMetadata={
                 "scopesSupported": [REQUIRED, "mcp:admin"],
                 "resourceName": "Team tools",
-                "resource_policy_uri": "https://example.com/policy",  # an extra key, served as configured
+                "resourcePolicyUri": "https://example.com/policy",  # an extra key, served in snake_case
                 "dpop_bound_access_tokens_required": False,
             },
         )
@@ -173,10 +173,11 @@ async def test_protected_resource_metadata_document_and_forwarded_headers(alpha:
             assert response.status_code == 200, response.text
             assert response.headers["content-type"] == "application/json"
             doc = response.json()
-            assert doc == {
+            assert doc == {  # as agentgateway's ResourceMetadata::to_rfc_json builds it
                 "resource": f"{base}/team/mcp",
                 "authorization_servers": [auth.issuer],
-                "bearer_methods_supported": ["header"],
+                "mcp_protocol_version": "2025-06-18",
+                "resource_type": "mcp-server",
                 "scopes_supported": [REQUIRED, "mcp:admin"],
                 "resource_name": "Team tools",
                 "resource_policy_uri": "https://example.com/policy",
@@ -219,6 +220,9 @@ async def test_protected_resource_metadata_document_and_forwarded_headers(alpha:
             doc = (await http.get(prm_url, headers={"x-forwarded-host": "evil.example.com"})).json()
             assert doc["resource"] == "https://tools.example.com/mcp"
             assert doc["scopes_supported"] == [REQUIRED]  # default: the required scopes
+            # ... and the challenge points at the document on that resource's origin (as in agentgateway).
+            response = await initialize(http, f"http://127.0.0.1:{gw.port}/mcp")
+            assert challenge(response)["resource_metadata"] == f"https://tools.example.com{WELL_KNOWN}/mcp"
 
 
 def test_alg_none_is_never_configurable() -> None:
