@@ -544,8 +544,10 @@ def _package(where: str) -> str:
     return head if "/" in where or where.endswith(".py") else "<script>"
 
 
-async def profile_gateway(client: httpx2.AsyncClient, url: str, pid: int, duration: float, out: Path) -> dict[str, Any]:
-    """Record the gateway with py-spy during an extra 8-session load phase; returns the summary."""
+async def profile_gateway(
+    client: httpx2.AsyncClient, url: str, pid: int, duration: float, out: Path, era: str = PROTOCOL
+) -> dict[str, Any]:
+    """Record the gateway with py-spy during an extra 8-session load phase (in `era`); returns the summary."""
     py_spy = str(Path(sys.executable).parent / "py-spy")
     py_spy = py_spy if Path(py_spy).exists() else shutil.which("py-spy")
     if py_spy is None:
@@ -558,7 +560,7 @@ async def profile_gateway(client: httpx2.AsyncClient, url: str, pid: int, durati
     try:
         await asyncio.sleep(0.5)  # let py-spy attach
         side = Side(url)
-        await measure_throughput(client, side, 8, duration, {})
+        await measure_throughput(client, side, 8, duration, {}, era)
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(recorder.wait, duration + 15)
     finally:
@@ -609,6 +611,9 @@ async def run(params: Params, upstream_module: str, profile: bool, secure: bool 
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 summary = await profile_gateway(
                     client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile.txt"
+                )
+                summary["2026-07-28"] = await profile_gateway(
+                    client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile-modern.txt", MODERN
                 )
         for name in pids:
             if env[name].poll() is not None:
@@ -767,12 +772,12 @@ def notes(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_profile(profile: dict[str, Any]) -> None:
-    """The py-spy summary, if one was recorded."""
+def print_profile(profile: dict[str, Any], era: str = "handshake-era") -> None:
+    """The py-spy summary, if one was recorded (and the 2026-07-28 one after it)."""
     if "error" in profile:
         print(f"\nprofile: {profile['error']}")
         return
-    print("\ngateway profile under 8 sessions (py-spy, % of samples)")
+    print(f"\ngateway profile under 8 {era} callers (py-spy, % of samples)")
     sections = (
         ("self time", "self"),
         ("self time by package", "self_by_package"),
@@ -783,6 +788,8 @@ def print_profile(profile: dict[str, Any]) -> None:
         print(f"  {title}:")
         for name, share in profile[key]:
             print(f"    {share:5.1f}%  {name}")
+    if isinstance(profile.get("2026-07-28"), dict):
+        print_profile(profile["2026-07-28"], "2026-07-28")
 
 
 def parse_args() -> argparse.Namespace:
