@@ -5,13 +5,15 @@ CEL expressions are compiled here, so a rule with a syntax error is a config err
 
 from __future__ import annotations
 
+import importlib.util
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, host_url
+from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
@@ -65,8 +67,6 @@ class RequestMirror(_Model):
 
     backend: Annotated[MirrorBackend, BeforeValidator(_mirror_backend)]
     percentage: Annotated[float, AfterValidator(_fraction)] = 1.0  # as in agentgateway: 0.5 mirrors half
-
-
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -257,31 +257,180 @@ class TokenExchange(OAuthClientCredentials):
     requestedTokenType: str | None = None
 
 
+class HeaderLocation(_Model):
+    name: Annotated[str, AfterValidator(_header_name)]
+    prefix: str | None = None  # put before the credential (e.g. "Bearer "); none by default
+
+
+class NamedLocation(_Model):
+    name: Annotated[str, AfterValidator(_non_empty)]
+
+
+class AuthorizationLocation(_Model):
+    """Where a credential goes on the request (the reference's AuthorizationLocation): exactly one of
+    `header: {name, prefix?}`, `queryParameter: {name}`, `cookie: {name}`."""
+
+    header: HeaderLocation | None = None
+    queryParameter: NamedLocation | None = None
+    cookie: NamedLocation | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthorizationLocation:
+        if sum(v is not None for v in (self.header, self.queryParameter, self.cookie)) != 1:
+            raise ValueError("expected exactly one of: header, queryParameter, cookie")
+        return self
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"invalid header name {value!r}")
+    return value
+
+
+def _file_or_inline(value: Any) -> Any:
+    """The reference's FileOrInline: a string, or `{file: path}` read now (relative to the working directory)."""
+    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
+        try:
+            with open(value["file"], encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value['file']!r}: {exc.strerror or exc}") from None
+    if isinstance(value, dict):
+        raise ValueError("expected a string or {file: <path>}")
+    return value
+
+
+FileOrInline = Annotated[str, BeforeValidator(_file_or_inline), AfterValidator(_non_empty)]
+
+
 class BackendKey(_Model):
+    """`{value, location?}` as in the reference; `header`/`prefix` are agentplex's shorter spelling of
+    `location: {header: {name, prefix}}`."""
+
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    value: Annotated[str, AfterValidator(_non_empty)]
+    value: FileOrInline
+    location: AuthorizationLocation | None = None
     header: str = "authorization"
     prefix: str = "Bearer "
 
+    @model_validator(mode="after")
+    def _where(self) -> BackendKey:
+        if self.location is not None and self.model_fields_set & {"header", "prefix"}:
+            raise ValueError("location and header/prefix say the same thing: use one of them")
+        return self
+
+
+class Passthrough(_Model):
+    location: AuthorizationLocation | None = None  # default: authorization: Bearer <token>
+
+
+class GcpAuth(_Model):
+    """A Google token from the default credentials (a service-account file in GOOGLE_APPLICATION_CREDENTIALS,
+    gcloud's application-default credentials, or the metadata server), as the reference's `gcp`.
+
+    `type: idToken` asks for an ID token for `audience` (default: `https://<host of the request>`);
+    otherwise (`accessToken`, the default) an OAuth access token."""
+
+    type: Annotated[Literal["idToken", "accessToken"], _CI] = "accessToken"
+    audience: str | None = None
+    credential: Any = None  # named so that setting it is refused clearly
+
+    @model_validator(mode="after")
+    def _shape(self) -> GcpAuth:
+        if self.audience is not None and self.type != "idToken":
+            raise _problem_at(("audience",), "only an idToken has an audience (set type: idToken)")
+        if self.credential is not None:
+            raise _problem_at(
+                ("credential",),
+                "inline credentials are not supported by agentplex; point GOOGLE_APPLICATION_CREDENTIALS at the file",
+            )
+        _needs("google.auth", "gcp", "google-auth")
+        return self
+
+
+class AwsAuth(_Model):
+    """SigV4 request signing, as the reference's `aws`: explicit keys (`accessKeyId` + `secretAccessKey`,
+    `sessionToken`, `region`) or, without them, botocore's default credential chain (AWS_ACCESS_KEY_ID...,
+    profiles, container and instance roles) and its region (AWS_REGION, the profile's region).
+
+    `serviceName` defaults to "bedrock" as in the reference. agentplex also takes `region` without keys."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    accessKeyId: str | None = None
+    secretAccessKey: str | None = None
+    sessionToken: str | None = None
+    region: str | None = None
+    serviceName: str | None = None
+    assumeRole: Any = None  # named so that setting it is refused clearly
+
+    @model_validator(mode="after")
+    def _shape(self) -> AwsAuth:
+        if (self.accessKeyId is None) != (self.secretAccessKey is None):
+            missing = "secretAccessKey" if self.secretAccessKey is None else "accessKeyId"
+            raise _problem_at((missing,), "accessKeyId and secretAccessKey go together")
+        if self.sessionToken is not None and self.accessKeyId is None:
+            raise _problem_at(("sessionToken",), "goes with accessKeyId and secretAccessKey")
+        if self.assumeRole is not None:
+            raise _problem_at(("assumeRole",), "assuming an IAM role is not supported by agentplex")
+        _needs("botocore", "aws", "botocore")
+        return self
+
+
+def _needs(module: str, extra: str, package: str) -> None:
+    """A cloud library is an optional extra: say which one to install."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the {package} package: pip install 'agentplex[{extra}]'")
+
+
+# The reference's backendAuth kinds agentplex does not build: refused, never accepted and ignored.
+_UNSUPPORTED_AUTH = {
+    "azure": "Azure credentials",
+    "copilot": "GitHub Copilot credentials",
+    "jwtSign": "signing a JWT per request",
+}
+
+
+def _refused(kind: str) -> Callable[[Any], Any]:
+    def refuse(value: Any) -> Any:
+        raise ValueError(f"{_UNSUPPORTED_AUTH[kind]} ({kind}) is not supported by agentplex")
+
+    return refuse
+
 
 class BackendAuth(_Model):
-    passthrough: dict[str, Any] | None = None
+    """Exactly one way to authenticate to the backend: the reference's passthrough, key, gcp, aws; agentplex's
+    oauth2 (client credentials) and tokenExchange."""
+
+    passthrough: Passthrough | None = None
     key: BackendKey | None = None
+    gcp: GcpAuth | None = None
+    aws: AwsAuth | None = None
     oauth2: OAuthClientCredentials | None = None
     tokenExchange: TokenExchange | None = None
+    azure: Annotated[Any, AfterValidator(_refused("azure"))] = None
+    copilot: Annotated[Any, AfterValidator(_refused("copilot"))] = None
+    jwtSign: Annotated[Any, AfterValidator(_refused("jwtSign"))] = None
+
+    KINDS: ClassVar[tuple[str, ...]] = ("passthrough", "key", "gcp", "aws", "oauth2", "tokenExchange")
 
     @model_validator(mode="before")
     @classmethod
-    def _key_shorthand(cls, data: Any) -> Any:
+    def _shorthands(cls, data: Any) -> Any:
+        if data == "copilot":  # the reference's one plain-string kind
+            return {"copilot": {}}
         if isinstance(data, dict) and isinstance(data.get("key"), str | int):
             return {**data, "key": {"value": data["key"]}}
         return data
 
     @model_validator(mode="after")
     def _one(self) -> BackendAuth:
-        if sum(v is not None for v in (self.passthrough, self.key, self.oauth2, self.tokenExchange)) != 1:
-            raise ValueError("expected exactly one of: passthrough, key, oauth2, tokenExchange")
+        if sum(getattr(self, kind) is not None for kind in self.KINDS) != 1:
+            raise ValueError(f"expected exactly one of: {', '.join(self.KINDS)}")
         return self
 
 
