@@ -24,6 +24,8 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -108,12 +110,14 @@ def claims(authorization: str) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(tmp_path: Path, yaml: str, metadata_port: int) -> AsyncIterator[int]:
+async def gateway_process(
+    tmp_path: Path, yaml: str, metadata_port: int, env: dict[str, str] | None = None
+) -> AsyncIterator[int]:
     """`agentplex run` on `yaml` in its own process, finding Google credentials only at the metadata server
-    on `metadata_port` (no credential file, no gcloud configuration). Yields its port."""
+    on `metadata_port` (no gcloud configuration; a credential file only if `env` names one). Yields its port."""
     config = tmp_path / "gateway.yaml"
-    config.write_text(yaml)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCE_", "CLOUDSDK_"))}
+    config.write_text("config: {adminAddr: null, statsAddr: null}\n" + yaml)  # no fixed ports to collide on
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GCE_", "CLOUDSDK_"))} | (env or {})
     env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "GCE_METADATA_HOST": f"127.0.0.1:{metadata_port}"}
     env |= {"GCE_METADATA_IP": f"127.0.0.1:{metadata_port}"}
     port = free_port()
@@ -207,6 +211,79 @@ binds:
             async with legacy_session(f"http://127.0.0.1:{gw}/open") as session:
                 assert await text(session, "echo", {"text": "x"}) == "open: x"
     assert all(method != "POST" for method, _, _ in recorder.seen)  # nothing went out without credentials
+
+
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # what Google expects in the assertion
+
+
+class GoogleTokenServer:
+    """Google's OAuth token endpoint for one service account: checks the JWT assertion's signature with the
+    account's public key, then issues an access token, or an ID token when the assertion asks for one."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.issued: list[str] = []  # "access" or the audience of an ID token
+        self.url = ""
+
+    def account(self) -> dict[str, str]:
+        pem = self.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+        return {
+            "type": "service_account", "project_id": "project", "private_key_id": "k1", "private_key": pem,
+            "client_email": "gw@project.iam.gserviceaccount.com", "client_id": "1", "token_uri": self.url,
+        }  # fmt: skip
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/token", self.token, methods=["POST"])])
+
+    async def token(self, request: Request) -> JSONResponse:
+        import google.auth.jwt
+
+        form = await request.form()
+        public = self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        try:
+            assertion = google.auth.jwt.decode(str(form["assertion"]), certs=public, audience=GOOGLE_TOKEN_AUDIENCE)
+        except ValueError as exc:
+            return JSONResponse({"error": "invalid_grant", "error_description": str(exc)}, status_code=400)
+        if "target_audience" in assertion:
+            self.issued.append(assertion["target_audience"])
+            now = int(time.time())
+            claims = {"aud": assertion["target_audience"], "iat": now, "exp": now + 3600, "sub": "gw"}
+            token = f"{_b64(b'{}')}.{_b64(json.dumps(claims).encode())}.{_b64(b'sig')}"
+            return JSONResponse({"id_token": token})
+        self.issued.append("access")
+        return JSONResponse({"access_token": f"ya29.sa-{len(self.issued)}", "expires_in": 3600})
+
+
+async def test_gcp_service_account_file_named_by_google_application_credentials(tmp_path: Path) -> None:
+    google = GoogleTokenServer()
+    async with serve(google.app()) as token_port, serve(echo_app()) as port:
+        google.url = f"http://127.0.0.1:{token_port}/token"
+        (tmp_path / "sa.json").write_text(json.dumps(google.account()))
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: access
+      matches: [{{path: {{pathPrefix: /access}}}}]
+      policies: {{backendAuth: {{gcp: {{type: accessToken}}}}}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+    - name: id
+      matches: [{{path: {{pathPrefix: /id}}}}]
+      policies: {{backendAuth: {{gcp: {{type: idToken, audience: "https://run.example"}}}}}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+"""
+        credentials = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "sa.json")}
+        async with (
+            gateway_process(tmp_path, yaml, free_port(), credentials) as gw,  # no metadata server: the file it is
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            for _ in range(2):
+                got = (await http.get(f"http://127.0.0.1:{gw}/access/x")).json()
+                assert got["headers"]["authorization"] == "Bearer ya29.sa-1"
+                got = (await http.get(f"http://127.0.0.1:{gw}/id/y")).json()
+                assert claims(got["headers"]["authorization"])["aud"] == "https://run.example"
+    assert sorted(google.issued) == ["access", "https://run.example"]  # each once, then kept
 
 
 # -- aws: a server that checks SigV4 signatures ------------------------------------------------------------
