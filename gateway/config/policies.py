@@ -6,6 +6,7 @@ CEL expressions are compiled here, so a rule with a syntax error is a config err
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
@@ -58,7 +59,9 @@ def _mirror_backend(value: Any) -> Any:
 
 def _fraction(value: float) -> float:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"expected a fraction from 0 to 1 (0.5 mirrors half the requests, as in agentgateway), got {value:g}")
+        raise ValueError(
+            f"expected a fraction from 0 to 1 (0.5 mirrors half the requests, as in agentgateway), got {value:g}"
+        )
     return value
 
 
@@ -329,27 +332,47 @@ class Passthrough(_Model):
 
 
 class GcpAuth(_Model):
-    """A Google token from the default credentials (a service-account file in GOOGLE_APPLICATION_CREDENTIALS,
-    gcloud's application-default credentials, or the metadata server), as the reference's `gcp`.
+    """A Google token, as the reference's `gcp`: from `credential` (credential JSON) if set, else from the
+    default credentials (a service-account file in GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+    application-default credentials, or the metadata server).
 
     `type: idToken` asks for an ID token for `audience` (default: `https://<host of the request>`);
     otherwise (`accessToken`, the default) an OAuth access token."""
 
     type: Annotated[Literal["idToken", "accessToken"], _CI] = "accessToken"
     audience: str | None = None
-    credential: Any = None  # named so that setting it is refused clearly
+    # ADC-style credential JSON (inline or {file}) instead of the default credentials
+    credential: FileOrInline | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> GcpAuth:
         if self.audience is not None and self.type != "idToken":
             raise _problem_at(("audience",), "only an idToken has an audience (set type: idToken)")
         if self.credential is not None:
-            raise _problem_at(
-                ("credential",),
-                "inline credentials are not supported by agentplex; point GOOGLE_APPLICATION_CREDENTIALS at the file",
-            )
+            kind = self.credential_info.get("type")
+            if not isinstance(kind, str):
+                raise _problem_at(("credential",), "expected Google credential JSON with a type (service_account, ...)")
+            if self.type == "idToken" and kind not in _ID_TOKEN_CREDENTIALS:
+                raise _problem_at(
+                    ("credential",),
+                    f"{kind} credentials give no ID token (expected one of: {', '.join(_ID_TOKEN_CREDENTIALS)})",
+                )
         _needs("google.auth", "gcp", "google-auth")
         return self
+
+    @property
+    def credential_info(self) -> dict[str, Any]:
+        """The credential JSON, parsed (config validation has checked it is an object)."""
+        try:
+            info = json.loads(self.credential or "{}")
+        except ValueError:
+            raise _problem_at(("credential",), "expected Google credential JSON (a JSON object)") from None
+        if not isinstance(info, dict):
+            raise _problem_at(("credential",), "expected Google credential JSON (a JSON object)")
+        return info
+
+
+_ID_TOKEN_CREDENTIALS = ("service_account", "impersonated_service_account", "authorized_user")
 
 
 class AwsAuth(_Model):

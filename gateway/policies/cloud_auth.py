@@ -52,7 +52,8 @@ def _describe(exc: BaseException) -> str:
 
 
 class GcpTokenAuth:
-    """`authorization: Bearer <token>` from Google's default credentials (google-auth).
+    """`authorization: Bearer <token>` from Google's default credentials, or the configured credential JSON
+    (google-auth).
 
     An access token is one for everything; ID tokens are kept per audience (the configured one, or
     `https://<host>` of each request as in the reference; a bare IP address has no such audience)."""
@@ -60,6 +61,7 @@ class GcpTokenAuth:
     def __init__(self, cfg: GcpAuth) -> None:
         self.id_token = cfg.type == "idToken"
         self.audience = cfg.audience
+        self.credential = cfg.credential_info if cfg.credential is not None else None
         self.cache = _TokenCache(AUDIENCES)
 
     async def headers(self, caller: Any) -> dict[str, str]:
@@ -88,7 +90,7 @@ class GcpTokenAuth:
     async def _fetch(self, audience: str | None) -> tuple[str, float]:
         what = f"a Google ID token for {audience}" if audience is not None else "a Google access token"
         try:
-            token, expires = await _blocking(lambda: _google_token(audience))
+            token, expires = await _blocking(lambda: _google_token(audience, self.credential))
         except TimeoutError:
             raise BackendAuthError(f"cannot get {what}: no answer within {CLOUD_AUTH_TIMEOUT:g} s") from None
         except Exception as exc:  # google.auth.exceptions.*, and whatever its transport raised
@@ -96,23 +98,57 @@ class GcpTokenAuth:
         return token, max(1.0, expires - time.time())
 
 
-def _google_token(audience: str | None) -> tuple[str, float]:
-    """(token, expiry as a Unix time): an ID token for `audience`, or an access token when it is None."""
+def _google_token(audience: str | None, credential: dict[str, Any] | None) -> tuple[str, float]:
+    """(token, expiry as a Unix time): an ID token for `audience`, or an access token when it is None;
+    from the `credential` JSON if given, else from the default credentials."""
     import google.auth
     import google.auth.jwt
     import google.auth.transport.requests
     import google.oauth2.id_token
 
     request = google.auth.transport.requests.Request()
-    if audience is not None:
+    if audience is None:
+        if credential is None:
+            credentials, _ = google.auth.default(scopes=list(GCP_SCOPES))
+        else:
+            credentials, _ = google.auth.load_credentials_from_dict(credential, scopes=list(GCP_SCOPES))
+        credentials.refresh(request)
+        if credentials.expiry is None:
+            return credentials.token, time.time() + 300.0
+        return credentials.token, credentials.expiry.replace(tzinfo=datetime.UTC).timestamp()  # naive UTC
+    if credential is None:
         token = google.oauth2.id_token.fetch_id_token(request, audience)
-        return token, float(google.auth.jwt.decode(token, verify=False)["exp"])
-    credentials, _ = google.auth.default(scopes=list(GCP_SCOPES))
+    else:
+        token = _id_token_from(credential, audience, request)
+    return token, float(google.auth.jwt.decode(token, verify=False)["exp"])
+
+
+def _id_token_from(credential: dict[str, Any], audience: str, request: Any) -> str:
+    """An ID token from credential JSON (the kinds the config allows: gateway/config/policies.py)."""
+    import google.auth
+    import google.auth.impersonated_credentials
+    import google.oauth2.credentials
+    import google.oauth2.service_account
+
+    kind = credential["type"]
+    credentials: Any
+    if kind == "service_account":
+        credentials = google.oauth2.service_account.IDTokenCredentials.from_service_account_info(
+            credential, target_audience=audience
+        )
+    elif kind == "impersonated_service_account":
+        source, _ = google.auth.load_credentials_from_dict(credential, scopes=list(GCP_SCOPES))
+        credentials = google.auth.impersonated_credentials.IDTokenCredentials(
+            source, target_audience=audience, include_email=True
+        )
+    else:  # authorized_user: the refresh answer carries an ID token
+        credentials = google.oauth2.credentials.Credentials.from_authorized_user_info(credential)
+        credentials.refresh(request)
+        if not credentials.id_token:
+            raise BackendAuthError("the authorized_user credential's refresh gave no ID token")
+        return credentials.id_token
     credentials.refresh(request)
-    expiry = credentials.expiry  # naive UTC, or None for a token without one
-    if expiry is None:
-        return credentials.token, time.time() + 300.0
-    return credentials.token, expiry.replace(tzinfo=datetime.UTC).timestamp()
+    return credentials.token
 
 
 # -- aws ---------------------------------------------------------------------------------------------------

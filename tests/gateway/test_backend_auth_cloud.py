@@ -286,6 +286,39 @@ binds:
     assert sorted(google.issued) == ["access", "https://run.example"]  # each once, then kept
 
 
+async def test_gcp_credential_json_in_the_config_inline_or_from_a_file(tmp_path: Path) -> None:
+    google = GoogleTokenServer()
+    async with serve(google.app()) as token_port, serve(echo_app()) as port:
+        google.url = f"http://127.0.0.1:{token_port}/token"
+        account = json.dumps(google.account())
+        (tmp_path / "sa.json").write_text(account)
+        inline = json.dumps(account)  # a YAML (JSON) string holding the credential JSON
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: access
+      matches: [{{path: {{pathPrefix: /access}}}}]
+      policies: {{backendAuth: {{gcp: {{credential: {inline}}}}}}}
+      backends: [{{host: "127.0.0.1:{port}"}}]
+    - name: id
+      matches: [{{path: {{pathPrefix: /id}}}}]
+      policies: {{backendAuth: {{gcp: {{type: idToken, credential: {{file: "{tmp_path / "sa.json"}"}}}}}}}}
+      backends: [{{host: "localhost:{port}"}}]
+"""
+        async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+            for _ in range(2):
+                got = (await http.get(f"http://127.0.0.1:{gw.port}/access/x")).json()
+                assert got["headers"]["authorization"] == "Bearer ya29.sa-1"
+                got = (await http.get(f"http://127.0.0.1:{gw.port}/id/y")).json()
+                assert claims(got["headers"]["authorization"])["aud"] == "https://localhost"
+            shown = (await http.get(f"http://127.0.0.1:{gw.port}/access/x")).text
+            assert "PRIVATE KEY" not in shown
+    assert sorted(google.issued) == ["access", "https://localhost"]
+    assert "PRIVATE KEY" not in json.dumps(redacted_config(parse_config(yaml)))
+
+
 # -- aws: a server that checks SigV4 signatures ------------------------------------------------------------
 
 KEY_ID, SECRET, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "eu-west-1"

@@ -559,6 +559,9 @@ def test_backend_auth_takes_the_references_shapes(tmp_path: Path) -> None:
     gcp = backend_auth("{gcp: {type: idToken, audience: 'https://api.example.com'}}").gcp
     assert gcp is not None and gcp.type == "idToken" and gcp.audience == "https://api.example.com"
     assert backend_auth("{gcp: {}}").gcp.type == "accessToken"  # type: ignore[union-attr]
+    (tmp_path / "sa.json").write_text('{"type": "service_account"}')
+    gcp = backend_auth(f"{{gcp: {{type: idToken, credential: {{file: '{tmp_path / 'sa.json'}'}}}}}}").gcp
+    assert gcp is not None and gcp.credential_info == {"type": "service_account"}
     aws = backend_auth(
         "{aws: {accessKeyId: AKID, secretAccessKey: s, sessionToken: t, region: eu-west-1, serviceName: execute-api}}"
     ).aws
@@ -585,6 +588,16 @@ def test_backend_auth_shapes_are_checked() -> None:
         f"{at}.gcp.audience: only an idToken has an audience (set type: idToken)"
     )
     assert "expected one of: idToken, accessToken" in one_problem(BACKEND_AUTH % "{gcp: {type: jwt}}")
+    assert one_problem(BACKEND_AUTH % "{gcp: {credential: '{}'}}") == (
+        f"{at}.gcp.credential: expected Google credential JSON with a type (service_account, ...)"
+    )
+    assert one_problem(BACKEND_AUTH % "{gcp: {credential: 'not json'}}") == (
+        f"{at}.gcp.credential: expected Google credential JSON (a JSON object)"
+    )
+    assert one_problem(BACKEND_AUTH % """{gcp: {type: idToken, credential: '{"type": "external_account"}'}}""") == (
+        f"{at}.gcp.credential: external_account credentials give no ID token "
+        "(expected one of: service_account, impersonated_service_account, authorized_user)"
+    )
     assert one_problem(BACKEND_AUTH % "{aws: {accessKeyId: AKID}}") == (
         f"{at}.aws.secretAccessKey: accessKeyId and secretAccessKey go together"
     )
@@ -604,7 +617,6 @@ def test_backend_auth_shapes_are_checked() -> None:
             "aws.assumeRole",
             "assuming an IAM role is not supported",
         ),
-        ("{gcp: {credential: '{}'}}", "gcp.credential", "inline credentials are not supported by agentplex"),
     ],
 )
 def test_backend_auth_the_reference_has_but_agentplex_does_not_is_refused(text: str, path: str, what: str) -> None:
