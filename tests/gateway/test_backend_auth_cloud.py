@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import google.auth.jwt
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
@@ -36,8 +37,19 @@ from gateway.config import parse_config
 from gateway.config.redact import REDACTED, redacted_config
 from tests.a2a.harness import a2a_yaml
 from tests.conftest import HEADERS, INIT, PY, ROOT, free_port, http_route_yaml, mcp_yaml, run_gateway, stop
-from tests.gateway.test_backend_auth import Recorder, legacy_session, refusal, serve, target, text, upstream_app
+from tests.fixtures.a2a_agent import serve as serve_agent
+from tests.gateway.test_backend_auth import (
+    Recorder,
+    jwt_auth,
+    legacy_session,
+    refusal,
+    serve,
+    target,
+    text,
+    upstream_app,
+)
 from tests.gateway.test_consumed_credentials import card_and_echo
+from tests.gateway.tokens import Signer
 
 pytestmark = pytest.mark.anyio
 
@@ -236,8 +248,6 @@ class GoogleTokenServer:
         return Starlette(routes=[Route("/token", self.token, methods=["POST"])])
 
     async def token(self, request: Request) -> JSONResponse:
-        import google.auth.jwt
-
         form = await request.form()
         public = self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
         try:
@@ -460,8 +470,6 @@ async def test_aws_signs_calls_to_an_a2a_agent(aws_env: pytest.MonkeyPatch) -> N
         verifier.append(SigV4Verifier(card_and_echo(base, seen), "bedrock"))
         return verifier[0]
 
-    from tests.fixtures.a2a_agent import serve as serve_agent
-
     async with serve_agent(agent) as running:  # type: ignore[arg-type]
         policies = f"  policies: {{backendAuth: {{aws: {{region: {REGION}}}}}}}\n"  # region without keys: agentplex
         async with run_gateway(a2a_yaml({"raw": running.url}, policies=policies)) as gw, httpx.AsyncClient() as http:
@@ -515,8 +523,6 @@ async def test_key_locations_on_mcp_targets_plain_backends_and_agents() -> None:
     recorder = Recorder(upstream_app("api"))
     queries = Queries(recorder)
     seen: list[dict[str, Any]] = []
-    from tests.fixtures.a2a_agent import serve as serve_agent
-
     async with serve(queries) as port, serve(echo_app()) as echo_port:
         query = "{backendAuth: {key: {value: k-1, location: {queryParameter: {name: api_key}}}}}"
         yaml = mcp_yaml(target("api", f"http://127.0.0.1:{port}/mcp"), policies=query)
@@ -546,9 +552,6 @@ async def test_key_locations_on_mcp_targets_plain_backends_and_agents() -> None:
 
 
 async def test_passthrough_to_a_configured_location() -> None:
-    from tests.gateway.test_backend_auth import jwt_auth
-    from tests.gateway.tokens import Signer
-
     signer = Signer()
     alice = signer.token("alice")
     async with serve(echo_app()) as port:
