@@ -409,17 +409,19 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.
     yield monkeypatch
 
 
+@pytest.mark.parametrize("kind", ["mcp", "sse"])
 async def test_aws_signs_every_request_to_an_mcp_target_with_the_default_credentials(
-    aws_env: pytest.MonkeyPatch,
+    aws_env: pytest.MonkeyPatch, kind: str
 ) -> None:
     aws_env.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     aws_env.setenv("AWS_SESSION_TOKEN", "session-token-1")
     aws_env.setenv("AWS_REGION", REGION)
-    verifier = SigV4Verifier(upstream_app("api"), "bedrock-agentcore")
+    verifier = SigV4Verifier(upstream_app("api", kind), "bedrock-agentcore")
     async with serve(verifier) as port:
         policy = "{ backendAuth: { aws: { serviceName: bedrock-agentcore } } }"
-        yaml = mcp_yaml(target("api", f"http://127.0.0.1:{port}/mcp?qualifier=DEFAULT&a=b%20c"), policies=policy)
+        url = f"http://127.0.0.1:{port}/{kind}?qualifier=DEFAULT&a=b%20c"
+        yaml = mcp_yaml(target("api", url, kind), policies=policy)
         async with run_gateway(yaml) as gw, legacy_session(gw.url, "Bearer inbound") as session:
             assert await text(session, "echo", {"text": "signed"}) == "api: signed"  # a tools/call, a JSON body
             assert await text(session, "echo", {"text": "again"}) == "api: again"
