@@ -29,6 +29,7 @@ from federation.agents import Agent, AgentRegistry, AgentSpec
 from federation.guard import Access, Guard
 from gateway import agent_addresses
 from gateway.agent_addresses import AddressPolicy
+from gateway.policies.backend_auth import request_auth
 from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from protocols import redaction
@@ -253,7 +254,7 @@ class A2AEndpoint:
                 else:
                     await _rest(502, "INTERNAL_ERROR", why)(scope, receive, send)
                 return False
-        upstream = proxy.Upstream(agent.name, url, headers, self.timeout)
+        upstream = proxy.Upstream(agent.name, url, headers, self.timeout, "agent", *request_auth(self.auth, scope))
         rewrite = self._card_rewriter(scope, agent, call) if call.method == "GetExtendedAgentCard" else None
         public = self._public_url(scope, agent.name)  # where redirects to the agent's own address point instead
         client = self.routes.client_for(self.route)

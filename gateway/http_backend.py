@@ -20,6 +20,7 @@ import httpx
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from gateway.policies.backend_auth import request_auth
 from gateway.policies.http import without_credentials
 from gateway.policies.mcp_authn import public_base
 from gateway.policies.rewrite import UPSTREAM_AUTHORITY, replace_authority
@@ -72,7 +73,7 @@ class HttpBackend:
             except Exception as exc:  # the credential could not be had: this request fails, naming the backend
                 await _error(scope, receive, send, 502, f"backend {self.name!r}: backendAuth failed: {exc}")
                 return
-        upstream = proxy.Upstream(self.name, url, headers, self.timeout, kind="backend")
+        upstream = proxy.Upstream(self.name, url, headers, self.timeout, "backend", *request_auth(self.auth, scope))
         traced = self.observe.proxied(scope, self.name, url, send) if self.observe is not None else nullcontext(send)
         with traced as send:
             try:

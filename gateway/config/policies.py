@@ -5,13 +5,16 @@ CEL expressions are compiled here, so a rule with a syntax error is a config err
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, host_url
+from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
@@ -56,7 +59,9 @@ def _mirror_backend(value: Any) -> Any:
 
 def _fraction(value: float) -> float:
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"expected a fraction from 0 to 1 (0.5 mirrors half the requests, as in agentgateway), got {value:g}")
+        raise ValueError(
+            f"expected a fraction from 0 to 1 (0.5 mirrors half the requests, as in agentgateway), got {value:g}"
+        )
     return value
 
 
@@ -65,8 +70,6 @@ class RequestMirror(_Model):
 
     backend: Annotated[MirrorBackend, BeforeValidator(_mirror_backend)]
     percentage: Annotated[float, AfterValidator(_fraction)] = 1.0  # as in agentgateway: 0.5 mirrors half
-
-
 
 
 # -- authentication ----------------------------------------------------------------------------
@@ -146,16 +149,27 @@ def _provider(value: Any) -> Any:
     return name
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110 token)
+
+
+def _header_name(value: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(f"invalid header name {value!r}")
+    return value
+
+
 class NamedLocation(_Model):
     name: Annotated[str, AfterValidator(_non_empty)]
 
 
-class HeaderLocation(NamedLocation):
-    prefix: str | None = None  # removed (case-insensitively) before validation; none: the whole value
+class HeaderLocation(_Model):
+    name: Annotated[str, AfterValidator(_header_name)]
+    prefix: str | None = None  # an incoming credential: removed before validation; an outgoing one: put before it
 
 
 class AuthorizationLocation(_Model):
-    """agentgateway's `AuthorizationLocation`: exactly one of header, queryParameter, cookie (expression is refused)."""
+    """agentgateway's `AuthorizationLocation`, where a credential is found (mcpAuthentication) or put
+    (backendAuth): exactly one of header, queryParameter, cookie (expression is refused)."""
 
     header: HeaderLocation | None = None
     queryParameter: NamedLocation | None = None
@@ -345,31 +359,167 @@ class TokenExchange(OAuthClientCredentials):
     requestedTokenType: str | None = None
 
 
+def _file_or_inline(value: Any) -> Any:
+    """The reference's FileOrInline: a string, or `{file: path}` read now (relative to the working directory)."""
+    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
+        try:
+            with open(value["file"], encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value['file']!r}: {exc.strerror or exc}") from None
+    if isinstance(value, dict):
+        raise ValueError("expected a string or {file: <path>}")
+    return value
+
+
+FileOrInline = Annotated[str, BeforeValidator(_file_or_inline), AfterValidator(_non_empty)]
+
+
 class BackendKey(_Model):
+    """`{value, location?}` as in the reference; `header`/`prefix` are agentplex's shorter spelling of
+    `location: {header: {name, prefix}}`."""
+
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    value: Annotated[str, AfterValidator(_non_empty)]
+    value: FileOrInline
+    location: AuthorizationLocation | None = None
     header: str = "authorization"
     prefix: str = "Bearer "
 
+    @model_validator(mode="after")
+    def _where(self) -> BackendKey:
+        if self.location is not None and self.model_fields_set & {"header", "prefix"}:
+            raise ValueError("location and header/prefix say the same thing: use one of them")
+        return self
+
+
+class Passthrough(_Model):
+    location: AuthorizationLocation | None = None  # default: authorization: Bearer <token>
+
+
+class GcpAuth(_Model):
+    """A Google token, as the reference's `gcp`: from `credential` (credential JSON) if set, else from the
+    default credentials (a service-account file in GOOGLE_APPLICATION_CREDENTIALS, gcloud's
+    application-default credentials, or the metadata server).
+
+    `type: idToken` asks for an ID token for `audience` (default: `https://<host of the request>`);
+    otherwise (`accessToken`, the default) an OAuth access token."""
+
+    type: Annotated[Literal["idToken", "accessToken"], _CI] = "accessToken"
+    audience: str | None = None
+    # ADC-style credential JSON (inline or {file}) instead of the default credentials
+    credential: FileOrInline | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> GcpAuth:
+        if self.audience is not None and self.type != "idToken":
+            raise _problem_at(("audience",), "only an idToken has an audience (set type: idToken)")
+        if self.credential is not None:
+            kind = self.credential_info.get("type")
+            if not isinstance(kind, str):
+                raise _problem_at(("credential",), "expected Google credential JSON with a type (service_account, ...)")
+            if self.type == "idToken" and kind not in _ID_TOKEN_CREDENTIALS:
+                raise _problem_at(
+                    ("credential",),
+                    f"{kind} credentials give no ID token (expected one of: {', '.join(_ID_TOKEN_CREDENTIALS)})",
+                )
+        _needs("google.auth", "gcp", "google-auth")
+        return self
+
+    @property
+    def credential_info(self) -> dict[str, Any]:
+        """The credential JSON, parsed (config validation has checked it is an object)."""
+        try:
+            info = json.loads(self.credential or "{}")
+        except ValueError:
+            raise _problem_at(("credential",), "expected Google credential JSON (a JSON object)") from None
+        if not isinstance(info, dict):
+            raise _problem_at(("credential",), "expected Google credential JSON (a JSON object)")
+        return info
+
+
+_ID_TOKEN_CREDENTIALS = ("service_account", "impersonated_service_account", "authorized_user")
+
+
+class AwsAuth(_Model):
+    """SigV4 request signing, as the reference's `aws`: explicit keys (`accessKeyId` + `secretAccessKey`,
+    `sessionToken`, `region`) or, without them, botocore's default credential chain (AWS_ACCESS_KEY_ID...,
+    profiles, container and instance roles) and its region (AWS_REGION, the profile's region).
+
+    `serviceName` defaults to "bedrock" as in the reference. agentplex also takes `region` without keys."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    accessKeyId: str | None = None
+    secretAccessKey: str | None = None
+    sessionToken: str | None = None
+    region: str | None = None
+    serviceName: str | None = None
+    assumeRole: Any = None  # named so that setting it is refused clearly
+
+    @model_validator(mode="after")
+    def _shape(self) -> AwsAuth:
+        if (self.accessKeyId is None) != (self.secretAccessKey is None):
+            missing = "secretAccessKey" if self.secretAccessKey is None else "accessKeyId"
+            raise _problem_at((missing,), "accessKeyId and secretAccessKey go together")
+        if self.sessionToken is not None and self.accessKeyId is None:
+            raise _problem_at(("sessionToken",), "goes with accessKeyId and secretAccessKey")
+        if self.assumeRole is not None:
+            raise _problem_at(("assumeRole",), "assuming an IAM role is not supported by agentplex")
+        _needs("botocore", "aws", "botocore")
+        return self
+
+
+def _needs(module: str, extra: str, package: str) -> None:
+    """A cloud library is an optional extra: say which one to install."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the {package} package: pip install 'agentplex[{extra}]'")
+
+
+# The reference's backendAuth kinds agentplex does not build: refused, never accepted and ignored.
+_UNSUPPORTED_AUTH = {
+    "azure": "Azure credentials",
+    "copilot": "GitHub Copilot credentials",
+    "jwtSign": "signing a JWT per request",
+}
+
+
+def _refused(kind: str) -> Callable[[Any], Any]:
+    def refuse(value: Any) -> Any:
+        raise ValueError(f"{_UNSUPPORTED_AUTH[kind]} ({kind}) is not supported by agentplex")
+
+    return refuse
+
 
 class BackendAuth(_Model):
-    passthrough: dict[str, Any] | None = None
+    """Exactly one way to authenticate to the backend: the reference's passthrough, key, gcp, aws; agentplex's
+    oauth2 (client credentials) and tokenExchange."""
+
+    passthrough: Passthrough | None = None
     key: BackendKey | None = None
+    gcp: GcpAuth | None = None
+    aws: AwsAuth | None = None
     oauth2: OAuthClientCredentials | None = None
     tokenExchange: TokenExchange | None = None
+    azure: Annotated[Any, AfterValidator(_refused("azure"))] = None
+    copilot: Annotated[Any, AfterValidator(_refused("copilot"))] = None
+    jwtSign: Annotated[Any, AfterValidator(_refused("jwtSign"))] = None
+
+    KINDS: ClassVar[tuple[str, ...]] = ("passthrough", "key", "gcp", "aws", "oauth2", "tokenExchange")
 
     @model_validator(mode="before")
     @classmethod
-    def _key_shorthand(cls, data: Any) -> Any:
+    def _shorthands(cls, data: Any) -> Any:
+        if data == "copilot":  # the reference's one plain-string kind
+            return {"copilot": {}}
         if isinstance(data, dict) and isinstance(data.get("key"), str | int):
             return {**data, "key": {"value": data["key"]}}
         return data
 
     @model_validator(mode="after")
     def _one(self) -> BackendAuth:
-        if sum(v is not None for v in (self.passthrough, self.key, self.oauth2, self.tokenExchange)) != 1:
-            raise ValueError("expected exactly one of: passthrough, key, oauth2, tokenExchange")
+        if sum(getattr(self, kind) is not None for kind in self.KINDS) != 1:
+            raise ValueError(f"expected exactly one of: {', '.join(self.KINDS)}")
         return self
 
 

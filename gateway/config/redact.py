@@ -1,7 +1,7 @@
 """A config as it may be shown (the admin API's GET /config): every secret replaced by "<redacted>".
 
 Secrets are found by what the models say they are, then by name as a safety net for fields to come:
-- the known secret fields: apiKey keys, backendAuth key values, OAuth client secrets, htpasswd
+- the known secret fields: apiKey keys, backendAuth key values, OAuth client secrets, AWS keys, htpasswd
   contents, the admin token;
 - header values (targets', agents', header modifiers' and the trace exporter's), stdio environment
   values and arguments, and URLs anywhere: shown only where they are clearly not secret
@@ -23,7 +23,7 @@ from protocols import redaction
 
 from .a2a import AgentConfig
 from .models import Config, GlobalSettings, HttpTarget, StdioTarget, TracingSettings
-from .policies import ApiKeyEntry, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
+from .policies import ApiKeyEntry, AwsAuth, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
 
 REDACTED = redaction.REDACTED
 
@@ -31,6 +31,7 @@ _SECRET_FIELDS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (ApiKeyEntry, frozenset({"key"})),
     (BackendKey, frozenset({"value"})),
     (OAuthClientCredentials, frozenset({"clientSecret"})),
+    (AwsAuth, frozenset({"accessKeyId", "secretAccessKey", "sessionToken"})),
     (Htpasswd, frozenset({"inline"})),
     (GlobalSettings, frozenset({"adminToken"})),
 ]

@@ -4,13 +4,15 @@ Each kind is an `UpstreamAuth` (protocols/mcp/upstream.py), built once per targe
 headers on every upstream request, with the caller the request is made for (an ASGI scope, or
 None when nobody in particular is: a shared upstream's own traffic).
 
-- `key`: a static header (`authorization: Bearer <value>` unless configured otherwise).
+- `key`: a static credential, `authorization: Bearer <value>` unless its `location` (or agentplex's
+  `header`/`prefix`) says otherwise: another header, a query parameter or a cookie.
 - `passthrough`: the caller's validated bearer token (left in the scope by jwtAuth or
-  mcpAuthentication), as `authorization: Bearer <token>`; nothing when there is none.
+  mcpAuthentication), as `authorization: Bearer <token>` or at its `location`; nothing when there is none.
 - `oauth2`: an OAuth 2 client-credentials token, fetched with authlib and reused until shortly
   before it expires.
 - `tokenExchange`: RFC 8693, the caller's token exchanged for one meant for the target, cached per
   caller token (bounded). Nothing is sent for a caller without a token.
+- `gcp` and `aws`: gateway/policies/cloud_auth.py (optional extras).
 
 A token endpoint that fails makes the request at hand fail with a message naming the endpoint and
 what it said (the upstream layer adds the target); the failure is remembered for a moment so a
@@ -33,7 +35,13 @@ import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from gateway.config.policies import BackendAuth, BackendKey, OAuthClientCredentials, TokenExchange
+from gateway.config.policies import (
+    AuthorizationLocation,
+    BackendAuth,
+    BackendKey,
+    OAuthClientCredentials,
+    TokenExchange,
+)
 from gateway.policies.http import IDENTITY
 from protocols import redaction
 from protocols.mcp.upstream import UpstreamAuth
@@ -57,7 +65,17 @@ def build(cfg: BackendAuth) -> UpstreamAuth:
         return ClientCredentialsAuth(cfg.oauth2)
     if cfg.tokenExchange is not None:
         return TokenExchangeAuth(cfg.tokenExchange)
-    return PassthroughAuth()
+    if cfg.gcp is not None:
+        from gateway.policies.cloud_auth import GcpTokenAuth
+
+        return GcpTokenAuth(cfg.gcp)
+    if cfg.aws is not None:
+        from gateway.policies.cloud_auth import AwsSigV4Auth
+
+        return AwsSigV4Auth(cfg.aws)
+    assert cfg.passthrough is not None
+    location = Location(cfg.passthrough.location)
+    return PassthroughAuth() if location.is_bearer else PlacedPassthroughAuth(location)
 
 
 def caller_token(caller: Any) -> str | None:
@@ -68,23 +86,102 @@ def caller_token(caller: Any) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
+def request_auth(auth: Any, scope: Any) -> tuple[Any, bool]:
+    """(proxy.Upstream's `auth`, `signs_body`) for a backendAuth that works on the request itself (its
+    `apply`: a query parameter, a cookie, a signature), made for this caller."""
+    apply = getattr(auth, "apply", None)
+    if apply is None:
+        return None, False
+    return functools.partial(apply, scope), bool(getattr(auth, "signs_body", False))
+
+
+class Location:
+    """Where a credential goes (the reference's AuthorizationLocation): `authorization: Bearer <value>` by
+    default, or a header with an optional prefix, a query parameter, a cookie."""
+
+    def __init__(
+        self, cfg: AuthorizationLocation | None, header: str = "authorization", prefix: str = "Bearer "
+    ) -> None:
+        self.header: str | None = header.lower()
+        self.prefix = prefix
+        self.query: str | None = None
+        self.cookie: str | None = None
+        if cfg is not None and cfg.header is not None:
+            self.header, self.prefix = cfg.header.name.lower(), cfg.header.prefix or ""
+        elif cfg is not None:
+            self.header = None
+            self.query = cfg.queryParameter.name if cfg.queryParameter is not None else None
+            self.cookie = cfg.cookie.name if cfg.cookie is not None else None
+
+    @property
+    def is_bearer(self) -> bool:
+        return self.header == "authorization" and self.prefix == "Bearer "
+
+    def headers(self, value: str) -> dict[str, str]:
+        """The header carrying `value` ({} when it goes elsewhere: see put())."""
+        return {self.header: f"{self.prefix}{value}"} if self.header is not None else {}
+
+    def put(self, request: Any, value: str) -> None:
+        """Put `value` on an httpx/httpx2 request: its query parameter, or its cookie (others kept)."""
+        if self.query is not None:
+            request.url = request.url.copy_merge_params({self.query: value})
+        elif self.cookie is not None:
+            kept = [
+                pair.strip()
+                for header in request.headers.get_list("cookie")
+                for pair in header.split(";")
+                if pair.strip() and pair.split("=", 1)[0].strip() != self.cookie
+            ]
+            request.headers["cookie"] = "; ".join([*kept, f"{self.cookie}={value}"])
+
+
 class KeyAuth:
     """A static header. `prefix` defaults to "Bearer " for the authorization header, to nothing for others."""
 
     def __init__(self, cfg: BackendKey) -> None:
-        prefix = cfg.prefix
-        if "prefix" not in cfg.model_fields_set and cfg.header.lower() != "authorization":
-            prefix = ""
-        self._headers = {cfg.header.lower(): f"{prefix}{cfg.value}"}
+        if cfg.location is not None:
+            location = Location(cfg.location)
+        else:
+            prefix = cfg.prefix
+            if "prefix" not in cfg.model_fields_set and cfg.header.lower() != "authorization":
+                prefix = ""
+            location = Location(None, cfg.header, prefix)
+        self.location = location
+        self.value = cfg.value
+        self._headers = location.headers(cfg.value)
+        if location.header is None:
+            self.apply = self._put  # a query parameter or a cookie: set on each request
 
     async def headers(self, caller: Any) -> dict[str, str]:
         return self._headers
+
+    async def _put(self, caller: Any, request: Any) -> None:
+        self.location.put(request, self.value)
 
 
 class PassthroughAuth:
     async def headers(self, caller: Any) -> dict[str, str]:
         token = caller_token(caller)
         return {"authorization": f"Bearer {token}"} if token else {}
+
+
+class PlacedPassthroughAuth:
+    """The caller's token at the configured `location`."""
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+
+    async def headers(self, caller: Any) -> dict[str, str]:
+        token = caller_token(caller)
+        return self.location.headers(token) if token else {}
+
+    async def apply(self, caller: Any, request: Any) -> None:
+        token = caller_token(caller)
+        if token and self.location.header is None:
+            self.location.put(request, token)
+
+    def placed(self, caller: Any) -> str | None:
+        return caller_token(caller)
 
 
 class ClientCredentialsAuth:

@@ -48,6 +48,7 @@ OWN_COOKIE_PREFIX = b"agentplex-"
 _NOT_DOWN = HOP_BY_HOP | {b"date", b"server"}
 HEAD_TIMEOUT = 300.0  # seconds for the agent to start answering (a blocking SendMessage can take long)
 MAX_REWRITTEN_BODY = 1024 * 1024
+MAX_SIGNED_BODY = 16 * 1024 * 1024  # a body read whole so credentials can cover it (Upstream.signs_body)
 
 
 def new_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
@@ -101,6 +102,14 @@ class Upstream:
     headers: Mapping[str, str]
     timeout: float | None = HEAD_TIMEOUT
     kind: str = "agent"  # how errors name it ("backend" for plain HTTP routes)
+    # Credentials set on the request as it is sent (each attempt): a query parameter, a cookie, a signature.
+    # With `signs_body`, the body is read whole first (at most MAX_SIGNED_BODY), so they can cover it.
+    auth: Callable[[httpx.Request], Awaitable[None]] | None = None
+    signs_body: bool = False
+
+
+class AuthFailed(Exception):
+    """`Upstream.auth` could not set credentials on the request (the message says why)."""
 
 
 Content = bytes | AsyncIterator[bytes] | None
@@ -145,14 +154,23 @@ async def forward(
     content: Content = body
     if body is None and has_body(scope):
         content = _stream_body(receive)
-    elif body is not None:
-        headers = [(k, v) for k, v in headers if k != b"content-length"]  # httpx sets it for bytes
+        if upstream.signs_body:
+            content = await _read_whole(content, upstream)
+            if content is None:
+                return
+    if isinstance(content, bytes):  # httpx sets Content-Length for bytes
+        headers = [(k, v) for k, v in headers if k not in (b"content-length", b"transfer-encoding")]
     timeouts = {"timeout": client.timeout.as_dict()}
 
     async def attempt(content: Content) -> httpx.Response:
         # Not client.build_request: it would add the client's default headers (Accept-Encoding the caller
         # did not send) and its cookies (one caller's cookies sent for another).
         request = httpx.Request(scope["method"], upstream.url, headers=headers, content=content, extensions=timeouts)
+        if upstream.auth is not None:
+            try:
+                await upstream.auth(request)
+            except Exception as exc:
+                raise AuthFailed(str(exc) or type(exc).__name__) from None
         with anyio.fail_after(upstream.timeout):
             return await client.send(request, stream=True)
 
@@ -163,6 +181,9 @@ async def forward(
             response = await sending.send(upstream, scope["method"], content, attempt)
     except _ClientGone:
         return
+    except AuthFailed as exc:
+        problem = redaction.text(str(exc))
+        raise AgentUnavailable(502, f"{upstream.kind} {upstream.agent!r}: backendAuth failed: {problem}") from None
     except TimeoutError:
         raise AgentUnavailable(504, f"{upstream.kind} {upstream.agent!r} did not answer within {upstream.timeout:g} s") from None
     except httpx.PoolTimeout:
@@ -221,6 +242,22 @@ def _connection_tokens(raw: list[tuple[bytes, bytes]]) -> set[bytes]:
 def has_body(scope: Scope) -> bool:
     headers = dict(scope.get("headers", []))
     return b"transfer-encoding" in headers or headers.get(b"content-length", b"0").strip() not in (b"0", b"")
+
+
+async def _read_whole(content: AsyncIterator[bytes], upstream: Upstream) -> bytes | None:
+    """The whole body (None if the client left), or AgentUnavailable 413 past MAX_SIGNED_BODY."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in content:
+            size += len(chunk)
+            if size > MAX_SIGNED_BODY:
+                limit = MAX_SIGNED_BODY // (1024 * 1024)
+                raise AgentUnavailable(413, f"a request body for {upstream.kind} {upstream.agent!r} is signed whole: at most {limit} MiB")
+            chunks.append(chunk)
+    except _ClientGone:
+        return None
+    return b"".join(chunks)
 
 
 async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:

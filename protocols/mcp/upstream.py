@@ -71,7 +71,13 @@ class UpstreamAuth(Protocol):
 
     Raising (anything but cancellation) fails only the request at hand, with the exception's text
     and the target's name. An implementation may also define `forget(caller) -> None`: called when
-    the upstream answers 401, after which the request is retried once if `headers()` changes.
+    the upstream answers 401, after which the request is retried once if its credentials change.
+
+    It may also define `async apply(caller, request) -> None`, called with each request as it is about
+    to be sent (an httpx2 or httpx Request, `headers()` already set), to put credentials where a
+    header cannot (a query parameter, a cookie) or to sign the request; with `signs_body = True` the
+    body is read first, so `request.content` holds the bytes that are sent. If what apply() puts there
+    depends on the caller, `placed(caller) -> str | None` says what it is (lists are kept per credential).
     """
 
     async def headers(self, caller: Any) -> dict[str, str]: ...
@@ -506,11 +512,14 @@ class Upstream:
         """Which credentials a list request carries (a digest), as lists may differ by caller."""
         if self.spec.auth is None:
             return None
+        caller = RELAY_CALLER.get() or self.caller
         try:
-            headers = await self.spec.auth.headers(RELAY_CALLER.get() or self.caller)
+            headers = await self.spec.auth.headers(caller)
         except Exception:  # the request itself will say what is wrong
             return _UNKNOWN
-        return hashlib.sha256(repr(sorted(headers.items())).encode()).hexdigest()
+        placed = getattr(self.spec.auth, "placed", None)  # credentials apply() puts outside the headers
+        extra = placed(caller) if placed is not None else None
+        return hashlib.sha256(repr((sorted(headers.items()), extra)).encode()).hexdigest()
 
     def notified(self, method: str) -> None:
         """The target sent notification `method` (on any stream): lists it says changed are asked for again."""
@@ -756,15 +765,21 @@ class _UpstreamHttpAuth(httpx2.Auth):
         if await self._apply(request, caller) != sent:
             yield request
 
-    async def _apply(self, request: httpx2.Request, caller: Any) -> dict[str, str] | None:
+    async def _apply(self, request: httpx2.Request, caller: Any) -> Any:
+        """What the credentials made of the request (to compare after a 401), or None if there were none."""
         try:
             headers = await self.auth.headers(caller)
+            for name, value in headers.items():
+                request.headers[name] = value
+            apply = getattr(self.auth, "apply", None)
+            if apply is not None:
+                if getattr(self.auth, "signs_body", False):
+                    await request.aread()
+                await apply(caller, request)
         except Exception as exc:
             request.extensions = {**request.extensions, _AUTH_PROBLEM: str(exc) or type(exc).__name__}
             return None
-        for name, value in headers.items():
-            request.headers[name] = value
-        return headers
+        return str(request.url), request.headers.multi_items()
 
     def sync_auth_flow(self, request: httpx2.Request) -> Any:
         raise RuntimeError("upstream credentials are async-only")

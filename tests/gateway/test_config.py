@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from gateway.config import (
     parse_config,
     parse_duration,
 )
+from gateway.config.policies import BackendAuth
 from gateway.config.units import parse_byte_size
 
 SHORT = """
@@ -529,7 +531,7 @@ def test_policy_shapes_are_checked() -> None:
     assert "localRateLimit[0].key: invalid CEL" in one_problem(
         base % "localRateLimit: [{maxTokens: 1, fillInterval: 1s, key: 'jwt.'}]"
     )
-    assert "exactly one of: passthrough, key, oauth2, tokenExchange" in one_problem(base % "backendAuth: {}")
+    assert "exactly one of: passthrough, key, gcp, aws, oauth2, tokenExchange" in one_problem(base % "backendAuth: {}")
 
 
 def test_mcp_authentication_reference_forms() -> None:
@@ -556,3 +558,104 @@ def test_mcp_authentication_reference_forms() -> None:
     problem = one_problem(base % "authorizationLocation: {}")
     assert "authorizationLocation: expected exactly one of: header, queryParameter, cookie" in problem
     assert "jwtValidationOptions.requiredClaims" in one_problem(base % "jwtValidationOptions: {requiredClaims: sub}")
+
+
+BACKEND_AUTH = "mcp: {targets: [{name: a, stdio: {cmd: x}}], policies: {backendAuth: %s}}"
+
+
+def backend_auth(text: str) -> BackendAuth:
+    policies = parse_config(BACKEND_AUTH % text).mcp.policies  # type: ignore[union-attr]
+    assert policies is not None and policies.backendAuth is not None
+    return policies.backendAuth
+
+
+def test_backend_auth_takes_the_references_shapes(tmp_path: Path) -> None:
+    key = backend_auth("{key: {value: k, location: {queryParameter: {name: api_key}}}}").key
+    assert key is not None and key.location is not None and key.location.queryParameter is not None
+    assert key.location.queryParameter.name == "api_key"
+    (tmp_path / "key.txt").write_text("from-a-file\n")
+    key = backend_auth(
+        f"{{key: {{value: {{file: '{tmp_path / 'key.txt'}'}}, location: {{header: {{name: x-key}}}}}}}}"
+    ).key
+    assert key is not None and key.value == "from-a-file"
+    assert key.location is not None and key.location.header is not None and key.location.header.prefix is None
+    assert backend_auth("{key: plain}").key.value == "plain"  # type: ignore[union-attr]
+    passthrough = backend_auth("{passthrough: {location: {cookie: {name: session}}}}").passthrough
+    assert passthrough is not None and passthrough.location is not None and passthrough.location.cookie is not None
+    assert backend_auth("{passthrough: {}}").passthrough is not None
+    gcp = backend_auth("{gcp: {type: idToken, audience: 'https://api.example.com'}}").gcp
+    assert gcp is not None and gcp.type == "idToken" and gcp.audience == "https://api.example.com"
+    assert backend_auth("{gcp: {}}").gcp.type == "accessToken"  # type: ignore[union-attr]
+    (tmp_path / "sa.json").write_text('{"type": "service_account"}')
+    gcp = backend_auth(f"{{gcp: {{type: idToken, credential: {{file: '{tmp_path / 'sa.json'}'}}}}}}").gcp
+    assert gcp is not None and gcp.credential_info == {"type": "service_account"}
+    aws = backend_auth(
+        "{aws: {accessKeyId: AKID, secretAccessKey: s, sessionToken: t, region: eu-west-1, serviceName: execute-api}}"
+    ).aws
+    assert aws is not None and (aws.region, aws.serviceName) == ("eu-west-1", "execute-api")
+    assert backend_auth("{aws: {}}").aws is not None  # the default credential chain
+
+
+def test_backend_auth_shapes_are_checked() -> None:
+    at = "x.yaml: mcp.policies.backendAuth"
+    assert one_problem(BACKEND_AUTH % "{key: {value: k, location: {}}}") == (
+        f"{at}.key.location: expected exactly one of: header, queryParameter, cookie"
+    )
+    assert one_problem(BACKEND_AUTH % "{key: {value: k, header: x-a, location: {cookie: {name: c}}}}") == (
+        f"{at}.key: location and header/prefix say the same thing: use one of them"
+    )
+    assert one_problem(BACKEND_AUTH % "{key: {value: {file: /no/such/key}}}").startswith(
+        f"{at}.key.value: cannot read '/no/such/key'"
+    )
+    assert one_problem(BACKEND_AUTH % "{key: {value: k, location: {header: {name: 'bad header'}}}}") == (
+        f"{at}.key.location.header.name: invalid header name 'bad header'"
+    )
+    assert f"{at}.passthrough.mode: unknown key" in one_problem(BACKEND_AUTH % "{passthrough: {mode: x}}")
+    assert one_problem(BACKEND_AUTH % "{gcp: {audience: x}}") == (
+        f"{at}.gcp.audience: only an idToken has an audience (set type: idToken)"
+    )
+    assert "expected one of: idToken, accessToken" in one_problem(BACKEND_AUTH % "{gcp: {type: jwt}}")
+    assert one_problem(BACKEND_AUTH % "{gcp: {credential: '{}'}}") == (
+        f"{at}.gcp.credential: expected Google credential JSON with a type (service_account, ...)"
+    )
+    assert one_problem(BACKEND_AUTH % "{gcp: {credential: 'not json'}}") == (
+        f"{at}.gcp.credential: expected Google credential JSON (a JSON object)"
+    )
+    assert one_problem(BACKEND_AUTH % """{gcp: {type: idToken, credential: '{"type": "external_account"}'}}""") == (
+        f"{at}.gcp.credential: external_account credentials give no ID token "
+        "(expected one of: service_account, impersonated_service_account, authorized_user)"
+    )
+    assert one_problem(BACKEND_AUTH % "{aws: {accessKeyId: AKID}}") == (
+        f"{at}.aws.secretAccessKey: accessKeyId and secretAccessKey go together"
+    )
+    assert one_problem(BACKEND_AUTH % "{aws: {sessionToken: t}}") == (
+        f"{at}.aws.sessionToken: goes with accessKeyId and secretAccessKey"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "what"),
+    [
+        ("{azure: {implicit: {}}}", "azure", "Azure credentials (azure) is not supported by agentplex"),
+        ("copilot", "copilot", "GitHub Copilot credentials (copilot) is not supported by agentplex"),
+        ("{jwtSign: {signingKey: k, claims: {iss: gw}}}", "jwtSign", "signing a JWT per request (jwtSign) is not"),
+        (
+            "{aws: {assumeRole: {roleArn: 'arn:aws:iam::1:role/r'}}}",
+            "aws.assumeRole",
+            "assuming an IAM role is not supported",
+        ),
+    ],
+)
+def test_backend_auth_the_reference_has_but_agentplex_does_not_is_refused(text: str, path: str, what: str) -> None:
+    problem = one_problem(BACKEND_AUTH % text)
+    assert problem.startswith(f"x.yaml: mcp.policies.backendAuth.{path}: {what}"), problem
+
+
+@pytest.mark.parametrize(("kind", "module", "extra"), [("gcp", "google.auth", "gcp"), ("aws", "botocore", "aws")])
+def test_backend_auth_without_its_extra_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, kind: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if the package were not installed
+    problem = one_problem(BACKEND_AUTH % f"{{{kind}: {{}}}}")
+    assert problem.startswith(f"x.yaml: mcp.policies.backendAuth.{kind}: needs the "), problem
+    assert f"pip install 'agentplex[{extra}]'" in problem
