@@ -126,9 +126,12 @@ def compile_policies(
         if p.cors is not None:
             out.cors = CorsPolicy(p.cors, mcp=kind == "mcp")  # the innermost level's policy
         if p.extAuthz is not None:
-            from gateway.policies.ext_authz import ExtAuthzStep
+            if p.extAuthz.reference:  # Envoy ext_authz over gRPC
+                from gateway.policies.ext_authz_grpc import GrpcExtAuthzStep as Ext
+            else:
+                from gateway.policies.ext_authz import ExtAuthzStep as Ext  # type: ignore[assignment]
 
-            ext = ExtAuthzStep(p.extAuthz, f"{where}.extAuthz", max_body)
+            ext = Ext(p.extAuthz, f"{where}.extAuthz", max_body)
             later.append(ext)
             out.closers.append(ext)
         if p.mcpAuthorization is not None and p.mcpAuthorization.rules:
