@@ -56,8 +56,8 @@ class RoutePolicies:
         if self.guard is not None:
             self.guard.decided = decided
         for step in self.steps:
-            if isinstance(step, HttpRateLimitStep):
-                step.decided = decided
+            if hasattr(step, "decided"):  # the per-request rate limits (local, Redis, Envoy's service)
+                step.decided = decided  # type: ignore[attr-defined]
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The route's endpoint behind its HTTP-stage steps, then CORS (preflights never reach the
@@ -141,7 +141,14 @@ def compile_policies(
         for cfg in p.localRateLimit or []:
             limit = LocalRateLimit(cfg)
             (limits.append(limit) if limit.scope.per_message else later.append(HttpRateLimitStep(limit)))
-        if p.remoteRateLimit is not None:
+        if p.remoteRateLimit is not None and p.remoteRateLimit.reference:  # Envoy's rate-limit service
+            from gateway.policies.ratelimit_envoy import compile_envoy_limits
+
+            service, http_steps, message_limits = compile_envoy_limits(p.remoteRateLimit, f"{where}.remoteRateLimit")
+            out.closers.append(service)
+            later.extend(http_steps)
+            limits.extend(message_limits)
+        elif p.remoteRateLimit is not None:
             from gateway.policies.ratelimit_remote import remote_limits
 
             remotes = remote_limits(p.remoteRateLimit, f"{where}.remoteRateLimit")
