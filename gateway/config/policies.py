@@ -202,7 +202,7 @@ class ExtAuthzGrpc(_Model):
 
 
 class ExtAuthzHttpProtocol(_Model):
-    """The reference's HTTP protocol; accepted keys are checked, the call itself is refused (see ext_authz.py)."""
+    """The reference's HTTP protocol (gateway/policies/ext_authz_http_protocol.py); `metadata` is refused there."""
 
     path: CelExpr | None = None
     redirect: CelExpr | None = None

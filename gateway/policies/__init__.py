@@ -126,8 +126,10 @@ def compile_policies(
         if p.cors is not None:
             out.cors = CorsPolicy(p.cors, mcp=kind == "mcp")  # the innermost level's policy
         if p.extAuthz is not None:
-            if p.extAuthz.reference:  # Envoy ext_authz over gRPC
-                from gateway.policies.ext_authz_grpc import GrpcExtAuthzStep as Ext
+            if p.extAuthz.reference and p.extAuthz.protocol.http is not None:  # the reference's HTTP protocol
+                from gateway.policies.ext_authz_http_protocol import HttpProtocolExtAuthzStep as Ext
+            elif p.extAuthz.reference:  # Envoy ext_authz over gRPC
+                from gateway.policies.ext_authz_grpc import GrpcExtAuthzStep as Ext  # type: ignore[assignment]
             else:
                 from gateway.policies.ext_authz import ExtAuthzStep as Ext  # type: ignore[assignment]
 

@@ -19,7 +19,7 @@ appended per their append action, `headers_to_remove`, `query_parameters_to_set`
 non-OK status denies with `denied_response` (its status, default 403, its headers and body) or a bare
 403. A service that is down or slow (`policies.http.requestTimeout`, default 2 s): `failureMode` deny
 answers 403 "external authorization failed" (the reference's answer), `{denyWithStatus: N}` answers N,
-`allow` lets the request through. Not supported (config errors): `cache`, `protocol.http`.
+`allow` lets the request through. Not supported (config errors): `cache`.
 """
 
 from __future__ import annotations
@@ -59,11 +59,7 @@ class GrpcExtAuthzStep:
         if cfg.cache is not None:
             raise ConfigError(f"{where}.cache: not supported by agentplex (every request is checked)")
         grpc_cfg = cfg.protocol.grpc
-        if grpc_cfg is None:
-            raise ConfigError(
-                f"{where}.protocol.http: the reference's HTTP protocol is not supported by agentplex; "
-                "use protocol: {grpc: {}} or agentplex's own form `http: {url}`"
-            )
+        assert grpc_cfg is not None  # protocol.http: ext_authz_http_protocol.py
         self.cfg = cfg
         self.where = where
         self.body_limit = body_limit
@@ -91,7 +87,7 @@ class GrpcExtAuthzStep:
             with anyio.fail_after(timeout + 1):
                 answer = await self.service.stub.Check(check, timeout=timeout)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            return self._unavailable(failure_reason(exc))
+            return unavailable(self.cfg, self.where, failure_reason(exc))
         if answer.status.code != 0:
             if answer.HasField("denied_response"):
                 denied = answer.denied_response
@@ -105,18 +101,6 @@ class GrpcExtAuthzStep:
         if answer.HasField("ok_response"):
             _apply_ok(scope, answer.ok_response)
         return None
-
-    def _unavailable(self, reason: str) -> ASGIApp | None:
-        mode = self.cfg.failureMode
-        if mode == "allow":
-            logger.warning(
-                "%s: authorization service unavailable (%s); request allowed (failureMode allow)", self.where, reason
-            )
-            return None
-        logger.error("%s: authorization service unavailable (%s); request refused", self.where, reason)
-        if isinstance(mode, DenyWithStatus):
-            return Answer(mode.denyWithStatus, [], b"Authorization service unavailable")
-        return Answer(403, [], b"external authorization failed")
 
     async def _check_request(self, scope: Scope, identity: Identity) -> external_auth_pb2.CheckRequest | ASGIApp:
         method = scope.get("method", "")
@@ -194,6 +178,18 @@ class GrpcExtAuthzStep:
                 continue
             out.filter_metadata[key].CopyFrom(entry)
         return out
+
+
+def unavailable(cfg: ExtAuthz, where: str, reason: str) -> ASGIApp | None:
+    """The answer `failureMode` gives when the service is down or slow (None: let the request through)."""
+    mode = cfg.failureMode
+    if mode == "allow":
+        logger.warning("%s: authorization service unavailable (%s); request allowed (failureMode allow)", where, reason)
+        return None
+    logger.error("%s: authorization service unavailable (%s); request refused", where, reason)
+    if isinstance(mode, DenyWithStatus):
+        return Answer(mode.denyWithStatus, [], b"Authorization service unavailable")
+    return Answer(403, [], b"external authorization failed")
 
 
 def _address(peer: Any) -> address_pb2.Address:
