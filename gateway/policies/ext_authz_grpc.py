@@ -19,7 +19,8 @@ appended per their append action, `headers_to_remove`, `query_parameters_to_set`
 non-OK status denies with `denied_response` (its status, default 403, its headers and body) or a bare
 403. A service that is down or slow (`policies.http.requestTimeout`, default 2 s): `failureMode` deny
 answers 403 "external authorization failed" (the reference's answer), `{denyWithStatus: N}` answers N,
-`allow` lets the request through. Not supported (config errors): `cache`.
+`allow` lets the request through. Not supported (config errors): `cache`. Not applied: the
+answer's `response_headers_to_add` and `dynamic_metadata`; no `tls_session` is sent.
 """
 
 from __future__ import annotations
