@@ -13,12 +13,6 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_v
 
 from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
 
-if not hasattr(cel, "compile"):  # xds-protos's wheel ships a cel/__init__.py that can replace this package's
-    raise ImportError(
-        "the installed `cel` package is not common-expression-language's (xds-protos installed over it); "
-        "repair it with: pip install --force-reinstall --no-deps common-expression-language"
-    )
-
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
 

@@ -33,15 +33,21 @@ from urllib.parse import parse_qsl, urlencode
 
 import anyio
 import grpc
-from envoy.config.core.v3 import address_pb2, base_pb2
-from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
-from google.protobuf import struct_pb2
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from federation.guard import Access
 from gateway.config import ConfigError
 from gateway.config.policies import DenyWithStatus, ExtAuthz
 from gateway.policies.cel_context import EvalError, Expr
+from gateway.policies.envoy_protos import (
+    CHECK,
+    Address,
+    AttributeContext,
+    CheckRequest,
+    Metadata,
+    SocketAddress,
+    Struct,
+)
 from gateway.policies.ext_authz import mcp_fields
 from gateway.policies.grpc_service import GrpcService, failure_reason, service_target, service_timeout
 from gateway.policies.http import Identity, headers_changed, request_body
@@ -74,19 +80,19 @@ class GrpcExtAuthzStep:
         self.include = [h.lower() for h in cfg.includeRequestHeaders] if cfg.includeRequestHeaders else None
         target = service_target(cfg.host, cfg.backend, cfg.service, where)
         timeout = service_timeout(cfg.policies, where)
-        self.service = GrpcService(target, external_auth_pb2_grpc.AuthorizationStub, timeout)
+        self.service = GrpcService(target, CHECK, timeout)
 
     async def aclose(self) -> None:
         await self.service.aclose()
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         check = await self._check_request(scope, identity)
-        if not isinstance(check, external_auth_pb2.CheckRequest):
+        if not isinstance(check, CheckRequest):
             return check
         timeout = self.service.timeout
         try:
             with anyio.fail_after(timeout + 1):
-                answer = await self.service.stub.Check(check, timeout=timeout)
+                answer = await self.service.call(check, timeout)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             return unavailable(self.cfg, self.where, failure_reason(exc))
         if answer.status.code != 0:
@@ -103,7 +109,7 @@ class GrpcExtAuthzStep:
             _apply_ok(scope, answer.ok_response)
         return None
 
-    async def _check_request(self, scope: Scope, identity: Identity) -> external_auth_pb2.CheckRequest | ASGIApp:
+    async def _check_request(self, scope: Scope, identity: Identity) -> CheckRequest | ASGIApp:
         method = scope.get("method", "")
         query = scope.get("query_string", b"").decode("latin-1")
         path = scope.get("path", "") + (f"?{query}" if query else "")
@@ -122,7 +128,7 @@ class GrpcExtAuthzStep:
             if self.include is None or name in self.include:
                 headers[name] = value
 
-        http = attribute_context_pb2.AttributeContext.HttpRequest(
+        http = AttributeContext.HttpRequest(
             id=uuid.uuid4().hex,
             method=method,
             headers=headers,
@@ -151,18 +157,18 @@ class GrpcExtAuthzStep:
             if unread:
                 context["mcp.unread"] = unread
 
-        attributes = attribute_context_pb2.AttributeContext(
-            source=attribute_context_pb2.AttributeContext.Peer(address=_address(scope.get("client"))),
-            destination=attribute_context_pb2.AttributeContext.Peer(address=_address(scope.get("server"))),
-            request=attribute_context_pb2.AttributeContext.Request(http=http),
+        attributes = AttributeContext(
+            source=AttributeContext.Peer(address=_address(scope.get("client"))),
+            destination=AttributeContext.Peer(address=_address(scope.get("server"))),
+            request=AttributeContext.Request(http=http),
             context_extensions=context,
             metadata_context=self._metadata(scope, identity),
         )
         attributes.request.time.FromNanoseconds(time.time_ns())
-        return external_auth_pb2.CheckRequest(attributes=attributes)
+        return CheckRequest(attributes=attributes)
 
-    def _metadata(self, scope: Scope, identity: Identity) -> base_pb2.Metadata:
-        out = base_pb2.Metadata()
+    def _metadata(self, scope: Scope, identity: Identity) -> Metadata:
+        out = Metadata()
         if self.metadata is None:
             if identity.jwt is not None:
                 out.filter_metadata["envoy.filters.http.jwt_authn"].update({"jwt_payload": identity.jwt})
@@ -172,7 +178,7 @@ class GrpcExtAuthzStep:
                 value = expr.evaluate(scope, _HTTP)
             except EvalError:
                 continue  # as the reference: a value that cannot be computed is left out
-            entry = struct_pb2.Struct()
+            entry = Struct()
             try:
                 entry.update(value if isinstance(value, dict) else {"value": value})
             except (ValueError, TypeError):
@@ -193,11 +199,11 @@ def unavailable(cfg: ExtAuthz, where: str, reason: str) -> ASGIApp | None:
     return Answer(403, [], b"external authorization failed")
 
 
-def _address(peer: Any) -> address_pb2.Address:
+def _address(peer: Any) -> Address:
     if not peer:
-        return address_pb2.Address()
+        return Address()
     host, port = peer[0], peer[1]
-    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=str(host), port_value=int(port or 0)))
+    return Address(socket_address=SocketAddress(address=str(host), port_value=int(port or 0)))
 
 
 def _apply_option(headers: list[tuple[bytes, bytes]], option: Any) -> list[tuple[bytes, bytes]]:

@@ -12,6 +12,7 @@ import grpc
 
 from gateway.config.errors import ConfigError
 from gateway.config.policies import ServicePolicies, ServiceRef
+from gateway.policies.envoy_protos import Method
 
 DEFAULT_TIMEOUT = 2.0  # seconds per call, unless policies.http.requestTimeout says otherwise
 _OPTIONS = [
@@ -50,26 +51,30 @@ def service_timeout(policies: ServicePolicies | None, where: str) -> float:
 
 
 class GrpcService:
-    """A lazily opened `grpc.aio` channel and a stub of one service on it."""
+    """A lazily opened `grpc.aio` channel and one unary method of the service on it."""
 
-    def __init__(self, target: str, stub_class: Any, timeout: float) -> None:
+    def __init__(self, target: str, method: Method, timeout: float) -> None:
         self.target = target
+        self.method = method
         self.timeout = timeout
-        self._stub_class = stub_class
         self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
+        self._call: Any = None
 
-    @property
-    def stub(self) -> Any:
-        if self._stub is None:  # made on first use, inside the event loop that serves requests
+    async def call(self, request: Any, timeout: float) -> Any:
+        """The service's answer to `request`; grpc.aio.AioRpcError when the call fails."""
+        if self._call is None:  # made on first use, inside the event loop that serves requests
             self._channel = grpc.aio.insecure_channel(self.target, options=_OPTIONS)
-            self._stub = self._stub_class(self._channel)
-        return self._stub
+            self._call = self._channel.unary_unary(
+                self.method.path,
+                request_serializer=self.method.request.SerializeToString,
+                response_deserializer=self.method.response.FromString,
+            )
+        return await self._call(request, timeout=timeout)
 
     async def aclose(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-            self._channel = self._stub = None
+            self._channel = self._call = None
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -26,13 +26,13 @@ from typing import Any
 
 import anyio
 import grpc
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from mcp.shared.exceptions import MCPError
 from starlette.types import ASGIApp, Scope
 
 from federation.guard import Access
 from gateway.config.policies import Descriptor, RemoteRateLimit
 from gateway.policies.cel_context import EvalError, Expr
+from gateway.policies.envoy_protos import SHOULD_RATE_LIMIT, RateLimitRequest, RateLimitResponse
 from gateway.policies.ext_authz_grpc import Answer
 from gateway.policies.grpc_service import GrpcService, failure_reason, service_target, service_timeout
 from gateway.policies.http import Identity, headers_changed
@@ -40,7 +40,7 @@ from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
 
 logger = logging.getLogger("agentplex.ratelimit")
 
-OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+OVER_LIMIT = RateLimitResponse.OVER_LIMIT
 WARN_EVERY = 10.0  # seconds between two "service unavailable" warnings of one policy
 _HTTP = Access("")
 _MESSAGE_VARS = frozenset({"mcp", "a2a"})
@@ -57,12 +57,12 @@ class RateLimitService:
         self.where = where
         self.fail_open = cfg.failureMode == "failOpen"
         target = service_target(cfg.host, cfg.backend, cfg.service, where)
-        self.grpc = GrpcService(target, rls_pb2_grpc.RateLimitServiceStub, service_timeout(cfg.policies, where))
+        self.grpc = GrpcService(target, SHOULD_RATE_LIMIT, service_timeout(cfg.policies, where))
         self._last_warning = -WARN_EVERY
 
-    async def ask(self, descriptors: list[Entries]) -> rls_pb2.RateLimitResponse | None:
+    async def ask(self, descriptors: list[Entries]) -> RateLimitResponse | None:
         """The service's answer; None when it failed (the caller applies failureMode)."""
-        request = rls_pb2.RateLimitRequest(domain=self.domain)
+        request = RateLimitRequest(domain=self.domain)
         for entries in descriptors:
             descriptor = request.descriptors.add()
             for key, value in entries:
@@ -70,7 +70,7 @@ class RateLimitService:
         timeout = self.grpc.timeout
         try:
             with anyio.fail_after(timeout + 1):
-                return await self.grpc.stub.ShouldRateLimit(request, timeout=timeout)
+                return await self.grpc.call(request, timeout)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             now = time.monotonic()
             if now - self._last_warning >= WARN_EVERY:
@@ -167,7 +167,7 @@ def _raw(header: Any) -> bytes:
     return header.raw_value or header.value.encode("latin-1", "replace")
 
 
-def _limit_headers(answer: rls_pb2.RateLimitResponse) -> list[tuple[bytes, bytes]]:
+def _limit_headers(answer: RateLimitResponse) -> list[tuple[bytes, bytes]]:
     over = [s for s in answer.statuses if s.code == OVER_LIMIT]
     headers: list[tuple[bytes, bytes]] = []
     wait = _wait(answer)
@@ -184,7 +184,7 @@ def _limit_headers(answer: rls_pb2.RateLimitResponse) -> list[tuple[bytes, bytes
     return headers
 
 
-def _wait(answer: rls_pb2.RateLimitResponse) -> float | None:
+def _wait(answer: RateLimitResponse) -> float | None:
     """Seconds until every descriptor over its limit is reset (None: the service did not say)."""
     waits = [
         s.duration_until_reset.ToTimedelta().total_seconds()

@@ -1,40 +1,46 @@
 """extAuthz in the reference's form: Envoy ext_authz v3 over gRPC, against a real grpc.aio Authorization
-service this test runs on loopback (the generated Envoy protos, no mocks)."""
+service this test runs on loopback (gateway/policies/envoy_protos.py's messages, no mocks)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 import grpc
 import httpx
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.type.v3 import http_status_pb2
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
+from gateway.policies.envoy_protos import CHECK, CheckRequest, CheckResponse, HeaderValue, HeaderValueOption, Method
 from tests.conftest import HEADERS, free_port, http_route_yaml, http_target, mcp_yaml, run_gateway
 from tests.gateway.test_ext_authz import call, message, rpc, session
 from tests.gateway.test_http_backend import backend
 
 pytestmark = pytest.mark.anyio
 
-Decide = Callable[[external_auth_pb2.CheckRequest], Any]
+Decide = Callable[[Any], Any]
 
 
-class Authorization(external_auth_pb2_grpc.AuthorizationServicer):
+def unary_handler(method: Method, answer: Callable[[Any, Any], Awaitable[Any]]) -> grpc.GenericRpcHandler:
+    """A server-side handler of one unary method, as generated `add_*Servicer_to_server` code makes."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        answer, request_deserializer=method.request.FromString, response_serializer=method.response.SerializeToString
+    )
+    return grpc.method_handlers_generic_handler(method.service, {method.name: handler})
+
+
+class Authorization:
     """Answers each Check with `decide(request)`, keeping every request it was asked."""
 
     def __init__(self, decide: Decide) -> None:
         self.decide = decide
-        self.seen: list[external_auth_pb2.CheckRequest] = []
+        self.seen: list[Any] = []
 
-    async def Check(self, request: external_auth_pb2.CheckRequest, context: Any) -> external_auth_pb2.CheckResponse:
+    async def Check(self, request: Any, context: Any) -> Any:
         self.seen.append(request)
         answer = self.decide(request)
         if isinstance(answer, float):  # a slow service
@@ -47,7 +53,7 @@ class Authorization(external_auth_pb2_grpc.AuthorizationServicer):
 async def authz_server(decide: Decide) -> AsyncIterator[tuple[int, Authorization]]:
     server = grpc.aio.server()
     servicer = Authorization(decide)
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((unary_handler(CHECK, servicer.Check),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -56,23 +62,23 @@ async def authz_server(decide: Decide) -> AsyncIterator[tuple[int, Authorization
         await server.stop(None)
 
 
-def header(key: str, value: str, append: bool | None = None) -> base_pb2.HeaderValueOption:
-    option = base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value))
+def header(key: str, value: str, append: bool | None = None) -> HeaderValueOption:
+    option = HeaderValueOption(header=HeaderValue(key=key, value=value))
     if append is not None:
         option.append.value = append
     return option
 
 
-def ok(*headers: base_pb2.HeaderValueOption, remove: tuple[str, ...] = ()) -> external_auth_pb2.CheckResponse:
-    answer = external_auth_pb2.CheckResponse()
+def ok(*headers: HeaderValueOption, remove: tuple[str, ...] = ()) -> CheckResponse:
+    answer = CheckResponse()
     answer.status.code = 0
     answer.ok_response.headers.extend(headers)
     answer.ok_response.headers_to_remove.extend(remove)
     return answer
 
 
-def denied(status: int, body: str, *headers: base_pb2.HeaderValueOption) -> external_auth_pb2.CheckResponse:
-    answer = external_auth_pb2.CheckResponse()
+def denied(status: int, body: str, *headers: HeaderValueOption) -> CheckResponse:
+    answer = CheckResponse()
     answer.status.code = 7  # PERMISSION_DENIED
     answer.denied_response.status.code = status  # type: ignore[assignment]
     answer.denied_response.body = body
@@ -80,13 +86,13 @@ def denied(status: int, body: str, *headers: base_pb2.HeaderValueOption) -> exte
     return answer
 
 
-def by_user(request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
+def by_user(request: CheckRequest) -> CheckResponse:
     user = request.attributes.request.http.headers.get("x-user")
     if user == "alice":
         return ok(header("x-authz-user", "alice"), header("x-tier", "gold", append=True), remove=("x-secret",))
     if user == "mallory":
-        return denied(http_status_pb2.Unauthorized, "who are you?", header("www-authenticate", 'Bearer realm="corp"'))
-    bare = external_auth_pb2.CheckResponse()
+        return denied(401, "who are you?", header("www-authenticate", 'Bearer realm="corp"'))
+    bare = CheckResponse()
     bare.status.code = 7
     return bare
 
@@ -128,12 +134,10 @@ async def test_allow_adds_headers_upstream_and_deny_passes_the_services_answer_o
 
 
 async def test_an_mcp_route_check_sees_the_method_and_tool_name(upstream: Any) -> None:
-    def decide(request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
+    def decide(request: CheckRequest) -> CheckResponse:
         context = request.attributes.context_extensions
         if context.get("mcp.method") == "tools/call" and context.get("mcp.name") == "grow":
-            return denied(
-                http_status_pb2.Forbidden, '{"error": "no growing"}', header("content-type", "application/json")
-            )
+            return denied(403, '{"error": "no growing"}', header("content-type", "application/json"))
         return ok()
 
     async with authz_server(decide) as (port, authz):

@@ -13,15 +13,15 @@ import anyio
 import grpc
 import httpx
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
+from gateway.policies.envoy_protos import SHOULD_RATE_LIMIT, HeaderValue, RateLimitResponse
 from gateway.policies.ratelimit_local import RATE_LIMITED
 from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
 from tests.conftest import HEADERS, free_port, http_route_yaml, http_target, mcp_yaml, run_gateway
 from tests.gateway.test_ext_authz import call, message, rpc, session
+from tests.gateway.test_ext_authz_grpc import unary_handler
 from tests.gateway.test_http_backend import backend
 
 pytestmark = pytest.mark.anyio
@@ -29,33 +29,33 @@ pytestmark = pytest.mark.anyio
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
-class RateLimits(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimits:
     """Allows `limit` hits per (domain, descriptor), then OVER_LIMIT with 30 s until reset."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.hits: Counter[Key] = Counter()
-        self.seen: list[rls_pb2.RateLimitRequest] = []
+        self.seen: list[Any] = []
 
-    async def ShouldRateLimit(self, request: rls_pb2.RateLimitRequest, context: Any) -> rls_pb2.RateLimitResponse:
+    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
         self.seen.append(request)
-        answer = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+        answer = RateLimitResponse(overall_code=RateLimitResponse.OK)
         for descriptor in request.descriptors:
             key = (request.domain, tuple((e.key, e.value) for e in descriptor.entries))
             self.hits[key] += 1
-            status = answer.statuses.add(code=rls_pb2.RateLimitResponse.OK)
+            status = answer.statuses.add(code=RateLimitResponse.OK)
             status.current_limit.requests_per_unit = self.limit
-            status.current_limit.unit = rls_pb2.RateLimitResponse.RateLimit.MINUTE
+            status.current_limit.unit = RateLimitResponse.RateLimit.MINUTE
             status.limit_remaining = max(0, self.limit - self.hits[key])
             if self.hits[key] > self.limit:
-                status.code = rls_pb2.RateLimitResponse.OVER_LIMIT
+                status.code = RateLimitResponse.OVER_LIMIT
                 status.duration_until_reset.FromSeconds(30)
-                answer.overall_code = rls_pb2.RateLimitResponse.OVER_LIMIT
-        if answer.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT:
+                answer.overall_code = RateLimitResponse.OVER_LIMIT
+        if answer.overall_code == RateLimitResponse.OVER_LIMIT:
             answer.raw_body = b"slow down"
-            answer.response_headers_to_add.append(base_pb2.HeaderValue(key="content-type", value="text/plain"))
+            answer.response_headers_to_add.append(HeaderValue(key="content-type", value="text/plain"))
         else:
-            answer.request_headers_to_add.append(base_pb2.HeaderValue(key="x-rate-checked", value="yes"))
+            answer.request_headers_to_add.append(HeaderValue(key="x-rate-checked", value="yes"))
         return answer
 
 
@@ -63,7 +63,7 @@ class RateLimits(rls_pb2_grpc.RateLimitServiceServicer):
 async def rls_server(limit: int) -> AsyncIterator[tuple[int, RateLimits]]:
     server = grpc.aio.server()
     servicer = RateLimits(limit)
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((unary_handler(SHOULD_RATE_LIMIT, servicer.ShouldRateLimit),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
