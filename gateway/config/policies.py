@@ -274,12 +274,121 @@ class ExtAuthzHttp(_Model):
     timeout: Duration = 2.0
 
 
+class ServiceRef(_Model):
+    """The reference's `service: {name, port}` (a Kubernetes service); agentplex has no service registry."""
+
+    name: Any
+    port: int
+
+
+class BackendHttpPolicy(_Model):
+    version: str | None = None  # accepted: gRPC is always HTTP/2
+    requestTimeout: Duration | None = None  # how long one call may take (agentplex default: 2 s)
+
+
+class ServicePolicies(_Model):
+    """The reference's `policies` for the connection to a policy service; agentplex knows only `http`."""
+
+    http: BackendHttpPolicy | None = None
+
+
+class ExtAuthzGrpc(_Model):
+    context: dict[str, str] | None = None  # CheckRequest attributes.context_extensions
+    metadata: dict[str, CelExpr] | None = None  # attributes.metadata_context.filter_metadata, from CEL
+
+
+class ExtAuthzHttpProtocol(_Model):
+    """The reference's HTTP protocol (gateway/policies/ext_authz_http_protocol.py); `metadata` is refused there."""
+
+    path: CelExpr | None = None
+    redirect: CelExpr | None = None
+    body: CelExpr | None = None
+    includeResponseHeaders: list[str] = Field(default_factory=list)
+    addRequestHeaders: dict[str, CelExpr] = Field(default_factory=dict)
+    metadata: dict[str, CelExpr] = Field(default_factory=dict)
+
+
+class ExtAuthzProtocol(_Model):
+    grpc: ExtAuthzGrpc | None = None
+    http: ExtAuthzHttpProtocol | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ExtAuthzProtocol:
+        if (self.grpc is None) == (self.http is None):
+            raise ValueError("expected exactly one of: grpc, http")
+        return self
+
+
+class ExtAuthzBody(_Model):
+    maxRequestBytes: int = Field(default=8192, ge=0)
+    allowPartialMessage: bool = False
+    packAsBytes: bool = False
+
+
+class DenyWithStatus(_Model):
+    denyWithStatus: int = Field(ge=100, le=599)
+
+
+_REFERENCE_EXT_AUTHZ = ("host", "backend", "service", "protocol", "includeRequestBody", "cache", "policies")
+_AGENTPLEX_EXT_AUTHZ = ("http", "includeMcp", "propagateHeaders")
+
+
 class ExtAuthz(_Model):
-    http: ExtAuthzHttp
-    failureMode: FailureMode = "failClosed"
-    includeRequestHeaders: list[str] = Field(default_factory=list)  # sent to the service (lower-cased)
+    """Two forms, one per policy: agentplex's `http: {url}` form, or the reference's `host` form (Envoy
+    ext_authz v3 over gRPC). `failureMode` is failClosed|failOpen in the first, deny|allow|{denyWithStatus}
+    in the second."""
+
+    # agentplex's HTTP form
+    http: ExtAuthzHttp | None = None
     includeMcp: Annotated[Literal["headers", "body", "none"], _CI] = "headers"
     propagateHeaders: list[str] = Field(default_factory=list)  # from its answer onto the request upstream
+    # the reference's form
+    host: Annotated[str, AfterValidator(_non_empty)] | None = None
+    backend: str | None = None
+    service: ServiceRef | None = None
+    protocol: ExtAuthzProtocol = Field(default_factory=lambda: ExtAuthzProtocol(grpc=ExtAuthzGrpc()))
+    includeRequestBody: ExtAuthzBody | None = None
+    cache: dict[str, Any] | None = None
+    policies: ServicePolicies | None = None
+    # both
+    failureMode: Annotated[Literal["failClosed", "failOpen", "deny", "allow"], _CI] | DenyWithStatus | None = None
+    includeRequestHeaders: list[str] | None = None  # sent to the service (lower-cased)
+
+    @property
+    def reference(self) -> bool:
+        return self.http is None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ExtAuthz:
+        given = self.model_fields_set
+        ours = [k for k in _AGENTPLEX_EXT_AUTHZ if k in given]
+        theirs = [k for k in _REFERENCE_EXT_AUTHZ if k in given]
+        if ours and theirs:
+            raise _problem_at(
+                (theirs[0],),
+                f"mixes agentplex's HTTP form ({', '.join(ours)}) with the reference's form ({', '.join(theirs)}); "
+                "use one: `http: {url}` or `host: HOST:PORT` (Envoy ext_authz over gRPC)",
+            )
+        targets = [k for k in ("host", "backend", "service") if getattr(self, k) is not None]
+        if self.http is None and len(targets) != 1:
+            raise ValueError(
+                "expected exactly one of: host, backend, service (the reference's form) or http (agentplex's form)"
+                if not targets
+                else f"expected exactly one of: host, backend, service (got {', '.join(targets)})"
+            )
+        mode = self.failureMode
+        if self.http is not None:
+            if mode is None:
+                self.failureMode = "failClosed"
+            elif mode not in ("failClosed", "failOpen"):
+                raise _problem_at(("failureMode",), "expected failClosed or failOpen (deny/allow belong to the host: form)")
+        elif mode is None:
+            self.failureMode = "deny"
+        elif mode in ("failClosed", "failOpen"):
+            raise _problem_at(
+                ("failureMode",), "expected deny, allow or {denyWithStatus: CODE} (failClosed/failOpen belong to the http: form)"
+            )
+        return self
 
 
 # -- authorization and rate limits -------------------------------------------------------------
@@ -335,11 +444,70 @@ class RedisConnection(_Model):
     timeout: Duration = 0.5
 
 
+class DescriptorEntry(_Model):
+    key: Annotated[str, AfterValidator(_non_empty)]
+    value: CelExpr  # its value: a string (numbers and booleans are written as text)
+
+
+class Descriptor(_Model):
+    entries: list[DescriptorEntry] = Field(min_length=1)
+    type: Annotated[Literal["requests", "tokens"], _CI] = "requests"  # tokens: LLM routes only, never charged here
+
+
+_REFERENCE_RRL = ("domain", "host", "backend", "service", "descriptors", "policies")
+_AGENTPLEX_RRL = ("redis", "limits", "prefix")
+
+
 class RemoteRateLimit(_Model):
+    """Two forms, one per policy: agentplex's Redis token buckets (`redis`, `limits`), or the reference's
+    Envoy rate-limit service (`domain`, `host`, `descriptors`). `failureMode` defaults to failOpen in the
+    first and failClosed (500) in the second, as the reference does."""
+
+    # agentplex's Redis form
     redis: RedisConnection = Field(default_factory=RedisConnection)
-    failureMode: FailureMode = "failOpen"
-    limits: list[RateLimit] = Field(min_length=1)
+    limits: list[RateLimit] = Field(default_factory=list)
     prefix: str = "agentplex:rl"
+    # the reference's form
+    domain: Annotated[str, AfterValidator(_non_empty)] | None = None
+    host: Annotated[str, AfterValidator(_non_empty)] | None = None
+    backend: str | None = None
+    service: ServiceRef | None = None
+    descriptors: list[Descriptor] = Field(default_factory=list)
+    policies: ServicePolicies | None = None
+    # both
+    failureMode: FailureMode | None = None
+
+    @property
+    def reference(self) -> bool:
+        return self.domain is not None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RemoteRateLimit:
+        given = self.model_fields_set
+        ours = [k for k in _AGENTPLEX_RRL if k in given]
+        theirs = [k for k in _REFERENCE_RRL if k in given]
+        if ours and theirs:
+            raise _problem_at(
+                (theirs[0],),
+                f"mixes agentplex's Redis form ({', '.join(ours)}) with the reference's form ({', '.join(theirs)}); "
+                "use one: `redis` + `limits`, or `domain` + `host` + `descriptors` (Envoy rate-limit service)",
+            )
+        if theirs:
+            if self.domain is None:
+                raise _problem_at(("domain",), "missing required key (expected the rate-limit service's domain)")
+            if not self.descriptors:
+                raise _problem_at(("descriptors",), "missing required key (expected a list of {entries: [{key, value}]})")
+            targets = [k for k in ("host", "backend", "service") if getattr(self, k) is not None]
+            if len(targets) != 1:
+                raise ValueError(f"expected exactly one of: host, backend, service (got {', '.join(targets) or 'none'})")
+            if self.failureMode is None:
+                self.failureMode = "failClosed"
+            return self
+        if not self.limits:
+            raise _problem_at(("limits",), "must not be empty")
+        if self.failureMode is None:
+            self.failureMode = "failOpen"
+        return self
 
 
 # -- toward backends ---------------------------------------------------------------------------

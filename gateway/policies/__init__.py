@@ -56,8 +56,8 @@ class RoutePolicies:
         if self.guard is not None:
             self.guard.decided = decided
         for step in self.steps:
-            if isinstance(step, HttpRateLimitStep):
-                step.decided = decided
+            if hasattr(step, "decided"):  # the per-request rate limits (local, Redis, Envoy's service)
+                step.decided = decided  # type: ignore[attr-defined]
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
         """The route's endpoint behind its HTTP-stage steps, then CORS (preflights never reach the
@@ -127,9 +127,14 @@ def compile_policies(
         if p.cors is not None:
             out.cors = CorsPolicy(p.cors, mcp=kind == "mcp")  # the innermost level's policy
         if p.extAuthz is not None:
-            from gateway.policies.ext_authz import ExtAuthzStep
+            if p.extAuthz.reference and p.extAuthz.protocol.http is not None:  # the reference's HTTP protocol
+                from gateway.policies.ext_authz_http_protocol import HttpProtocolExtAuthzStep as Ext
+            elif p.extAuthz.reference:  # Envoy ext_authz over gRPC
+                from gateway.policies.ext_authz_grpc import GrpcExtAuthzStep as Ext  # type: ignore[assignment]
+            else:
+                from gateway.policies.ext_authz import ExtAuthzStep as Ext  # type: ignore[assignment]
 
-            ext = ExtAuthzStep(p.extAuthz, f"{where}.extAuthz", max_body)
+            ext = Ext(p.extAuthz, f"{where}.extAuthz", max_body)
             later.append(ext)
             out.closers.append(ext)
         if p.mcpAuthorization is not None and p.mcpAuthorization.rules:
@@ -139,7 +144,14 @@ def compile_policies(
         for cfg in p.localRateLimit or []:
             limit = LocalRateLimit(cfg)
             (limits.append(limit) if limit.scope.per_message else later.append(HttpRateLimitStep(limit)))
-        if p.remoteRateLimit is not None:
+        if p.remoteRateLimit is not None and p.remoteRateLimit.reference:  # Envoy's rate-limit service
+            from gateway.policies.ratelimit_envoy import compile_envoy_limits
+
+            service, http_steps, message_limits = compile_envoy_limits(p.remoteRateLimit, f"{where}.remoteRateLimit")
+            out.closers.append(service)
+            later.extend(http_steps)
+            limits.extend(message_limits)
+        elif p.remoteRateLimit is not None:
             from gateway.policies.ratelimit_remote import remote_limits
 
             remotes = remote_limits(p.remoteRateLimit, f"{where}.remoteRateLimit")

@@ -56,7 +56,7 @@ class ExtAuthzStep:
         self.cfg = cfg
         self.body_limit = body_limit
         self.where = where
-        self.include = [h.lower() for h in cfg.includeRequestHeaders]
+        self.include = [h.lower() for h in cfg.includeRequestHeaders or ()]
         self.propagate = [h.lower() for h in cfg.propagateHeaders]
         for key, names, banned in (
             ("includeRequestHeaders", self.include, _FRAMING),
@@ -133,7 +133,7 @@ class ExtAuthzStep:
         mcp: dict[str, str] | None = None
         unread: str | None = None
         if self.cfg.includeMcp != "none" and method == "POST":
-            mcp, unread = await _mcp_fields(scope, self.body_limit)
+            mcp, unread = await mcp_fields(scope, self.body_limit)
         if self.cfg.includeMcp == "headers":
             if mcp is not None:
                 headers += [(PREFIX + "mcp-" + key, _encode(value)) for key, value in mcp.items()]
@@ -169,7 +169,7 @@ class ExtAuthzStep:
         headers_changed(scope)  # an earlier rate-limit step may have read (and cached) the client's headers
 
 
-async def _mcp_fields(scope: Scope, limit: int) -> tuple[dict[str, str] | None, str | None]:
+async def mcp_fields(scope: Scope, limit: int) -> tuple[dict[str, str] | None, str | None]:
     """The MCP method (and name/URI) of a JSON-RPC body, or why it was not read."""
     length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
     if length is not None and length.isdigit() and int(length) > limit:
