@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import logging
 import time
 import warnings
@@ -23,9 +22,10 @@ from mcp_types import REQUEST_TIMEOUT, methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
 from federation.bridge import ANSWER_WAIT, ParkedCalls, state_boundary
-from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
+from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
+from federation.lists import LIST_METHODS, Catalogs, fingerprint, page, survey, try_page
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
 from federation.pool import Call, UpstreamPool, set_level
@@ -41,18 +41,12 @@ logger = logging.getLogger("agentplex.federation")
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
 FailureMode = Literal["failClosed", "failOpen"]
-LIST_METHODS: dict[Kind, str] = {
-    "tool": "tools/list",
-    "prompt": "prompts/list",
-    "resource": "resources/list",
-    "template": "resources/templates/list",
-}
 _ITEM_METHODS = frozenset(
     {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete"}
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
-CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
+
 
 
 # The request being served, as the observer will be told of it; the guard checks fill in its item.
@@ -92,13 +86,9 @@ class Federation:
         self.pool = UpstreamPool(targets, self)
         self.upstreams = self.pool.shared  # the shared connection of each target
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
-        self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
+        self.lists = Catalogs(self.naming, self.settings.failure_mode)
+        self.catalogs = self.lists.current  # each kind's merged catalog as last built
         self._parked = ParkedCalls()
-        self._reported: set[str] = set()
-        # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
-        # error) instead of its tools turning into "unknown tool" while it restarts.
-        self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
-        self._built: dict[Kind, tuple[Any, Catalog, Any]] = {}  # the last catalog built, and from which lists
         self.downstreams = Downstreams()
         self._listen_handler = ListenHandler(self.downstreams.bus)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -256,28 +246,8 @@ class Federation:
     async def survey(
         self, timeout: float = 30.0, kinds: Sequence[Kind] = tuple(LIST_METHODS)
     ) -> tuple[dict[Kind, Catalog], dict[str, str]]:
-        """Every kind (of `kinds`), listed now from every (shared) target, for operators: the catalogs as
-        they would be built, and the targets that could not be listed with why. Changes nothing the clients see."""
-        listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in kinds}
-        failures: dict[str, str] = {}
-
-        async def survey_one(up: Upstream) -> None:
-            try:
-                with anyio.fail_after(timeout):
-                    session = await up.session()
-                    for kind in kinds:
-                        if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
-                            listed[kind][up.spec.name] = await up.list_all(LIST_METHODS[kind])
-            except MCPError as exc:
-                failures[up.spec.name] = exc.message
-            except TimeoutError:
-                failures[up.spec.name] = f"target '{up.spec.name}' gave no list within {timeout:g}s"
-
-        async with anyio.create_task_group() as tg:
-            for upstream in self.upstreams.values():
-                tg.start_soon(survey_one, upstream)
-        catalogs = {kind: build_catalog(kind, self.naming, listed[kind]) for kind in kinds}
-        return catalogs, failures
+        """Every kind (of `kinds`), listed now from every shared target, for operators (federation/lists.py)."""
+        return await survey(self.upstreams.values(), self.naming, timeout, kinds)
 
     async def operator_call(self, name: str, arguments: dict[str, Any] | None, timeout: float = 30.0) -> Any:
         """tools/call for an operator (the admin playground): on the shared upstream and with no caller, so
@@ -325,47 +295,9 @@ class Federation:
             self._observe(None, observed)
 
     async def refresh(self, kind: Kind, ctx: ServerRequestContext[Any] | None = None, client: Any = None) -> Catalog:
-        """Fan one list out to every target (as this client sees them) and rebuild that kind's catalog."""
+        """That kind's catalog from every target's list, as this client sees them."""
         client = client if client is not None else self._client(ctx)
-        method = LIST_METHODS[kind]
-        results: dict[str, list[Any]] = {}
-        failures: dict[str, str] = {}
-
-        async def fetch(up: Upstream) -> None:
-            try:
-                session = await up.session()
-                if getattr(session.server_capabilities, CAPABILITY[kind], None) is None:
-                    results[up.spec.name] = []
-                    return
-                results[up.spec.name] = await up.list_all(method)
-            except MCPError as exc:
-                failures[up.spec.name] = exc.message
-
-        async with anyio.create_task_group() as tg:
-            for name in self.upstreams:
-                tg.start_soon(fetch, self.pool.listing(name, client))
-        if failures and (self.settings.failure_mode == "failClosed" or not results):
-            name = sorted(failures)[0]
-            raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
-        for name, problem in failures.items():
-            logger.warning("listing %ss without target %s (failOpen): %s", kind, name, problem)
-        known = self._known[kind]
-        known.update(results)
-        # Lists come from the targets' caches: while every one is the same list, so is the catalog.
-        snapshot = (tuple((name, id(items)) for name, items in sorted(known.items())), frozenset(failures))
-        built = self._built.get(kind)
-        if built is not None and built[0] == snapshot:
-            self.catalogs[kind] = built[1]
-            return built[1]
-        catalog = build_catalog(kind, self.naming, known)
-        catalog.unavailable = set(failures)
-        for problem in catalog.problems:
-            if problem not in self._reported:
-                self._reported.add(problem)
-                logger.warning("catalog: %s", problem)
-        self.catalogs[kind] = catalog
-        self._built[kind] = (snapshot, catalog, known.copy())  # the copy keeps each list (and its id) alive
-        return catalog
+        return await self.lists.refresh(kind, [self.pool.listing(name, client) for name in self.upstreams])
 
     async def _lookup(self, kind: Kind, exposed: str, ctx: ServerRequestContext[Any] | None = None) -> Any:
         """Catalog entry for a name, refreshing once on a miss (a client may call without listing).
@@ -892,7 +824,7 @@ class Federation:
         elif isinstance(root, types.ResourceListChangedNotification):
             kinds = ("resource", "template")
         for kind in kinds:
-            self._known[kind].pop(target, None)
+            self.lists.forget(kind, target)
             if self._tg is not None:
                 self._tg.start_soon(self._list_changed, kind, client, clients)
 
@@ -905,13 +837,13 @@ class Federation:
             await self.downstreams.list_changed(kind, None, True)
 
     async def _list_changed(self, kind: Kind, client: Any, clients: list[Any] | None) -> None:
-        before = _fingerprint(self.catalogs[kind])
+        before = fingerprint(self.catalogs[kind])
         try:
             catalog = await self.refresh(kind, client=client)
         except MCPError as exc:
             logger.warning("could not refresh %ss after a list change: %s", kind, exc.message)
             return
-        if _fingerprint(catalog) != before:
+        if fingerprint(catalog) != before:
             await self.downstreams.list_changed("resource" if kind == "template" else kind, clients, client is None)
 
 
@@ -921,10 +853,6 @@ class _VirtualServer(Server[Any]):
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         everything = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(notification_options or everything, *args, **kwargs)
-
-
-def _fingerprint(catalog: Catalog) -> list[Any]:
-    return [item.model_dump(mode="json", exclude_none=True) for item in catalog.items()]
 
 
 _RESULT_TYPES: dict[str, type[Any]] = {
@@ -968,30 +896,3 @@ def _is_modern_version(version: str | None) -> bool:
     return version in MODERN_PROTOCOL_VERSIONS
 
 
-PAGE_SIZE = 200
-
-
-def page(items: list[Any], cursor: str | None, method: str) -> tuple[list[Any], str | None]:
-    """One page of a merged list. The cursor carries the offset and a digest of the names, so a list
-    that changed between pages is refused (the client lists again) rather than skipping items."""
-    found = try_page(items, cursor)
-    if found is None:
-        raise MCPError(types.INVALID_PARAMS, f"Invalid cursor for {method}: the list changed; list again")
-    return found
-
-
-def try_page(items: list[Any], cursor: str | None) -> tuple[list[Any], str | None] | None:
-    """`page`, or None when the cursor is not one of this list's."""
-    digest = hashlib.sha256("\n".join(_exposed(item) for item in items).encode()).hexdigest()[:12]
-    start = 0
-    if cursor:
-        offset, _, seen = cursor.partition(".")
-        if not offset.isdigit() or seen != digest:
-            return None
-        start = int(offset)
-    end = start + PAGE_SIZE
-    return items[start:end], (f"{end}.{digest}" if end < len(items) else None)
-
-
-def _exposed(item: Any) -> str:
-    return str(getattr(item, "name", None) or getattr(item, "uri", None) or getattr(item, "uri_template", ""))
