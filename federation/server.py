@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,17 +21,18 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT, methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import ANSWER_WAIT, Parked, ParkedCalls, state_boundary
-from federation.catalog import Catalog, Kind, Naming, PrefixMode, build_catalog, match_template
+from federation.bridge import ANSWER_WAIT, ParkedCalls, state_boundary
+from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
+from federation.lists import LIST_METHODS, Catalogs, fingerprint, page, survey, try_page
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
-from federation.spares import UNRELATED_TRANSPORTS, Spares
+from federation.pool import Call, UpstreamPool, set_level
 from protocols import internals
 from protocols.mcp.errors import UpstreamError, unknown_name
 from protocols.mcp.relay import Downstream, Message, relay_id
-from protocols.mcp.upstream import RELAY_CALLER, TargetSpec, Upstream
+from protocols.mcp.upstream import TargetSpec, Upstream
 
 logger = logging.getLogger("agentplex.federation")
 
@@ -41,33 +41,14 @@ logger = logging.getLogger("agentplex.federation")
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
 FailureMode = Literal["failClosed", "failOpen"]
-LIST_METHODS: dict[Kind, str] = {
-    "tool": "tools/list",
-    "prompt": "prompts/list",
-    "resource": "resources/list",
-    "template": "resources/templates/list",
-}
 _ITEM_METHODS = frozenset(
     {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete"}
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
-_SPARE_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
-CAPABILITY: dict[Kind, str] = {"tool": "tools", "prompt": "prompts", "resource": "resources", "template": "resources"}
 
 
-@dataclass(eq=False)
-class Call:
-    """A downstream request being served upstream: through the SDK (`ctx`), parked for a 2026-07-28
-    client whose upstream asks mid-call (`parked`, federation/bridge.py), or on the raw relay (`relay`)."""
 
-    ctx: ServerRequestContext[Any] | None
-    parked: Parked | None = None
-    relay: Downstream | None = None
-
-
-# The call an upstream request is being made for; read back in upstream callbacks.
-_CALLER: contextvars.ContextVar[Call | None] = contextvars.ContextVar("caller", default=None)
 # The request being served, as the observer will be told of it; the guard checks fill in its item.
 _OBSERVED: contextvars.ContextVar[Observed | None] = contextvars.ContextVar("observed", default=None)
 
@@ -86,7 +67,7 @@ class Federation:
 
     Each handshake-era client session gets its own upstream session of a `sharing: session` target
     (a process of its own for stdio) when it first calls into that target, closed when the client's
-    session ends. Until then its lists come from the shared upstream (see `_listing`), so a session
+    session ends. Until then its lists come from the shared upstream (federation/pool.py), so a session
     that only initializes and lists costs no upstream session. `sharing: shared` targets, 2026-07-28
     (sessionless) clients and stateless mode use one upstream per target. Server-to-client traffic
     goes back to the request that caused it.
@@ -102,23 +83,12 @@ class Federation:
         self.settings = settings or FederationSettings()
         self.guard: Guard = guard or OpenGuard()
         self.observer: Observer = observer or NoObserver()
-        self._ended_restarts: dict[str, int] = {}  # restarts of client sessions' upstreams that have closed
-        self.upstreams: dict[str, Upstream] = {spec.name: Upstream(spec, self) for spec in targets}  # the shared ones
-        self._session_upstreams: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
-        self._owners: dict[Upstream, Any] = {}  # and back
-        self._log_levels: dict[Any, Any] = {}  # client connection -> the level it set (for upstreams opened later)
+        self.pool = UpstreamPool(targets, self)
+        self.upstreams = self.pool.shared  # the shared connection of each target
         self.naming = Naming(tuple(self.upstreams), self.settings.prefix_mode, self.settings.separator)
-        self.catalogs: dict[Kind, Catalog] = {kind: Catalog(kind) for kind in LIST_METHODS}
-        self._inflight: dict[Upstream, list[Call]] = {}  # calls sent on each upstream connection, not answered yet
-        self._placed: dict[Upstream, int] = {}  # calls given each upstream connection (some may be connecting it)
-        self._spares = Spares(self._spare)
-        self._shared_level: Any = None  # the log level last set on the shared upstreams (spares get it too)
+        self.lists = Catalogs(self.naming, self.settings.failure_mode)
+        self.catalogs = self.lists.current  # each kind's merged catalog as last built
         self._parked = ParkedCalls()
-        self._reported: set[str] = set()
-        # Last good list of each target: a target that is down keeps routing (to a clear "unavailable"
-        # error) instead of its tools turning into "unknown tool" while it restarts.
-        self._known: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in LIST_METHODS}
-        self._built: dict[Kind, tuple[Any, Catalog, Any]] = {}  # the last catalog built, and from which lists
         self.downstreams = Downstreams()
         self._listen_handler = ListenHandler(self.downstreams.bus)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -128,40 +98,19 @@ class Federation:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Federation]:
         """Open every target (concurrently); failures are logged, not fatal: they are retried on use."""
-        async with contextlib.AsyncExitStack() as stack:
-            for upstream in self.upstreams.values():
-                await stack.enter_async_context(upstream.running())
-            async with anyio.create_task_group() as tg:
-                for upstream in self.upstreams.values():
-                    tg.start_soon(self._connect_quietly, upstream)
-            async with anyio.create_task_group() as self._tg:
-                self._spares.tg = self._tg
-                try:
-                    yield self
-                finally:
-                    for connection in list(self._session_upstreams):
-                        await self._session_ended(connection)
-                    await self._spares.close()
-                    self._tg.cancel_scope.cancel()
-                    self._tg = None
-
-    async def _connect_quietly(self, upstream: Upstream) -> None:
-        try:
-            await upstream.session()
-        except MCPError as exc:
-            logger.error("%s", exc.message)
+        async with self.pool.running(), anyio.create_task_group() as self._tg:
+            try:
+                yield self
+            finally:
+                self._tg.cancel_scope.cancel()
+                self._tg = None
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {
-                "connected": up.connected,
-                "protocolVersion": up.protocol_version,
-                "lastError": up.last_error,
-                "sessions": sum(1 for ups in self._session_upstreams.values() if name in ups),
-                "spares": self._spares.count(name),
-            }
-            for name, up in self.upstreams.items()
-        }
+        return self.pool.status()
+
+    def restarts(self) -> dict[str, int]:
+        """Reconnections per target so far (for stdio: processes started again), every client session's included."""
+        return self.pool.restarts()
 
     def _upstream(self, target: str, ctx: ServerRequestContext[Any] | None, *, listing: bool = False) -> Upstream:
         """The upstream serving `target` for this request: the client session's own, or the shared one
@@ -171,7 +120,7 @@ class Federation:
         credentials backendAuth passthrough forwards on the upstream's own traffic).
         """
         client = self._client(ctx)
-        upstream = self._listing(target, client) if listing else self._upstream_of(target, client)
+        upstream = self.pool.listing(target, client) if listing else self.pool.of(target, client)
         request = _request(ctx)
         if request is not None and upstream is not self.upstreams[target]:
             upstream.caller = request
@@ -185,59 +134,7 @@ class Federation:
 
     def _upstream_for_session(self, target: str, session_id: str) -> Upstream | None:
         connection = self.downstreams.connection(session_id)
-        return self._upstream_of(target, connection) if connection is not None else None
-
-    def _upstream_of(self, target: str, connection: Any) -> Upstream:
-        shared = self.upstreams[target]
-        if connection is None or shared.spec.sharing == "shared" or self._tg is None:
-            return shared
-        own = self._session_upstreams.get(connection)
-        if own is None:
-            own = self._session_upstreams[connection] = {}
-            connection.exit_stack.push_async_callback(self._session_ended, connection)
-        upstream = own.get(target)
-        if upstream is None:
-            upstream = own[target] = Upstream(shared.spec, self).attach(self._tg)
-            self._owners[upstream] = connection
-            if (level := self._log_levels.get(connection)) is not None:
-                self._tg.start_soon(_set_level, upstream, level)
-        return upstream
-
-    def _spare(self, shared: Upstream) -> Upstream:
-        """Another connection to a shared upstream's target (federation/spares.py), told the shared log level."""
-        assert self._tg is not None
-        spare = Upstream(shared.spec, self).attach(self._tg)
-        if self._shared_level is not None:
-            self._tg.start_soon(_set_level, spare, self._shared_level)
-        return spare
-
-    def _listing(self, target: str, connection: Any) -> Upstream:
-        """Where a client session's lists of `target` come from: its own upstream once it has one, else the
-        shared one, which lists what a fresh session of the same server would. A target sent credentials
-        (backendAuth) lists through the session's own, as what it lists may depend on whose they are."""
-        return self.upstreams[target] if self._lists_shared(target, connection) else self._upstream_of(target, connection)
-
-    def _lists_shared(self, target: str, connection: Any) -> bool:
-        own = self._session_upstreams.get(connection, {})
-        return connection is None or (self.upstreams[target].spec.auth is None and target not in own)
-
-    async def _session_ended(self, connection: Any) -> None:
-        """A client session is over (closed, deleted or idle too long): so are its upstream sessions."""
-        for upstream in self._session_upstreams.pop(connection, {}).values():
-            self._owners.pop(upstream, None)
-            await upstream.close()
-            name = upstream.spec.name
-            self._ended_restarts[name] = self._ended_restarts.get(name, 0) + upstream.restarts
-
-    def restarts(self) -> dict[str, int]:
-        """Reconnections per target so far (for stdio: processes started again), every client session's included."""
-        counts = dict(self._ended_restarts)
-        for name, restarts in self._spares.restarts().items():
-            counts[name] = counts.get(name, 0) + restarts
-        for ups in [self.upstreams, *self._session_upstreams.values()]:
-            for name, up in ups.items():
-                counts[name] = counts.get(name, 0) + up.restarts
-        return counts
+        return self.pool.of(target, connection) if connection is not None else None
 
     # -- the virtual server ----------------------------------------------------------------
 
@@ -349,28 +246,8 @@ class Federation:
     async def survey(
         self, timeout: float = 30.0, kinds: Sequence[Kind] = tuple(LIST_METHODS)
     ) -> tuple[dict[Kind, Catalog], dict[str, str]]:
-        """Every kind (of `kinds`), listed now from every (shared) target, for operators: the catalogs as
-        they would be built, and the targets that could not be listed with why. Changes nothing the clients see."""
-        listed: dict[Kind, dict[str, list[Any]]] = {kind: {} for kind in kinds}
-        failures: dict[str, str] = {}
-
-        async def survey_one(up: Upstream) -> None:
-            try:
-                with anyio.fail_after(timeout):
-                    session = await up.session()
-                    for kind in kinds:
-                        if getattr(session.server_capabilities, CAPABILITY[kind], None) is not None:
-                            listed[kind][up.spec.name] = await up.list_all(LIST_METHODS[kind])
-            except MCPError as exc:
-                failures[up.spec.name] = exc.message
-            except TimeoutError:
-                failures[up.spec.name] = f"target '{up.spec.name}' gave no list within {timeout:g}s"
-
-        async with anyio.create_task_group() as tg:
-            for upstream in self.upstreams.values():
-                tg.start_soon(survey_one, upstream)
-        catalogs = {kind: build_catalog(kind, self.naming, listed[kind]) for kind in kinds}
-        return catalogs, failures
+        """Every kind (of `kinds`), listed now from every shared target, for operators (federation/lists.py)."""
+        return await survey(self.upstreams.values(), self.naming, timeout, kinds)
 
     async def operator_call(self, name: str, arguments: dict[str, Any] | None, timeout: float = 30.0) -> Any:
         """tools/call for an operator (the admin playground): on the shared upstream and with no caller, so
@@ -418,47 +295,9 @@ class Federation:
             self._observe(None, observed)
 
     async def refresh(self, kind: Kind, ctx: ServerRequestContext[Any] | None = None, client: Any = None) -> Catalog:
-        """Fan one list out to every target (as this client sees them) and rebuild that kind's catalog."""
+        """That kind's catalog from every target's list, as this client sees them."""
         client = client if client is not None else self._client(ctx)
-        method = LIST_METHODS[kind]
-        results: dict[str, list[Any]] = {}
-        failures: dict[str, str] = {}
-
-        async def fetch(up: Upstream) -> None:
-            try:
-                session = await up.session()
-                if getattr(session.server_capabilities, CAPABILITY[kind], None) is None:
-                    results[up.spec.name] = []
-                    return
-                results[up.spec.name] = await up.list_all(method)
-            except MCPError as exc:
-                failures[up.spec.name] = exc.message
-
-        async with anyio.create_task_group() as tg:
-            for name in self.upstreams:
-                tg.start_soon(fetch, self._listing(name, client))
-        if failures and (self.settings.failure_mode == "failClosed" or not results):
-            name = sorted(failures)[0]
-            raise UpstreamError(name, f"could not list {kind}s: {failures[name]}")
-        for name, problem in failures.items():
-            logger.warning("listing %ss without target %s (failOpen): %s", kind, name, problem)
-        known = self._known[kind]
-        known.update(results)
-        # Lists come from the targets' caches: while every one is the same list, so is the catalog.
-        snapshot = (tuple((name, id(items)) for name, items in sorted(known.items())), frozenset(failures))
-        built = self._built.get(kind)
-        if built is not None and built[0] == snapshot:
-            self.catalogs[kind] = built[1]
-            return built[1]
-        catalog = build_catalog(kind, self.naming, known)
-        catalog.unavailable = set(failures)
-        for problem in catalog.problems:
-            if problem not in self._reported:
-                self._reported.add(problem)
-                logger.warning("catalog: %s", problem)
-        self.catalogs[kind] = catalog
-        self._built[kind] = (snapshot, catalog, known.copy())  # the copy keeps each list (and its id) alive
-        return catalog
+        return await self.lists.refresh(kind, [self.pool.listing(name, client) for name in self.upstreams])
 
     async def _lookup(self, kind: Kind, exposed: str, ctx: ServerRequestContext[Any] | None = None) -> Any:
         """Catalog entry for a name, refreshing once on a miss (a client may call without listing).
@@ -637,7 +476,7 @@ class Federation:
         if _is_modern(ctx):
             level = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
         else:
-            level = self._log_levels.get(self._client(ctx), "debug")
+            level = self.pool.levels.get(self._client(ctx), "debug")
         return {} if level is None else {"meta": {types.LOG_LEVEL_META_KEY: level}}
 
     async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
@@ -703,7 +542,7 @@ class Federation:
             upstream.caller = downstream.scope
         try:
             with (
-                self._on_behalf(upstream, current, downstream.scope),
+                self.pool.on_behalf(upstream, current, downstream.scope),
                 self.observer.upstream(downstream.scope, "tools/call", entry.target, entry.item.name),
             ):
                 response = await upstream.relay(
@@ -816,13 +655,11 @@ class Federation:
             for name in self.upstreams:
                 upstream = self._upstream(name, ctx, listing=True)
                 if client is None or upstream is not self.upstreams[name] or self._shared_for_all(upstream):
-                    tg.start_soon(_set_level, upstream, params.level)
+                    tg.start_soon(set_level, upstream, params.level)
         if client is None:
-            self._shared_level = params.level
+            self.pool.shared_level = params.level
         if client is not None:
-            if client not in self._log_levels:
-                client.exit_stack.callback(self._log_levels.pop, client, None)
-            self._log_levels[client] = params.level
+            self.pool.remember_level(client, params.level)
         return types.EmptyResult()
 
     async def _resolve_uri(self, uri: str, ctx: ServerRequestContext[Any] | None = None) -> tuple[str, str]:
@@ -855,90 +692,23 @@ class Federation:
         name = observed.name if observed is not None and observed.target == target else ""
         try:
             with (
-                self._placement(self._upstream(target, current.ctx), method) as upstream,
+                self.pool.placement(self._upstream(target, current.ctx), method) as upstream,
                 self.observer.upstream(request, method, target, name),
             ):
                 await upstream.session()  # what a connection opened now sends as it starts is no call's
-                with self._on_behalf(upstream, current, request):
+                with self.pool.on_behalf(upstream, current, request):
                     return await upstream.request(method, call)
         except UpstreamError:
             raise
         except MCPError as exc:
             raise MCPError(exc.code, f"{exc.message} (from target '{target}')", exc.error.data) from None
 
-    @contextlib.contextmanager
-    def _placement(self, upstream: Upstream, method: str) -> Iterator[Upstream]:
-        """The connection a request goes on: `upstream`, or for a call (which may log or ask the client
-        something) a spare of its own when `upstream` is a shared connection whose messages cannot be told
-        apart (stdio, SSE) and another call is open on it. Subscriptions always stay on `upstream`."""
-        spare = None
-        if (
-            method in _SPARE_METHODS
-            and self._placed.get(upstream)
-            and upstream is self.upstreams.get(upstream.spec.name)
-            and Spares.wanted(upstream)
-        ):
-            spare = self._spares.lend(upstream)
-        chosen = spare or upstream
-        self._placed[chosen] = self._placed.get(chosen, 0) + 1
-        try:
-            yield chosen
-        finally:
-            self._placed[chosen] -= 1
-            if not self._placed[chosen]:
-                del self._placed[chosen]
-            if spare is not None:
-                self._spares.give_back(spare)
-
-    @contextlib.contextmanager
-    def _on_behalf(self, upstream: Upstream, current: Call, request: Any) -> Iterator[None]:
-        """While an upstream call runs: its callbacks find `current` (the in-flight list and _CALLER),
-        and backendAuth sends the credentials of `request`'s caller (RELAY_CALLER)."""
-        inflight = self._inflight.setdefault(upstream, [])
-        inflight.append(current)
-        token, who = _CALLER.set(current), RELAY_CALLER.set(request)
-        try:
-            yield
-        finally:
-            RELAY_CALLER.reset(who)
-            _CALLER.reset(token)
-            inflight.remove(current)
-            if not inflight:
-                del self._inflight[upstream]
-
     # -- what upstreams send back (UpstreamEvents) -------------------------------------------
-
-    def _caller_for(self, upstream: Upstream) -> Call | str:
-        """The downstream call behind a message an upstream sent, or why none can be told.
-
-        Streamable HTTP says it exactly: a message on a request's own response stream reaches us in the
-        context of the call that sent the request (the SDK carries context variables that far); one on the
-        standalone stream belongs to no call, unless the connection is a client session's own, where its
-        one open call is taken (the SDK's `list_roots()` asks there). stdio and SSE say nothing of requests:
-        a message is taken as the one open call's, and with several open it cannot be told (spares keep
-        sessionless callers' calls one per connection, federation/spares.py). What a connection sends as
-        it starts, before any call was sent on it, is no call's.
-        """
-        inflight = self._inflight.get(upstream, [])
-        current = _CALLER.get()
-        if current is not None and any(c is current for c in inflight):
-            return current
-        transport = upstream.spec.transport
-        if transport == "mcp" and upstream not in self._owners:
-            return "it was sent outside any request's response stream (shared connection), so it belongs to no call"
-        if len(inflight) == 1:
-            return inflight[0]
-        if not inflight:
-            return "no call is open on that connection"
-        what = f"its {transport} connection" if transport in UNRELATED_TRANSPORTS else "that connection"
-        if upstream not in self._owners:
-            what += " (shared: `sharing: shared`, or every spare in use)"
-        return f"{len(inflight)} calls are open on {what}, whose messages do not say which request they belong to"
 
     async def _ask_downstream(self, upstream: Upstream, request: Any, result_type: Any, what: str) -> Any:
         target = upstream.spec.name
-        call = self._caller_for(upstream)
-        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+        call = self.pool.caller_for(upstream)
+        if isinstance(call, str) and (owner := self.pool.owner(upstream)) is not None:
             return await self._ask_session(owner, request, target, what)
         if isinstance(call, str):
             if request.method == "roots/list":  # asked for no call (at start-up, say): the gateway's own roots
@@ -1006,10 +776,10 @@ class Federation:
         return await self._ask_downstream(upstream, types.ListRootsRequest(), types.ListRootsResult, "roots")
 
     async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
-        """A log message goes to the call it belongs to (`_caller_for`); else to the client session that owns
+        """A log message goes to the call it belongs to (`UpstreamPool.caller_for`); else to the client session that owns
         the upstream, if one does; else to nobody."""
-        call = self._caller_for(upstream)
-        if isinstance(call, str) and (owner := self._owners.get(upstream)) is not None:
+        call = self.pool.caller_for(upstream)
+        if isinstance(call, str) and (owner := self.pool.owner(upstream)) is not None:
             # A client session's own upstream: its client's, though not any one request's.
             with contextlib.suppress(Exception):
                 message = _wire(types.LoggingMessageNotification(params=params))
@@ -1030,15 +800,15 @@ class Federation:
         """List changes refresh the catalog (and tell clients if what they see changed); resource
         updates go to the clients subscribed to that resource. A client session's own upstream
         speaks to that client only. Work is done off the upstream's reader."""
-        target, client = upstream.spec.name, self._owners.get(upstream)
+        target, client = upstream.spec.name, self.pool.owner(upstream)
         # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one,
-        # which for a `sharing: session` target is the client sessions that list it there (`_listing`).
+        # which for a `sharing: session` target is the client sessions that list it there (`pool.listing`).
         if client is not None:
             clients: list[Any] | None = [client]
         elif self._shared_for_all(upstream):
             clients = None
         else:
-            clients = [c for c in self.downstreams.clients() if self._lists_shared(target, c)]
+            clients = [c for c in self.downstreams.clients() if self.pool.lists_shared(target, c)]
         root = getattr(message, "root", message)
         upstream.notified(str(getattr(root, "method", "")))  # its cached lists, if they changed
         if isinstance(root, types.ResourceUpdatedNotification):
@@ -1054,7 +824,7 @@ class Federation:
         elif isinstance(root, types.ResourceListChangedNotification):
             kinds = ("resource", "template")
         for kind in kinds:
-            self._known[kind].pop(target, None)
+            self.lists.forget(kind, target)
             if self._tg is not None:
                 self._tg.start_soon(self._list_changed, kind, client, clients)
 
@@ -1067,13 +837,13 @@ class Federation:
             await self.downstreams.list_changed(kind, None, True)
 
     async def _list_changed(self, kind: Kind, client: Any, clients: list[Any] | None) -> None:
-        before = _fingerprint(self.catalogs[kind])
+        before = fingerprint(self.catalogs[kind])
         try:
             catalog = await self.refresh(kind, client=client)
         except MCPError as exc:
             logger.warning("could not refresh %ss after a list change: %s", kind, exc.message)
             return
-        if _fingerprint(catalog) != before:
+        if fingerprint(catalog) != before:
             await self.downstreams.list_changed("resource" if kind == "template" else kind, clients, client is None)
 
 
@@ -1083,17 +853,6 @@ class _VirtualServer(Server[Any]):
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         everything = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(notification_options or everything, *args, **kwargs)
-
-
-async def _set_level(upstream: Upstream, level: Any) -> None:
-    with contextlib.suppress(MCPError):
-        session = await upstream.session()
-        if session.server_capabilities and session.server_capabilities.logging is not None:
-            await upstream.request("logging/setLevel", lambda s: s.set_logging_level(level))
-
-
-def _fingerprint(catalog: Catalog) -> list[Any]:
-    return [item.model_dump(mode="json", exclude_none=True) for item in catalog.items()]
 
 
 _RESULT_TYPES: dict[str, type[Any]] = {
@@ -1137,30 +896,3 @@ def _is_modern_version(version: str | None) -> bool:
     return version in MODERN_PROTOCOL_VERSIONS
 
 
-PAGE_SIZE = 200
-
-
-def page(items: list[Any], cursor: str | None, method: str) -> tuple[list[Any], str | None]:
-    """One page of a merged list. The cursor carries the offset and a digest of the names, so a list
-    that changed between pages is refused (the client lists again) rather than skipping items."""
-    found = try_page(items, cursor)
-    if found is None:
-        raise MCPError(types.INVALID_PARAMS, f"Invalid cursor for {method}: the list changed; list again")
-    return found
-
-
-def try_page(items: list[Any], cursor: str | None) -> tuple[list[Any], str | None] | None:
-    """`page`, or None when the cursor is not one of this list's."""
-    digest = hashlib.sha256("\n".join(_exposed(item) for item in items).encode()).hexdigest()[:12]
-    start = 0
-    if cursor:
-        offset, _, seen = cursor.partition(".")
-        if not offset.isdigit() or seen != digest:
-            return None
-        start = int(offset)
-    end = start + PAGE_SIZE
-    return items[start:end], (f"{end}.{digest}" if end < len(items) else None)
-
-
-def _exposed(item: Any) -> str:
-    return str(getattr(item, "name", None) or getattr(item, "uri", None) or getattr(item, "uri_template", ""))
