@@ -12,10 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.policies.ratelimit_local import RATE_LIMITED
+from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
 from samples.mint_token import mint
-from tests.conftest import ROOT, http_server, run_gateway
+from tests.conftest import HEADERS, ROOT, http_server, run_gateway
 from tests.fixtures.a2a_agent import Recorder, serve
 from tests.gateway.test_auth import bearer, call, rpc, session
+from tests.gateway.test_ext_authz_grpc import authz_server, by_user
+from tests.gateway.test_ratelimit_envoy import rls_server
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +107,84 @@ async def test_traffic_sample(monkeypatch: pytest.MonkeyPatch) -> None:
                 await anyio.sleep(0.5)
                 copies = len([s for s in shadow.seen if s[1] == "/mirrored"])
                 assert 1 <= copies <= 40
+
+
+async def test_authorization_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """samples/authorization.yaml as shipped (its port made free): the plain route's rules see the request and
+    the caller's address, the MCP route's rule the caller's token, and a refusal never reaches the backend."""
+    monkeypatch.chdir(ROOT)  # its JWKS path starts at the repo root
+    source = ROOT / "samples" / "authorization.yaml"
+    text = source.read_text().replace("port: 3000", "port: 0")
+    async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+        base = f"http://127.0.0.1:{gw.port}"
+        status = await http.get(f"{base}/status")
+        assert (status.status_code, status.text) == (200, "ok")
+        posted = await http.post(f"{base}/status", content=b"x")
+        assert (posted.status_code, posted.text) == (403, "authorization failed")
+
+        url = f"{base}/mcp"
+        assert (await http.post(url, json={}, headers={"accept": "application/json"})).status_code == 401
+        for caller in (bearer(mint("alice")), bearer(mint("carol", role="admin"))):
+            headers = await session(http, url, caller)
+            answer = rpc(await http.post(url, json=call("now", 2, timezone="UTC"), headers=headers))
+            assert "result" in answer and not answer["result"].get("isError"), answer
+        refused = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=bearer(mint("bob")))
+        assert (refused.status_code, refused.text) == (403, "authorization failed")
+
+
+async def test_ext_authz_grpc_sample() -> None:
+    """samples/ext-authz-grpc.yaml as shipped (its port and the service's address substituted), in front of
+    a real Envoy ext_authz gRPC service: allowed, refused with the service's own answer, and, once the
+    service is gone, the failureMode's 403 while the gateway keeps serving."""
+    source = ROOT / "samples" / "ext-authz-grpc.yaml"
+    async with authz_server(by_user) as (port, authz):
+        text = source.read_text().replace("port: 3000", "port: 0").replace("127.0.0.1:9191", f"127.0.0.1:{port}")
+        async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+            url = f"http://127.0.0.1:{gw.port}/mcp"
+            alice = await session(http, url, {**HEADERS, "x-user": "alice"})
+            answer = rpc(await http.post(url, json=call("now", 2, timezone="UTC"), headers=alice))
+            assert "result" in answer and not answer["result"].get("isError"), answer
+            asked = authz.seen[-1].attributes
+            assert dict(asked.context_extensions) == {"gateway": "agentplex", "mcp.method": "tools/call", "mcp.name": "now"}
+            assert set(asked.request.http.headers) == {"x-user", ":path"}  # only the listed headers
+
+            refused = await http.post(url, json=call("now", 3), headers={**alice, "x-user": "mallory"})
+            assert (refused.status_code, refused.text) == (401, "who are you?")
+            assert refused.headers["www-authenticate"] == 'Bearer realm="corp"'
+            seen = len(authz.seen)
+    # the service is gone: its checks answer as failureMode says, nothing else changes
+    async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+        with anyio.fail_after(10):
+            down = await http.post(f"http://127.0.0.1:{gw.port}/mcp", json={}, headers={**HEADERS, "x-user": "alice"})
+        assert (down.status_code, down.text) == (403, "external authorization failed")
+        assert (await http.get(f"http://127.0.0.1:{gw.port}/elsewhere")).status_code == 404
+    assert len(authz.seen) == seen
+
+
+async def test_rate_limit_service_sample() -> None:
+    """samples/rate-limit-service.yaml as shipped (its port and the service's address substituted), against a
+    real RateLimitService allowing 2 hits per descriptor: each caller's third clock read is refused with the
+    service's reset time; with the service gone, failClosed refuses calls and listing still works."""
+    source = ROOT / "samples" / "rate-limit-service.yaml"
+    async with rls_server(2) as (port, rls):
+        text = source.read_text().replace("port: 3000", "port: 0").replace("127.0.0.1:8081", f"127.0.0.1:{port}")
+        async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+            url = f"http://127.0.0.1:{gw.port}/mcp"
+            alice = await session(http, url, {**HEADERS, "x-user": "alice"})
+            bob = await session(http, url, {**HEADERS, "x-user": "bob"})
+            for i in range(2):
+                assert "result" in rpc(await http.post(url, json=call("now", i), headers=alice))
+            limited = rpc(await http.post(url, json=call("now", 5), headers=alice))
+            assert limited["error"]["code"] == RATE_LIMITED and limited["error"]["data"]["retryAfter"] == 30
+            assert "result" in rpc(await http.post(url, json=call("now", 6), headers=bob))  # bob's own count
+            assert {r.domain for r in rls.seen} == {"agentplex"}
+            entries = [[(e.key, e.value) for e in d.entries] for r in rls.seen for d in r.descriptors]
+            assert entries[0] == [("tool", "now"), ("caller", "alice")] and entries[-1][1] == ("caller", "bob")
+    async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+        url = f"http://127.0.0.1:{gw.port}/mcp"
+        alice = await session(http, url, {**HEADERS, "x-user": "alice"})
+        with anyio.fail_after(10):
+            down = rpc(await http.post(url, json=call("now", 7), headers=alice))
+        assert down["error"]["code"] == RATE_LIMITER_UNAVAILABLE
+        listed = rpc(await http.post(url, json={"jsonrpc": "2.0", "id": 8, "method": "tools/list"}, headers=alice))
+        assert "now" in {t["name"] for t in listed["result"]["tools"]}
