@@ -1,12 +1,18 @@
-"""The samples work as their comments say: secure.yaml (JWT, per-tool authorization and rate limits) and
-traffic.yaml (matching, header policies, rewrites, redirects, CORS, retries, mirroring)."""
+"""The samples work as their comments say: secure.yaml (JWT, per-tool authorization and rate limits),
+traffic.yaml (matching, header policies, rewrites, redirects, CORS, retries, mirroring), and one per security
+policy of the reference: authorization.yaml, ext-authz-grpc.yaml, rate-limit-service.yaml,
+mcp-authentication-keycloak.yaml, backend-auth-aws.yaml (tls.yaml: test_tls_listeners). Each is loaded as
+shipped, only the addresses of the services a test starts substituted, and those services are real: the
+gRPC servers of test_ext_authz_grpc and test_ratelimit_envoy, tests/idp_server.py, the SigV4 verifier."""
 
 from __future__ import annotations
 
 import anyio
 import httpx
+import httpx2
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -15,13 +21,20 @@ from starlette.routing import Route
 from gateway.policies.ratelimit_local import RATE_LIMITED
 from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
 from samples.mint_token import mint
-from tests.conftest import HEADERS, ROOT, http_server, run_gateway
+from tests.conftest import HEADERS, INIT, ROOT, free_port, http_server, run_gateway
 from tests.fixtures.a2a_agent import Recorder, serve
+from tests.gateway import test_backend_auth_cloud as cloud
 from tests.gateway.test_auth import bearer, call, rpc, session
+from tests.gateway.test_backend_auth import legacy_session, upstream_app
+from tests.gateway.test_backend_auth import serve as serve_app
+from tests.gateway.test_backend_auth import text as tool_text
 from tests.gateway.test_ext_authz_grpc import authz_server, by_user
 from tests.gateway.test_ratelimit_envoy import rls_server
+from tests.idp_server import running_idp
 
 pytestmark = pytest.mark.anyio
+
+aws_env = cloud.aws_env  # botocore sees only what a test sets
 
 
 async def test_secure_sample(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,3 +201,68 @@ async def test_rate_limit_service_sample() -> None:
         assert down["error"]["code"] == RATE_LIMITER_UNAVAILABLE
         listed = rpc(await http.post(url, json={"jsonrpc": "2.0", "id": 8, "method": "tools/list"}, headers=alice))
         assert "now" in {t["name"] for t in listed["result"]["tools"]}
+
+
+async def test_mcp_authentication_keycloak_sample() -> None:
+    """samples/mcp-authentication-keycloak.yaml as shipped (its port and Keycloak's address substituted), in
+    front of the tests' identity provider serving Keycloak's paths: the challenge, both documents, the
+    proxied registration and a real MCP client's tool call with the realm's token."""
+    source = ROOT / "samples" / "mcp-authentication-keycloak.yaml"
+    async with running_idp() as idp:
+        realm = idp.tenants["keycloak"]
+        port = free_port()
+        gw = f"http://localhost:{port}"
+        text = (
+            source.read_text()
+            .replace("port: 3000", f"port: {port}")
+            .replace("http://localhost:7080/realms/mcp", realm.issuer)
+            .replace("http://localhost:3000", gw)
+        )
+        async with run_gateway(text, str(source)), httpx.AsyncClient(timeout=30) as http:
+            url = f"{gw}/mcp"
+            challenge = await http.post(url, json=INIT, headers=HEADERS)
+            assert challenge.status_code == 401
+            prm = f"{gw}/.well-known/oauth-protected-resource/mcp"
+            assert f'resource_metadata="{prm}"' in challenge.headers["www-authenticate"]
+            resource = (await http.get(prm)).json()
+            assert resource["resource"] == url and resource["authorization_servers"] == [url]
+            assert resource["scopes_supported"] == ["openid", "profile", "offline_access"]
+            server = (await http.get(f"{gw}/.well-known/oauth-authorization-server/mcp")).json()
+            assert server["issuer"] == url and server["token_endpoint"] == idp.base + realm.token_path
+            assert server["registration_endpoint"] == f"{gw}/.well-known/oauth-authorization-server/mcp/client-registration"
+            registered = await http.post(server["registration_endpoint"], json={"redirect_uris": ["http://localhost:1/cb"]})
+            assert registered.status_code == 201 and registered.json()["client_id"] == "registered-at-keycloak"
+            assert idp.requests[-1].path == realm.registration_path
+
+            token = idp.mint("keycloak", audience="mcp_proxy")
+            async with (
+                httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30) as hc,
+                Client(streamable_http_client(url, http_client=hc)) as client,
+            ):
+                result = await client.call_tool("now", {"timezone": "UTC"})
+                assert not result.is_error, result.content
+            wrong = idp.mint("keycloak", audience="someone-else")
+            refused = await http.post(url, json=INIT, headers={**HEADERS, "authorization": f"Bearer {wrong}"})
+            assert refused.status_code == 401
+
+
+async def test_backend_auth_aws_sample(aws_env: pytest.MonkeyPatch) -> None:
+    """samples/backend-auth-aws.yaml as shipped (the target's URL from AWS_MCP_URL, as its comment says), in
+    front of an MCP server that recomputes every request's SigV4 signature with botocore: the default
+    chain's credentials and region sign each request, the client's own Authorization never reaches it."""
+    aws_env.setenv("AWS_ACCESS_KEY_ID", cloud.KEY_ID)
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", cloud.SECRET)
+    aws_env.setenv("AWS_REGION", cloud.REGION)
+    source = ROOT / "samples" / "backend-auth-aws.yaml"
+    verifier = cloud.SigV4Verifier(upstream_app("agent", "mcp"), "bedrock-agentcore")
+    async with serve_app(verifier) as port:
+        aws_env.setenv("AWS_MCP_URL", f"http://127.0.0.1:{port}/mcp?qualifier=DEFAULT")
+        text = source.read_text().replace("port: 3000", "port: 0")
+        async with (
+            run_gateway(text, str(source)) as gw,
+            legacy_session(f"http://127.0.0.1:{gw.port}/mcp", "Bearer from-the-client") as mcp_session,
+        ):
+            assert await tool_text(mcp_session, "echo", {"text": "signed"}) == "agent: signed"
+            assert (await tool_text(mcp_session, "authorization")).startswith("AWS4-HMAC-SHA256 Credential=")
+    assert verifier.checked and all(problem is None for *_, problem in verifier.checked), verifier.checked
+    assert len([method for method, *_ in verifier.checked if method == "POST"]) >= 3
