@@ -1,9 +1,10 @@
 """The samples work as their comments say: secure.yaml (JWT, per-tool authorization and rate limits),
 traffic.yaml (matching, header policies, rewrites, redirects, CORS, retries, mirroring), and one per security
-policy of the reference: authorization.yaml, ext-authz-grpc.yaml, rate-limit-service.yaml,
+policy of the reference: authorization.yaml, ext-authz-grpc.yaml, ext-authz-http.yaml, rate-limit-service.yaml,
 mcp-authentication-keycloak.yaml, backend-auth-aws.yaml (tls.yaml: test_tls_listeners). Each is loaded as
 shipped, only the addresses of the services a test starts substituted, and those services are real: the
-gRPC servers of test_ext_authz_grpc and test_ratelimit_envoy, tests/idp_server.py, the SigV4 verifier."""
+gRPC servers of test_ext_authz_grpc and test_ratelimit_envoy, tests/idp_server.py, the SigV4 verifier
+(and, for ext-authz-http.yaml, a stand-in for oauth2-proxy's /oauth2/auth)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gateway.policies.ratelimit_local import RATE_LIMITED
@@ -28,7 +29,9 @@ from tests.gateway.test_auth import bearer, call, rpc, session
 from tests.gateway.test_backend_auth import legacy_session, upstream_app
 from tests.gateway.test_backend_auth import serve as serve_app
 from tests.gateway.test_backend_auth import text as tool_text
+from tests.gateway.test_ext_authz import serve as serve_asgi
 from tests.gateway.test_ext_authz_grpc import authz_server, by_user
+from tests.gateway.test_http_backend import backend
 from tests.gateway.test_ratelimit_envoy import rls_server
 from tests.idp_server import running_idp
 
@@ -266,3 +269,52 @@ async def test_backend_auth_aws_sample(aws_env: pytest.MonkeyPatch) -> None:
             assert (await tool_text(mcp_session, "authorization")).startswith("AWS4-HMAC-SHA256 Credential=")
     assert verifier.checked and all(problem is None for *_, problem in verifier.checked), verifier.checked
     assert len([method for method, *_ in verifier.checked if method == "POST"]) >= 3
+
+
+def _oauth2_proxy(seen: list[tuple[str, str]]) -> Starlette:
+    """What the sample uses of oauth2-proxy: /oauth2/auth answers 202 with the user for a signed-in
+    session cookie, 401 otherwise; its other /oauth2 pages answer as themselves."""
+
+    async def auth(request: Request) -> Response:
+        seen.append((request.url.path, request.headers.get("cookie", "")))
+        if request.cookies.get("_oauth2_proxy") == "alice-session":
+            return Response(status_code=202, headers={"x-auth-request-user": "alice", "x-auth-request-email": "a@x"})
+        return Response(status_code=401)
+
+    async def page(request: Request) -> Response:
+        return PlainTextResponse(f"oauth2-proxy {request.url.path}")
+
+    return Starlette(routes=[Route("/oauth2/auth", auth), Route("/{path:path}", page)])
+
+
+async def test_ext_authz_http_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """samples/ext-authz-http.yaml as shipped (its port and oauth2-proxy's address substituted, the
+    application from APP_BACKEND): a signed-in session reaches the application with the user's headers,
+    anyone else is sent to sign in, the sign-in pages are not checked, and a proxy that is down is 403."""
+    source = ROOT / "samples" / "ext-authz-http.yaml"
+    seen: list[tuple[str, str]] = []
+    async with serve_asgi(_oauth2_proxy(seen)) as proxy, backend() as (app, _):
+        monkeypatch.setenv("APP_BACKEND", app.removeprefix("http://"))
+        proxy_host = proxy.removeprefix("http://")
+        text = source.read_text().replace("port: 3000", "port: 0").replace("127.0.0.1:4180", proxy_host)
+        async with run_gateway(text, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+            base = f"http://127.0.0.1:{gw.port}"
+            forged = {"x-auth-request-user": "mallory"}
+            signed_in = await http.get(f"{base}/dashboard", headers={"cookie": "_oauth2_proxy=alice-session", **forged})
+            assert signed_in.status_code == 200, signed_in.text
+            got = signed_in.json()
+            assert got["path"] == "/dashboard" and got["headers"]["x-auth-request-user"] == "alice"
+            assert seen[-1] == ("/oauth2/auth", "_oauth2_proxy=alice-session")
+
+            anonymous = await http.get(f"{base}/dashboard", headers=forged)
+            assert anonymous.status_code == 302 and anonymous.headers["location"] == "/oauth2/start?rd=/dashboard"
+            checks = len(seen)
+            start = await http.get(f"{base}/oauth2/start?rd=/dashboard")
+            assert (start.status_code, start.text) == (200, "oauth2-proxy /oauth2/start")
+            assert len(seen) == checks  # its own pages are not checked
+        down = text.replace(f"host: {proxy_host}\n          protocol", f"host: 127.0.0.1:{free_port()}\n          protocol")
+        assert down != text
+        async with run_gateway(down, str(source)) as gw, httpx.AsyncClient(timeout=30) as http:
+            with anyio.fail_after(10):
+                refused = await http.get(f"http://127.0.0.1:{gw.port}/dashboard")
+            assert (refused.status_code, refused.text) == (403, "external authorization failed")
