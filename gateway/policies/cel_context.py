@@ -15,6 +15,7 @@ from typing import Any
 import cel
 
 from federation.guard import Access
+from gateway.policies import cel_net
 from gateway.policies.http import REQUEST_VARS, identity_of
 
 _IDENTITY_VARS = frozenset({"jwt", "apiKey", "basicAuth"})
@@ -33,6 +34,7 @@ class Expr:
         self.source = source
         self.program = cel.compile(source)
         self.reads = frozenset(str(v) for v in self.program.variables())
+        self.functions = cel_net.called(source)  # the reference's IP/CIDR functions it calls, if any
         self.memoized = self.reads <= _IDENTITY_VARS | _ITEM_VARS
         self._memo: OrderedDict[Any, Any] = OrderedDict()
 
@@ -50,7 +52,15 @@ class Expr:
                     raise value
                 return value
         try:
-            value: Any = self.program.execute({name: _variable(name, request, access) for name in self.reads})
+            variables = {name: _variable(name, request, access) for name in self.reads}
+            if self.functions:
+                context = cel.Context()
+                for function in self.functions:
+                    context.add_function(function, cel_net.FUNCTIONS[function])
+                context.update(variables)
+                value: Any = self.program.execute(context)
+            else:
+                value = self.program.execute(variables)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             value = EvalError(f"{self.source!r}: {exc}")
         if key is not None:

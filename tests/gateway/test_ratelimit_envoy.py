@@ -7,6 +7,7 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,11 +16,12 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError, load_config, parse_config
 from gateway.policies.envoy_protos import SHOULD_RATE_LIMIT, HeaderValue, RateLimitResponse
 from gateway.policies.ratelimit_local import RATE_LIMITED
 from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
-from tests.conftest import HEADERS, free_port, http_route_yaml, http_target, mcp_yaml, run_gateway
+from gateway.runtime import Runtime
+from tests.conftest import HEADERS, free_port, http_route_yaml, http_target, mcp_yaml, run_gateway, started
 from tests.gateway.test_ext_authz import call, message, rpc, session
 from tests.gateway.test_ext_authz_grpc import unary_handler
 from tests.gateway.test_http_backend import backend
@@ -197,3 +199,24 @@ binds:
         {"domain": "d", "host": "127.0.0.1:1", "descriptors": [{"entries": [{"key": "a", "value": "("}]}]}
     )
     assert bad_cel.startswith(f"{where}.descriptors[0].entries[0].value: invalid CEL expression")
+
+
+async def test_a_reload_with_a_malformed_descriptor_names_it_and_the_gateway_keeps_serving(tmp_path: Path) -> None:
+    """A config reload whose descriptor is not CEL is refused at the entry's key path; the running config
+    (its routes and its limits) keeps serving."""
+    async with rls_server(1) as (port, rls), backend() as (url, _):
+        head = "config: { adminAddr: null, statsAddr: null }\n"
+        good = head + http_route_yaml(url.removeprefix("http://"), policy(port, ("route", '"api"')))
+        path = tmp_path / "gateway.yaml"
+        path.write_text(good)
+        runtime = Runtime(load_config(path), lambda: load_config(path), poll=3600)
+        async with started(runtime), httpx.AsyncClient(timeout=20) as http:
+            base = f"http://127.0.0.1:{next(iter(runtime.sockets.values())).bind.bound_port}/api/items"
+            assert (await http.get(base)).status_code == 200
+            path.write_text(head + http_route_yaml(url.removeprefix("http://"), policy(port, ("route", "jwt.sub ==("))))
+            problems = await runtime.apply()
+            where = "binds[0].listeners[0].routes[0].policies.remoteRateLimit.descriptors[0].entries[0].value"
+            assert problems and f"{where}: invalid CEL expression" in problems[0], problems
+            refused = await http.get(base)  # the old descriptor, still counted by the service
+            assert refused.status_code == 429 and refused.text == "slow down"
+            assert [(e.key, e.value) for r in rls.seen for d in r.descriptors for e in d.entries][-1] == ("route", "api")
