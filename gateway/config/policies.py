@@ -20,14 +20,39 @@ Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
 
 
+# The functions agentplex's CEL evaluates: the standard ones the `cel` package implements, and the reference's
+# IP/CIDR functions (gateway/policies/cel_net.py). A call to anything else would fail at every evaluation, and
+# a rule that cannot be evaluated does not match: a `deny` that never denies. So it is refused at load.
+CEL_OPERATORS = frozenset(
+    {
+        "!_", "-_", "@in", "@not_strictly_false", "_!=_", "_%_", "_&&_", "_*_", "_+_", "_-_", "_/_", "_<=_",
+        "_<_", "_==_", "_>=_", "_>_", "_?_:_", "_[_]", "_||_"
+    }
+)
+CEL_STANDARD = frozenset(
+    {
+        "size", "contains", "startsWith", "endsWith", "matches", "int", "uint", "double", "string", "bytes",
+        "timestamp", "duration", "type", "dyn", "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear",
+        "getFullYear", "getHours", "getMilliseconds", "getMinutes", "getMonth", "getSeconds"
+    }
+)
+CEL_NET = frozenset({"cidr", "ip", "isIP", "isCIDR", "containsIP", "containsCIDR"})
+
+
 def _cel(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a CEL expression")
     try:
-        cel.compile(value)
+        program = cel.compile(value)
     except (ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0].removeprefix(f"Failed to parse expression '{value}': ")
         raise ValueError(f"invalid CEL expression {value!r}: {first}") from None
+    unknown = sorted(set(program.functions()) - CEL_OPERATORS - CEL_STANDARD - CEL_NET)
+    if unknown:
+        raise ValueError(
+            f"invalid CEL expression {value!r}: agentplex's CEL has no function {', '.join(unknown)} (it has the"
+            f" standard {', '.join(sorted(CEL_STANDARD))} and {', '.join(sorted(CEL_NET))})"
+        )
     return value
 
 

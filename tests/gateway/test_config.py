@@ -659,3 +659,43 @@ def test_backend_auth_without_its_extra_says_which_to_install(
     problem = one_problem(BACKEND_AUTH % f"{{{kind}: {{}}}}")
     assert problem.startswith(f"x.yaml: mcp.policies.backendAuth.{kind}: needs the "), problem
     assert f"pip install 'agentplex[{extra}]'" in problem
+
+
+def test_cel_functions_agentplex_does_not_have_are_refused() -> None:
+    """A rule calling an unknown function could never be evaluated, and a rule that cannot be evaluated does
+    not match: a deny that never denies. Refused at load, naming the function."""
+    problem = one_problem(
+        "mcp: {targets: [{name: a, stdio: {cmd: x}}], policies: {mcpAuthorization: {rules: "
+        "[{deny: 'default(jwt.role, \"guest\") == \"guest\"'}]}}}"
+    )
+    assert "mcp.policies.mcpAuthorization.rules[0].deny: invalid CEL expression" in problem, problem
+    assert "has no function default" in problem
+    ok = "mcp: {targets: [{name: a, stdio: {cmd: x}}], policies: {mcpAuthorization: {rules: ['%s']}}}"
+    for rule in (
+        'jwt.sub.startsWith("a") && size(jwt.groups) > 0',
+        'cidr("10.0.0.0/8").containsIP(source.address)',
+        'timestamp("2020-01-01T00:00:00Z").getFullYear() == 2020 && [1].exists(x, x > 0)',
+    ):
+        parse_config(ok % rule.replace("'", "\\'"), "x.yaml")
+
+
+def test_the_cel_function_lists_match_what_is_evaluated() -> None:
+    """Every function the config accepts is one the evaluator has (an upgrade of `cel` that drops one fails here)."""
+    import cel
+
+    from gateway.config.policies import CEL_NET, CEL_STANDARD
+    from gateway.policies import cel_net
+
+    assert set(cel_net.FUNCTIONS) == CEL_NET
+    stamp = 'timestamp("2020-01-01T00:00:00Z")'
+    probes = {
+        "size": "size([1])", "contains": '"ab".contains("a")', "startsWith": '"ab".startsWith("a")',
+        "endsWith": '"ab".endsWith("b")', "matches": '"ab".matches("a.")', "int": 'int("1")', "uint": "uint(1)",
+        "double": "double(1)", "string": "string(1)", "bytes": 'bytes("a")', "timestamp": stamp,
+        "duration": 'duration("1s")', "type": "type(1)", "dyn": "dyn(1)",
+    }
+    for getter in sorted(name for name in CEL_STANDARD if name.startswith("get")):
+        probes[getter] = f"{stamp}.{getter}()"
+    assert set(probes) == CEL_STANDARD
+    for source in probes.values():
+        cel.compile(source).execute({})  # raises if the evaluator lacks it
