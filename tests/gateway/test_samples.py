@@ -1,12 +1,15 @@
 """The samples work as their comments say: secure.yaml (JWT, per-tool authorization and rate limits),
 traffic.yaml (matching, header policies, rewrites, redirects, CORS, retries, mirroring), and one per security
 policy of the reference: authorization.yaml, ext-authz-grpc.yaml, ext-authz-http.yaml, rate-limit-service.yaml,
-mcp-authentication-keycloak.yaml, backend-auth-aws.yaml (tls.yaml: test_tls_listeners). Each is loaded as
-shipped, only the addresses of the services a test starts substituted, and those services are real: the
-gRPC servers of test_ext_authz_grpc and test_ratelimit_envoy, tests/idp_server.py, the SigV4 verifier
-(and, for ext-authz-http.yaml, a stand-in for oauth2-proxy's /oauth2/auth)."""
+mcp-authentication-keycloak.yaml, backend-auth-aws.yaml, backend-auth-gcp.yaml (tls.yaml:
+test_tls_listeners). Each is loaded as shipped, only the addresses of the services a test starts
+substituted, and those services are real: the gRPC servers of test_ext_authz_grpc and test_ratelimit_envoy,
+tests/idp_server.py, the SigV4 verifier (and, for ext-authz-http.yaml, a stand-in for oauth2-proxy's
+/oauth2/auth, for backend-auth-gcp.yaml, one for the GCE metadata server)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import anyio
 import httpx
@@ -26,6 +29,7 @@ from tests.conftest import HEADERS, INIT, ROOT, free_port, http_server, run_gate
 from tests.fixtures.a2a_agent import Recorder, serve
 from tests.gateway import test_backend_auth_cloud as cloud
 from tests.gateway.test_auth import bearer, call, rpc, session
+from tests.gateway.test_backend_auth import Recorder as UpstreamRecorder
 from tests.gateway.test_backend_auth import legacy_session, upstream_app
 from tests.gateway.test_backend_auth import serve as serve_app
 from tests.gateway.test_backend_auth import text as tool_text
@@ -269,6 +273,31 @@ async def test_backend_auth_aws_sample(aws_env: pytest.MonkeyPatch) -> None:
             assert (await tool_text(mcp_session, "authorization")).startswith("AWS4-HMAC-SHA256 Credential=")
     assert verifier.checked and all(problem is None for *_, problem in verifier.checked), verifier.checked
     assert len([method for method, *_ in verifier.checked if method == "POST"]) >= 3
+
+
+async def test_backend_auth_gcp_sample(tmp_path: Path) -> None:
+    """samples/backend-auth-gcp.yaml as shipped (the target's URL from CLOUD_RUN_MCP_URL, as its comment
+    says), run as its own process (google-auth reads GCE_METADATA_HOST when first imported) whose default
+    credentials are a fake metadata server: every request to the MCP server carries the ID token that
+    server issued for https://<the target's host>, fetched once; the client's own Authorization never
+    reaches it."""
+    source = ROOT / "samples" / "backend-auth-gcp.yaml"
+    metadata = cloud.MetadataServer()
+    recorder = UpstreamRecorder(upstream_app("agent", "mcp"))
+    async with serve_app(metadata.app()) as metadata_port, serve_app(recorder) as port:
+        env = {"CLOUD_RUN_MCP_URL": f"http://localhost:{port}/mcp"}  # a hostname: the default audience needs one
+        async with (
+            cloud.gateway_process(tmp_path, source.read_text(), metadata_port, env) as gw,  # --port for 3000
+            legacy_session(f"http://127.0.0.1:{gw}/mcp", "Bearer from-the-client") as mcp_session,
+        ):
+            assert await tool_text(mcp_session, "echo", {"text": "authenticated"}) == "agent: authenticated"
+            authorization = await tool_text(mcp_session, "authorization")
+    token = cloud.claims(authorization)
+    assert token["aud"] == "https://localhost" and token["iss"] == "https://accounts.google.com"
+    assert token["n"] == 1 and metadata.identities == ["https://localhost"]  # the one ID token it issued
+    assert metadata.tokens == []  # an ID token, not an access token
+    assert recorder.authorizations == {authorization}  # on every request, never "Bearer from-the-client"
+    assert len([method for method, *_ in recorder.seen if method == "POST"]) >= 3
 
 
 def _oauth2_proxy(seen: list[tuple[str, str]]) -> Starlette:
