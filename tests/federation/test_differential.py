@@ -618,14 +618,6 @@ SUBSCRIBE_MODERN = (
 )
 KNOWN_DIFFERENCES: dict[tuple[str, str, str], str] = {
     **{
-        ("http-modern", transport, "cancellation"): (
-            "a 2026-07-28 client cancelling a call into a handshake-era target: the target never hears of it "
-            "(upstream_cancelled == 0; its sleep runs on), as the call is parked in the era bridge's own task; "
-            "a cancelled call into a 2026-07-28 target, or from a handshake-era client, is cancelled upstream"
-        )
-        for transport in ("stdio", "sse", "http")
-    },
-    **{
         (front, "modern", name): SUBSCRIBE_MODERN
         for front in ("http-handshake", "sse", "stdio")
         for name in ("resource_updated", "resource_updated_here")
