@@ -205,6 +205,7 @@ class Upstream:
         # upstream: the ASGI scope of its latest request); None for a shared one.
         self.caller: Any = None
         self.lists = ListCache()
+        self._resource_watches: dict[str, anyio.CancelScope] = {}  # 2026-07-28: listen streams, by resource
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -405,8 +406,39 @@ class Upstream:
             return InMemoryTransport(spec.server)
         return _streamable_http(self)
 
+    async def watch_resource(self, uri: str) -> None:
+        """resources/subscribe for a 2026-07-28 session, which has none: a `subscriptions/listen` stream
+        watching `uri`, held open until `unwatch_resource` or the connection ends. Its events reach the
+        message handler, as a handshake-era server's resources/updated does."""
+        session = await self.session()
+        if uri in self._resource_watches or self._tg is None:
+            return
+        scope = self._resource_watches[uri] = anyio.CancelScope()
+
+        async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                with scope, contextlib.suppress(Exception):
+                    async with listen(session, resource_subscriptions=[uri]) as subscription:
+                        task_status.started()
+                        await _drain(subscription)
+            finally:
+                if self._resource_watches.get(uri) is scope:
+                    del self._resource_watches[uri]
+
+        try:
+            await self._tg.start(hold)
+        except RuntimeError as exc:  # ended before it was acknowledged (`start` says so this way)
+            raise UpstreamError(self.spec.name, f"refused to watch {uri}: {exc}") from None
+
+    def unwatch_resource(self, uri: str) -> None:
+        scope = self._resource_watches.pop(uri, None)
+        if scope is not None:
+            scope.cancel()
+
     async def close(self) -> None:
         """Close the connection (the stdio process is ended by the SDK's transport)."""
+        for uri in list(self._resource_watches):
+            self.unwatch_resource(uri)
         stop, done = self._stop, self._done
         self._session = None
         self.wire = None
