@@ -15,12 +15,19 @@ Front ends: streamable HTTP 2025-11-25 (`h`), streamable HTTP 2026-07-28 (`m`), 
 2026-07-28 streamable-HTTP upstream (`era: modern`). All upstreams page their tools/list
 (`--page-size`), so every list walks upstream pages.
 
+Skipped pairings: the *_mid_call scenarios' tools ask with the handshake-era server API, which a
+2026-07-28 upstream connection cannot carry (sdk-notes 7.1), so they skip the modern upstream; the
+*_any_era scenarios cover it. 2026-07-28 clients have no resources/subscribe nor standalone stream: their
+change scenarios use subscriptions/listen instead, and must end the same.
+
 What is normalised, and why (nothing else is):
 - the target's name: each upstream has its own (it prefixes tool names and URIs, names itself in
   answers and errors), written `T` in outcomes;
 - tool names a scenario invents (the unknown and the denied name become `<tool>`; grown tools get
   fresh names, since upstream processes are shared by the whole module);
-- `retryAfter`'s value: seconds until the bucket refills, which depends on when the call came;
+- the seconds a rate limit says to wait (`retryAfter`, and in the message): they depend on when the call came;
+- what 2026-07-28 stamps on every result (`resultType: complete`, the server's info in `_meta`): the
+  era's envelope, not the answer;
 - request ids never reach outcomes (the client matches them itself).
 """
 
@@ -276,6 +283,12 @@ async def tool_error(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_fail")
 
 
+async def bad_arguments(peer: Peer, t: str) -> Any:
+    """The target's own validation error (pydantic's link names its version: that is the fixture's, not a path's)."""
+    outcome = await call(peer, f"{t}_add", {"a": "two", "b": 3})
+    return json.loads(re.sub(r"errors\.pydantic\.dev/[0-9.]+/", "errors.pydantic.dev/<v>/", json.dumps(outcome)))
+
+
 async def unknown_tool(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_nosuch")
 
@@ -406,6 +419,10 @@ async def elicitation_mid_call(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_ask", {"question": "what?"})
 
 
+async def roots_mid_call(peer: Peer, t: str) -> Any:
+    return await call(peer, f"{t}_roots")
+
+
 async def pagination(peer: Peer, t: str) -> Any:
     """Every tool of the paged target, walked page by page (tools grown by other scenarios left out)."""
     names: list[str] = []
@@ -472,7 +489,7 @@ def text_result(text: str, error: bool = False) -> dict[str, Any]:
 
 
 HANDSHAKE_API = (
-    "the tool asks with the handshake-era server API (create_message/elicit_form), which has no back-channel "
+    "the tool asks with the handshake-era server API (create_message/elicit_form/roots), which has no back-channel "
     "on a 2026-07-28 upstream connection (sdk-notes 7.1); the *_any_era scenarios cover that upstream"
 )
 
@@ -530,6 +547,15 @@ SCENARIOS: dict[str, Scenario] = {
         ],
     ),
     "tool_error": Scenario(tool_error, text_result("Error executing tool fail: T: fail() always fails", error=True)),
+    "bad_arguments": Scenario(
+        bad_arguments,
+        text_result(
+            "Error executing tool add: 1 validation error for addArguments\na\n  Input should be a valid integer, "
+            "unable to parse string as an integer [type=int_parsing, input_value='two', input_type=str]\n"
+            "    For further information visit https://errors.pydantic.dev/<v>/v/int_parsing",
+            error=True,
+        ),
+    ),
     "unknown_tool": Scenario(
         unknown_tool, {"error": {"code": -32602, "message": "Unknown tool: T_nosuch"}}, calls_target=False
     ),
@@ -577,6 +603,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "elicitation_mid_call": Scenario(
         elicitation_mid_call, text_result("forty-two"), handshake_upstream_only=HANDSHAKE_API
+    ),
+    "roots_mid_call": Scenario(
+        roots_mid_call, text_result("roots: file:///work/project"), handshake_upstream_only=HANDSHAKE_API
     ),
     # every tool of the target (more than one upstream page), and not the denied getenv
     "pagination": Scenario(pagination, [f"T_{tool}" for tool in PAGED_TOOLS], calls_target=False),
