@@ -128,6 +128,8 @@ async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.
 
 
 async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    if isinstance(params, types.ElicitRequestURLParams):  # URL mode: the user went to the page
+        return types.ElicitResult(action="accept" if params.url.startswith("https://") else "decline")
     return types.ElicitResult(action="accept", content={"answer": "forty-two"})
 
 
@@ -423,6 +425,50 @@ async def roots_mid_call(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_roots")
 
 
+async def url_elicitation_mid_call(peer: Peer, t: str) -> Any:
+    return await call(peer, f"{t}_visit", {"url": "https://example.test/login"})
+
+
+async def resource_links(peer: Peer, t: str) -> Any:
+    """Links and embedded resources in a result point at the exposed URI (the relay rewrites JSON itself)."""
+    return await call(peer, f"{t}_link")
+
+
+async def _request(make: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        with anyio.fail_after(60):
+            return {"result": dump(await make())}
+    except MCPError as exc:
+        return error_of(exc)
+
+
+async def prompt(peer: Peer, t: str) -> Any:
+    return await _request(lambda: peer.client.get_prompt(f"{t}_greet", {"name": "Ada"}))
+
+
+async def read_resources(peer: Peer, t: str) -> Any:
+    return [
+        await _request(lambda: peer.client.read_resource(f"{t}+mem://static")),
+        await _request(lambda: peer.client.read_resource(f"{t}+mem://item/apple")),
+    ]
+
+
+async def completion(peer: Peer, t: str) -> Any:
+    return [
+        await _request(
+            lambda: peer.client.complete(
+                types.PromptReference(type="ref/prompt", name=f"{t}_greet"), {"name": "name", "value": "A"}
+            )
+        ),
+        await _request(
+            lambda: peer.client.complete(
+                types.ResourceTemplateReference(type="ref/resource", uri=f"{t}+mem://item/{{id}}"),
+                {"name": "id", "value": "ap"},
+            )
+        ),
+    ]
+
+
 async def pagination(peer: Peer, t: str) -> Any:
     """Every tool of the paged target, walked page by page (tools grown by other scenarios left out)."""
     names: list[str] = []
@@ -606,6 +652,56 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "roots_mid_call": Scenario(
         roots_mid_call, text_result("roots: file:///work/project"), handshake_upstream_only=HANDSHAKE_API
+    ),
+    "url_elicitation_mid_call": Scenario(
+        url_elicitation_mid_call, text_result("visit: accept"), handshake_upstream_only=HANDSHAKE_API
+    ),
+    "resource_links": Scenario(
+        resource_links,
+        {
+            "result": {
+                "content": [
+                    {"name": "static", "uri": "T+mem://static", "type": "resource_link"},
+                    {
+                        "type": "resource",
+                        "resource": {"uri": "T+mem://static", "mimeType": "text/plain", "text": "static from T"},
+                    },
+                ],
+                "isError": False,
+            }
+        },
+    ),
+    "prompt": Scenario(
+        prompt,
+        {
+            "result": {
+                "description": "Greet someone",
+                "messages": [{"role": "user", "content": {"type": "text", "text": "Hello, Ada from T"}}],
+            }
+        },
+        calls_target=False,
+    ),
+    "read_resources": Scenario(
+        read_resources,
+        [
+            {
+                "result": {
+                    "ttlMs": 0,
+                    "cacheScope": "private",
+                    "contents": [{"uri": f"T+mem://{path}", "mimeType": "text/plain", "text": text}],
+                }
+            }
+            for path, text in (("static", "static from T"), ("item/apple", "item apple from T"))
+        ],
+        calls_target=False,
+    ),
+    "completion": Scenario(
+        completion,
+        [
+            {"result": {"completion": {"values": values, "total": 2, "hasMore": False}}}
+            for values in (["Ada", "Alan"], ["apple", "apricot"])
+        ],
+        calls_target=False,
     ),
     # every tool of the target (more than one upstream page), and not the denied getenv
     "pagination": Scenario(pagination, [f"T_{tool}" for tool in PAGED_TOOLS], calls_target=False),
