@@ -199,16 +199,14 @@ class Federation:
         if upstream is None:
             upstream = own[target] = Upstream(shared.spec, self).attach(self._tg)
             self._owners[upstream] = connection
-            if (level := self._log_levels.get(connection)) is not None:
-                self._tg.start_soon(_set_level, upstream, level)
+            upstream.log_level = self._log_levels.get(connection)  # in force before its first request
         return upstream
 
     def _spare(self, shared: Upstream) -> Upstream:
         """Another connection to a shared upstream's target (federation/spares.py), told the shared log level."""
         assert self._tg is not None
         spare = Upstream(shared.spec, self).attach(self._tg)
-        if self._shared_level is not None:
-            self._tg.start_soon(_set_level, spare, self._shared_level)
+        spare.log_level = self._shared_level  # in force before its first request
         return spare
 
     def _listing(self, target: str, connection: Any) -> Upstream:
@@ -1084,6 +1082,7 @@ class _VirtualServer(Server[Any]):
 
 
 async def _set_level(upstream: Upstream, level: Any) -> None:
+    upstream.log_level = level  # and for its next connection, should it reconnect
     with contextlib.suppress(MCPError):
         session = await upstream.session()
         if session.server_capabilities and session.server_capabilities.logging is not None:

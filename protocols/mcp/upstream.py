@@ -206,6 +206,9 @@ class Upstream:
         self.caller: Any = None
         self.lists = ListCache()
         self._resource_watches: dict[str, anyio.CancelScope] = {}  # 2026-07-28: listen streams, by resource
+        # The log level (logging/setLevel) each handshake-era connection gets as it starts, before any request
+        # is sent on it: the level a client session asked for before this, its own upstream, existed.
+        self.log_level: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -364,6 +367,7 @@ class Upstream:
                     await self.wire.listening.wait()
             if stop.is_set():
                 return
+            await self._set_initial_level(session)
             changes = await self._listen_for_changes(stack, session)
             ready.append(session)
             got.set()
@@ -372,6 +376,14 @@ class Upstream:
                     tg.start_soon(_drain, changes)
                 await stop.wait()
                 tg.cancel_scope.cancel()
+
+    async def _set_initial_level(self, session: ClientSession) -> None:
+        level, caps = self.log_level, session.server_capabilities
+        handshake = session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+        if level is None or not handshake or caps is None or caps.logging is None:
+            return
+        with anyio.move_on_after(self.spec.request_timeout or 30), contextlib.suppress(MCPError):
+            await session.set_logging_level(level)
 
     async def _listen_for_changes(self, stack: contextlib.AsyncExitStack, session: ClientSession) -> Any:
         """A 2026-07-28 upstream tells of list changes only on a `subscriptions/listen` stream, kept open

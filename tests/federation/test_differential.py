@@ -339,6 +339,22 @@ async def logs(peer: Peer, t: str) -> Any:
     return {"outcome": outcome, "logs": [list(entry) for entry in peer.seen.logs]}
 
 
+async def log_level(peer: Peer, t: str) -> Any:
+    """A client that asks for warnings and up hears no info logs: a quiet call, then (level back to debug) a
+    call that logs once; only that one log arrives (the quiet call's would have come before it)."""
+    if peer.modern:  # 2026-07-28: the level is each request's own opt-in
+        quiet = await call(peer, f"{t}_chatty", {"count": 2}, meta={types.LOG_LEVEL_META_KEY: "warning"})
+    else:
+        await peer.client.session.set_logging_level("warning")
+        try:
+            quiet = await call(peer, f"{t}_chatty", {"count": 2})
+        finally:
+            await peer.client.session.set_logging_level("debug")
+    loud = await call(peer, f"{t}_chatty", {"count": 1})
+    await until(lambda: len(peer.seen.logs) >= 1)
+    return {"quiet": quiet, "loud": loud, "logs": [list(entry) for entry in peer.seen.logs]}
+
+
 async def _list_changed(peer: Peer, t: str, tool: str) -> Any:
     name = fresh("grown")
     await peer.client.list_tools()  # what the client has seen, for the gateway to tell it of a change
@@ -627,6 +643,9 @@ SCENARIOS: dict[str, Scenario] = {
         {"outcome": text_result("done"), "progress": [[i, 3.0, f"step {i} of 3"] for i in (1, 2, 3)]},
     ),
     "logs": Scenario(logs, {"outcome": text_result("logged"), "logs": [["info", f"log {i}", "T"] for i in (1, 2, 3)]}),
+    "log_level": Scenario(
+        log_level, {"quiet": text_result("logged"), "loud": text_result("logged"), "logs": [["info", "log 1", "T"]]}
+    ),
     "list_changed_here": Scenario(
         list_changed_here,
         {"outcome": text_result("added <grown>"), "told": True, "listed": True, "grown": text_result("T <grown>: x")},
