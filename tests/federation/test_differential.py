@@ -441,6 +441,11 @@ async def roots_mid_call(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_roots")
 
 
+async def samplings_at_once(peer: Peer, t: str) -> Any:
+    """Three sampling requests in flight together during one call."""
+    return await call(peer, f"{t}_sample_many", {"count": 3})
+
+
 async def url_elicitation_mid_call(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_visit", {"url": "https://example.test/login"})
 
@@ -671,6 +676,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "roots_mid_call": Scenario(
         roots_mid_call, text_result("roots: file:///work/project"), handshake_upstream_only=HANDSHAKE_API
+    ),
+    "samplings_at_once": Scenario(
+        samplings_at_once, text_result("sampled p0 sampled p1 sampled p2"), handshake_upstream_only=HANDSHAKE_API
     ),
     "url_elicitation_mid_call": Scenario(
         url_elicitation_mid_call, text_result("visit: accept"), handshake_upstream_only=HANDSHAKE_API
