@@ -6,13 +6,16 @@ protocols/mcp/relay.py); everything else goes through the SDK (`_call_tool` -> `
 `_forward`). Each scenario below runs through every (front end x upstream transport) pair the protocol
 allows and must give the SAME outcome, the scenario's `expected` (what the reference path gives: the SDK
 path, handshake era). For the handshake-era streamable-HTTP front end each scenario runs twice in one
-fresh session: the first run's first call into a target opens the session's own upstream (SDK path),
-the second run's calls into the streamable-HTTP target take the relay (checked with a spy), and both
-runs must give the expected outcome.
+fresh session, and both runs must give the expected outcome: in the first run, the session's first call
+into a target is served on the SDK path (it opens the session's own upstream), and in the second run the
+calls into the streamable-HTTP target take the relay (both checked with spies on the gateway). A
+scenario whose key call is refused before reaching the target (denied, rate-limited) starts with a call
+to another tool of the target, so that its refusal, too, comes from the relay in the second run.
 
-Front ends: streamable HTTP 2025-11-25 (`h`), streamable HTTP 2026-07-28 (`m`), legacy SSE, stdio
-(`agentplex stdio -f CONFIG`). Upstreams: stdio, SSE, streamable HTTP (handshake era), and a
-2026-07-28 streamable-HTTP upstream (`era: modern`). All upstreams page their tools/list
+Front ends (test ids): streamable HTTP 2025-11-25 (`http-handshake`), streamable HTTP 2026-07-28
+(`http-modern`), legacy SSE (`sse`), `agentplex stdio -f CONFIG` (`stdio`). Upstreams: `stdio`, `sse`,
+streamable HTTP in the handshake era (`http`), and a 2026-07-28 streamable-HTTP upstream (`modern`,
+an `era: modern` target). All upstreams page their tools/list
 (`--page-size`), so every list walks upstream pages.
 
 Skipped pairings: the *_mid_call scenarios' tools ask with the handshake-era server API, which a
@@ -203,7 +206,8 @@ def upstream_urls() -> Iterator[dict[str, str]]:
 @dataclass
 class World:
     base: str
-    relayed: list[str]
+    relayed: list[str]  # targets of the tools/calls served on the raw relay, in order
+    sdk: list[str]  # and of those served on the SDK path
     shared: dict[tuple[str, str], Peer]  # (front, route) -> the module's client, for all but http-handshake
 
 
@@ -213,9 +217,11 @@ async def world(upstream_urls: dict[str, str], tmp_path_factory: pytest.TempPath
     config_file = tmp_path_factory.mktemp("differential") / "gw.yaml"
     config_file.write_text(yaml)
     relayed: list[str] = []
+    sdk: list[str] = []
     async with run_gateway(yaml) as gw, contextlib.AsyncExitStack() as stack:
         for _, federation in gw.gateway.federations:
             federation._relay = _spy(federation._relay, relayed)  # type: ignore[method-assign]
+            federation._interactive = _spy_sdk(federation._interactive, sdk)  # type: ignore[method-assign]
         base = f"http://127.0.0.1:{gw.port}"
         shared: dict[tuple[str, str], Peer] = {}
         for front in ("http-modern", "sse", "stdio"):
@@ -226,7 +232,16 @@ async def world(upstream_urls: dict[str, str], tmp_path_factory: pytest.TempPath
                 seen = Recorder()
                 client = await stack.enter_async_context(open_client(front, where, seen))
                 shared[front, route] = Peer(front, client, seen, relayed)
-        yield World(base, relayed, shared)
+        yield World(base, relayed, sdk, shared)
+
+
+def _spy_sdk(interactive: Callable[..., Awaitable[Any]], sdk: list[str]) -> Callable[..., Awaitable[Any]]:
+    async def spied(ctx: Any, params: Any, target: str, method: str, invoke: Any) -> Any:
+        if method == "tools/call":
+            sdk.append(target)
+        return await interactive(ctx, params, target, method, invoke)
+
+    return spied
 
 
 def _spy(relay: Callable[..., Awaitable[Any]], relayed: list[str]) -> Callable[..., Awaitable[Any]]:
@@ -296,7 +311,12 @@ async def unknown_tool(peer: Peer, t: str) -> Any:
 
 
 async def denied_tool(peer: Peer, t: str) -> Any:
-    """A denied tool looks exactly like an unknown one (names aside)."""
+    """A denied tool looks exactly like an unknown one (names aside). A call to another tool of the target
+    comes first, so the session has its own upstream and, on the handshake-era front end, the denied call
+    is refused by the relay too."""
+    first = await call(peer, f"{t}_whoami")
+    if "error" in first:
+        return {"first": first}
     denied = json.dumps(await call(peer, f"{t}_getenv", {"name": "HOME"})).replace(f"{t}_getenv", "<tool>")
     unknown = json.dumps(await call(peer, f"{t}_nosuch")).replace(f"{t}_nosuch", "<tool>")
     return {"denied": json.loads(denied), "unknown": json.loads(unknown)}
@@ -545,6 +565,7 @@ class Scenario:
     expected: Any
     route: str = "main"
     calls_target: bool = True  # its tools/calls reach the target (so h's second run takes the relay)
+    call_first: bool = True  # its first request into the target is a tools/call (not resources/subscribe)
     handshake_upstream_only: str = ""  # why it cannot run against a 2026-07-28 upstream, if it cannot
 
 
@@ -660,10 +681,14 @@ SCENARIOS: dict[str, Scenario] = {
         {"outcome": text_result("added <grown>"), "told": True, "listed": True, "grown": text_result("T <grown>: x")},
     ),
     "resource_updated": Scenario(
-        resource_updated, {"outcome": text_result("touched mem://static"), "updated": ["T+mem://static"]}
+        resource_updated,
+        {"outcome": text_result("touched mem://static"), "updated": ["T+mem://static"]},
+        call_first=False,
     ),
     "resource_updated_here": Scenario(
-        resource_updated_here, {"outcome": text_result("touched mem://static"), "updated": ["T+mem://static"]}
+        resource_updated_here,
+        {"outcome": text_result("touched mem://static"), "updated": ["T+mem://static"]},
+        call_first=False,
     ),
     "sampling_any_era": Scenario(sampling_any_era, text_result("sampled: sampled a haiku")),
     "elicitation_any_era": Scenario(elicitation_any_era, text_result("answered: forty-two")),
@@ -815,8 +840,10 @@ async def test_same_answer_on_every_path(world: World, front: str, transport: st
         outcomes = []
         for run in range(2):
             seen.clear()
-            relayed_before = len(world.relayed)
+            relayed_before, sdk_before = len(world.relayed), len(world.sdk)
             outcomes.append(normalise(await scenario.run(peer, target), target))
+            if run == 0 and scenario.calls_target and scenario.call_first:  # its first call into the target: the SDK's
+                assert target in world.sdk[sdk_before:], "the first run made no call on the SDK path"
             if run == 1 and transport == "http" and scenario.calls_target:
                 assert target in world.relayed[relayed_before:], "the second run did not take the relay"
         assert outcomes == [scenario.expected, scenario.expected]
