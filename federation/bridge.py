@@ -49,6 +49,7 @@ class Parked:
         self._outcomes, self._outcomes_in = _channel()
         self._answers: dict[str, Any] = {}
         self.collected = anyio.Event()
+        self.scope = anyio.CancelScope()  # the upstream call's: cancelled when the client gives up on it
 
     async def ask(self, request: Any) -> Any:
         """From the upstream's callback: hand the question to the client, wait for its retry."""
@@ -71,8 +72,16 @@ class Parked:
                 waiting.set()
 
     async def next_outcome(self) -> Any:
-        """What to tell the client now: the call's result, or an `InputRequiredResult`."""
-        kind, key, value = await self._outcomes_in.receive()
+        """What to tell the client now: the call's result, or an `InputRequiredResult`.
+
+        A client that gives up waiting (it cancelled its request, or went away) gives up the call: the
+        upstream call is cancelled too, which tells the target (notifications/cancelled), as when the
+        call is not parked."""
+        try:
+            kind, key, value = await self._outcomes_in.receive()
+        except anyio.get_cancelled_exc_class():
+            self.scope.cancel()
+            raise
         if kind == "ask":
             return types.InputRequiredResult(input_requests={key: value}, request_state=self.id)
         self.collected.set()
@@ -103,7 +112,7 @@ class ParkedCalls:
 
         async def run() -> None:
             try:
-                with anyio.move_on_after(ANSWER_WAIT * 4):  # a call nobody comes back for ends eventually
+                with parked.scope, anyio.move_on_after(ANSWER_WAIT * 4):  # nobody coming back: it ends eventually
                     await parked.run(lambda: call(parked))
                     await parked.collected.wait()
             finally:

@@ -96,8 +96,7 @@ class UpstreamPool:
         if upstream is None:
             upstream = own[target] = Upstream(shared.spec, self.events).attach(self.tg)
             self._owners[upstream] = connection
-            if (level := self.levels.get(connection)) is not None:
-                self.tg.start_soon(set_level, upstream, level)
+            upstream.log_level = self.levels.get(connection)  # in force before its first request
         return upstream
 
     def listing(self, target: str, connection: Any) -> Upstream:
@@ -118,8 +117,7 @@ class UpstreamPool:
         """Another connection to a shared upstream's target, told the shared log level."""
         assert self.tg is not None
         spare = Upstream(shared.spec, self.events).attach(self.tg)
-        if self.shared_level is not None:
-            self.tg.start_soon(set_level, spare, self.shared_level)
+        spare.log_level = self.shared_level  # in force before its first request
         return spare
 
     async def session_ended(self, connection: Any) -> None:
@@ -232,6 +230,7 @@ class UpstreamPool:
 
 async def set_level(upstream: Upstream, level: Any) -> None:
     """logging/setLevel on a connection whose target logs (a down one is skipped)."""
+    upstream.log_level = level  # and for its next connection, should it reconnect
     with contextlib.suppress(MCPError):
         session = await upstream.session()
         if session.server_capabilities and session.server_capabilities.logging is not None:

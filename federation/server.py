@@ -7,7 +7,7 @@ import contextvars
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -587,7 +587,8 @@ class Federation:
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)
         await self._admit(ctx, Access(ctx.method, "resource", str(params.uri), target, uri))
-        await self._forward(ctx, target, "resources/subscribe", lambda s: s.subscribe_resource(uri))
+        upstream = self._upstream(target, ctx)
+        await self._forward(ctx, target, "resources/subscribe", _subscribing(upstream, uri))
         self.downstreams.subscribe(ctx, str(params.uri))
         return types.EmptyResult()
 
@@ -595,7 +596,8 @@ class Federation:
         target, uri = await self._resolve_uri(str(params.uri), ctx)
         await self._admit(ctx, Access(ctx.method, "resource", str(params.uri), target, uri))
         if self.downstreams.unsubscribe(ctx, str(params.uri)):  # the upstream keeps it while others want it
-            await self._forward(ctx, target, "resources/unsubscribe", lambda s: s.unsubscribe_resource(uri))
+            upstream = self._upstream(target, ctx)
+            await self._forward(ctx, target, "resources/unsubscribe", _unsubscribing(upstream, uri))
         return types.EmptyResult()
 
     async def _listen(self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams) -> Any:
@@ -608,10 +610,8 @@ class Federation:
                     denied.add(uri)  # neither subscribed upstream nor heard of
                     continue
                 upstream = self._upstream(target, ctx)
-                if self.downstreams.watch(uri) and not _is_modern_version(upstream.protocol_version):
-                    await self._forward(
-                        ctx, target, "resources/subscribe", lambda s, u=upstream_uri: s.subscribe_resource(u)
-                    )
+                if self.downstreams.watch(uri):
+                    await self._forward(ctx, target, "resources/subscribe", _subscribing(upstream, upstream_uri))
                 watched.append((uri, upstream, upstream_uri))
             except MCPError as exc:
                 logger.info("listener watches %s, which cannot be subscribed upstream: %s", uri, exc.message)
@@ -626,9 +626,7 @@ class Federation:
             for uri, upstream, upstream_uri in watched:
                 if self.downstreams.unwatch(uri) and upstream.connected:
                     with anyio.CancelScope(shield=True), contextlib.suppress(MCPError):
-                        await upstream.request(
-                            "resources/unsubscribe", lambda s, u=upstream_uri: s.unsubscribe_resource(u)
-                        )
+                        await upstream.request("resources/unsubscribe", _unsubscribing(upstream, upstream_uri))
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> Any:
         ref = params.ref
@@ -853,6 +851,31 @@ class _VirtualServer(Server[Any]):
     def create_initialization_options(self, notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
         everything = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(notification_options or everything, *args, **kwargs)
+
+
+def _subscribing(upstream: Upstream, uri: str) -> Callable[[Any], Awaitable[Any]]:
+    """resources/subscribe to `uri` on `upstream`'s session; a 2026-07-28 session has no such method,
+    so a subscriptions/listen stream watches `uri` there instead."""
+
+    async def subscribe(session: Any) -> Any:
+        if _is_modern_version(session.protocol_version):
+            await upstream.watch_resource(uri)
+            return types.EmptyResult()
+        return await session.subscribe_resource(uri)
+
+    return subscribe
+
+
+def _unsubscribing(upstream: Upstream, uri: str) -> Callable[[Any], Awaitable[Any]]:
+    """What `_subscribing` started, ended."""
+
+    async def unsubscribe(session: Any) -> Any:
+        if _is_modern_version(session.protocol_version):
+            upstream.unwatch_resource(uri)
+            return types.EmptyResult()
+        return await session.unsubscribe_resource(uri)
+
+    return unsubscribe
 
 
 _RESULT_TYPES: dict[str, type[Any]] = {

@@ -205,6 +205,10 @@ class Upstream:
         # upstream: the ASGI scope of its latest request); None for a shared one.
         self.caller: Any = None
         self.lists = ListCache()
+        self._resource_watches: dict[str, anyio.CancelScope] = {}  # 2026-07-28: listen streams, by resource
+        # The log level (logging/setLevel) each handshake-era connection gets as it starts, before any request
+        # is sent on it: the level a client session asked for before this, its own upstream, existed.
+        self.log_level: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -363,6 +367,7 @@ class Upstream:
                     await self.wire.listening.wait()
             if stop.is_set():
                 return
+            await self._set_initial_level(session)
             changes = await self._listen_for_changes(stack, session)
             ready.append(session)
             got.set()
@@ -371,6 +376,14 @@ class Upstream:
                     tg.start_soon(_drain, changes)
                 await stop.wait()
                 tg.cancel_scope.cancel()
+
+    async def _set_initial_level(self, session: ClientSession) -> None:
+        level, caps = self.log_level, session.server_capabilities
+        handshake = session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS
+        if level is None or not handshake or caps is None or caps.logging is None:
+            return
+        with anyio.move_on_after(self.spec.request_timeout or 30), contextlib.suppress(MCPError):
+            await session.set_logging_level(level)
 
     async def _listen_for_changes(self, stack: contextlib.AsyncExitStack, session: ClientSession) -> Any:
         """A 2026-07-28 upstream tells of list changes only on a `subscriptions/listen` stream, kept open
@@ -405,8 +418,39 @@ class Upstream:
             return InMemoryTransport(spec.server)
         return _streamable_http(self)
 
+    async def watch_resource(self, uri: str) -> None:
+        """resources/subscribe for a 2026-07-28 session, which has none: a `subscriptions/listen` stream
+        watching `uri`, held open until `unwatch_resource` or the connection ends. Its events reach the
+        message handler, as a handshake-era server's resources/updated does."""
+        session = await self.session()
+        if uri in self._resource_watches or self._tg is None:
+            return
+        scope = self._resource_watches[uri] = anyio.CancelScope()
+
+        async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                with scope, contextlib.suppress(Exception):
+                    async with listen(session, resource_subscriptions=[uri]) as subscription:
+                        task_status.started()
+                        await _drain(subscription)
+            finally:
+                if self._resource_watches.get(uri) is scope:
+                    del self._resource_watches[uri]
+
+        try:
+            await self._tg.start(hold)
+        except RuntimeError as exc:  # ended before it was acknowledged (`start` says so this way)
+            raise UpstreamError(self.spec.name, f"refused to watch {uri}: {exc}") from None
+
+    def unwatch_resource(self, uri: str) -> None:
+        scope = self._resource_watches.pop(uri, None)
+        if scope is not None:
+            scope.cancel()
+
     async def close(self) -> None:
         """Close the connection (the stdio process is ended by the SDK's transport)."""
+        for uri in list(self._resource_watches):
+            self.unwatch_resource(uri)
         stop, done = self._stop, self._done
         self._session = None
         self.wire = None
