@@ -52,6 +52,7 @@ from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import PY, ROOT, http_server, run_gateway
+from tests.federation.test_eras import elicitation, roots, sampling
 
 pytestmark = pytest.mark.anyio
 
@@ -121,23 +122,6 @@ class Recorder:
     async def on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification | types.ResourceUpdatedNotification):
             self.notes.append(message)
-
-
-async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
-    asked = params.messages[0].content.text
-    return types.CreateMessageResult(
-        role="assistant", content=types.TextContent(type="text", text=f"sampled {asked}"), model="test"
-    )
-
-
-async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-    if isinstance(params, types.ElicitRequestURLParams):  # URL mode: the user went to the page
-        return types.ElicitResult(action="accept" if params.url.startswith("https://") else "decline")
-    return types.ElicitResult(action="accept", content={"answer": "forty-two"})
-
-
-async def roots(ctx: Any) -> types.ListRootsResult:
-    return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
 
 
 @dataclass

@@ -50,16 +50,23 @@ class Authorization:
 
 
 @contextlib.asynccontextmanager
-async def authz_server(decide: Decide) -> AsyncIterator[tuple[int, Authorization]]:
+async def grpc_serving(handler: Any) -> AsyncIterator[int]:
+    """A real gRPC server on a free 127.0.0.1 port serving `handler`; yields the port."""
     server = grpc.aio.server()
-    servicer = Authorization(decide)
-    server.add_generic_rpc_handlers((unary_handler(CHECK, servicer.Check),))
+    server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield port, servicer
+        yield port
     finally:
         await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def authz_server(decide: Decide) -> AsyncIterator[tuple[int, Authorization]]:
+    servicer = Authorization(decide)
+    async with grpc_serving(unary_handler(CHECK, servicer.Check)) as port:
+        yield port, servicer
 
 
 def header(key: str, value: str, append: bool | None = None) -> HeaderValueOption:

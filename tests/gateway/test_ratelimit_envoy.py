@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import grpc
 import httpx
 import pytest
 
@@ -23,7 +22,7 @@ from gateway.policies.ratelimit_remote import RATE_LIMITER_UNAVAILABLE
 from gateway.runtime import Runtime
 from tests.conftest import HEADERS, free_port, http_route_yaml, http_target, mcp_yaml, run_gateway, started
 from tests.gateway.test_ext_authz import call, message, rpc, session
-from tests.gateway.test_ext_authz_grpc import unary_handler
+from tests.gateway.test_ext_authz_grpc import grpc_serving, unary_handler
 from tests.gateway.test_http_backend import backend
 
 pytestmark = pytest.mark.anyio
@@ -63,15 +62,9 @@ class RateLimits:
 
 @contextlib.asynccontextmanager
 async def rls_server(limit: int) -> AsyncIterator[tuple[int, RateLimits]]:
-    server = grpc.aio.server()
     servicer = RateLimits(limit)
-    server.add_generic_rpc_handlers((unary_handler(SHOULD_RATE_LIMIT, servicer.ShouldRateLimit),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with grpc_serving(unary_handler(SHOULD_RATE_LIMIT, servicer.ShouldRateLimit)) as port:
         yield port, servicer
-    finally:
-        await server.stop(None)
 
 
 def policy(port: int, *entries: tuple[str, str], **more: Any) -> str:
