@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -44,25 +45,39 @@ def _caller(ctx: ServerRequestContext[Any]) -> str | None:
 class Parked:
     """One upstream call running on behalf of a modern client, with at most one open question."""
 
-    def __init__(self) -> None:
+    def __init__(self, scope: anyio.CancelScope | None = None) -> None:
         self.id = PREFIX + secrets.token_urlsafe(16)
         self._outcomes, self._outcomes_in = _channel()
         self._answers: dict[str, Any] = {}
         self.collected = anyio.Event()
-        self.scope = anyio.CancelScope()  # the upstream call's: cancelled when the client gives up on it
+        # The upstream call's: cancelled when the client gives up on it.
+        self.scope = scope if scope is not None else anyio.CancelScope()
 
     async def ask(self, request: Any) -> Any:
         """From the upstream's callback: hand the question to the client, wait for its retry."""
-        key = f"q{len(self._answers) + 1}"
-        answered = anyio.Event()
-        self._answers[key] = answered
+        key = self.question()
         await self._outcomes.send(("ask", key, request))
+        return await self.answer_to(key)
+
+    def question(self) -> str:
+        """A new open question's key (what the client's `inputResponses` answers it under)."""
+        key = f"q{len(self._answers) + 1}"
+        self._answers[key] = anyio.Event()
+        return key
+
+    async def answer_to(self, key: str) -> Any:
+        """The client's answer to question `key`, once a retry brings it (an error if none comes in time)."""
+        answered = self._answers[key]
         with anyio.move_on_after(ANSWER_WAIT):
             await answered.wait()
         answer = self._answers.get(key)
         if answer is answered:
             return types.ErrorData(code=types.INTERNAL_ERROR, message="the client did not answer in time")
         return answer
+
+    async def finish(self, result: Any = None, error: MCPError | None = None) -> None:
+        """The call's end, for the client's next retry to collect."""
+        await self._outcomes.send(("error", None, error) if error is not None else ("done", None, result))
 
     def answer(self, responses: dict[str, Any]) -> None:
         for key, response in responses.items():
@@ -91,10 +106,11 @@ class Parked:
 
     async def run(self, call: Callable[[], Awaitable[Any]]) -> None:
         try:
-            outcome: tuple[str, Any, Any] = ("done", None, await call())
+            result = await call()
         except MCPError as exc:
-            outcome = ("error", None, exc)
-        await self._outcomes.send(outcome)
+            await self.finish(error=exc)
+            return
+        await self.finish(result)
 
 
 class ParkedCalls:
@@ -121,6 +137,31 @@ class ParkedCalls:
         tg.start_soon(run)
         return parked
 
+    def adopt(self, scope: anyio.CancelScope) -> Parked:
+        """A call already running (a relayed one, under `scope`) parked from now on; `release` it when it ends."""
+        parked = Parked(scope)
+        self._calls[parked.id] = parked
+        return parked
+
+    async def release(self, parked: Parked) -> None:
+        """Forget an adopted call once its outcome is collected (or nobody came for it in time)."""
+        try:
+            with anyio.move_on_after(ANSWER_WAIT):
+                await parked.collected.wait()
+        finally:
+            self._calls.pop(parked.id, None)
+
 
 def _channel() -> tuple[Any, Any]:
     return anyio.create_memory_object_stream[tuple[str, Any, Any]](8)
+
+
+async def sealed(boundary: RequestStateBoundary, method: str, params: dict[str, Any], scope: Any, result: Any) -> Any:
+    """`result` with its `request_state` sealed by `boundary`, as the server middleware seals a handler's,
+    for an answer written outside the SDK's pipeline (a relayed call's)."""
+    ctx = SimpleNamespace(method=method, params=params, request=SimpleNamespace(scope=scope))
+
+    async def handler(_: Any) -> Any:
+        return result
+
+    return await boundary(ctx, handler)  # type: ignore[arg-type]

@@ -19,9 +19,9 @@ from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import REQUEST_TIMEOUT, methods
-from mcp_types.version import LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 
-from federation.bridge import ANSWER_WAIT, ParkedCalls, state_boundary
+from federation.bridge import ANSWER_WAIT, ParkedCalls, sealed, state_boundary
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
 from federation.downstreams import Downstreams
 from federation.guard import Access, Guard, OpenGuard
@@ -31,7 +31,7 @@ from federation.observer import NoObserver, Observer
 from federation.pool import Call, UpstreamPool, set_level
 from protocols import internals
 from protocols.mcp.errors import UpstreamError, unknown_name
-from protocols.mcp.relay import Downstream, Message, relay_id
+from protocols.mcp.relay import Downstream, Message, ModernDownstream, relay_id
 from protocols.mcp.upstream import TargetSpec, Upstream
 
 logger = logging.getLogger("agentplex.federation")
@@ -46,6 +46,7 @@ _ITEM_METHODS = frozenset(
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
+_VERSION = "0.1.0"
 
 
 
@@ -89,6 +90,8 @@ class Federation:
         self.lists = Catalogs(self.naming, self.settings.failure_mode)
         self.catalogs = self.lists.current  # each kind's merged catalog as last built
         self._parked = ParkedCalls()
+        self._boundary = state_boundary(self.settings.name)  # one per federation: every front end's server shares it
+        self._server_info: dict[str, Any] = {"name": self.settings.name, "version": _VERSION}
         self.downstreams = Downstreams()
         self._listen_handler = ListenHandler(self.downstreams.bus)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -141,7 +144,7 @@ class Federation:
     def build_server(self) -> Server[Any]:
         server: Server[Any] = _VirtualServer(
             self.settings.name,
-            version="0.1.0",
+            version=_VERSION,
             get_tool_input_schema=self._tool_input_schema,
             on_list_tools=self._list_handler("tool", types.ListToolsResult, "tools"),
             on_call_tool=self._call_tool,
@@ -159,7 +162,8 @@ class Federation:
             on_subscriptions_listen=self._listen,
         )
         server.middleware.append(self._middleware)
-        server.middleware.append(state_boundary(self.settings.name))
+        server.middleware.append(self._boundary)
+        self._server_info = server.server_info_stamp
         return server
 
     async def _middleware(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
@@ -485,14 +489,73 @@ class Federation:
         Returns the JSON-RPC response for the downstream, or None (before anything was sent) when
         the call is not plain enough, so the SDK path serves it with the same result.
         """
-        params = request["params"]
-        name = params.get("name")
-        entry = self.catalogs["tool"].get(name)  # type: ignore[arg-type]
+        entry = self.catalogs["tool"].get(request["params"].get("name"))
         if entry is None:
             return None  # unknown here: the SDK path refreshes the catalog and answers precisely
         upstream = self._upstream_for_session(entry.target, downstream.session_id)
         if upstream is None or not upstream.can_relay:
             return None
+        return await self._observed_relay(request, downstream, entry, upstream)
+
+    def plan_modern_call(self, request: Message) -> Callable[[ModernDownstream], Awaitable[None]] | None:
+        """A 2026-07-28 tools/call over the raw relay, into a handshake-era streamable-HTTP target: how to
+        run it, or None when the SDK path must serve it (the same result, by the differential suite).
+
+        The SDK path bridges eras by parking the upstream call (federation/bridge.py); so does this one,
+        the moment the target asks the client something: the question goes down as this POST's answer.
+        """
+        entry = self.catalogs["tool"].get(request["params"]["name"])
+        if entry is None:
+            return None
+        upstream = self.pool.of(entry.target, None)
+        if not upstream.can_relay:
+            return None
+
+        async def run(downstream: ModernDownstream) -> None:
+            response: Message | None = None
+            with downstream.call:
+                response = await self._observed_relay(request, downstream, entry, upstream)
+            parked = downstream.parked
+            if parked is None:
+                if response is not None:
+                    await downstream.finish(self._modern_response(response))
+                return
+            try:  # the client's retry collects what the call came to
+                if response is not None:
+                    error = response.get("error")
+                    if error is not None:
+                        await parked.finish(error=MCPError(error["code"], error["message"], error.get("data")))
+                    else:
+                        await parked.finish({"resultType": "complete", **response["result"]})  # as typed results dump
+            finally:
+                await self._parked.release(parked)
+
+        return run
+
+    def _modern_response(self, response: Message) -> Message:
+        """A relayed call's response as the SDK writes a 2026-07-28 result: its schema's fields, a result
+        type, the server's info (runner.py `_serialize`)."""
+        result = response.get("result")
+        if result is None:
+            return response
+        try:
+            typed = {"resultType": "complete", **result}  # as a typed result dumps
+            shaped = methods.serialize_server_result("tools/call", LATEST_MODERN_VERSION, typed)
+        except ValueError:  # pydantic's ValidationError
+            logger.exception("target's tools/call result is not valid at %s", LATEST_MODERN_VERSION)
+            error = {"code": types.INTERNAL_ERROR, "message": "Handler returned an invalid result"}
+            return {"jsonrpc": "2.0", "id": response["id"], "error": error}
+        meta = shaped.get("_meta")
+        if meta is None:
+            shaped["_meta"] = {types.SERVER_INFO_META_KEY: self._server_info}
+        elif isinstance(meta, dict) and meta.get(types.SERVER_INFO_META_KEY) is None:
+            shaped["_meta"] = {**meta, types.SERVER_INFO_META_KEY: self._server_info}
+        return {**response, "result": shaped}
+
+    async def _observed_relay(
+        self, request: Message, downstream: Downstream | ModernDownstream, entry: Any, upstream: Upstream
+    ) -> Message:
+        """`_relay`, observed as the SDK path's middleware observes a call."""
         observed = Observed("tools/call")
         token = _OBSERVED.set(observed)
         start = time.perf_counter()
@@ -509,7 +572,9 @@ class Federation:
         self._observe(downstream.scope, observed)
         return response
 
-    async def _relay(self, request: Message, downstream: Downstream, entry: Any, upstream: Upstream) -> Message:
+    async def _relay(
+        self, request: Message, downstream: Downstream | ModernDownstream, entry: Any, upstream: Upstream
+    ) -> Message:
         params = request["params"]
         reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
         access = Access("tools/call", "tool", entry.item.name, entry.target, entry.original)
@@ -527,9 +592,11 @@ class Federation:
         async def on_message(message: Message) -> Message | None:
             method = message.get("method")
             if "id" in message and method is not None:  # a server-to-client request
-                if method in _RELAYED_REQUESTS:
-                    return await downstream.request(message)
-                return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}}
+                if method not in _RELAYED_REQUESTS:
+                    return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}}
+                if isinstance(downstream, ModernDownstream):
+                    return await self._ask_modern(downstream, message)
+                return await downstream.request(message)
             p = message.get("params") or {}
             if method != "notifications/progress":
                 await self._relayed_notification(upstream, message)
@@ -558,6 +625,30 @@ class Federation:
         if self.naming.prefixed and isinstance(result, dict) and isinstance(result.get("content"), list):
             result = {**result, "content": [self._expose_wire_block(entry.target, b) for b in result["content"]]}
         return {**reply, "result": result}
+
+    async def _ask_modern(self, downstream: ModernDownstream, message: Message) -> Message:
+        """A target's question during a relayed 2026-07-28 call, asked as the SDK path asks it: parked. The
+        first one goes down as this POST's answer (an InputRequiredResult); later ones to the client's retries."""
+        kind, result_type, what = _ASKED[message["method"]]
+        reply: Message = {"jsonrpc": "2.0", "id": message["id"]}
+        try:
+            request = kind.model_validate({"method": message["method"], "params": message.get("params")})
+        except ValueError:
+            return {**reply, "error": {"code": types.INVALID_PARAMS, "message": f"malformed {what} request"}}
+        if downstream.parked is not None:
+            answer = await _parked_answer(downstream.parked, request, result_type, what)
+        else:
+            parked = self._parked.adopt(downstream.call)
+            downstream.call.deadline = anyio.current_time() + ANSWER_WAIT * 4  # as a parked call's
+            key = parked.question()
+            asked = types.InputRequiredResult(input_requests={key: request}, request_state=parked.id)
+            params = downstream.request["params"]
+            result = await sealed(self._boundary, "tools/call", params, downstream.scope, _dump(asked))
+            await downstream.detach(self._modern_response({**reply, "id": downstream.request["id"], "result": result}), parked)
+            answer = _checked_answer(await parked.answer_to(key), result_type, what)
+        if isinstance(answer, types.ErrorData):
+            return {**reply, "error": _dump(answer)}
+        return {**reply, "result": _dump(answer)}
 
     async def _relayed_notification(self, upstream: Upstream, message: Message) -> None:
         """A notification on a relayed call's stream, handled as the SDK path hands it to us: logging to
@@ -717,10 +808,7 @@ class Federation:
                 message=f"agentplex cannot tell which client target '{target}' is asking for {what}: {call}",
             )
         if call.parked is not None:  # a 2026-07-28 client: ask through InputRequiredResult and its retry
-            answer = await call.parked.ask(request)
-            if isinstance(answer, types.ErrorData | result_type):
-                return answer
-            return types.ErrorData(code=types.INVALID_PARAMS, message=f"the client answered {what} with the wrong kind")
+            return await _parked_answer(call.parked, request, result_type, what)
         if call.relay is not None:  # a relayed call: down the same POST's stream
             answer = await call.relay.request(_wire(request))
             if "error" in answer:
@@ -883,6 +971,32 @@ _RESULT_TYPES: dict[str, type[Any]] = {
     "elicitation/create": types.ElicitResult,
     "roots/list": types.ListRootsResult,
 }
+
+
+_ASKED: dict[str, tuple[type[Any], Any, str]] = {  # a target's question: its type, its answer's, what it is
+    "sampling/createMessage": (
+        types.CreateMessageRequest,
+        types.CreateMessageResult | types.CreateMessageResultWithTools,
+        "sampling",
+    ),
+    "elicitation/create": (types.ElicitRequest, types.ElicitResult, "elicitation"),
+    "roots/list": (types.ListRootsRequest, types.ListRootsResult, "roots"),
+}
+
+
+async def _parked_answer(parked: Any, request: Any, result_type: Any, what: str) -> Any:
+    """A parked call's question to its 2026-07-28 client, answered through InputRequiredResult and a retry."""
+    return _checked_answer(await parked.ask(request), result_type, what)
+
+
+def _checked_answer(answer: Any, result_type: Any, what: str) -> Any:
+    if isinstance(answer, types.ErrorData | result_type):
+        return answer
+    return types.ErrorData(code=types.INVALID_PARAMS, message=f"the client answered {what} with the wrong kind")
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def _wire(message: Any) -> Message:

@@ -385,6 +385,7 @@ class Gateway:
                 max_request_body_size=backend.maxRequestBodySize,
                 session_idle_timeout=backend.sessionIdleTimeout,
                 relay=federation.relay_tool_call,
+                relay_modern=federation.plan_modern_call,
                 limits=limits,
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security, limits=limits))

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pydantic_core
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp_types import INTERNAL_ERROR
 
 from protocols import redaction
@@ -245,3 +246,96 @@ class Downstream:
         else:
             headers.append((b"cache-control", b"no-cache, no-transform"))
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+
+class ModernDownstream:
+    """The downstream half of a relayed 2026-07-28 call, written as the SDK's 2026-07-28 entry writes it.
+
+    Plain JSON (an error with the status the SDK's table gives its code) unless something is sent
+    before the response or `PING` seconds pass; then an SSE stream that pings while silent. Log
+    messages go down only at the levels the request opted in to. The client cancels by going away.
+    Once `detach`ed (the response was an `InputRequiredResult`), nothing more goes down this POST.
+    """
+
+    PING = 15.0
+
+    def __init__(self, send: Any, receive: Any, scope: Any, request: Message, log_levels: frozenset[str]) -> None:
+        self._send = send
+        self._receive = receive
+        self.scope = scope  # the ASGI scope of the POST (what policy reads about the caller)
+        self.request = request
+        self.log_levels = log_levels
+        self.call = anyio.CancelScope()  # the relayed call's: the client going away cancels it
+        self.parked: Any = None  # a Parked once detached (federation/bridge.py)
+        self._watching = anyio.CancelScope()
+        self._lock = anyio.Lock()
+        self._streaming = False
+        self._done = False
+
+    async def watch(self) -> None:
+        """While the response is open: a disconnect cancels the call, silence gets a ping."""
+        with self._watching:
+            for _ in range(1_000_000):  # bounded: a ping every PING seconds for years
+                with anyio.move_on_after(self.PING):
+                    if (await self._receive())["type"] == "http.disconnect":
+                        self.call.cancel()
+                        return
+                    continue
+                async with self._lock:
+                    if self._done:
+                        return
+                    await self._start_stream()
+                    await self._send({"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True})
+
+    def stop_watching(self) -> None:
+        self._watching.cancel()
+
+    async def notify(self, message: Message) -> None:
+        if message.get("method") == "notifications/message":
+            params = message.get("params")
+            if not isinstance(params, dict) or params.get("level") not in self.log_levels:
+                return
+        async with self._lock:
+            if self._done:
+                return
+            await self._start_stream()
+            await self._send({"type": "http.response.body", "body": _modern_event(message), "more_body": True})
+
+    async def finish(self, message: Message) -> None:
+        """Send the JSON-RPC response and end the exchange."""
+        async with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self.stop_watching()
+            if self._streaming:
+                await self._send({"type": "http.response.body", "body": _modern_event(message), "more_body": False})
+                return
+            error = message.get("error")
+            status = ERROR_CODE_HTTP_STATUS.get(error.get("code"), 200) if isinstance(error, dict) else 200
+            body = pydantic_core.to_json(message)
+            headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+            await self._send({"type": "http.response.start", "status": status, "headers": headers})
+            await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def detach(self, message: Message, parked: Any) -> None:
+        """Answer with `message` (an InputRequiredResult) while the call goes on, parked."""
+        self.parked = parked
+        await self.finish(message)
+
+    async def _start_stream(self) -> None:
+        if not self._streaming:
+            self._streaming = True
+            await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def _modern_event(message: Message) -> bytes:
+    return b"event: message\r\ndata: " + pydantic_core.to_json(message) + b"\r\n\r\n"

@@ -12,13 +12,22 @@ import anyio
 import pydantic_core
 from mcp.server import Server
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.connection import allowed_log_levels
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from mcp_types import INVALID_REQUEST
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from mcp.shared.inbound import (
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    validate_mcp_param_headers,
+)
+from mcp_types import INVALID_REQUEST, methods
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
 
 from protocols import internals
-from protocols.mcp.relay import Downstream, Message
+from protocols.mcp.relay import Downstream, Message, ModernDownstream
 from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -36,6 +45,8 @@ def rebinding_protection(address: str) -> TransportSecuritySettings | None:
 
 
 RelayFn = Callable[[Message, Downstream], Awaitable[Message | None]]
+# A 2026-07-28 tools/call: a plan to relay it (None: the SDK serves it), run with its downstream.
+ModernRelayFn = Callable[[Message], Callable[[ModernDownstream], Awaitable[None]] | None]
 
 
 def principal(scope: Any) -> dict[str, Any] | None:
@@ -60,6 +71,7 @@ class StreamableHTTPEndpoint:
         max_request_body_size: int = 4 * 1024 * 1024,
         session_idle_timeout: float = 300.0,
         relay: RelayFn | None = None,
+        relay_modern: ModernRelayFn | None = None,
         limits: SessionLimits | None = None,
     ) -> None:
         self.manager = StreamableHTTPSessionManager(
@@ -73,6 +85,8 @@ class StreamableHTTPEndpoint:
         internals.set_session_table(self.manager, SessionTable())  # the SDK's session table, now with start times
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
+        self.relay_modern = relay_modern
+        self._input_schema = server.get_tool_input_schema
         self.max_body = max_request_body_size
         self.limits = limits if limits is not None else SessionLimits()
         self._security = TransportSecurityMiddleware(security) if security is not None else None
@@ -100,7 +114,7 @@ class StreamableHTTPEndpoint:
         if self._opens_session(scope):
             await self._open_session(scope, receive, send)
             return
-        if self.relay is not None and scope.get("method") == "POST":
+        if scope.get("method") == "POST" and (self.relay is not None or self.relay_modern is not None):
             replay = await self._try_relay(scope, receive, send)
             if replay is None:
                 return
@@ -147,9 +161,12 @@ class StreamableHTTPEndpoint:
         """Serve the request on the relay and return None, or return the `receive` the SDK should use."""
         headers = {k: v for k, v in scope["headers"] if k in _RELAY_HEADERS}
         sid = headers.get(b"mcp-session-id", b"").decode("latin-1")
+        if not sid and headers.get(b"mcp-protocol-version", b"").decode("latin-1") in MODERN_PROTOCOL_VERSIONS:
+            return await self._try_relay_modern(scope, receive, send, headers)
         transport = internals.session_table(self.manager).get(sid) if sid else None  # the SDK's live sessions
         if (
-            transport is None
+            self.relay is None
+            or transport is None
             or headers.get(b"mcp-protocol-version", b"").decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS
             or not headers.get(b"content-type", b"").startswith(b"application/json")
             or not _accepts_both(headers.get(b"accept", b""))
@@ -209,6 +226,74 @@ class StreamableHTTPEndpoint:
         if call.cancelled_caught:  # the client gave up on it; the HTTP exchange still needs an end
             await downstream.abandon()
         return None
+
+    async def _try_relay_modern(self, scope: Any, receive: Any, send: Any, headers: dict[bytes, bytes]) -> Any:
+        """A 2026-07-28 `tools/call` on the relay, once it passes every check the SDK's entry makes (its own
+        functions make them); anything it would refuse or treat specially is left to it."""
+        if (
+            self.relay_modern is None
+            or not headers.get(b"content-type", b"").startswith(b"application/json")
+            or check_accept_headers(Request(scope)) != (True, True)
+            or not _length_ok(headers.get(b"content-length", b"0"), self.max_body)
+            or (self._security is not None and not self._security_ok(headers))
+        ):
+            return receive
+        body, read = await _read_body(receive, self.max_body)
+        replay = _replay(read, receive)
+        if body is None:
+            return replay
+        try:
+            message = pydantic_core.from_json(body)
+        except ValueError:
+            return replay
+        version = self._plain_modern_call(scope, message)
+        plan = self.relay_modern(message) if version is not None else None
+        if plan is None:
+            return replay
+        levels = allowed_log_levels(version, message["params"].get("_meta"))
+        downstream = ModernDownstream(send, receive, scope, message, levels)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(downstream.watch)
+            try:
+                await plan(downstream)
+            finally:
+                downstream.stop_watching()
+        return None
+
+    def _plain_modern_call(self, scope: Any, message: Any) -> str | None:
+        """The protocol version of a 2026-07-28 `tools/call` the SDK's entry would dispatch as it is (a valid
+        envelope, headers that agree with it, valid `Mcp-Param-*` headers, and no retry: retries carry state
+        the SDK unseals); None for anything else."""
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or message.get("method") != "tools/call":
+            return None
+        params = message.get("params")
+        if (
+            not _plain_id(message.get("id"))
+            or not isinstance(params, dict)
+            or not isinstance(params.get("name"), str)
+            or params.get("requestState") is not None
+            or params.get("inputResponses") is not None
+        ):
+            return None
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        if find_duplicated_routing_header(raw) is not None:
+            return None
+        folded = dict(reversed(raw))  # the first of each, as starlette reads them
+        verdict = classify_inbound_request(message, headers=folded)
+        if isinstance(verdict, InboundLadderRejection):
+            return None
+        try:
+            methods.validate_client_request("tools/call", verdict.protocol_version, params)
+        except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
+            return None
+        arguments = params.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            return None
+        if arguments or any(k.startswith("mcp-param-") for k in folded):
+            schema = self._input_schema(params["name"]) if self._input_schema is not None else None
+            if schema is None or validate_mcp_param_headers(schema, arguments, folded) is not None:
+                return None
+        return verdict.protocol_version
 
     def _same_principal(self, scope: Any, sid: str) -> bool:
         """The SDK binds a session to the principal that opened it; the relay keeps that promise

@@ -8,7 +8,10 @@ allows and must give the SAME outcome, the scenario's `expected` (what the refer
 path, handshake era). For the handshake-era streamable-HTTP front end each scenario runs twice in one
 fresh session, and both runs must give the expected outcome: in the first run, the session's first call
 into a target is served on the SDK path (it opens the session's own upstream), and in the second run the
-calls into the streamable-HTTP target take the relay (both checked with spies on the gateway). A
+calls into the streamable-HTTP target take the relay (both checked with spies on the gateway). A 2026-07-28
+`tools/call` into a handshake-era streamable-HTTP target takes the relay too (`plan_modern_call`), its
+questions to the client parked as the SDK path parks them: on the 2026-07-28 front end each scenario runs
+twice as well, first with the relay declined (the SDK path), then with it. A
 scenario whose key call is refused before reaching the target (denied, rate-limited) starts with a call
 to another tool of the target, so that its refusal, too, comes from the relay in the second run.
 
@@ -51,6 +54,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 
+from federation.server import Federation
 from tests.conftest import PY, ROOT, http_server, run_gateway
 from tests.federation.test_eras import elicitation, roots, sampling
 
@@ -193,6 +197,12 @@ class World:
     relayed: list[str]  # targets of the tools/calls served on the raw relay, in order
     sdk: list[str]  # and of those served on the SDK path
     shared: dict[tuple[str, str], Peer]  # (front, route) -> the module's client, for all but http-handshake
+    sdk_only: SdkOnly
+
+
+@dataclass
+class SdkOnly:
+    on: bool = False
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +212,11 @@ async def world(upstream_urls: dict[str, str], tmp_path_factory: pytest.TempPath
     config_file.write_text(yaml)
     relayed: list[str] = []
     sdk: list[str] = []
+    sdk_only = SdkOnly()
+    planned = Federation.plan_modern_call
+    # While `sdk_only` is set, 2026-07-28 calls decline the relay (as any call the relay finds less than
+    # plain does), so a scenario can run once on each path. Patched before the endpoints bind it.
+    Federation.plan_modern_call = lambda self, request: None if sdk_only.on else planned(self, request)  # type: ignore[method-assign]
     async with run_gateway(yaml) as gw, contextlib.AsyncExitStack() as stack:
         for _, federation in gw.gateway.federations:
             federation._relay = _spy(federation._relay, relayed)  # type: ignore[method-assign]
@@ -216,7 +231,10 @@ async def world(upstream_urls: dict[str, str], tmp_path_factory: pytest.TempPath
                 seen = Recorder()
                 client = await stack.enter_async_context(open_client(front, where, seen))
                 shared[front, route] = Peer(front, client, seen, relayed)
-        yield World(base, relayed, sdk, shared)
+        try:
+            yield World(base, relayed, sdk, shared, sdk_only)
+        finally:
+            Federation.plan_modern_call = planned  # type: ignore[method-assign]
 
 
 def _spy_sdk(interactive: Callable[..., Awaitable[Any]], sdk: list[str]) -> Callable[..., Awaitable[Any]]:
@@ -810,6 +828,24 @@ def cases() -> Iterator[Any]:
 async def test_same_answer_on_every_path(world: World, front: str, transport: str, name: str) -> None:
     scenario = SCENARIOS[name]
     target = UPSTREAMS[transport]
+    if front == "http-modern":  # twice: on the SDK path, then on the relay where it applies
+        peer = world.shared[front, scenario.route]
+        for run in range(2):
+            peer.seen.clear()
+            relayed_before, sdk_before = len(world.relayed), len(world.sdk)
+            world.sdk_only.on = run == 0
+            try:
+                outcome = normalise(await scenario.run(peer, target), target)
+            finally:
+                world.sdk_only.on = False
+            assert outcome == scenario.expected, f"run {run} ({'relay' if run else 'SDK path'})"
+            if run == 0:
+                assert not world.relayed[relayed_before:], "the SDK-path run took the relay"
+                if scenario.calls_target and scenario.call_first:
+                    assert target in world.sdk[sdk_before:], "the SDK-path run made no call on the SDK path"
+            elif transport == "http" and scenario.calls_target:
+                assert target in world.relayed[relayed_before:], "the second run did not take the relay"
+        return
     if front != "http-handshake":
         peer = world.shared[front, scenario.route]
         peer.seen.clear()
