@@ -47,6 +47,7 @@ _ITEM_METHODS = frozenset(
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 _VERSION = "0.1.0"
+_RESERVED_META = "io.modelcontextprotocol/"  # the prefix of the 2026-07-28 envelope's `_meta` keys
 
 
 
@@ -585,6 +586,12 @@ class Federation:
         rid = relay_id()
         out = {**params, "name": entry.original}
         meta = params.get("_meta")
+        if isinstance(downstream, ModernDownstream) and isinstance(meta, dict):
+            # The 2026-07-28 envelope is the client's to the gateway; a handshake-era session refuses it.
+            meta = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META)}
+            out.pop("_meta")
+            if meta:
+                out["_meta"] = meta
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if token is not None:
             out["_meta"] = {**meta, "progressToken": rid}
@@ -604,17 +611,22 @@ class Federation:
                 await downstream.notify({**message, "params": {**p, "progressToken": token}})
             return None
 
-        current = Call(None, relay=downstream)  # for requests the upstream sends on its standalone stream
+        current = Call(None, relay=downstream)  # for what the upstream sends outside this call's own stream
         if upstream is not self.upstreams[entry.target]:
             upstream.caller = downstream.scope
         try:
             with (
-                self.pool.on_behalf(upstream, current, downstream.scope),
+                self.pool.placement(upstream, "tools/call") as placed,
                 self.observer.upstream(downstream.scope, "tools/call", entry.target, entry.item.name),
             ):
-                response = await upstream.relay(
-                    {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
-                )
+                if placed is not upstream:  # a spare (stdio): what it sends as it starts is no call's
+                    await placed.session()
+                    if not placed.can_relay:
+                        raise UpstreamError(entry.target, "a spare connection could not take the call")
+                with self.pool.on_behalf(placed, current, downstream.scope):
+                    response = await placed.relay(
+                        {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
+                    )
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         if "error" in response:
@@ -630,7 +642,7 @@ class Federation:
         """A target's question during a relayed 2026-07-28 call, asked as the SDK path asks it: parked. The
         first one goes down as this POST's answer (an InputRequiredResult); later ones to the client's retries."""
         kind, result_type, what = _ASKED[message["method"]]
-        reply: Message = {"jsonrpc": "2.0", "id": message["id"]}
+        reply: Message = {"jsonrpc": "2.0", "id": message.get("id")}
         try:
             request = kind.model_validate({"method": message["method"], "params": message.get("params")})
         except ValueError:
@@ -809,8 +821,11 @@ class Federation:
             )
         if call.parked is not None:  # a 2026-07-28 client: ask through InputRequiredResult and its retry
             return await _parked_answer(call.parked, request, result_type, what)
-        if call.relay is not None:  # a relayed call: down the same POST's stream
-            answer = await call.relay.request(_wire(request))
+        if call.relay is not None:  # a relayed call: down the same POST's stream (2026-07-28: parked)
+            if isinstance(call.relay, ModernDownstream):
+                answer = await self._ask_modern(call.relay, _wire(request))
+            else:
+                answer = await call.relay.request(_wire(request))
             if "error" in answer:
                 return types.ErrorData.model_validate(answer["error"])
             return _RESULT_TYPES[request.method].model_validate(answer.get("result") or {})

@@ -32,6 +32,7 @@ __all__ = [
     "held_open",
     "is_socket_readable",
     "negotiate_auto",
+    "pending_requests",
     "process_stdout",
     "security_allows",
     "session_ending",
@@ -108,6 +109,11 @@ def sse_owners(transport: Any) -> MutableMapping[Any, Any]:
 def client_session_closed(session: Any) -> bool:
     """Whether a ClientSession's transport is gone (the SDK publishes no such flag; its dispatcher knows)."""
     return bool(getattr(session._dispatcher, "_closed", False))
+
+
+def pending_requests(session: Any) -> int:
+    """How many requests a ClientSession has sent and not yet had answered (its dispatcher's table)."""
+    return len(getattr(session._dispatcher, "_pending", ())) if session is not None else 0
 
 
 def wrap_stdio_spawn(wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:

@@ -339,3 +339,117 @@ _SSE_HEADERS = [
 
 def _modern_event(message: Message) -> bytes:
     return b"event: message\r\ndata: " + pydantic_core.to_json(message) + b"\r\n\r\n"
+
+
+class StdioWire:
+    """The raw relay's side of a stdio target's pipes: a relayed request is written to the process's stdin
+    as one line, and the lines about it are taken off stdout, in order, before the SDK's reader sees them
+    (`size_limit.LimitedLines`): its response and its progress always; and while it is the only request in
+    flight on the connection, everything else too (log lines, list changes, server-to-client requests),
+    which is how the SDK path attributes them on stdio (`UpstreamPool.caller_for`). With other requests in
+    flight, those lines stay the SDK session's, whose callbacks cannot tell whose they are either.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.stdin: Any = None
+        self.closed = False
+        self.sdk_pending: Callable[[], int] = lambda: 0  # the SDK session's requests in flight (set by its owner)
+        self._waiting: dict[str, Any] = {}  # relayed request id -> the memory stream its lines go to
+        self._answers: dict[str, Message] = {}  # relayed request id -> its response, once it came
+
+    def attach(self, process: Any) -> None:
+        self.stdin = process.stdin
+
+    def take(self, line: bytes) -> bool:
+        """Whether `line` is for a relayed request (then it went there); called by the stdout reader."""
+        if not self._waiting:
+            return False
+        sole = len(self._waiting) == 1 and not self.sdk_pending()
+        if not sole and b'"agentplex-' not in line:
+            return False
+        try:
+            message = pydantic_core.from_json(line)
+        except ValueError:
+            return False
+        if not isinstance(message, dict):
+            return False
+        method = message.get("method")
+        if method is None:  # a response: the relayed request's, kept aside (a full backlog cannot lose it)
+            key = message.get("id")
+            waiter = self._waiting.get(key) if isinstance(key, str) else None
+            if waiter is None:
+                return False
+            self._answers[key] = message
+            waiter.close()
+            return True
+        params = message.get("params")
+        token = params.get("progressToken") if method == "notifications/progress" and isinstance(params, dict) else None
+        if isinstance(token, str) and token in self._waiting:
+            waiter = self._waiting[token]
+        elif sole:
+            waiter = next(iter(self._waiting.values()))
+        else:
+            return False
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            waiter.send_nowait(message)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        for waiter in self._waiting.values():
+            waiter.close()
+
+    async def call(self, request: Message, on_message: OnMessage) -> Message:
+        """Write one request and return its response. What else comes for it goes to `on_message`:
+        notifications in order, each server-to-client request in a task of its own, answered on stdin."""
+        if self.closed or self.stdin is None:
+            raise UpstreamError(self.target, "tools/call failed: the process has ended")
+        rid = request["id"]
+        sender, receiver = anyio.create_memory_object_stream[Message](_STDIO_BACKLOG)
+        self._waiting[rid] = sender
+        try:
+            async with anyio.create_task_group() as asks:
+                with receiver:
+                    await self._write(request)
+                    async for message in receiver:
+                        if "id" in message:
+                            asks.start_soon(self._ask, message, on_message)
+                        else:
+                            await on_message(message)
+                asks.cancel_scope.cancel()  # asks still open when the call ends are moot
+            answer = self._answers.pop(rid, None)
+            if answer is None:
+                raise UpstreamError(self.target, "ended before answering tools/call")
+            return answer
+        finally:
+            self._waiting.pop(rid, None)
+            self._answers.pop(rid, None)
+            sender.close()
+
+    async def _ask(self, message: Message, on_message: OnMessage) -> None:
+        try:
+            reply = await on_message(message)
+        except Exception as exc:  # the caller went away, say: the process still gets an answer
+            error = {"code": INTERNAL_ERROR, "message": f"no answer from the client: {type(exc).__name__}"}
+            reply = {"jsonrpc": "2.0", "id": message["id"], "error": error}
+        if reply is not None:
+            with contextlib.suppress(UpstreamError):
+                await self._write(reply)
+
+    async def _write(self, message: Message) -> None:
+        try:
+            await self.stdin.send(pydantic_core.to_json(message) + b"\n")
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise UpstreamError(self.target, f"tools/call failed: {type(exc).__name__}") from None
+
+    async def cancel(self, request_id: str) -> None:
+        """Tell the process we gave up on a request (best effort, bounded)."""
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+        if self.closed or self.stdin is None:
+            return
+        with anyio.move_on_after(2, shield=True), contextlib.suppress(UpstreamError):
+            await self._write(note)
+
+
+_STDIO_BACKLOG = 256  # progress lines a relayed call may have unread; past that, progress is dropped (never its answer)

@@ -201,18 +201,19 @@ def _request_id(request: httpx2.Request) -> Any:
 
 # -- stdio -------------------------------------------------------------------------------------------
 
-_STDIO_SPAWN: contextvars.ContextVar[tuple[str, int, dict[str, str]] | None] = contextvars.ContextVar(
+_STDIO_SPAWN: contextvars.ContextVar[tuple[str, int, dict[str, str], Any] | None] = contextvars.ContextVar(
     "stdio_spawn", default=None
 )
 
 
 @contextlib.asynccontextmanager
 async def limited_stdio_client(
-    params: StdioServerParameters, target: str, limit: int, environment: dict[str, str]
+    params: StdioServerParameters, target: str, limit: int, environment: dict[str, str], tap: Any = None
 ) -> AsyncIterator[Any]:
     """`stdio_client(params)` whose server's stdout lines are held to `limit` bytes (see `LimitedLines`),
-    started with exactly `environment` (the SDK would put its default subset under any `params.env`)."""
-    token = _STDIO_SPAWN.set((target, limit, environment))
+    started with exactly `environment` (the SDK would put its default subset under any `params.env`).
+    `tap` (a `relay.StdioWire`) is given the process, and first pick of each line of its stdout."""
+    token = _STDIO_SPAWN.set((target, limit, environment, tap))
     try:
         async with stdio_client(params) as streams:
             _STDIO_SPAWN.reset(token)
@@ -230,17 +231,24 @@ class LimitedLines(anyio.abc.ByteReceiveStream):
     with the error instead. Whole lines also spare the SDK's reader, which re-joins its text per read.
     """
 
-    def __init__(self, inner: anyio.abc.ByteReceiveStream, target: str, limit: int) -> None:
+    def __init__(self, inner: anyio.abc.ByteReceiveStream, target: str, limit: int, tap: Any = None) -> None:
         self.inner = inner
         self.target = target
         self.limit = limit
+        self.tap = tap  # takes the lines that answer relayed requests (`relay.StdioWire`)
         self._parts: list[bytes] = []
         self._size = 0
         self._skipping = False  # the rest of an oversized line is still arriving
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         while True:
-            lines = self._feed(await self.inner.receive(max_bytes))
+            try:
+                chunk = await self.inner.receive(max_bytes)
+            except BaseException:
+                if self.tap is not None:
+                    self.tap.close()  # nothing more will answer what was relayed
+                raise
+            lines = self._feed(chunk)
             if lines:
                 return lines
 
@@ -261,10 +269,14 @@ class LimitedLines(anyio.abc.ByteReceiveStream):
                     describe(self.limit),
                 )
                 if (response_id := answered_id(b"".join(self._parts)[:_HEAD])) is not None:
-                    out.append(json.dumps(too_large(self.target, self.limit, response_id)).encode() + b"\n")
+                    line = json.dumps(too_large(self.target, self.limit, response_id)).encode() + b"\n"
+                    if self.tap is None or not self.tap.take(line):
+                        out.append(line)
                 self._parts, self._size, self._skipping = [], 0, newline < 0
             elif newline >= 0:
-                out.append(b"".join(self._parts))
+                line = b"".join(self._parts)
+                if self.tap is None or not self.tap.take(line):
+                    out.append(line)
                 self._parts, self._size = [], 0
         return b"".join(out)
 
@@ -283,7 +295,9 @@ def _limited(spawn: Callable[..., Any]) -> Callable[..., Any]:
         process = await spawn(*args, **kwargs)
         stdout = internals.process_stdout(process)
         if ours is not None and stdout is not None:
-            internals.set_process_stdout(process, LimitedLines(stdout, ours[0], ours[1]))
+            internals.set_process_stdout(process, LimitedLines(stdout, ours[0], ours[1], ours[3]))
+        if ours is not None and ours[3] is not None:
+            ours[3].attach(process)
         return process
 
     return spawn_limited

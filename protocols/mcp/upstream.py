@@ -40,6 +40,7 @@ from mcp.shared.message import SessionMessage
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from opentelemetry import trace
+from opentelemetry.propagate import inject as inject_trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from protocols import internals, pooled_sockets, redaction
@@ -200,6 +201,7 @@ class Upstream:
         self.retry_after = self.first_retry
         self._tg: anyio.abc.TaskGroup | None = None
         self.wire: HttpWire | None = None  # set for streamable-HTTP targets while connected
+        self.stdio: relay.StdioWire | None = None  # the raw relay's side of a stdio target's pipes
         self._hold_scope: anyio.CancelScope | None = None
         # Whom this upstream works for when RELAY_CALLER is not set (the owner of a per-session
         # upstream: the ASGI scope of its latest request); None for a shared one.
@@ -409,7 +411,9 @@ class Upstream:
         if spec.transport == "stdio":
             params = StdioServerParameters(command=spec.command, args=list(spec.args), cwd=spec.cwd)
             # the server's stderr is inherited: it lands in our log stream
-            return limited_stdio_client(params, spec.name, spec.max_response_size, spec.environment())
+            self.stdio = relay.StdioWire(spec.name)  # this connection's: a new process gets a new one
+            self.stdio.sdk_pending = lambda: internals.pending_requests(self._session)
+            return limited_stdio_client(params, spec.name, spec.max_response_size, spec.environment(), self.stdio)
         if spec.transport == "sse":
             return _sse(self)
         if spec.transport == "memory":
@@ -454,6 +458,9 @@ class Upstream:
         stop, done = self._stop, self._done
         self._session = None
         self.wire = None
+        if self.stdio is not None:
+            self.stdio.close()
+            self.stdio = None
         if stop is not None:
             stop.set()
         if done is not None:
@@ -492,15 +499,17 @@ class Upstream:
 
     @property
     def can_relay(self) -> bool:
-        """Whether calls may take the raw relay: a live handshake-era streamable-HTTP session."""
+        """Whether calls may take the raw relay: a live handshake-era session over streamable HTTP or stdio."""
         return (
-            self.wire is not None
+            (self.wire is not None or (self.stdio is not None and not self.stdio.closed))
             and self._live(self._session)
             and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS  # type: ignore[union-attr]
         )
 
     async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
         """One request over the raw relay, with the same timeout and error naming as `request()`."""
+        if self.wire is None and self.stdio is not None:
+            return await self._relay_stdio(self.stdio, request, on_message)
         wire, version = self.wire, self.protocol_version
         assert wire is not None and version is not None
         args = (
@@ -529,6 +538,27 @@ class Upstream:
             self.last_error = str(exc)
             await self.close()  # the next use reconnects through the SDK
             raise UpstreamError(self.spec.name, "lost its session (restarted?); reconnecting") from None
+
+    async def _relay_stdio(self, wire: relay.StdioWire, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
+        """`relay` to a stdio process. Trace context rides in `params._meta`, where the SDK's client puts it."""
+        carrier: dict[str, Any] = {}
+        inject_trace(carrier)
+        if carrier:
+            params = request.get("params") or {}
+            request = {**request, "params": {**params, "_meta": {**(params.get("_meta") or {}), **carrier}}}
+        try:
+            if self.spec.request_timeout is None:
+                return await wire.call(request, on_message)
+            with anyio.fail_after(self.spec.request_timeout):
+                return await wire.call(request, on_message)
+        except TimeoutError:
+            await wire.cancel(request["id"])
+            raise UpstreamError(
+                self.spec.name, f"tools/call timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
+            ) from None
+        except anyio.get_cancelled_exc_class():  # the caller gave up: so does the upstream
+            await wire.cancel(request["id"])
+            raise
 
     async def list_all(self, method: str) -> list[Any]:
         """Every item of a paginated list (tools, prompts, resources, templates), from the cache while

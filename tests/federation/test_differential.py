@@ -1,15 +1,15 @@
 """Proof of one path (issue 15): the same MCP request gives the same client-visible answer on every path.
 
-The gateway serves one method over several paths: a handshake-era `tools/call` into a streamable-HTTP
-target that the session already called goes over the raw JSON relay (federation/server.py `_relay`,
+The gateway serves one method over several paths: a handshake-era `tools/call` into a streamable-HTTP or
+stdio target that the session already called goes over the raw JSON relay (federation/server.py `_relay`,
 protocols/mcp/relay.py); everything else goes through the SDK (`_call_tool` -> `_interactive` ->
 `_forward`). Each scenario below runs through every (front end x upstream transport) pair the protocol
 allows and must give the SAME outcome, the scenario's `expected` (what the reference path gives: the SDK
 path, handshake era). For the handshake-era streamable-HTTP front end each scenario runs twice in one
 fresh session, and both runs must give the expected outcome: in the first run, the session's first call
 into a target is served on the SDK path (it opens the session's own upstream), and in the second run the
-calls into the streamable-HTTP target take the relay (both checked with spies on the gateway). A 2026-07-28
-`tools/call` into a handshake-era streamable-HTTP target takes the relay too (`plan_modern_call`), its
+calls into the streamable-HTTP and stdio targets take the relay (both checked with spies on the gateway). A 2026-07-28
+`tools/call` into a handshake-era streamable-HTTP or stdio target takes the relay too (`plan_modern_call`), its
 questions to the client parked as the SDK path parks them: on the 2026-07-28 front end each scenario runs
 twice as well, first with the relay declined (the SDK path), then with it. A
 scenario whose key call is refused before reaching the target (denied, rate-limited) starts with a call
@@ -63,6 +63,7 @@ pytestmark = pytest.mark.anyio
 PAGING = ("--page-size", "4", "--extra-tools", "3")  # upstream tools/list comes in pages of 4
 UPSTREAMS = {"stdio": "alpha", "sse": "bravo", "http": "charlie", "modern": "delta"}  # transport -> target
 FRONTS = ["http-handshake", "http-modern", "sse", "stdio"]
+RELAYED = ("http", "stdio")  # upstream transports the raw relay serves (handshake-era sessions)
 WAIT = 10  # seconds any one expected event may take (a bound, not an assertion)
 
 
@@ -843,7 +844,7 @@ async def test_same_answer_on_every_path(world: World, front: str, transport: st
                 assert not world.relayed[relayed_before:], "the SDK-path run took the relay"
                 if scenario.calls_target and scenario.call_first:
                     assert target in world.sdk[sdk_before:], "the SDK-path run made no call on the SDK path"
-            elif transport == "http" and scenario.calls_target:
+            elif transport in RELAYED and scenario.calls_target:
                 assert target in world.relayed[relayed_before:], "the second run did not take the relay"
         return
     if front != "http-handshake":
@@ -864,6 +865,6 @@ async def test_same_answer_on_every_path(world: World, front: str, transport: st
             outcomes.append(normalise(await scenario.run(peer, target), target))
             if run == 0 and scenario.calls_target and scenario.call_first:  # its first call into the target: the SDK's
                 assert target in world.sdk[sdk_before:], "the first run made no call on the SDK path"
-            if run == 1 and transport == "http" and scenario.calls_target:
+            if run == 1 and transport in RELAYED and scenario.calls_target:
                 assert target in world.relayed[relayed_before:], "the second run did not take the relay"
         assert outcomes == [scenario.expected, scenario.expected]

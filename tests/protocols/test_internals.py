@@ -73,6 +73,20 @@ async def test_client_session_closed_flag() -> None:
     assert internals.client_session_closed(session) is True
 
 
+async def test_pending_requests_counts_unanswered() -> None:
+    """The stdio relay takes a sole call's lines only while the SDK session has nothing in flight."""
+    send, receive = anyio.create_memory_object_stream[object](1)
+    send2, receive2 = anyio.create_memory_object_stream[object](1)
+    async with send, receive, send2, receive2, ClientSession(receive, send2) as session:
+        assert internals.pending_requests(session) == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.send_ping)
+            await receive2.receive()  # the ping went out, unanswered
+            assert internals.pending_requests(session) == 1
+            tg.cancel_scope.cancel()
+    assert internals.pending_requests(None) == 0
+
+
 def test_stdio_spawn_hook() -> None:
     original = mcp.client.stdio._create_platform_compatible_process
     assert inspect.iscoroutinefunction(original) or callable(original)
