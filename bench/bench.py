@@ -243,6 +243,7 @@ class StdioConnection:
         self.proc = proc
         self.next_id = 0
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.ended = False  # the server's stdout has ended
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -269,7 +270,7 @@ class StdioConnection:
     async def send(self, message: dict[str, Any]) -> None:
         """Write one message as a line."""
         stdin = self.proc.stdin
-        if stdin is None or stdin.is_closing():
+        if self.ended or stdin is None or stdin.is_closing():
             raise CallError("stdio closed")
         try:
             stdin.write(json.dumps(message).encode() + b"\n")
@@ -307,6 +308,7 @@ class StdioConnection:
                 if waiting is not None and not waiting.done() and ("result" in message or "error" in message):
                     waiting.set_result(message)
         finally:
+            self.ended = True
             for waiting in self.pending.values():
                 if not waiting.done():
                     waiting.set_exception(CallError("stdio closed"))
