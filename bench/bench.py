@@ -1,6 +1,6 @@
 """Per-hop overhead benchmark: one upstream MCP server measured directly and through the agentplex gateway.
 
-Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile] [--secure]`.
+Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile] [--secure] [--no-stdio]`.
 `--secure` adds a second gateway with jwtAuth + one mcpAuthorization rule + a per-caller-per-tool
 localRateLimit, measured in the same run, so the cost of those policies per call is reported too.
 The stdio rows (`--no-stdio` skips them) compare the same server spoken to over stdio directly with a
