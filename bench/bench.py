@@ -1,8 +1,10 @@
 """Per-hop overhead benchmark: one upstream MCP server measured directly and through the agentplex gateway.
 
-Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile] [--secure]`.
+Run from the repo root with the project's interpreter: `python bench/bench.py [--quick] [--profile] [--secure] [--no-stdio]`.
 `--secure` adds a second gateway with jwtAuth + one mcpAuthorization rule + a per-caller-per-tool
 localRateLimit, measured in the same run, so the cost of those policies per call is reported too.
+The stdio rows (`--no-stdio` skips them) compare the same server spoken to over stdio directly with a
+gateway whose one target runs it over stdio (`sharing: shared`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ ECHO_BODY = {"name": "echo", "arguments": {"text": "hello"}}
 EXPECTED_TEXT = "up: hello"
 PHASE_TIME_LIMIT = 60.0  # seconds: hard cap on any sequential phase
 MAX_ERRORS = 1000  # a throughput worker stops early once this many errors have been seen in a phase
+STDIO_CALLERS = 8  # concurrent callers on the one stdio session (and HTTP sessions on the stdio gateway)
+STDIO_LINE_LIMIT = 16 * 1024 * 1024  # bytes of one line from a stdio server
 
 
 # -- parameters and results -------------------------------------------------------------------
@@ -231,6 +235,118 @@ class ModernCaller(Session):
         return None
 
 
+class StdioConnection:
+    """One handshake-era MCP session with a server subprocess over its stdin/stdout, spoken raw like `Session`
+    (one JSON-RPC message per line, no MCP SDK client). Concurrent requests are matched to answers by id."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.next_id = 0
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.ended = False  # the server's stdout has ended
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, cmd: list[str], log: Path) -> StdioConnection:
+        """Start the server (from the repo root, stderr to a log file) and read its stdout."""
+        with log.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                cwd=REPO,
+                env=child_env(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                limit=STDIO_LINE_LIMIT,
+            )
+        return cls(proc)
+
+    async def open(self) -> None:
+        """initialize + notifications/initialized (once: stdio is one session)."""
+        params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
+        await self.request("initialize", params)
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Write one message as a line."""
+        stdin = self.proc.stdin
+        if self.ended or stdin is None or stdin.is_closing():
+            raise CallError("stdio closed")
+        try:
+            stdin.write(json.dumps(message).encode() + b"\n")
+            await stdin.drain()
+        except OSError as exc:
+            raise CallError(f"stdio write: {exc}") from exc
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send one request and return its (checked) result."""
+        self.next_id += 1
+        request_id = self.next_id
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        answer = self.pending[request_id] = asyncio.get_running_loop().create_future()
+        try:
+            await self.send(message)
+            async with asyncio.timeout(10.0):
+                return check(await answer, request_id)
+        except TimeoutError as exc:
+            raise CallError("stdio timeout") from exc
+        finally:
+            self.pending.pop(request_id, None)
+
+    async def _read(self) -> None:
+        """Hand each answer to the request waiting for it; fail every waiting request when stdout ends."""
+        assert self.proc.stdout is not None
+        try:
+            while line := await self.proc.stdout.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                waiting = self.pending.get(message.get("id")) if isinstance(message, dict) else None
+                if waiting is not None and not waiting.done() and ("result" in message or "error" in message):
+                    waiting.set_result(message)
+        finally:
+            self.ended = True
+            for waiting in self.pending.values():
+                if not waiting.done():
+                    waiting.set_exception(CallError("stdio closed"))
+
+    async def close(self) -> None:
+        """Close stdin (the server exits on EOF); SIGKILL it if it has not exited within 5 s."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
+
+
+class StdioCaller(Session):
+    """A caller on the one stdio session: the same checks as `Session`, requests going to a StdioConnection."""
+
+    def __init__(self, connection: StdioConnection) -> None:
+        self.connection = connection
+        self.url = "stdio"
+        self.next_id = 0
+        self.headers = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self.connection.request(method, params)
+
+    async def close(self) -> None:
+        return None
+
+
 def new_client(max_connections: int) -> httpx2.AsyncClient:
     """One pooled HTTP/1.1 client with enough keep-alive connections for every session."""
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
@@ -266,9 +382,16 @@ async def timed_sequence(session: Session, call: Callable[[], Any], count: int, 
     return samples
 
 
-async def measure_latency(client: httpx2.AsyncClient, side: Side, params: Params, era: str = PROTOCOL) -> None:
-    """Sequential tools/call p50/p99 and tools/list p50 on one session (or one 2026-07-28 caller)."""
-    session = Session.of_era(era, client, side.url)
+async def measure_latency(
+    client: httpx2.AsyncClient,
+    side: Side,
+    params: Params,
+    era: str = PROTOCOL,
+    new_session: Callable[[], Session] | None = None,
+) -> None:
+    """Sequential tools/call p50/p99 and tools/list p50 on one session (or one 2026-07-28 caller, or
+    `new_session()`'s)."""
+    session = new_session() if new_session else Session.of_era(era, client, side.url)
     await session.open()
     try:
         await timed_sequence(session, session.call_echo, params.warmup, side.errors)
@@ -297,11 +420,17 @@ async def worker(session: Session, deadline: float, errors: Counter[str]) -> int
 
 
 async def measure_throughput(
-    client: httpx2.AsyncClient, side: Side, n: int, duration: float, pids: dict[str, int], era: str = PROTOCOL
+    client: httpx2.AsyncClient,
+    side: Side,
+    n: int,
+    duration: float,
+    pids: dict[str, int],
+    era: str = PROTOCOL,
+    new_session: Callable[[], Session] | None = None,
 ) -> None:
-    """calls/s with n concurrent sessions for `duration` seconds, plus the CPU every process spent meanwhile
-    (2026-07-28 callers: calls/s only, into `side.modern`)."""
-    sessions = [Session.of_era(era, client, side.url) for _ in range(n)]
+    """calls/s with n concurrent sessions (or `new_session()` callers) for `duration` seconds, plus the CPU
+    every process spent meanwhile (2026-07-28 callers: calls/s only, into `side.modern`)."""
+    sessions = [new_session() if new_session else Session.of_era(era, client, side.url) for _ in range(n)]
     await asyncio.gather(*(s.open() for s in sessions))
     try:
         await asyncio.gather(*(s.call_echo() for s in sessions))  # warm every connection
@@ -363,10 +492,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def child_env() -> dict[str, str]:
+    """This environment with the repo root first on PYTHONPATH, so servers run this checkout's code even
+    when the venv's editable install (and its `agentplex` script) points at another checkout."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), path] if path else [str(REPO)])}
+
+
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     """Start a server subprocess from the repo root, its output going to a log file."""
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from the parent links in /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -433,6 +589,25 @@ def gateway_config(gateway_port: int, upstream_port: int, policies: str = "") ->
     )
 
 
+def upstream_cmd(module: str, transport: str, port: int | None = None) -> list[str]:
+    """The upstream server's command line (`python -m MODULE --name up --transport T [--port P]`)."""
+    cmd = [sys.executable, "-m", module, "--name", "up", "--transport", transport]
+    return [*cmd, "--port", str(port)] if port is not None else cmd
+
+
+def stdio_gateway_config(gateway_port: int, upstream_module: str) -> str:
+    """A gateway whose one target runs the upstream over stdio, one process for every client (`shared`)."""
+    stdio = {"cmd": sys.executable, "args": upstream_cmd(upstream_module, "stdio")[1:], "cwd": str(REPO)}
+    return (
+        "mcp:\n"
+        f"  port: {gateway_port}\n"
+        "  targets:\n"
+        "  - name: up\n"
+        "    sharing: shared\n"
+        f"    stdio: {json.dumps(stdio)}\n"
+    )
+
+
 def secure_policies() -> tuple[str, str]:
     """(policies YAML, bearer token): jwtAuth on an inline RS256 key, one CEL rule, one per-caller-per-tool limit."""
     from joserfc import jwk, jwt
@@ -452,24 +627,14 @@ def secure_policies() -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def servers(workdir: Path, upstream_module: str, secure: str = "") -> Iterator[dict[str, Any]]:
-    """Start the upstream and the gateway in front of it; both are stopped on the way out, errors included."""
+def servers(workdir: Path, upstream_module: str, secure: str = "", stdio: bool = False) -> Iterator[dict[str, Any]]:
+    """Start the upstream and the gateway in front of it (and the secured / stdio gateways); all are stopped on
+    the way out, errors included."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up_port, gw_port = free_port(), free_port()
         up_log, gw_log = workdir / "upstream.log", workdir / "gateway.log"
-        upstream_cmd = [
-            sys.executable,
-            "-m",
-            upstream_module,
-            "--name",
-            "up",
-            "--transport",
-            "http",
-            "--port",
-            str(up_port),
-        ]
-        procs.append(upstream := start(upstream_cmd, up_log))
+        procs.append(upstream := start(upstream_cmd(upstream_module, "http", up_port), up_log))
         config = workdir / "gateway.yaml"
         config.write_text(gateway_config(gw_port, up_port))
         procs.append(gateway := start([agentplex_script(), "run", "-f", str(config)], gw_log))
@@ -487,6 +652,13 @@ def servers(workdir: Path, upstream_module: str, secure: str = "") -> Iterator[d
             procs.append(secured := start([agentplex_script(), "run", "-f", str(sec_config)], sec_log))
             env |= {"secured": secured, "secured_url": f"http://{HOST}:{sec_port}/mcp"}
             env["logs"]["secured"] = sec_log
+        if stdio:
+            stdio_port, stdio_log = free_port(), workdir / "gateway-stdio.log"
+            stdio_config = workdir / "gateway-stdio.yaml"
+            stdio_config.write_text(stdio_gateway_config(stdio_port, upstream_module))
+            procs.append(gateway_stdio := start([agentplex_script(), "run", "-f", str(stdio_config)], stdio_log))
+            env |= {"gateway-stdio": gateway_stdio, "gateway_stdio_url": f"http://{HOST}:{stdio_port}/mcp"}
+            env["logs"]["gateway-stdio"] = stdio_log
         yield env
     finally:
         for proc in reversed(procs):
@@ -573,29 +745,58 @@ async def profile_gateway(
 # -- run and report -----------------------------------------------------------------------------
 
 
-async def run(params: Params, upstream_module: str, profile: bool, secure: bool = False) -> dict[str, Any]:
+async def start_stdio(
+    env: dict[str, Any], workdir: Path, upstream_module: str, pids: dict[str, int], stack: contextlib.AsyncExitStack
+) -> StdioConnection:
+    """Wait for the stdio gateway, find the server process it runs, start and open the direct stdio server."""
+    await wait_ready(env["gateway_stdio_url"], env["gateway-stdio"], env["logs"]["gateway-stdio"])
+    pids["gateway-stdio"] = env["gateway-stdio"].pid
+    children = descendants(env["gateway-stdio"].pid)  # `sharing: shared`: one process, started for the listing
+    if len(children) != 1:
+        raise RuntimeError(f"the stdio gateway runs {len(children)} processes, expected 1")
+    pids["gateway-stdio-child"] = children[0]
+    log = workdir / "upstream-stdio.log"
+    connection = await StdioConnection.start(upstream_cmd(upstream_module, "stdio"), log)
+    stack.push_async_callback(connection.close)
+    try:
+        await connection.open()
+        tools = await connection.request("tools/list")
+    except CallError as exc:
+        raise RuntimeError(f"stdio upstream: {exc}\n{log_tail(log)}") from exc
+    if not any(tool.get("name") == "echo" for tool in tools.get("tools", [])):
+        raise RuntimeError("stdio upstream: no echo tool")
+    pids["upstream-stdio"] = connection.proc.pid
+    return connection
+
+
+async def run(
+    params: Params, upstream_module: str, profile: bool, secure: bool = False, stdio: bool = True
+) -> dict[str, Any]:
     """Start the servers, measure every side phase by phase (interleaved), stop the servers."""
     policies = ""
     if secure:
         policies, token = secure_policies()
         BASE_HEADERS["Authorization"] = f"Bearer {token}"  # every side sends it; only the secured one checks it
+    stdio_sides: tuple[Side, Side] | None = None
     with (
         tempfile.TemporaryDirectory(prefix="agentplex-bench-") as tmp,
-        servers(Path(tmp), upstream_module, policies) as env,
+        servers(Path(tmp), upstream_module, policies, stdio) as env,
     ):
-        await wait_ready(env["direct_url"], env["upstream"], env["logs"]["upstream"])
-        await wait_ready(env["gateway_url"], env["gateway"], env["logs"]["gateway"])
-        pids = {"upstream": env["upstream"].pid, "gateway": env["gateway"].pid}
-        direct, gateway = Side(env["direct_url"]), Side(env["gateway_url"])
-        sides = [direct, gateway]
-        secured: Side | None = None
-        if secure:
-            await wait_ready(env["secured_url"], env["secured"], env["logs"]["secured"])
-            pids["secured"] = env["secured"].pid
-            secured = Side(env["secured_url"])
-            sides.append(secured)
-        start = CpuReading.take(pids)
-        async with new_client(2 * max(params.sessions) + 8) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            await wait_ready(env["direct_url"], env["upstream"], env["logs"]["upstream"])
+            await wait_ready(env["gateway_url"], env["gateway"], env["logs"]["gateway"])
+            pids = {"upstream": env["upstream"].pid, "gateway": env["gateway"].pid}
+            direct, gateway = Side(env["direct_url"]), Side(env["gateway_url"])
+            sides = [direct, gateway]
+            secured: Side | None = None
+            if secure:
+                await wait_ready(env["secured_url"], env["secured"], env["logs"]["secured"])
+                pids["secured"] = env["secured"].pid
+                secured = Side(env["secured_url"])
+                sides.append(secured)
+            connection = await start_stdio(env, Path(tmp), upstream_module, pids, stack) if stdio else None
+            start = CpuReading.take(pids)
+            client = await stack.enter_async_context(new_client(2 * max(params.sessions) + 8))
             for side in sides:
                 await measure_latency(client, side, params)
             for n in params.sessions:
@@ -604,6 +805,9 @@ async def run(params: Params, upstream_module: str, profile: bool, secure: bool 
             for side in sides:  # what mcp 2.3.0's Client(url) speaks by default
                 await measure_latency(client, side, params, MODERN)
                 await measure_throughput(client, side, 8, params.duration, pids, MODERN)
+            if connection is not None:
+                stdio_sides = (Side("stdio"), Side(env["gateway_stdio_url"]))
+                await measure_stdio(client, stdio_sides, connection, params, pids)
             usage = CpuReading.take(pids).since(start)
             memory = {name: rss_mib(pid) for name, pid in pids.items()}
             summary = None
@@ -615,9 +819,11 @@ async def run(params: Params, upstream_module: str, profile: bool, secure: bool 
                 summary["2026-07-28"] = await profile_gateway(
                     client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile-modern.txt", MODERN
                 )
-        for name in pids:
-            if env[name].poll() is not None:
-                raise RuntimeError(f"{name} exited during the run\n{log_tail(env['logs'][name])}")
+            for name in ("upstream", "gateway", "secured", "gateway-stdio"):
+                if name in env and env[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited during the run\n{log_tail(env['logs'][name])}")
+            if connection is not None and connection.proc.returncode is not None:
+                raise RuntimeError("the stdio upstream exited during the run")
     doc = report(params, direct, gateway, memory, summary)
     if secured is not None:
         doc["secured"] = _side_doc(secured)
@@ -627,8 +833,45 @@ async def run(params: Params, upstream_module: str, profile: bool, secure: bool 
             "list_p50_added_ms": secured.list_p50_ms - gateway.list_p50_ms,
             "throughput_ratio": {n: secured.throughput.get(n, 0) / v for n, v in gateway.throughput.items() if v},
         }
+    if stdio_sides is not None:
+        doc["stdio"] = stdio_doc(*stdio_sides)
     doc["machine"]["foreign_busy_cpus_during_run"] = usage.foreign_cpus
     return _nan_to_none(doc)
+
+
+async def measure_stdio(
+    client: httpx2.AsyncClient,
+    sides: tuple[Side, Side],
+    connection: StdioConnection,
+    params: Params,
+    pids: dict[str, int],
+) -> None:
+    """The stdio phases, direct then through the stdio gateway: sequential latencies on one session, then
+    STDIO_CALLERS concurrent callers (direct: on the one stdio session; gateway: that many HTTP sessions)."""
+    direct, gateway = sides
+    caller = lambda: StdioCaller(connection)  # noqa: E731
+    await measure_latency(client, direct, params, new_session=caller)
+    await measure_latency(client, gateway, params)
+    await measure_throughput(client, direct, STDIO_CALLERS, params.duration, pids, new_session=caller)
+    await measure_throughput(client, gateway, STDIO_CALLERS, params.duration, pids)
+
+
+def stdio_doc(direct: Side, gateway: Side) -> dict[str, Any]:
+    """The stdio sides and their overhead; the server process is `upstream-stdio` direct and
+    `gateway-stdio-child` behind the gateway."""
+    n = str(STDIO_CALLERS)
+    rate = direct.throughput.get(n)
+    return {
+        "target": "stdio, sharing: shared (one server process for every client session)",
+        "direct": _side_doc(direct),
+        "gateway": _side_doc(gateway),
+        "overhead": {
+            "call_p50_added_ms": gateway.call_p50_ms - direct.call_p50_ms,
+            "call_p99_added_ms": gateway.call_p99_ms - direct.call_p99_ms,
+            "list_p50_added_ms": gateway.list_p50_ms - direct.list_p50_ms,
+            "throughput_ratio": {n: gateway.throughput.get(n, 0) / rate if rate else math.nan},
+        },
+    }
 
 
 def report(
@@ -708,7 +951,33 @@ def table_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("RSS after load (MiB)", f"up {fmt(mem['upstream'], 1)}", f"gw {fmt(mem['gateway'], 1)}", "VmRSS"),
         *modern_rows(doc),
         ("errors", str(sum(d["errors"].values())), str(sum(g["errors"].values())), ""),
+        *stdio_rows(doc),
         *secured_rows(doc),
+    ]
+
+
+def stdio_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows for the same server over stdio: spoken to directly, and as the stdio gateway's (shared) target."""
+    if "stdio" not in doc:
+        return []
+    d, g, o = doc["stdio"]["direct"], doc["stdio"]["gateway"], doc["stdio"]["overhead"]
+    mem = doc["rss_mib_after_load"]
+    dc, gc, n = d["cpu_ms_per_call"], g["cpu_ms_per_call"], str(STDIO_CALLERS)
+    added = lambda key: f"{fmt(o[key], sign='+')} ms"  # noqa: E731
+    ratio = o["throughput_ratio"].get(n)
+    return [
+        ("stdio tools/call p50 (ms)", fmt(d["call_p50_ms"]), fmt(g["call_p50_ms"]), added("call_p50_added_ms")),
+        ("stdio tools/call p99 (ms)", fmt(d["call_p99_ms"]), fmt(g["call_p99_ms"]), added("call_p99_added_ms")),
+        (f"stdio calls/s, {n} callers", fmt(d["throughput"].get(n), 0), fmt(g["throughput"].get(n), 0),
+         "-" if ratio is None else f"{ratio:.0%} of direct"),
+        ("stdio tools/list p50 (ms)", fmt(d["list_p50_ms"]), fmt(g["list_p50_ms"]), added("list_p50_added_ms")),
+        ("stdio gateway CPU / call (ms)", "", fmt(gc.get("gateway-stdio")), f"{n} callers"),
+        ("stdio upstream CPU / call (ms)", fmt(dc.get("upstream-stdio")), fmt(gc.get("gateway-stdio-child")),
+         f"{n} callers"),
+        ("stdio load-gen CPU / call (ms)", fmt(dc.get("load-gen")), fmt(gc.get("load-gen")), f"{n} callers"),
+        ("stdio RSS after load (MiB)", f"up {fmt(mem.get('upstream-stdio'), 1)}",
+         f"gw {fmt(mem.get('gateway-stdio'), 1)} + up {fmt(mem.get('gateway-stdio-child'), 1)}", "VmRSS"),
+        ("stdio errors", str(sum(d["errors"].values())), str(sum(g["errors"].values())), ""),
     ]
 
 
@@ -758,17 +1027,20 @@ def table(doc: dict[str, Any]) -> str:
 def notes(doc: dict[str, Any]) -> list[str]:
     """Lines about machine load and errors that qualify the table."""
     lines = []
-    for name in ("direct", "gateway"):
+    sides = [("direct", doc["direct"]), ("gateway", doc["gateway"])]
+    if "stdio" in doc:
+        sides += [("stdio direct", doc["stdio"]["direct"]), ("stdio gateway", doc["stdio"]["gateway"])]
+    for name, side in sides:
         phases = ", ".join(
-            f"{n} sessions {busy:.2f} busy ({doc[name]['foreign_cpus'][n]:.2f} other work)"
-            for n, busy in doc[name]["busy_cpus"].items()
+            f"{n} sessions {busy:.2f} busy ({side['foreign_cpus'][n]:.2f} other work)"
+            for n, busy in side["busy_cpus"].items()
         )
         lines.append(f"CPUs during {name} load phases (of {doc['machine']['cpus']}): {phases}")
     foreign = doc["machine"].get("foreign_busy_cpus_during_run") or 0.0
     if foreign > 0.15:
         lines.append(f"warning: other work kept {foreign:.2f} CPUs busy during the run; figures are skewed")
-    for name in ("direct", "gateway"):
-        lines += [f"error ({name}): {kind} x{count}" for kind, count in doc[name]["errors"].items()]
+    for name, side in sides:
+        lines += [f"error ({name}): {kind} x{count}" for kind, count in side["errors"].items()]
     return lines
 
 
@@ -798,6 +1070,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller phases (200 sequential calls, 2 s load phases)")
     parser.add_argument("--profile", action="store_true", help="also py-spy the gateway under an extra 8-session load")
     parser.add_argument("--secure", action="store_true", help="also measure a gateway with jwtAuth + a rule + a rate limit")
+    parser.add_argument("--no-stdio", action="store_true", help="skip the stdio rows (direct stdio vs a stdio target)")
     parser.add_argument("--upstream-module", default="tests.fixtures.upstream", help="python -m module to serve")
     return parser.parse_args()
 
@@ -808,7 +1081,8 @@ def main() -> int:
     idle_load = background_load()
     if idle_load > 0.25:
         print(f"warning: {idle_load:.2f} CPUs were already busy before the benchmark started; figures will be skewed")
-    doc = asyncio.run(run(QUICK if args.quick else FULL, args.upstream_module, args.profile, args.secure))
+    params = QUICK if args.quick else FULL
+    doc = asyncio.run(run(params, args.upstream_module, args.profile, args.secure, not args.no_stdio))
     doc["params"]["quick"] = args.quick
     doc["machine"]["busy_cpus_before_start"] = idle_load
     print(table(doc))
@@ -818,7 +1092,9 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\nwrote {(RESULTS / 'latest.json').relative_to(REPO)}")
-    return 1 if doc["direct"]["errors"] or doc["gateway"]["errors"] or doc.get("secured", {}).get("errors") else 0
+    stdio = doc.get("stdio", {})
+    sides = [doc["direct"], doc["gateway"], doc.get("secured", {}), stdio.get("direct", {}), stdio.get("gateway", {})]
+    return 1 if any(side.get("errors") for side in sides) else 0
 
 
 if __name__ == "__main__":
