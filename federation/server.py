@@ -606,11 +606,12 @@ class Federation:
                 return await downstream.request(message)
             p = message.get("params") or {}
             if method != "notifications/progress":
-                await self._relayed_notification(upstream, message)
+                await self._relayed_notification(placing[0], message)
             elif token is not None and p.get("progressToken") == rid:
                 await downstream.notify({**message, "params": {**p, "progressToken": token}})
             return None
 
+        placing = [upstream]  # the connection the call went on (a spare, perhaps): what it sends is about it
         current = Call(None, relay=downstream)  # for what the upstream sends outside this call's own stream
         if upstream is not self.upstreams[entry.target]:
             upstream.caller = downstream.scope
@@ -620,6 +621,7 @@ class Federation:
                 self.observer.upstream(downstream.scope, "tools/call", entry.target, entry.item.name),
             ):
                 if placed is not upstream:  # a spare (stdio): what it sends as it starts is no call's
+                    placing[0] = placed
                     await placed.session()
                     if not placed.can_relay:
                         raise UpstreamError(entry.target, "a spare connection could not take the call")
