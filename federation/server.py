@@ -499,8 +499,9 @@ class Federation:
         return await self._observed_relay(request, downstream, entry, upstream)
 
     def plan_modern_call(self, request: Message) -> Callable[[ModernDownstream], Awaitable[None]] | None:
-        """A 2026-07-28 tools/call over the raw relay, into a handshake-era streamable-HTTP target: how to
-        run it, or None when the SDK path must serve it (the same result, by the differential suite).
+        """A 2026-07-28 tools/call over the raw relay, into a streamable-HTTP target of either era or a
+        handshake-era stdio target: how to run it, or None when the SDK path must serve it (the same
+        result, by the differential suite).
 
         The SDK path bridges eras by parking the upstream call (federation/bridge.py); so does this one,
         the moment the target asks the client something: the question goes down as this POST's answer.
@@ -509,7 +510,7 @@ class Federation:
         if entry is None:
             return None
         upstream = self.pool.of(entry.target, None)
-        if not upstream.can_relay:
+        if not upstream.can_relay and not upstream.can_relay_modern:
             return None
 
         async def run(downstream: ModernDownstream) -> None:
@@ -519,6 +520,11 @@ class Federation:
             parked = downstream.parked
             if parked is None:
                 if response is not None:
+                    result = response.get("result")
+                    if isinstance(result, dict) and result.get("resultType") == "input_required":
+                        # a 2026-07-28 target's question, passed through: its state sealed as the SDK path seals it
+                        result = await sealed(self._boundary, "tools/call", request["params"], downstream.scope, result)
+                        response = {**response, "result": result}
                     await downstream.finish(self._modern_response(response))
                 return
             try:  # the client's retry collects what the call came to
@@ -587,8 +593,10 @@ class Federation:
         out = {**params, "name": entry.original}
         meta = params.get("_meta")
         if isinstance(downstream, ModernDownstream) and isinstance(meta, dict):
-            # The 2026-07-28 envelope is the client's to the gateway; a handshake-era session refuses it.
-            meta = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META)}
+            # The 2026-07-28 envelope is the client's to the gateway (a handshake-era session refuses it; a
+            # 2026-07-28 one gets the gateway's own, `Upstream.relay`), but for its log-level opt-in.
+            kept = (types.LOG_LEVEL_META_KEY,) if _is_modern_version(upstream.protocol_version) else ()
+            meta = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META) or k in kept}
             out.pop("_meta")
             if meta:
                 out["_meta"] = meta

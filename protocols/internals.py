@@ -44,6 +44,7 @@ __all__ = [
     "set_sse_streams",
     "sse_owners",
     "sse_streams",
+    "stamp_request",
     "wrap_network_backend",
     "wrap_stdio_spawn",
 ]
@@ -109,6 +110,15 @@ def sse_owners(transport: Any) -> MutableMapping[Any, Any]:
 def client_session_closed(session: Any) -> bool:
     """Whether a ClientSession's transport is gone (the SDK publishes no such flag; its dispatcher knows)."""
     return bool(getattr(session._dispatcher, "_closed", False))
+
+
+def stamp_request(session: Any, data: dict[str, Any]) -> dict[str, str]:
+    """Stamp a request (`{"method", "params"}`, in place) as a ClientSession stamps what it sends: on a
+    2026-07-28 session, the `_meta` envelope (version, client info and capabilities, log level); returns
+    the headers it adds (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`)."""
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)
+    return dict(opts.get("headers") or {})
 
 
 def pending_requests(session: Any) -> int:

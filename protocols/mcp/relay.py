@@ -48,8 +48,10 @@ async def call(
     protocol_version: str,
     request: Message,
     on_message: OnMessage,
+    stamped: dict[str, str] | None = None,
 ) -> Message:
-    """POST one request on an upstream session and return its JSON-RPC response.
+    """POST one request on an upstream session and return its JSON-RPC response (`stamped`: the headers
+    the SDK's client puts on a 2026-07-28 request, which has no session).
 
     Messages before the response go to `on_message`, notifications in order; each server-to-client
     request in a task of its own (a caller may take its time to answer one), whose answer is POSTed
@@ -59,6 +61,8 @@ async def call(
     headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": protocol_version}
     if session_id:
         headers["mcp-session-id"] = session_id
+    if stamped:
+        headers.update(stamped)
     post = client.build_request("POST", url, content=pydantic_core.to_json(request), headers=headers)
     try:
         response = await client.send(post, stream=True)

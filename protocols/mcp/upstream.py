@@ -506,20 +506,36 @@ class Upstream:
             and self._session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS  # type: ignore[union-attr]
         )
 
+    @property
+    def can_relay_modern(self) -> bool:
+        """Whether calls may take the raw relay to a 2026-07-28 streamable-HTTP target (no session)."""
+        return (
+            self.wire is not None
+            and self._live(self._session)
+            and self._session.protocol_version in MODERN_PROTOCOL_VERSIONS  # type: ignore[union-attr]
+        )
+
     async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
         """One request over the raw relay, with the same timeout and error naming as `request()`."""
         if self.wire is None and self.stdio is not None:
             return await self._relay_stdio(self.stdio, request, on_message)
         wire, version = self.wire, self.protocol_version
         assert wire is not None and version is not None
+        stamped = None
+        modern = version in MODERN_PROTOCOL_VERSIONS
+        if modern:  # no session: the envelope and headers the SDK's client would send, by its own stamp
+            data = {"method": request["method"], "params": dict(request.get("params") or {})}
+            stamped = internals.stamp_request(self._session, data)
+            request = {**request, "params": data["params"]}
         args = (
             self.spec.name,
             wire.url,
             wire.client,
-            wire.session_id,
+            None if modern else wire.session_id,
             version,
             request,
             on_message,
+            stamped,
         )
         try:
             if self.spec.request_timeout is None:
@@ -527,12 +543,14 @@ class Upstream:
             with anyio.fail_after(self.spec.request_timeout):
                 return await relay.call(*args)
         except TimeoutError:
-            await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
+            if not modern:  # 2026-07-28: the POST's stream, closed, said so
+                await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
             raise UpstreamError(
                 self.spec.name, f"tools/call timed out after {self.spec.request_timeout:g}s", code=REQUEST_TIMEOUT
             ) from None
         except anyio.get_cancelled_exc_class():  # the caller gave up: so does the upstream
-            await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
+            if not modern:
+                await relay.cancel(wire.client, wire.url, wire.session_id, version, request["id"])
             raise
         except relay.SessionGone as exc:
             self.last_error = str(exc)

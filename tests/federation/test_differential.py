@@ -9,7 +9,7 @@ path, handshake era). For the handshake-era streamable-HTTP front end each scena
 fresh session, and both runs must give the expected outcome: in the first run, the session's first call
 into a target is served on the SDK path (it opens the session's own upstream), and in the second run the
 calls into the streamable-HTTP and stdio targets take the relay (both checked with spies on the gateway). A 2026-07-28
-`tools/call` into a handshake-era streamable-HTTP or stdio target takes the relay too (`plan_modern_call`), its
+`tools/call` into a streamable-HTTP target of either era or a stdio target takes the relay too (`plan_modern_call`), its
 questions to the client parked as the SDK path parks them: on the 2026-07-28 front end each scenario runs
 twice as well, first with the relay declined (the SDK path), then with it. A
 scenario whose key call is refused before reaching the target (denied, rate-limited) starts with a call
@@ -63,7 +63,8 @@ pytestmark = pytest.mark.anyio
 PAGING = ("--page-size", "4", "--extra-tools", "3")  # upstream tools/list comes in pages of 4
 UPSTREAMS = {"stdio": "alpha", "sse": "bravo", "http": "charlie", "modern": "delta"}  # transport -> target
 FRONTS = ["http-handshake", "http-modern", "sse", "stdio"]
-RELAYED = ("http", "stdio")  # upstream transports the raw relay serves (handshake-era sessions)
+RELAYED = ("http", "stdio")  # upstream transports the raw relay serves for handshake-era clients
+RELAYED_MODERN = (*RELAYED, "modern")  # and for 2026-07-28 clients (a 2026-07-28 target has no session)
 WAIT = 10  # seconds any one expected event may take (a bound, not an assertion)
 
 
@@ -844,7 +845,7 @@ async def test_same_answer_on_every_path(world: World, front: str, transport: st
                 assert not world.relayed[relayed_before:], "the SDK-path run took the relay"
                 if scenario.calls_target and scenario.call_first:
                     assert target in world.sdk[sdk_before:], "the SDK-path run made no call on the SDK path"
-            elif transport in RELAYED and scenario.calls_target:
+            elif transport in RELAYED_MODERN and scenario.calls_target:
                 assert target in world.relayed[relayed_before:], "the second run did not take the relay"
         return
     if front != "http-handshake":
