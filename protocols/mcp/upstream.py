@@ -339,7 +339,7 @@ class Upstream:
         async with contextlib.AsyncExitStack() as stack:
             read, write = await stack.enter_async_context(self._transport())
             session = await stack.enter_async_context(
-                ClientSession(
+                _PassThroughSession(
                     read,
                     write,
                     sampling_callback=self._sampling,
@@ -811,6 +811,17 @@ def _http_client(
         for pool in internals.client_pools(client):
             internals.add_socket_options(pool, _KEEPALIVE)
     return client
+
+
+class _PassThroughSession(ClientSession):
+    """The SDK's client session, but for one check: a tool result's structured content is passed on as the
+    target sent it, not checked against the tool's output schema. The gateway lists the target's schema
+    unchanged, so its clients check the result against the same schema; and the raw relay never checks
+    (measured: the check, and the `tools/list` it may send first, made the SDK path differ from the relay
+    and from itself by what the session happened to have listed)."""
+
+    async def validate_tool_result(self, name: str, result: types.CallToolResult) -> None:
+        return None
 
 
 _W3C = TraceContextTextMapPropagator()

@@ -304,6 +304,15 @@ async def tool_error(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_fail")
 
 
+async def bad_structured_result(peer: Peer, t: str) -> Any:
+    """A result whose structured content breaks the tool's declared output schema (the client, too, would
+    refuse it: what counts is what the gateway answers)."""
+    try:
+        return await call(peer, f"{t}_mislabelled")
+    except RuntimeError as exc:  # the client's own check of a result the gateway let through
+        return {"client refused": str(exc)}
+
+
 async def bad_arguments(peer: Peer, t: str) -> Any:
     """The target's own validation error (pydantic's link names its version: that is the fixture's, not a path's)."""
     outcome = await call(peer, f"{t}_add", {"a": "two", "b": 3})
@@ -603,6 +612,7 @@ PAGED_TOOLS = sorted(
         "grow",
         "grow_here",
         "link",
+        "mislabelled",
         "pid",
         "progress",
         "roots",
@@ -639,6 +649,14 @@ SCENARIOS: dict[str, Scenario] = {
         ],
     ),
     "tool_error": Scenario(tool_error, text_result("Error executing tool fail: T: fail() always fails", error=True)),
+    "bad_structured_result": Scenario(  # passed on as the target sent it, on every path
+        bad_structured_result,
+        {
+            "client refused": "Invalid structured content returned by tool T_mislabelled: 7 is not of type 'string'"
+            "\n\nFailed validating 'type' in schema['properties']['result']:\n    {'type': 'string'}"
+            "\n\nOn instance['result']:\n    7"
+        },
+    ),
     "bad_arguments": Scenario(
         bad_arguments,
         text_result(
