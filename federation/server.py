@@ -494,7 +494,7 @@ class Federation:
         if entry is None:
             return None  # unknown here: the SDK path refreshes the catalog and answers precisely
         upstream = self._upstream_for_session(entry.target, downstream.session_id)
-        if upstream is None or not upstream.can_relay:
+        if upstream is None or not (upstream.can_relay or upstream.can_relay_modern):
             return None
         return await self._observed_relay(request, downstream, entry, upstream)
 
@@ -600,6 +600,11 @@ class Federation:
             out.pop("_meta")
             if meta:
                 out["_meta"] = meta
+        elif isinstance(downstream, Downstream) and _is_modern_version(upstream.protocol_version):
+            # A 2026-07-28 target logs only for requests that opt in: at the level the client's session set.
+            level = self.pool.levels.get(self.downstreams.connection(downstream.session_id), "debug")
+            meta = {**(meta if isinstance(meta, dict) else {}), types.LOG_LEVEL_META_KEY: level}
+            out["_meta"] = meta
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if token is not None:
             out["_meta"] = {**meta, "progressToken": rid}
@@ -637,6 +642,9 @@ class Federation:
                     response = await placed.relay(
                         {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
                     )
+                    if isinstance(downstream, Downstream) and _is_modern_version(placed.protocol_version):
+                        response = await self._resolve_input(downstream, placed, out, response, on_message)
+                        response = _in_era(response, _version_of(downstream.scope))
         except MCPError as exc:
             return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
         if "error" in response:
@@ -647,6 +655,32 @@ class Federation:
         if self.naming.prefixed and isinstance(result, dict) and isinstance(result.get("content"), list):
             result = {**result, "content": [self._expose_wire_block(entry.target, b) for b in result["content"]]}
         return {**reply, "result": result}
+
+    async def _resolve_input(
+        self, downstream: Downstream, upstream: Upstream, out: Message, response: Message, on_message: Any
+    ) -> Message:
+        """A 2026-07-28 target's InputRequiredResult for a handshake-era client, resolved as the SDK path
+        resolves it (`_interactive`): each question asked down the POST's stream, the call retried with the
+        answers and the target's state, for at most 10 rounds."""
+        target = upstream.spec.name
+        for _ in range(10):
+            result = response.get("result")
+            if not isinstance(result, dict) or result.get("resultType") != "input_required":
+                return response
+            answers: dict[str, Any] = {}
+            for key, asked in (result.get("inputRequests") or {}).items():
+                answer = await downstream.request({"jsonrpc": "2.0", "id": None, **asked})
+                error = answer.get("error")
+                if isinstance(error, dict):
+                    message = f"{error.get('message')} (from target '{target}')"
+                    raise MCPError(error.get("code", types.INTERNAL_ERROR), message, error.get("data"))
+                answers[key] = answer.get("result")
+            params = {**out, "inputResponses": answers, "requestState": result.get("requestState")}
+            response = await upstream.relay({"jsonrpc": "2.0", "id": relay_id(), "method": "tools/call", "params": params}, on_message)
+        if (result := response.get("result")) is not None and result.get("resultType") == "input_required":
+            message = f"target '{target}' kept asking for input after 10 rounds (from target '{target}')"
+            raise MCPError(types.INTERNAL_ERROR, message)
+        return response
 
     async def _ask_modern(self, downstream: ModernDownstream, message: Message) -> Message:
         """A target's question during a relayed 2026-07-28 call, asked as the SDK path asks it: parked. The
@@ -996,6 +1030,28 @@ _RESULT_TYPES: dict[str, type[Any]] = {
     "elicitation/create": types.ElicitResult,
     "roots/list": types.ListRootsResult,
 }
+
+
+def _version_of(scope: Any) -> str:
+    """The protocol version a handshake-era HTTP request says it speaks."""
+    for key, value in scope["headers"] if isinstance(scope, dict) else ():
+        if key == b"mcp-protocol-version":
+            return value.decode("latin-1")
+    return LATEST_HANDSHAKE_VERSION
+
+
+def _in_era(response: Message, version: str) -> Message:
+    """A 2026-07-28 target's result in a handshake-era client's version, as the SDK serializes a handler's:
+    the fields of that version's schema only (no `resultType`)."""
+    result = response.get("result")
+    if not isinstance(result, dict):
+        return response
+    try:
+        return {**response, "result": methods.serialize_server_result("tools/call", version, result)}
+    except (KeyError, ValueError):  # an unknown version, or pydantic's ValidationError
+        logger.exception("target's tools/call result is not valid at %s", version)
+        error = {"code": types.INTERNAL_ERROR, "message": "Handler returned an invalid result"}
+        return {"jsonrpc": "2.0", "id": response.get("id"), "error": error}
 
 
 _ASKED: dict[str, tuple[type[Any], Any, str]] = {  # a target's question: its type, its answer's, what it is

@@ -63,8 +63,7 @@ pytestmark = pytest.mark.anyio
 PAGING = ("--page-size", "4", "--extra-tools", "3")  # upstream tools/list comes in pages of 4
 UPSTREAMS = {"stdio": "alpha", "sse": "bravo", "http": "charlie", "modern": "delta"}  # transport -> target
 FRONTS = ["http-handshake", "http-modern", "sse", "stdio"]
-RELAYED = ("http", "stdio")  # upstream transports the raw relay serves for handshake-era clients
-RELAYED_MODERN = (*RELAYED, "modern")  # and for 2026-07-28 clients (a 2026-07-28 target has no session)
+RELAYED = ("http", "stdio", "modern")  # upstream transports the raw relay serves (not legacy SSE)
 WAIT = 10  # seconds any one expected event may take (a bound, not an assertion)
 
 
@@ -863,7 +862,7 @@ async def test_same_answer_on_every_path(world: World, front: str, transport: st
                 assert not world.relayed[relayed_before:], "the SDK-path run took the relay"
                 if scenario.calls_target and scenario.call_first:
                     assert target in world.sdk[sdk_before:], "the SDK-path run made no call on the SDK path"
-            elif transport in RELAYED_MODERN and scenario.calls_target:
+            elif transport in RELAYED and scenario.calls_target:
                 assert target in world.relayed[relayed_before:], "the second run did not take the relay"
         return
     if front != "http-handshake":
