@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import time
 import warnings
@@ -17,21 +16,21 @@ from mcp.server import Server, ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from mcp.shared.message import ServerMessageMetadata
-from mcp_types import REQUEST_TIMEOUT, methods
-from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
+from mcp_types import REQUEST_TIMEOUT
 
-from federation.bridge import ANSWER_WAIT, ParkedCalls, sealed, state_boundary
+from federation.bridge import ParkedCalls, state_boundary
+from federation.calls import OBSERVED, ask_client, is_modern, is_modern_version, scope_of
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
 from federation.downstreams import Downstreams
+from federation.events import EventRouter
 from federation.guard import Access, Guard, OpenGuard
-from federation.lists import LIST_METHODS, Catalogs, fingerprint, page, survey, try_page
+from federation.lists import LIST_METHODS, Catalogs, page, survey, try_page
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
 from federation.pool import Call, UpstreamPool, set_level
+from federation.relaying import Relaying
 from protocols import internals
 from protocols.mcp.errors import UpstreamError, unknown_name
-from protocols.mcp.relay import Downstream, Message, ModernDownstream, relay_id
 from protocols.mcp.upstream import TargetSpec, Upstream
 
 logger = logging.getLogger("agentplex.federation")
@@ -45,14 +44,7 @@ _ITEM_METHODS = frozenset(
     {"tools/call", "prompts/get", "resources/read", "resources/subscribe", "resources/unsubscribe", "completion/complete"}
 )
 _KIND_NOUN: dict[Kind, str] = {"tool": "tool", "prompt": "prompt", "resource": "resource", "template": "resource template"}
-_RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 _VERSION = "0.1.0"
-_RESERVED_META = "io.modelcontextprotocol/"  # the prefix of the 2026-07-28 envelope's `_meta` keys
-
-
-
-# The request being served, as the observer will be told of it; the guard checks fill in its item.
-_OBSERVED: contextvars.ContextVar[Observed | None] = contextvars.ContextVar("observed", default=None)
 
 
 @dataclass(frozen=True)
@@ -64,8 +56,12 @@ class FederationSettings:
     stateless: bool = False  # no client sessions: every target is shared
 
 
-class Federation:
+class Federation(Relaying, EventRouter):
     """Many upstream targets presented as one MCP server.
+
+    Split by responsibility: here, the SDK path (the SDK server's method -> handler table, `build_server`);
+    federation/relaying.py, the raw relay of `tools/call`; federation/events.py, what upstreams send back;
+    federation/pool.py, the upstream connections; federation/lists.py, the merged catalogs.
 
     Each handshake-era client session gets its own upstream session of a `sharing: session` target
     (a process of its own for stdio) when it first calls into that target, closed when the client's
@@ -125,14 +121,14 @@ class Federation:
         """
         client = self._client(ctx)
         upstream = self.pool.listing(target, client) if listing else self.pool.of(target, client)
-        request = _request(ctx)
+        request = scope_of(ctx)
         if request is not None and upstream is not self.upstreams[target]:
             upstream.caller = request
         return upstream
 
     def _client(self, ctx: ServerRequestContext[Any] | None) -> Any:
         """The client connection that gets upstreams of its own, if this request has one."""
-        if ctx is None or self.settings.stateless or _is_modern(ctx):
+        if ctx is None or self.settings.stateless or is_modern(ctx):
             return None
         return internals.connection_of(ctx.session)
 
@@ -172,16 +168,16 @@ class Federation:
         no session starts while a target is down."""
         self.downstreams.seen(ctx)
         if ctx.request_id is None:  # a notification: a denied one is dropped (there is nobody to answer)
-            if self._visible(_request(ctx), Access(ctx.method)):
+            if self._visible(scope_of(ctx), Access(ctx.method)):
                 return await call_next(ctx)
             logger.debug("dropped notification %s: denied by policy", ctx.method)
             return None
         observed = Observed(ctx.method)
-        token = _OBSERVED.set(observed)
+        token = OBSERVED.set(observed)
         start = time.perf_counter()
         try:
             if ctx.method not in _ITEM_METHODS:  # those are checked once their item is known
-                await self._check(_request(ctx), Access(ctx.method))
+                await self._check(scope_of(ctx), Access(ctx.method))
             if ctx.method in ("initialize", "server/discover"):
                 down = await self._unreachable(ctx)
                 if down and self.settings.failure_mode == "failClosed":
@@ -198,9 +194,9 @@ class Federation:
             observed.failed(types.INTERNAL_ERROR)
             raise
         finally:
-            _OBSERVED.reset(token)
+            OBSERVED.reset(token)
             observed.seconds = time.perf_counter() - start
-            self._observe(_request(ctx), observed)
+            self._observe(scope_of(ctx), observed)
 
     def _observe(self, request: Any, observed: Observed) -> None:
         try:
@@ -228,7 +224,7 @@ class Federation:
     def _list_handler(self, kind: Kind, result_type: type[Any], field: str) -> Callable[..., Any]:
         async def handler(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
             cursor = params.cursor if params is not None else None
-            request = _request(ctx)
+            request = scope_of(ctx)
 
             def visible(catalog: Catalog) -> list[Any]:
                 return [
@@ -259,7 +255,7 @@ class Federation:
         no caller's rules or limits apply (like `survey`, an operator's view). Observed as a tools/call.
         Every failure is an MCPError; `timeout` bounds the whole call, finding the tool included."""
         observed = Observed("tools/call")
-        token = _OBSERVED.set(observed)
+        token = OBSERVED.set(observed)
         start = time.perf_counter()
         try:
             with anyio.fail_after(timeout):
@@ -295,7 +291,7 @@ class Federation:
             observed.failed(types.INTERNAL_ERROR)
             raise MCPError(types.INTERNAL_ERROR, f"agentplex could not call {name}: {exc}") from None
         finally:
-            _OBSERVED.reset(token)
+            OBSERVED.reset(token)
             observed.seconds = time.perf_counter() - start
             self._observe(None, observed)
 
@@ -318,7 +314,7 @@ class Federation:
         return entry
 
     async def _admit(self, ctx: ServerRequestContext[Any] | None, access: Access) -> None:
-        await self._check(_request(ctx), access)
+        await self._check(scope_of(ctx), access)
 
     def _visible(self, request: Any, access: Access) -> bool:
         """The guard's answer; a guard that fails denies (and is logged), it never breaks the request."""
@@ -330,7 +326,7 @@ class Federation:
 
     async def _check(self, request: Any, access: Access) -> None:
         """Hidden: the unknown-name error. Visible: the guard admits it or raises (rate limits)."""
-        observed = _OBSERVED.get()
+        observed = OBSERVED.get()
         if observed is not None and access.kind is not None:
             observed.target = access.target
             # Only a name the catalog holds: a resource URI may be free text the client made up.
@@ -350,7 +346,7 @@ class Federation:
         try:
             await self.guard.admit(request, access)
         except MCPError as exc:
-            observed = _OBSERVED.get()
+            observed = OBSERVED.get()
             if observed is not None:  # a limit says when to retry; anything else is a refusal
                 data = exc.error.data
                 observed.outcome = "rate_limited" if isinstance(data, dict) and "retryAfter" in data else "denied"
@@ -375,7 +371,7 @@ class Federation:
             result = await session.call_tool(
                 entry.original, params.arguments, progress_callback=progress, **interactive
             )
-            if getattr(result, "is_error", False) and (observed := _OBSERVED.get()) is not None:
+            if getattr(result, "is_error", False) and (observed := OBSERVED.get()) is not None:
                 observed.tool_failed()
             if not self.naming.prefixed or isinstance(result, types.InputRequiredResult):
                 return result
@@ -425,7 +421,7 @@ class Federation:
 
     def _parked_for(self, ctx: ServerRequestContext[Any], params: Any) -> Any:
         """A 2026-07-28 client's retry answering what a parked upstream request asked: its next outcome."""
-        parked = self._parked.get(params.request_state) if _is_modern(ctx) else None
+        parked = self._parked.get(params.request_state) if is_modern(ctx) else None
         if parked is None:
             return None
         parked.answer(params.input_responses or {})
@@ -440,10 +436,10 @@ class Federation:
         handshake-era client: the gateway asks the client and retries. A handshake-era upstream asking
         a 2026-07-28 client: the request is parked (federation/bridge.py).
         """
-        modern = _is_modern(ctx)
+        modern = is_modern(ctx)
 
         async def call(session: Any) -> Any:
-            if not _is_modern_version(session.protocol_version):
+            if not is_modern_version(session.protocol_version):
                 return await invoke(session)
             opt_in = self._log_opt_in(ctx)
             result = await invoke(
@@ -457,7 +453,7 @@ class Federation:
                 if not isinstance(result, types.InputRequiredResult):
                     return result
                 asked = (result.input_requests or {}).items()
-                answers = {key: await _ask_client(ctx, request) for key, request in asked}
+                answers = {key: await ask_client(ctx, request) for key, request in asked}
                 result = await invoke(
                     session,
                     allow_input_required=True,
@@ -470,7 +466,7 @@ class Federation:
             return result
 
         upstream = self._upstream(target, ctx)
-        if modern and self._tg is not None and not _is_modern_version(upstream.protocol_version):
+        if modern and self._tg is not None and not is_modern_version(upstream.protocol_version):
             parked = await self._parked.start(self._tg, lambda p: self._forward(Call(ctx, p), target, method, call))
             return await parked.next_outcome()
         return await self._forward(Call(ctx), target, method, call)
@@ -478,258 +474,12 @@ class Federation:
     def _log_opt_in(self, ctx: ServerRequestContext[Any]) -> dict[str, Any]:
         """`meta` for a request to a 2026-07-28 upstream, which logs only for requests that opt in: the
         caller's own opt-in (2026-07-28), else the level its session set (every level if none)."""
-        if _is_modern(ctx):
+        if is_modern(ctx):
             level = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
         else:
             level = self.pool.levels.get(self._client(ctx), "debug")
         return {} if level is None else {"meta": {types.LOG_LEVEL_META_KEY: level}}
 
-    async def relay_tool_call(self, request: Message, downstream: Downstream) -> Message | None:
-        """A handshake-era tools/call over the raw relay (protocols/mcp/relay.py).
-
-        Returns the JSON-RPC response for the downstream, or None (before anything was sent) when
-        the call is not plain enough, so the SDK path serves it with the same result.
-        """
-        entry = self.catalogs["tool"].get(request["params"].get("name"))
-        if entry is None:
-            return None  # unknown here: the SDK path refreshes the catalog and answers precisely
-        upstream = self._upstream_for_session(entry.target, downstream.session_id)
-        if upstream is None or not (upstream.can_relay or upstream.can_relay_modern):
-            return None
-        return await self._observed_relay(request, downstream, entry, upstream)
-
-    def plan_modern_call(self, request: Message) -> Callable[[ModernDownstream], Awaitable[None]] | None:
-        """A 2026-07-28 tools/call over the raw relay, into a streamable-HTTP target of either era or a
-        handshake-era stdio target: how to run it, or None when the SDK path must serve it (the same
-        result, by the differential suite).
-
-        The SDK path bridges eras by parking the upstream call (federation/bridge.py); so does this one,
-        the moment the target asks the client something: the question goes down as this POST's answer.
-        """
-        entry = self.catalogs["tool"].get(request["params"]["name"])
-        if entry is None:
-            return None
-        upstream = self.pool.of(entry.target, None)
-        if not upstream.can_relay and not upstream.can_relay_modern:
-            return None
-
-        async def run(downstream: ModernDownstream) -> None:
-            response: Message | None = None
-            with downstream.call:
-                response = await self._observed_relay(request, downstream, entry, upstream)
-            parked = downstream.parked
-            if parked is None:
-                if response is not None:
-                    result = response.get("result")
-                    if isinstance(result, dict) and result.get("resultType") == "input_required":
-                        # a 2026-07-28 target's question, passed through: its state sealed as the SDK path seals it
-                        result = await sealed(self._boundary, "tools/call", request["params"], downstream.scope, result)
-                        response = {**response, "result": result}
-                    await downstream.finish(self._modern_response(response))
-                return
-            try:  # the client's retry collects what the call came to
-                if response is not None:
-                    error = response.get("error")
-                    if error is not None:
-                        await parked.finish(error=MCPError(error["code"], error["message"], error.get("data")))
-                    else:
-                        await parked.finish({"resultType": "complete", **response["result"]})  # as typed results dump
-            finally:
-                await self._parked.release(parked)
-
-        return run
-
-    def _modern_response(self, response: Message) -> Message:
-        """A relayed call's response as the SDK writes a 2026-07-28 result: its schema's fields, a result
-        type, the server's info (runner.py `_serialize`)."""
-        result = response.get("result")
-        if result is None:
-            return response
-        try:
-            typed = {"resultType": "complete", **result}  # as a typed result dumps
-            shaped = methods.serialize_server_result("tools/call", LATEST_MODERN_VERSION, typed)
-        except ValueError:  # pydantic's ValidationError
-            logger.exception("target's tools/call result is not valid at %s", LATEST_MODERN_VERSION)
-            error = {"code": types.INTERNAL_ERROR, "message": "Handler returned an invalid result"}
-            return {"jsonrpc": "2.0", "id": response["id"], "error": error}
-        meta = shaped.get("_meta")
-        if meta is None:
-            shaped["_meta"] = {types.SERVER_INFO_META_KEY: self._server_info}
-        elif isinstance(meta, dict) and meta.get(types.SERVER_INFO_META_KEY) is None:
-            shaped["_meta"] = {**meta, types.SERVER_INFO_META_KEY: self._server_info}
-        return {**response, "result": shaped}
-
-    async def _observed_relay(
-        self, request: Message, downstream: Downstream | ModernDownstream, entry: Any, upstream: Upstream
-    ) -> Message:
-        """`_relay`, observed as the SDK path's middleware observes a call."""
-        observed = Observed("tools/call")
-        token = _OBSERVED.set(observed)
-        start = time.perf_counter()
-        try:
-            response = await self._relay(request, downstream, entry, upstream)
-        finally:
-            _OBSERVED.reset(token)
-        error = response.get("error")
-        if error is not None:
-            observed.failed(error.get("code", types.INTERNAL_ERROR))
-        elif isinstance(result := response.get("result"), dict) and result.get("isError") is True:
-            observed.tool_failed()
-        observed.seconds = time.perf_counter() - start
-        self._observe(downstream.scope, observed)
-        return response
-
-    async def _relay(
-        self, request: Message, downstream: Downstream | ModernDownstream, entry: Any, upstream: Upstream
-    ) -> Message:
-        params = request["params"]
-        reply: Message = {"jsonrpc": "2.0", "id": request["id"]}
-        access = Access("tools/call", "tool", entry.item.name, entry.target, entry.original)
-        try:
-            await self._check(downstream.scope, access)
-        except MCPError as exc:
-            return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
-        rid = relay_id()
-        out = {**params, "name": entry.original}
-        meta = params.get("_meta")
-        if isinstance(downstream, ModernDownstream) and isinstance(meta, dict):
-            # The 2026-07-28 envelope is the client's to the gateway (a handshake-era session refuses it; a
-            # 2026-07-28 one gets the gateway's own, `Upstream.relay`), but for its log-level opt-in.
-            kept = (types.LOG_LEVEL_META_KEY,) if _is_modern_version(upstream.protocol_version) else ()
-            meta = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META) or k in kept}
-            out.pop("_meta")
-            if meta:
-                out["_meta"] = meta
-        elif isinstance(downstream, Downstream) and _is_modern_version(upstream.protocol_version):
-            # A 2026-07-28 target logs only for requests that opt in: at the level the client's session set.
-            level = self.pool.levels.get(self.downstreams.connection(downstream.session_id), "debug")
-            meta = {**(meta if isinstance(meta, dict) else {}), types.LOG_LEVEL_META_KEY: level}
-            out["_meta"] = meta
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
-        if token is not None:
-            out["_meta"] = {**meta, "progressToken": rid}
-
-        async def on_message(message: Message) -> Message | None:
-            method = message.get("method")
-            if "id" in message and method is not None:  # a server-to-client request
-                if method not in _RELAYED_REQUESTS:
-                    return {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "Method not found"}}
-                if isinstance(downstream, ModernDownstream):
-                    return await self._ask_modern(downstream, message)
-                return await downstream.request(message)
-            p = message.get("params") or {}
-            if method != "notifications/progress":
-                await self._relayed_notification(placing[0], message)
-            elif token is not None and p.get("progressToken") == rid:
-                await downstream.notify({**message, "params": {**p, "progressToken": token}})
-            return None
-
-        placing = [upstream]  # the connection the call went on (a spare, perhaps): what it sends is about it
-        current = Call(None, relay=downstream)  # for what the upstream sends outside this call's own stream
-        if upstream is not self.upstreams[entry.target]:
-            upstream.caller = downstream.scope
-        try:
-            with (
-                self.pool.placement(upstream, "tools/call") as placed,
-                self.observer.upstream(downstream.scope, "tools/call", entry.target, entry.item.name),
-            ):
-                if placed is not upstream:  # a spare (stdio): what it sends as it starts is no call's
-                    placing[0] = placed
-                    await placed.session()
-                    if not placed.can_relay:
-                        raise UpstreamError(entry.target, "a spare connection could not take the call")
-                with self.pool.on_behalf(placed, current, downstream.scope):
-                    response = await placed.relay(
-                        {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": out}, on_message
-                    )
-                    if isinstance(downstream, Downstream) and _is_modern_version(placed.protocol_version):
-                        response = await self._resolve_input(downstream, placed, out, response, on_message)
-                        response = _in_era(response, _version_of(downstream.scope))
-        except MCPError as exc:
-            return {**reply, "error": exc.error.model_dump(mode="json", exclude_none=True)}
-        if "error" in response:
-            error = dict(response["error"])
-            error["message"] = f"{error.get('message')} (from target '{entry.target}')"
-            return {**reply, "error": error}
-        result = response.get("result")
-        if self.naming.prefixed and isinstance(result, dict) and isinstance(result.get("content"), list):
-            result = {**result, "content": [self._expose_wire_block(entry.target, b) for b in result["content"]]}
-        return {**reply, "result": result}
-
-    async def _resolve_input(
-        self, downstream: Downstream, upstream: Upstream, out: Message, response: Message, on_message: Any
-    ) -> Message:
-        """A 2026-07-28 target's InputRequiredResult for a handshake-era client, resolved as the SDK path
-        resolves it (`_interactive`): each question asked down the POST's stream, the call retried with the
-        answers and the target's state, for at most 10 rounds."""
-        target = upstream.spec.name
-        for _ in range(10):
-            result = response.get("result")
-            if not isinstance(result, dict) or result.get("resultType") != "input_required":
-                return response
-            answers: dict[str, Any] = {}
-            for key, asked in (result.get("inputRequests") or {}).items():
-                answer = await downstream.request({"jsonrpc": "2.0", "id": None, **asked})
-                error = answer.get("error")
-                if isinstance(error, dict):
-                    message = f"{error.get('message')} (from target '{target}')"
-                    raise MCPError(error.get("code", types.INTERNAL_ERROR), message, error.get("data"))
-                answers[key] = answer.get("result")
-            params = {**out, "inputResponses": answers, "requestState": result.get("requestState")}
-            response = await upstream.relay({"jsonrpc": "2.0", "id": relay_id(), "method": "tools/call", "params": params}, on_message)
-        if (result := response.get("result")) is not None and result.get("resultType") == "input_required":
-            message = f"target '{target}' kept asking for input after 10 rounds (from target '{target}')"
-            raise MCPError(types.INTERNAL_ERROR, message)
-        return response
-
-    async def _ask_modern(self, downstream: ModernDownstream, message: Message) -> Message:
-        """A target's question during a relayed 2026-07-28 call, asked as the SDK path asks it: parked. The
-        first one goes down as this POST's answer (an InputRequiredResult); later ones to the client's retries."""
-        kind, result_type, what = _ASKED[message["method"]]
-        reply: Message = {"jsonrpc": "2.0", "id": message.get("id")}
-        try:
-            request = kind.model_validate({"method": message["method"], "params": message.get("params")})
-        except ValueError:
-            return {**reply, "error": {"code": types.INVALID_PARAMS, "message": f"malformed {what} request"}}
-        if downstream.parked is not None:
-            answer = await _parked_answer(downstream.parked, request, result_type, what)
-        else:
-            parked = self._parked.adopt(downstream.call)
-            downstream.call.deadline = anyio.current_time() + ANSWER_WAIT * 4  # as a parked call's
-            key = parked.question()
-            asked = types.InputRequiredResult(input_requests={key: request}, request_state=parked.id)
-            params = downstream.request["params"]
-            result = await sealed(self._boundary, "tools/call", params, downstream.scope, _dump(asked))
-            await downstream.detach(self._modern_response({**reply, "id": downstream.request["id"], "result": result}), parked)
-            answer = _checked_answer(await parked.answer_to(key), result_type, what)
-        if isinstance(answer, types.ErrorData):
-            return {**reply, "error": _dump(answer)}
-        return {**reply, "result": _dump(answer)}
-
-    async def _relayed_notification(self, upstream: Upstream, message: Message) -> None:
-        """A notification on a relayed call's stream, handled as the SDK path hands it to us: logging to
-        the caller, list changes and resource updates to the catalogs and clients; the unknown dropped."""
-        method = str(message.get("method"))
-        version = upstream.protocol_version or LATEST_HANDSHAKE_VERSION  # the relay runs on handshake-era sessions
-        try:
-            notification = methods.parse_server_notification(method, version, message.get("params"))
-        except (KeyError, ValueError, RuntimeError):  # pydantic's ValidationError is a ValueError
-            logger.debug("target %s: dropped %r sent during a relayed call", upstream.spec.name, method)
-            return
-        if isinstance(notification, types.LoggingMessageNotification):
-            await self.on_logging(upstream, notification.params)
-        await self.on_notification(upstream, notification)
-
-    def _expose_wire_block(self, target: str, block: Any) -> Any:
-        """`_expose_block` for the relay's JSON content blocks."""
-        if not isinstance(block, dict):
-            return block
-        if block.get("type") == "resource_link" and isinstance(block.get("uri"), str):
-            return {**block, "uri": self.naming.uri(target, block["uri"])}
-        inner = block.get("resource")
-        if block.get("type") == "resource" and isinstance(inner, dict) and isinstance(inner.get("uri"), str):
-            return {**block, "resource": {**inner, "uri": self.naming.uri(target, inner["uri"])}}
-        return block
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> Any:
         target, uri = await self._resolve_uri(str(params.uri), ctx)
@@ -753,7 +503,7 @@ class Federation:
         for uri in (params.notifications.resource_subscriptions or []) if params.notifications else []:
             try:
                 target, upstream_uri = await self._resolve_uri(uri, ctx)
-                if not self._visible(_request(ctx), Access(ctx.method, "resource", uri, target, upstream_uri)):
+                if not self._visible(scope_of(ctx), Access(ctx.method, "resource", uri, target, upstream_uri)):
                     denied.add(uri)  # neither subscribed upstream nor heard of
                     continue
                 upstream = self._upstream(target, ctx)
@@ -832,8 +582,8 @@ class Federation:
     async def _forward(self, caller: ServerRequestContext[Any] | Call, target: str, method: str, call: Any) -> Any:
         """Run one upstream call on behalf of a downstream request, so its callbacks can find their way back."""
         current = caller if isinstance(caller, Call) else Call(caller)
-        request = _request(current.ctx)
-        observed = _OBSERVED.get()
+        request = scope_of(current.ctx)
+        observed = OBSERVED.get()
         name = observed.name if observed is not None and observed.target == target else ""
         try:
             with (
@@ -850,147 +600,6 @@ class Federation:
 
     # -- what upstreams send back (UpstreamEvents) -------------------------------------------
 
-    async def _ask_downstream(self, upstream: Upstream, request: Any, result_type: Any, what: str) -> Any:
-        target = upstream.spec.name
-        call = self.pool.caller_for(upstream)
-        if isinstance(call, str) and (owner := self.pool.owner(upstream)) is not None:
-            return await self._ask_session(owner, request, target, what)
-        if isinstance(call, str):
-            if request.method == "roots/list":  # asked for no call (at start-up, say): the gateway's own roots
-                logger.debug("target %s asked for roots outside any call (%s): answered with none", target, call)
-                return types.ListRootsResult(roots=[])
-            return types.ErrorData(
-                code=types.INVALID_REQUEST,
-                message=f"agentplex cannot tell which client target '{target}' is asking for {what}: {call}",
-            )
-        if call.parked is not None:  # a 2026-07-28 client: ask through InputRequiredResult and its retry
-            return await _parked_answer(call.parked, request, result_type, what)
-        if call.relay is not None:  # a relayed call: down the same POST's stream (2026-07-28: parked)
-            if isinstance(call.relay, ModernDownstream):
-                answer = await self._ask_modern(call.relay, _wire(request))
-            else:
-                answer = await call.relay.request(_wire(request))
-            if "error" in answer:
-                return types.ErrorData.model_validate(answer["error"])
-            return _RESULT_TYPES[request.method].model_validate(answer.get("result") or {})
-        if call.ctx is None:  # an operator's call (the admin playground): nobody to ask
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message=f"target '{target}' asked for {what}, but this call has no client"
-            )
-        if _is_modern(call.ctx):
-            return types.ErrorData(
-                code=types.INVALID_REQUEST,
-                message=f"target '{target}' asked for {what}, but the client's protocol era has no back-channel",
-            )
-        try:
-            return await _ask_client(call.ctx, request)
-        except MCPError as exc:
-            return exc.error
-
-    async def _ask_session(self, connection: Any, request: Any, target: str, what: str) -> Any:
-        """A client session's own upstream asks outside any one call (as it starts, or with several of the
-        session's calls open): its client is asked on the session's own channel, not tied to a request."""
-        wire = _wire(request)
-        try:
-            with anyio.fail_after(ANSWER_WAIT):
-                result = await connection.outbound.send_raw_request(wire["method"], wire.get("params"))
-            return _RESULT_TYPES[request.method].model_validate(result)
-        except MCPError as exc:
-            return exc.error
-        except TimeoutError:
-            return types.ErrorData(code=types.INTERNAL_ERROR, message=f"the client did not answer {what} in time")
-        except Exception as exc:  # no channel to the client, or an answer of the wrong kind
-            logger.info("could not ask the client for %s for target %s: %s", what, target, exc)
-            problem = f"target '{target}' asked for {what}, but the client could not be asked"
-            return types.ErrorData(code=types.INVALID_REQUEST, message=problem)
-
-    async def on_sampling(self, upstream: Upstream, params: types.CreateMessageRequestParams) -> Any:
-        return await self._ask_downstream(
-            upstream,
-            types.CreateMessageRequest(params=params),
-            types.CreateMessageResult | types.CreateMessageResultWithTools,
-            "sampling",
-        )
-
-    async def on_elicitation(self, upstream: Upstream, params: types.ElicitRequestParams) -> Any:
-        return await self._ask_downstream(
-            upstream, types.ElicitRequest(params=params), types.ElicitResult, "elicitation"
-        )
-
-    async def on_list_roots(self, upstream: Upstream) -> Any:
-        return await self._ask_downstream(upstream, types.ListRootsRequest(), types.ListRootsResult, "roots")
-
-    async def on_logging(self, upstream: Upstream, params: types.LoggingMessageNotificationParams) -> None:
-        """A log message goes to the call it belongs to (`UpstreamPool.caller_for`); else to the client session that owns
-        the upstream, if one does; else to nobody."""
-        call = self.pool.caller_for(upstream)
-        if isinstance(call, str) and (owner := self.pool.owner(upstream)) is not None:
-            # A client session's own upstream: its client's, though not any one request's.
-            with contextlib.suppress(Exception):
-                message = _wire(types.LoggingMessageNotification(params=params))
-                await owner.outbound.notify(message["method"], message.get("params"))
-            return
-        if isinstance(call, str):
-            logger.debug("log message from target %s for no call (%s): %s", upstream.spec.name, call, params.data)
-            return
-        with contextlib.suppress(Exception):
-            if call.relay is not None:
-                await call.relay.notify(_wire(types.LoggingMessageNotification(params=params)))
-            elif call.ctx is not None:
-                await call.ctx.session.send_log_message(
-                    params.level, params.data, params.logger, related_request_id=call.ctx.request_id
-                )
-
-    async def on_notification(self, upstream: Upstream, message: Any) -> None:
-        """List changes refresh the catalog (and tell clients if what they see changed); resource
-        updates go to the clients subscribed to that resource. A client session's own upstream
-        speaks to that client only. Work is done off the upstream's reader."""
-        target, client = upstream.spec.name, self.pool.owner(upstream)
-        # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one,
-        # which for a `sharing: session` target is the client sessions that list it there (`pool.listing`).
-        if client is not None:
-            clients: list[Any] | None = [client]
-        elif self._shared_for_all(upstream):
-            clients = None
-        else:
-            clients = [c for c in self.downstreams.clients() if self.pool.lists_shared(target, c)]
-        root = getattr(message, "root", message)
-        upstream.notified(str(getattr(root, "method", "")))  # its cached lists, if they changed
-        if isinstance(root, types.ResourceUpdatedNotification):
-            exposed = self.naming.uri(target, str(root.params.uri))
-            if self._tg is not None:
-                self._tg.start_soon(self.downstreams.resource_updated, exposed, clients, client is None)
-            return
-        kinds: tuple[Kind, ...] = ()
-        if isinstance(root, types.ToolListChangedNotification):
-            kinds = ("tool",)
-        elif isinstance(root, types.PromptListChangedNotification):
-            kinds = ("prompt",)
-        elif isinstance(root, types.ResourceListChangedNotification):
-            kinds = ("resource", "template")
-        for kind in kinds:
-            self.lists.forget(kind, target)
-            if self._tg is not None:
-                self._tg.start_soon(self._list_changed, kind, client, clients)
-
-    def _shared_for_all(self, upstream: Upstream) -> bool:
-        return upstream.spec.sharing == "shared" or self.settings.stateless
-
-    async def policy_changed(self) -> None:
-        """The guard was replaced (a config reload): every client is told its lists may have changed."""
-        for kind in ("tool", "prompt", "resource"):
-            await self.downstreams.list_changed(kind, None, True)
-
-    async def _list_changed(self, kind: Kind, client: Any, clients: list[Any] | None) -> None:
-        before = fingerprint(self.catalogs[kind])
-        try:
-            catalog = await self.refresh(kind, client=client)
-        except MCPError as exc:
-            logger.warning("could not refresh %ss after a list change: %s", kind, exc.message)
-            return
-        if fingerprint(catalog) != before:
-            await self.downstreams.list_changed("resource" if kind == "template" else kind, clients, client is None)
-
 
 class _VirtualServer(Server[Any]):
     """Advertises list-change notifications in the handshake era: the gateway relays them."""
@@ -1005,7 +614,7 @@ def _subscribing(upstream: Upstream, uri: str) -> Callable[[Any], Awaitable[Any]
     so a subscriptions/listen stream watches `uri` there instead."""
 
     async def subscribe(session: Any) -> Any:
-        if _is_modern_version(session.protocol_version):
+        if is_modern_version(session.protocol_version):
             await upstream.watch_resource(uri)
             return types.EmptyResult()
         return await session.subscribe_resource(uri)
@@ -1017,79 +626,12 @@ def _unsubscribing(upstream: Upstream, uri: str) -> Callable[[Any], Awaitable[An
     """What `_subscribing` started, ended."""
 
     async def unsubscribe(session: Any) -> Any:
-        if _is_modern_version(session.protocol_version):
+        if is_modern_version(session.protocol_version):
             upstream.unwatch_resource(uri)
             return types.EmptyResult()
         return await session.unsubscribe_resource(uri)
 
     return unsubscribe
-
-
-_RESULT_TYPES: dict[str, type[Any]] = {
-    "sampling/createMessage": types.CreateMessageResult,
-    "elicitation/create": types.ElicitResult,
-    "roots/list": types.ListRootsResult,
-}
-
-
-def _version_of(scope: Any) -> str:
-    """The protocol version a handshake-era HTTP request says it speaks."""
-    for key, value in scope["headers"] if isinstance(scope, dict) else ():
-        if key == b"mcp-protocol-version":
-            return value.decode("latin-1")
-    return LATEST_HANDSHAKE_VERSION
-
-
-def _in_era(response: Message, version: str) -> Message:
-    """A 2026-07-28 target's result in a handshake-era client's version, as the SDK serializes a handler's:
-    the fields of that version's schema only (no `resultType`)."""
-    result = response.get("result")
-    if not isinstance(result, dict):
-        return response
-    try:
-        return {**response, "result": methods.serialize_server_result("tools/call", version, result)}
-    except (KeyError, ValueError):  # an unknown version, or pydantic's ValidationError
-        logger.exception("target's tools/call result is not valid at %s", version)
-        error = {"code": types.INTERNAL_ERROR, "message": "Handler returned an invalid result"}
-        return {"jsonrpc": "2.0", "id": response.get("id"), "error": error}
-
-
-_ASKED: dict[str, tuple[type[Any], Any, str]] = {  # a target's question: its type, its answer's, what it is
-    "sampling/createMessage": (
-        types.CreateMessageRequest,
-        types.CreateMessageResult | types.CreateMessageResultWithTools,
-        "sampling",
-    ),
-    "elicitation/create": (types.ElicitRequest, types.ElicitResult, "elicitation"),
-    "roots/list": (types.ListRootsRequest, types.ListRootsResult, "roots"),
-}
-
-
-async def _parked_answer(parked: Any, request: Any, result_type: Any, what: str) -> Any:
-    """A parked call's question to its 2026-07-28 client, answered through InputRequiredResult and a retry."""
-    return _checked_answer(await parked.ask(request), result_type, what)
-
-
-def _checked_answer(answer: Any, result_type: Any, what: str) -> Any:
-    if isinstance(answer, types.ErrorData | result_type):
-        return answer
-    return types.ErrorData(code=types.INVALID_PARAMS, message=f"the client answered {what} with the wrong kind")
-
-
-def _dump(model: Any) -> Any:
-    return model.model_dump(by_alias=True, mode="json", exclude_none=True)
-
-
-def _wire(message: Any) -> Message:
-    """A typed request or notification as a JSON-RPC dict (for the relay's downstream)."""
-    return {"jsonrpc": "2.0", **message.model_dump(by_alias=True, mode="json", exclude_none=True)}
-
-
-async def _ask_client(ctx: ServerRequestContext[Any], request: Any) -> Any:
-    """A server-to-client request on a handshake-era client's back-channel, tied to its request."""
-    return await ctx.session.send_request(
-        request, _RESULT_TYPES[request.method], metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
-    )
 
 
 def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:
@@ -1098,19 +640,5 @@ def _progress_relay(ctx: ServerRequestContext[Any]) -> Any:
             await ctx.session.report_progress(progress, total, message)
 
     return relay
-
-
-def _request(ctx: ServerRequestContext[Any] | None) -> Any:
-    """The ASGI scope of the HTTP request that carried this message (None on stdio): what policy reads."""
-    request = ctx.request if ctx is not None else None
-    return getattr(request, "scope", None)
-
-
-def _is_modern(ctx: ServerRequestContext[Any]) -> bool:
-    return _is_modern_version(ctx.protocol_version)
-
-
-def _is_modern_version(version: str | None) -> bool:
-    return version in MODERN_PROTOCOL_VERSIONS
 
 
