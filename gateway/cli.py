@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -55,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+# uvloop where it is installed (not on Windows): libuv's event loop, in C, instead of asyncio's in Python
+_LOOP = {"use_uvloop": True} if importlib.util.find_spec("uvloop") is not None else {}
+
+
+def _run(func: Callable[..., Any], *args: Any) -> Any:
+    """`anyio.run` on the event loop the gateway serves on."""
+    return anyio.run(func, *args, backend="asyncio", backend_options=_LOOP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +119,7 @@ def _validate(path: str, catalog: bool = False) -> int:
     if not catalog:
         return 0
     _setup_logging("critical")  # the targets' own chatter would bury the listing
-    failed = anyio.run(_print_catalog, gateway)
+    failed = _run(_print_catalog, gateway)
     return 1 if failed else 0
 
 
@@ -165,7 +175,7 @@ def _run_file(path: str, args: argparse.Namespace) -> int:
 def _run_config(config: Config, log_level: str, source: str, reload: Callable[[], Config] | None = None) -> int:
     _setup_logging(log_level, config.config.logging.format)
     logger.info("agentplex starting with %s", source)
-    anyio.run(serve, config, reload)
+    _run(serve, config, reload)
     return 0
 
 
@@ -178,7 +188,7 @@ def _stdio(config: Config, route: str | None, log_level: str) -> int:
     name = route if route is not None else next(iter(federations))
     if name not in federations:
         raise ConfigError([f"{config.source}: no MCP route named {name!r} (routes: {', '.join(federations)})"])
-    anyio.run(serve_federation_stdio, federations[name])
+    _run(serve_federation_stdio, federations[name])
     return 0
 
 

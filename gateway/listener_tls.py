@@ -107,12 +107,10 @@ class PeerCertificates(ReadDeadlines):
         self._tls = connection_tls(sslobj) if sslobj is not None else None
         super().connection_made(transport)
 
-    def handle_events(self) -> None:
-        before = self.cycle
-        super().handle_events()
-        cycle = self.cycle
-        if cycle is not before and cycle is not None and self._tls is not None:  # a new request: its task has not run
-            cycle.scope.setdefault("extensions", {})["tls"] = self._tls
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # a new request's scope: no task has seen it yet
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}
 
 
 def connection_tls(sslobj: ssl.SSLObject) -> dict[str, Any]:

@@ -73,7 +73,8 @@ async def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(
             "stats": runtime.stats_port,
         }[server]
         assert port is not None
-        took, answer = await dribble(port, HEAD if client == "dribbles headers" else b"", b"x-slow: 1\r\n" * 10)
+        dribbling = client == "dribbles headers"  # (llhttp refuses "x-slow" as a request line at its first byte)
+        took, answer = await dribble(port, HEAD if dribbling else b"", b"x-slow: 1\r\n" * 10 if dribbling else b"")
         assert answer.startswith(b"HTTP/1.1 408 ") and b"request head not received within 1 s" in answer
         assert took < 4  # the deadline is 1 s; without one the client holds on for all of its 6 s
         async with httpx.AsyncClient(timeout=10) as http:  # everyone else is served as before
