@@ -74,3 +74,15 @@ def is_modern(ctx: ServerRequestContext[Any]) -> bool:
 
 def is_modern_version(version: str | None) -> bool:
     return version in MODERN_PROTOCOL_VERSIONS
+
+
+RESERVED_META = "io.modelcontextprotocol/"  # the prefix of the 2026-07-28 envelope's `_meta` keys
+
+
+def forwarded_meta(meta: Any) -> dict[str, Any]:
+    """What of a client's `tools/call` `_meta` goes on to the target: its own keys, not the protocol's (the
+    progress token and the 2026-07-28 envelope are the gateway's to set on its own request)."""
+    if meta is None:
+        return {}
+    raw = meta if isinstance(meta, dict) else meta.model_dump(by_alias=True, exclude_none=True)
+    return {k: v for k, v in raw.items() if k != "progressToken" and not k.startswith(RESERVED_META)}

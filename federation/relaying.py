@@ -19,7 +19,7 @@ from mcp_types import methods
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
 from federation.bridge import ANSWER_WAIT, sealed
-from federation.calls import ASKED, OBSERVED, checked_answer, dump, is_modern_version, parked_answer
+from federation.calls import ASKED, OBSERVED, RESERVED_META, checked_answer, dump, is_modern_version, parked_answer
 from federation.guard import Access
 from federation.observer import Message as Observed
 from federation.pool import Call
@@ -31,7 +31,6 @@ logger = logging.getLogger("agentplex.federation")
 
 _RELAYED_REQUESTS = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 
-_RESERVED_META = "io.modelcontextprotocol/"  # the prefix of the 2026-07-28 envelope's `_meta` keys
 
 
 def _version_of(scope: Any) -> str:
@@ -171,7 +170,7 @@ class Relaying:
             # The 2026-07-28 envelope is the client's to the gateway (a handshake-era session refuses it; a
             # 2026-07-28 one gets the gateway's own, `Upstream.relay`), but for its log-level opt-in.
             kept = (types.LOG_LEVEL_META_KEY,) if is_modern_version(upstream.protocol_version) else ()
-            meta = {k: v for k, v in meta.items() if not k.startswith(_RESERVED_META) or k in kept}
+            meta = {k: v for k, v in meta.items() if not k.startswith(RESERVED_META) or k in kept}
             out.pop("_meta")
             if meta:
                 out["_meta"] = meta

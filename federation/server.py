@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import REQUEST_TIMEOUT
 
 from federation.bridge import ParkedCalls, state_boundary
-from federation.calls import OBSERVED, ask_client, is_modern, is_modern_version, scope_of
+from federation.calls import OBSERVED, ask_client, forwarded_meta, is_modern, is_modern_version, scope_of
 from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
 from federation.downstreams import Downstreams
 from federation.events import EventRouter
@@ -366,10 +366,12 @@ class Federation(Relaying, EventRouter):
             return await parked
         entry = await self._lookup("tool", params.name, ctx)
         progress = _progress_relay(ctx)
+        passed = forwarded_meta(params.meta)
 
         async def invoke(session: Any, **interactive: Any) -> Any:
+            meta = {**passed, **(interactive.pop("meta", None) or {})}
             result = await session.call_tool(
-                entry.original, params.arguments, progress_callback=progress, **interactive
+                entry.original, params.arguments, progress_callback=progress, meta=meta or None, **interactive
             )
             if getattr(result, "is_error", False) and (observed := OBSERVED.get()) is not None:
                 observed.tool_failed()

@@ -176,14 +176,7 @@ class StreamableHTTPEndpoint:
             or not self._same_principal(scope, sid)
         ):
             return receive
-        body, read = await _read_body(receive, self.max_body)
-        replay = _replay(read, receive)
-        if body is None:
-            return replay
-        try:
-            message = pydantic_core.from_json(body)
-        except ValueError:
-            return replay
+        message, replay = await _read_json(receive, self.max_body)
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
             return replay
         if "method" not in message:  # a client's answer to a request the relay sent down on this session?
@@ -238,14 +231,7 @@ class StreamableHTTPEndpoint:
             or (self._security is not None and not self._security_ok(headers))
         ):
             return receive
-        body, read = await _read_body(receive, self.max_body)
-        replay = _replay(read, receive)
-        if body is None:
-            return replay
-        try:
-            message = pydantic_core.from_json(body)
-        except ValueError:
-            return replay
+        message, replay = await _read_json(receive, self.max_body)
         version = self._plain_modern_call(scope, message)
         plan = self.relay_modern(message) if version is not None else None
         if plan is None:
@@ -393,6 +379,19 @@ async def _read_body(receive: Any, limit: int) -> tuple[bytes | None, list[dict[
             return None, read
         if not message.get("more_body", False):
             return b"".join(m.get("body", b"") for m in read), read
+
+
+async def _read_json(receive: Any, limit: int) -> tuple[Any, Any]:
+    """The request body parsed as JSON (None if it is not JSON, too big, or never came whole), and the
+    `receive` that hands the SDK what was read, for when the relay declines."""
+    body, read = await _read_body(receive, limit)
+    replay = _replay(read, receive)
+    if body is None:
+        return None, replay
+    try:
+        return pydantic_core.from_json(body), replay
+    except ValueError:
+        return None, replay
 
 
 def _replay(read: list[dict[str, Any]], receive: Any) -> Any:

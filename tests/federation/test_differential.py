@@ -303,6 +303,11 @@ async def tool_error(peer: Peer, t: str) -> Any:
     return await call(peer, f"{t}_fail")
 
 
+async def client_meta(peer: Peer, t: str) -> Any:
+    """A client's own `_meta` keys reach the target (the protocol's own are the gateway's to set)."""
+    return await call(peer, f"{t}_tag", {}, meta={"example.com/tag": "t1"})
+
+
 async def bad_structured_result(peer: Peer, t: str) -> Any:
     """A result whose structured content breaks the tool's declared output schema (the client, too, would
     refuse it: what counts is what the gateway answers)."""
@@ -621,6 +626,7 @@ PAGED_TOOLS = sorted(
         "sample_any_era",
         "sample_many",
         "sleep",
+        "tag",
         "t000",
         "t001",
         "t002",
@@ -648,6 +654,7 @@ SCENARIOS: dict[str, Scenario] = {
         ],
     ),
     "tool_error": Scenario(tool_error, text_result("Error executing tool fail: T: fail() always fails", error=True)),
+    "client_meta": Scenario(client_meta, text_result("t1")),
     "bad_structured_result": Scenario(  # passed on as the target sent it, on every path
         bad_structured_result,
         {
