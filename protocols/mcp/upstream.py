@@ -517,6 +517,11 @@ class Upstream:
 
     async def relay(self, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
         """One request over the raw relay, with the same timeout and error naming as `request()`."""
+        carrier: dict[str, Any] = {}
+        inject_trace(carrier)  # as the SDK's client does on every request: trace context in `params._meta`
+        if carrier:
+            params = request.get("params") or {}
+            request = {**request, "params": {**params, "_meta": {**(params.get("_meta") or {}), **carrier}}}
         if self.wire is None and self.stdio is not None:
             return await self._relay_stdio(self.stdio, request, on_message)
         wire, version = self.wire, self.protocol_version
@@ -558,12 +563,7 @@ class Upstream:
             raise UpstreamError(self.spec.name, "lost its session (restarted?); reconnecting") from None
 
     async def _relay_stdio(self, wire: relay.StdioWire, request: relay.Message, on_message: relay.OnMessage) -> relay.Message:
-        """`relay` to a stdio process. Trace context rides in `params._meta`, where the SDK's client puts it."""
-        carrier: dict[str, Any] = {}
-        inject_trace(carrier)
-        if carrier:
-            params = request.get("params") or {}
-            request = {**request, "params": {**params, "_meta": {**(params.get("_meta") or {}), **carrier}}}
+        """`relay` to a stdio process."""
         try:
             if self.spec.request_timeout is None:
                 return await wire.call(request, on_message)

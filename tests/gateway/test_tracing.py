@@ -85,8 +85,11 @@ async def test_tools_calls_to_http_and_stdio_upstreams_carry_the_trace(upstream:
     targets = stdio_target("local") + http_target("web", upstream("web", "mcp"))
     async with running(targets, provider) as url, httpx.AsyncClient(timeout=30) as http:
         headers = await session(http, url, HEADERS)
+        # A first call into each target opens the session's own upstream (the SDK path); the next is relayed.
+        for opening in ("web_echo", "local_echo"):
+            assert "result" in rpc(await http.post(url, json=call(opening, text="hi"), headers=headers))
         web = seen(rpc(await http.post(url, json=call("web_tracecontext"), headers=headers)))  # the raw relay
-        local = seen(rpc(await http.post(url, json=call("local_tracecontext"), headers=headers)))  # SDK, stdio
+        local = seen(rpc(await http.post(url, json=call("local_tracecontext"), headers=headers)))  # relay, stdio
 
     server, client = the_call(exporter, "web_tracecontext")
     assert server.name == "POST mcp"
@@ -105,6 +108,7 @@ async def test_tools_calls_to_http_and_stdio_upstreams_carry_the_trace(upstream:
     }
     assert client.context.trace_id == server.context.trace_id
     assert web["header"] == traceparent(client)  # the HTTP upstream's request was made inside the upstream span
+    assert web["meta"] == traceparent(client)  # and in _meta, as the SDK path's client puts it on every transport
 
     server, client = the_call(exporter, "local_tracecontext")
     assert client.kind == SpanKind.CLIENT and client.attributes["mcp.target"] == "local"
