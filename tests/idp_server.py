@@ -28,12 +28,10 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.requests import Request
@@ -41,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from tests.conftest import free_port
+from tests.oauth_server import serving
 
 PROVIDERS = (None, "auth0", "keycloak", "okta", "descope", "authentik", "entra")
 
@@ -159,26 +158,9 @@ class Idp:
         return JSONResponse({"error": "not_found"}, status_code=404)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:  # pytest owns the signals
-        yield
-
-
 @contextlib.asynccontextmanager
 async def running_idp(startup_timeout: float = 10.0) -> AsyncIterator[Idp]:
     """Serve an `Idp` on a free port in this event loop; stopped when the block ends."""
     idp = Idp(port=free_port())
-    config = uvicorn.Config(idp, host="127.0.0.1", port=idp.port, log_level="warning", lifespan="off")
-    server = _Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        try:
-            with anyio.fail_after(startup_timeout):
-                while not server.started:
-                    if server.should_exit:
-                        raise RuntimeError(f"the identity provider could not start on port {idp.port}")
-                    await anyio.sleep(0.01)
-            yield idp
-        finally:
-            server.should_exit = True
+    async with serving(idp, idp.port, "the identity provider", startup_timeout):
+        yield idp

@@ -298,7 +298,14 @@ async def running_oauth_server(
         trailing_slash=trailing_slash,
         lifetime=lifetime,
     )
-    config = uvicorn.Config(state.app(), host="127.0.0.1", port=state.port, log_level="warning", lifespan="off")
+    async with serving(state.app(), state.port, "the authorization server", startup_timeout):
+        yield state
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, port: int, what: str, startup_timeout: float) -> AsyncIterator[None]:
+    """Serve an ASGI app on 127.0.0.1:`port` in this event loop until the block ends."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = _Server(config)
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
@@ -306,8 +313,8 @@ async def running_oauth_server(
             with anyio.fail_after(startup_timeout):
                 while not server.started:
                     if server.should_exit:
-                        raise RuntimeError(f"the authorization server could not start on port {state.port}")
+                        raise RuntimeError(f"{what} could not start on port {port}")
                     await anyio.sleep(0.01)
-            yield state
+            yield
         finally:
             server.should_exit = True

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import ConfigError
 from gateway.config.policies import ExtAuthz
-from gateway.policies.http import Identity, Refusal, headers_changed, request_body
+from gateway.policies.http import Identity, LazyHttpClient, Refusal, headers_changed, request_body
 
 logger = logging.getLogger("agentplex.ext_authz")
 
@@ -51,7 +51,7 @@ _PASSED_ON_DENY = ("www-authenticate", "retry-after", "location")
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
-class ExtAuthzStep:
+class ExtAuthzStep(LazyHttpClient):
     def __init__(self, cfg: ExtAuthz, where: str, body_limit: int = BODY_LIMIT) -> None:
         self.cfg = cfg
         self.body_limit = body_limit
@@ -67,22 +67,7 @@ class ExtAuthzStep:
                     raise ConfigError(f"{where}.{key}: {name!r} cannot be passed on (framing or gateway header)")
         if cfg.http.timeout <= 0:
             raise ConfigError(f"{where}.http.timeout: must be greater than 0")
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # made on first use, inside the event loop that serves requests
-            self._client = httpx.AsyncClient(
-                timeout=self.cfg.http.timeout,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self.client_timeout = cfg.http.timeout
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         headers, document = await self._check_request(scope, identity)

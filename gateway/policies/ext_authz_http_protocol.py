@@ -28,14 +28,14 @@ from gateway.config.policies import ExtAuthz, ExtAuthzHttpProtocol
 from gateway.policies.cel_context import EvalError, Expr
 from gateway.policies.ext_authz_grpc import Answer, unavailable
 from gateway.policies.grpc_service import service_target, service_timeout
-from gateway.policies.http import Identity, headers_changed, request_body
+from gateway.policies.http import Identity, LazyHttpClient, headers_changed, request_body
 
 ANSWER_LIMIT = 1024 * 1024  # how much of a denying answer's body is passed on
 _HTTP = Access("")
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"content-length"}
 
 
-class HttpProtocolExtAuthzStep:
+class HttpProtocolExtAuthzStep(LazyHttpClient):
     def __init__(self, cfg: ExtAuthz, where: str, body_limit: int) -> None:
         proto = cfg.protocol.http
         assert proto is not None
@@ -57,18 +57,7 @@ class HttpProtocolExtAuthzStep:
         self.body = Expr(proto.body) if proto.body else None
         self.add = {name.lower(): Expr(src) for name, src in proto.addRequestHeaders.items()}
         self.copy = [h.lower().encode("latin-1") for h in proto.includeResponseHeaders]
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # made on first use, inside the event loop that serves requests
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self.client_timeout = self.timeout
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
         method = scope.get("method", "GET")

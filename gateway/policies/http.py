@@ -15,6 +15,7 @@ from http.cookies import SimpleCookie
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote_plus
 
+import httpx
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -206,6 +207,25 @@ async def request_body(scope: Scope, limit: int) -> bytes | None:
     state = scope.get("state")
     holder = state.get(REQUEST_BODY) if isinstance(state, dict) else None
     return await holder.read(limit) if isinstance(holder, RequestBody) else None
+
+
+class LazyHttpClient:
+    """A policy step's HTTP client, made on first use (inside the event loop that serves requests) and
+    ended by `aclose`; `client_timeout` is its timeout."""
+
+    client_timeout: float
+    _client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.client_timeout, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def headers_changed(scope: Scope) -> None:
