@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
-from session_cost import descendants  # bench/ is the script's directory, so first on sys.path
+from rawhttp import Connection, HTTPFailure, Reply  # bench/ is the script's directory, so first on sys.path
+from session_cost import descendants
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -138,11 +138,11 @@ def own_cpu_seconds() -> float:
 # -- JSON-RPC over streamable HTTP ----------------------------------------------------------
 
 
-def decode(response: httpx2.Response) -> dict[str, Any]:
+def decode(response: Reply) -> dict[str, Any]:
     """The JSON-RPC response carried by a JSON or SSE response body."""
-    if response.status_code != 200:
-        raise CallError(f"http {response.status_code}")
-    body = response.content
+    if response.status != 200:
+        raise CallError(f"http {response.status}")
+    body = bytes(response.body)
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         for line in body.splitlines():
             if line.startswith(b"data:") and len(line) > 6:
@@ -166,36 +166,35 @@ def check(message: dict[str, Any], request_id: int) -> dict[str, Any]:
 
 
 class Session:
-    """One handshake-era MCP session spoken as raw JSON-RPC over a shared pooled client."""
+    """One handshake-era MCP session spoken as raw JSON-RPC on a keep-alive connection of its own."""
 
-    def __init__(self, client: httpx2.AsyncClient, url: str) -> None:
-        self.client = client
-        self.url = url
+    def __init__(self, url: str) -> None:
+        self.http = Connection(url)
         self.next_id = 0
         self.headers = dict(BASE_HEADERS)
 
     @classmethod
-    def of_era(cls, era: str, client: httpx2.AsyncClient, url: str) -> Session:
-        return ModernCaller(client, url) if era == MODERN else cls(client, url)
+    def of_era(cls, era: str, url: str) -> Session:
+        return ModernCaller(url) if era == MODERN else cls(url)
 
     async def open(self) -> None:
         """initialize + notifications/initialized; afterwards requests carry the session id."""
         params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}
-        response = await self.client.post(self.url, json=self._message("initialize", params), headers=self.headers)
+        response = await self.http.request("POST", self.headers, json.dumps(self._message("initialize", params)).encode())
         check(decode(response), self.next_id)
         session_id = response.headers.get("mcp-session-id")
         if not session_id:
             raise CallError("no mcp-session-id header on the initialize response")
         self.headers = {**BASE_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": PROTOCOL}
         notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        response = await self.client.post(self.url, json=notification, headers=self.headers)
-        if response.status_code not in (200, 202):
-            raise CallError(f"http {response.status_code} on notifications/initialized")
+        response = await self.http.request("POST", self.headers, json.dumps(notification).encode())
+        if response.status not in (200, 202):
+            raise CallError(f"http {response.status} on notifications/initialized")
 
     async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send one request and return its (checked) result."""
         message = self._message(method, params)
-        response = await self.client.post(self.url, content=json.dumps(message).encode(), headers=self.headers)
+        response = await self.http.request("POST", self.headers, json.dumps(message).encode())
         return check(decode(response), self.next_id)
 
     async def call_echo(self) -> None:
@@ -206,9 +205,10 @@ class Session:
             raise CallError("unexpected tool result")
 
     async def close(self) -> None:
-        """DELETE the session (best effort)."""
-        with contextlib.suppress(httpx2.HTTPError):
-            await self.client.delete(self.url, headers=self.headers)
+        """DELETE the session (best effort) and close the connection."""
+        with contextlib.suppress(HTTPFailure):
+            await self.http.request("DELETE", self.headers)
+        self.http.close()
 
     def _message(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         self.next_id += 1
@@ -229,11 +229,11 @@ class ModernCaller(Session):
         headers = {**self.headers, "mcp-method": method}
         if params and "name" in params:
             headers["mcp-name"] = params["name"]
-        response = await self.client.post(self.url, content=json.dumps(message).encode(), headers=headers)
+        response = await self.http.request("POST", headers, json.dumps(message).encode())
         return check(decode(response), self.next_id)
 
     async def close(self) -> None:
-        return None
+        self.http.close()
 
 
 class StdioConnection:
@@ -334,7 +334,6 @@ class StdioCaller(Session):
 
     def __init__(self, connection: StdioConnection) -> None:
         self.connection = connection
-        self.url = "stdio"
         self.next_id = 0
         self.headers = {}
 
@@ -346,12 +345,6 @@ class StdioCaller(Session):
 
     async def close(self) -> None:
         return None
-
-
-def new_client(max_connections: int) -> httpx2.AsyncClient:
-    """One pooled HTTP/1.1 client with enough keep-alive connections for every session."""
-    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx2.AsyncClient(limits=limits, timeout=httpx2.Timeout(10.0), trust_env=False)
 
 
 # -- measurement phases ---------------------------------------------------------------------
@@ -376,7 +369,7 @@ async def timed_sequence(session: Session, call: Callable[[], Any], count: int, 
             break
         try:
             await call()
-        except (CallError, httpx2.HTTPError, ValueError) as exc:
+        except (CallError, HTTPFailure, ValueError) as exc:
             errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
             continue
         samples.append((time.perf_counter() - start) * 1000)
@@ -384,7 +377,6 @@ async def timed_sequence(session: Session, call: Callable[[], Any], count: int, 
 
 
 async def measure_latency(
-    client: httpx2.AsyncClient,
     side: Side,
     params: Params,
     era: str = PROTOCOL,
@@ -392,7 +384,7 @@ async def measure_latency(
 ) -> None:
     """Sequential tools/call p50/p99 and tools/list p50 on one session (or one 2026-07-28 caller, or
     `new_session()`'s)."""
-    session = new_session() if new_session else Session.of_era(era, client, side.url)
+    session = new_session() if new_session else Session.of_era(era, side.url)
     await session.open()
     try:
         await timed_sequence(session, session.call_echo, params.warmup, side.errors)
@@ -415,13 +407,12 @@ async def worker(session: Session, deadline: float, errors: Counter[str]) -> int
         try:
             await session.call_echo()
             done += 1
-        except (CallError, httpx2.HTTPError, ValueError) as exc:
+        except (CallError, HTTPFailure, ValueError) as exc:
             errors[type(exc).__name__ + ": " + str(exc)[:60]] += 1
     return done
 
 
 async def measure_throughput(
-    client: httpx2.AsyncClient,
     side: Side,
     n: int,
     duration: float,
@@ -431,7 +422,7 @@ async def measure_throughput(
 ) -> None:
     """calls/s with n concurrent sessions (or `new_session()` callers) for `duration` seconds, plus the CPU
     every process spent meanwhile (2026-07-28 callers: calls/s only, into `side.modern`)."""
-    sessions = [new_session() if new_session else Session.of_era(era, client, side.url) for _ in range(n)]
+    sessions = [new_session() if new_session else Session.of_era(era, side.url) for _ in range(n)]
     await asyncio.gather(*(s.open() for s in sessions))
     try:
         await asyncio.gather(*(s.call_echo() for s in sessions))  # warm every connection
@@ -443,7 +434,8 @@ async def measure_throughput(
     calls = sum(counts)
     if era == MODERN:
         side.modern[f"throughput_{n}"] = calls / usage.wall
-        side.modern[f"cpu_ms_per_call_{n}"] = 1000 * usage.seconds.get("gateway", 0) / calls if calls else math.nan
+        for name, label in (("gateway", "cpu_ms_per_call"), ("upstream", "upstream_cpu_ms_per_call")):
+            side.modern[f"{label}_{n}"] = 1000 * usage.seconds.get(name, 0) / calls if calls else math.nan
         return
     side.throughput[str(n)] = calls / usage.wall
     side.busy_cpus[str(n)], side.foreign_cpus[str(n)] = usage.busy_cpus, usage.foreign_cpus
@@ -531,21 +523,21 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout
     """Wait until the server's port accepts connections and a tools/list on a fresh session succeeds."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    async with new_client(4) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url}: server exited with {proc.returncode}\n{log_tail(log)}")
-            session = Session(client, url)
-            try:
-                await session.open()
-                tools = await session.request("tools/list")
-                await session.close()
-                if any(tool.get("name") == "echo" for tool in tools.get("tools", [])):
-                    return
-                last = CallError(f"no echo tool in {[t.get('name') for t in tools.get('tools', [])]}")
-            except (CallError, httpx2.HTTPError, ValueError) as exc:
-                last = exc
-            await asyncio.sleep(0.2)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited with {proc.returncode}\n{log_tail(log)}")
+        session = Session(url)
+        try:
+            await session.open()
+            tools = await session.request("tools/list")
+            if any(tool.get("name") == "echo" for tool in tools.get("tools", [])):
+                return
+            last = CallError(f"no echo tool in {[t.get('name') for t in tools.get('tools', [])]}")
+        except (CallError, HTTPFailure, ValueError) as exc:
+            last = exc
+        finally:
+            await session.close()
+        await asyncio.sleep(0.2)
     raise RuntimeError(f"{url}: not ready after {timeout:.0f} s ({last!r})\n{log_tail(log)}")
 
 
@@ -560,15 +552,17 @@ def agentplex_script() -> str:
     return found
 
 
-def gateway_config(gateway_port: int, upstream_port: int, policies: str = "") -> str:
-    """The gateway config: one streamable-HTTP target, default (conditional) prefixing."""
+def gateway_config(gateway_port: int, upstream_port: int, policies: str = "", era: str = "") -> str:
+    """The gateway config: one streamable-HTTP target, default (conditional) prefixing; `era: modern` makes
+    the gateway speak 2026-07-28 to it."""
     return (
         "mcp:\n"
         f"  port: {gateway_port}\n"
         + (f"  policies: {policies}\n" if policies else "")
         + "  targets:\n"
         "  - name: up\n"
-        f'    mcp: {{ host: "http://{HOST}:{upstream_port}/mcp" }}\n'
+        + (f"    era: {era}\n" if era else "")
+        + f'    mcp: {{ host: "http://{HOST}:{upstream_port}/mcp" }}\n'
     )
 
 
@@ -611,8 +605,8 @@ def secure_policies() -> tuple[str, str]:
 
 @contextlib.contextmanager
 def servers(workdir: Path, upstream_module: str, secure: str = "", stdio: bool = False) -> Iterator[dict[str, Any]]:
-    """Start the upstream and the gateway in front of it (and the secured / stdio gateways); all are stopped on
-    the way out, errors included."""
+    """Start the upstream, the gateway in front of it, a second one that speaks 2026-07-28 to it (and the
+    secured / stdio gateways); all are stopped on the way out, errors included."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up_port, gw_port = free_port(), free_port()
@@ -621,12 +615,18 @@ def servers(workdir: Path, upstream_module: str, secure: str = "", stdio: bool =
         config = workdir / "gateway.yaml"
         config.write_text(gateway_config(gw_port, up_port))
         procs.append(gateway := start([agentplex_script(), "run", "-f", str(config)], gw_log))
+        modern_port, modern_log = free_port(), workdir / "gateway-modern.log"
+        modern_config = workdir / "gateway-modern.yaml"
+        modern_config.write_text(gateway_config(modern_port, up_port, era="modern"))
+        procs.append(gateway_modern := start([agentplex_script(), "run", "-f", str(modern_config)], modern_log))
         env: dict[str, Any] = {
             "upstream": upstream,
             "gateway": gateway,
+            "gateway-modern": gateway_modern,
             "direct_url": f"http://{HOST}:{up_port}/mcp",
             "gateway_url": f"http://{HOST}:{gw_port}/mcp",
-            "logs": {"upstream": up_log, "gateway": gw_log},
+            "gateway_modern_url": f"http://{HOST}:{modern_port}/mcp",
+            "logs": {"upstream": up_log, "gateway": gw_log, "gateway-modern": modern_log},
         }
         if secure:
             sec_port, sec_log = free_port(), workdir / "secured.log"
@@ -699,9 +699,7 @@ def _package(where: str) -> str:
     return head if "/" in where or where.endswith(".py") else "<script>"
 
 
-async def profile_gateway(
-    client: httpx2.AsyncClient, url: str, pid: int, duration: float, out: Path, era: str = PROTOCOL
-) -> dict[str, Any]:
+async def profile_gateway(url: str, pid: int, duration: float, out: Path, era: str = PROTOCOL) -> dict[str, Any]:
     """Record the gateway with py-spy during an extra 8-session load phase (in `era`); returns the summary."""
     py_spy = str(Path(sys.executable).parent / "py-spy")
     py_spy = py_spy if Path(py_spy).exists() else shutil.which("py-spy")
@@ -715,7 +713,7 @@ async def profile_gateway(
     try:
         await asyncio.sleep(0.5)  # let py-spy attach
         side = Side(url)
-        await measure_throughput(client, side, 8, duration, {}, era)
+        await measure_throughput(side, 8, duration, {}, era)
         with contextlib.suppress(subprocess.TimeoutExpired):
             await asyncio.to_thread(recorder.wait, duration + 15)
     finally:
@@ -768,7 +766,9 @@ async def run(
         async with contextlib.AsyncExitStack() as stack:
             await wait_ready(env["direct_url"], env["upstream"], env["logs"]["upstream"])
             await wait_ready(env["gateway_url"], env["gateway"], env["logs"]["gateway"])
+            await wait_ready(env["gateway_modern_url"], env["gateway-modern"], env["logs"]["gateway-modern"])
             pids = {"upstream": env["upstream"].pid, "gateway": env["gateway"].pid}
+            pids["gateway-modern"] = env["gateway-modern"].pid
             direct, gateway = Side(env["direct_url"]), Side(env["gateway_url"])
             sides = [direct, gateway]
             secured: Side | None = None
@@ -779,35 +779,37 @@ async def run(
                 sides.append(secured)
             connection = await start_stdio(env, Path(tmp), upstream_module, pids, stack) if stdio else None
             start = CpuReading.take(pids)
-            client = await stack.enter_async_context(new_client(2 * max(params.sessions) + 8))
             for side in sides:
-                await measure_latency(client, side, params)
+                await measure_latency(side, params)
             for n in params.sessions:
                 for side in sides:
-                    await measure_throughput(client, side, n, params.duration, pids)
-            for side in sides:  # what mcp 2.3.0's Client(url) speaks by default
-                await measure_latency(client, side, params, MODERN)
-                await measure_throughput(client, side, 8, params.duration, pids, MODERN)
+                    await measure_throughput(side, n, params.duration, pids)
+            modern_target = Side(env["gateway_modern_url"])  # 2026-07-28 on both of the gateway's sides
+            for side in [*sides, modern_target]:  # what mcp 2.3.0's Client(url) speaks by default
+                await measure_latency(side, params, MODERN)
+                swapped = {"gateway": pids["gateway-modern"], "gateway-modern": pids["gateway"]}  # "gateway": the one measured
+                ran = pids | swapped if side is modern_target else pids
+                await measure_throughput(side, 8, params.duration, ran, MODERN)
             if connection is not None:
                 stdio_sides = (Side("stdio"), Side(env["gateway_stdio_url"]))
-                await measure_stdio(client, stdio_sides, connection, params, pids)
+                await measure_stdio(stdio_sides, connection, params, pids)
             usage = CpuReading.take(pids).since(start)
             memory = {name: rss_mib(pid) for name, pid in pids.items()}
             summary = None
             if profile:
                 RESULTS.mkdir(parents=True, exist_ok=True)
-                summary = await profile_gateway(
-                    client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile.txt"
-                )
+                summary = await profile_gateway(env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile.txt")
                 summary["2026-07-28"] = await profile_gateway(
-                    client, env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile-modern.txt", MODERN
+                    env["gateway_url"], pids["gateway"], 5.0, RESULTS / "profile-modern.txt", MODERN
                 )
-            for name in ("upstream", "gateway", "secured", "gateway-stdio"):
+            for name in ("upstream", "gateway", "gateway-modern", "secured", "gateway-stdio"):
                 if name in env and env[name].poll() is not None:
                     raise RuntimeError(f"{name} exited during the run\n{log_tail(env['logs'][name])}")
             if connection is not None and connection.proc.returncode is not None:
                 raise RuntimeError("the stdio upstream exited during the run")
     doc = report(params, direct, gateway, memory, summary)
+    doc["modern_target"] = _side_doc(modern_target)
+    doc["overhead"]["modern_target"] = _modern_overhead(direct, modern_target)
     if secured is not None:
         doc["secured"] = _side_doc(secured)
         doc["policy_cost"] = {
@@ -823,7 +825,6 @@ async def run(
 
 
 async def measure_stdio(
-    client: httpx2.AsyncClient,
     sides: tuple[Side, Side],
     connection: StdioConnection,
     params: Params,
@@ -833,10 +834,10 @@ async def measure_stdio(
     STDIO_CALLERS concurrent callers (direct: on the one stdio session; gateway: that many HTTP sessions)."""
     direct, gateway = sides
     caller = lambda: StdioCaller(connection)  # noqa: E731
-    await measure_latency(client, direct, params, new_session=caller)
-    await measure_latency(client, gateway, params)
-    await measure_throughput(client, direct, STDIO_CALLERS, params.duration, pids, new_session=caller)
-    await measure_throughput(client, gateway, STDIO_CALLERS, params.duration, pids)
+    await measure_latency(direct, params, new_session=caller)
+    await measure_latency(gateway, params)
+    await measure_throughput(direct, STDIO_CALLERS, params.duration, pids, new_session=caller)
+    await measure_throughput(gateway, STDIO_CALLERS, params.duration, pids)
 
 
 def stdio_doc(direct: Side, gateway: Side) -> dict[str, Any]:
@@ -867,12 +868,7 @@ def report(
         "list_p50_added_ms": gateway.list_p50_ms - direct.list_p50_ms,
         "throughput_ratio": {n: gateway.throughput.get(n, 0) / v for n, v in direct.throughput.items() if v},
     }
-    dm, gm = direct.modern, gateway.modern
-    overhead["modern"] = {
-        "call_p50_added_ms": gm.get("call_p50_ms", math.nan) - dm.get("call_p50_ms", math.nan),
-        "list_p50_added_ms": gm.get("list_p50_ms", math.nan) - dm.get("list_p50_ms", math.nan),
-        "throughput_ratio_8": gm.get("throughput_8", 0) / dm["throughput_8"] if dm.get("throughput_8") else math.nan,
-    }
+    overhead["modern"] = _modern_overhead(direct, gateway)
     doc: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -885,6 +881,16 @@ def report(
     if profile is not None:
         doc["profile"] = profile
     return doc
+
+
+def _modern_overhead(direct: Side, gateway: Side) -> dict[str, float]:
+    """The 2026-07-28 rows' overheads and ratio."""
+    dm, gm = direct.modern, gateway.modern
+    return {
+        "call_p50_added_ms": gm.get("call_p50_ms", math.nan) - dm.get("call_p50_ms", math.nan),
+        "list_p50_added_ms": gm.get("list_p50_ms", math.nan) - dm.get("list_p50_ms", math.nan),
+        "throughput_ratio_8": gm.get("throughput_8", 0) / dm["throughput_8"] if dm.get("throughput_8") else math.nan,
+    }
 
 
 def _side_doc(side: Side) -> dict[str, Any]:
@@ -965,20 +971,26 @@ def stdio_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def modern_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """Rows for 2026-07-28 callers (no session; what mcp 2.3.0's Client(url) speaks by default)."""
-    d, g, o = doc["direct"]["modern"], doc["gateway"]["modern"], doc["overhead"]["modern"]
-    if not d or not g:
-        return []
-    ratio = o.get("throughput_ratio_8")
-    return [
-        ("2026-07-28 tools/call p50 (ms)", fmt(d.get("call_p50_ms")), fmt(g.get("call_p50_ms")),
-         f"{fmt(o.get('call_p50_added_ms'), sign='+')} ms"),
-        ("2026-07-28 calls/s, 8 callers", fmt(d.get("throughput_8"), 0), fmt(g.get("throughput_8"), 0),
-         "-" if ratio is None else f"{ratio:.0%} of direct"),
-        ("2026-07-28 tools/list p50 (ms)", fmt(d.get("list_p50_ms")), fmt(g.get("list_p50_ms")),
-         f"{fmt(o.get('list_p50_added_ms'), sign='+')} ms"),
-        ("2026-07-28 gateway CPU / call (ms)", "", fmt(g.get("cpu_ms_per_call_8")), "8 callers"),
-    ]
+    """Rows for 2026-07-28 callers (no session; what mcp 2.3.0's Client(url) speaks by default): through the
+    gateway to a handshake-era session on the target ("→ hs"), and with 2026-07-28 on both sides ("→ 07-28")."""
+    rows = []
+    d = doc["direct"]["modern"]
+    for key, label in (("gateway", "→ hs"), ("modern_target", "→ 07-28")):
+        g, o = doc.get(key, {}).get("modern"), doc["overhead"].get("modern" if key == "gateway" else key)
+        if not d or not g or not o:
+            continue
+        ratio = o.get("throughput_ratio_8")
+        rows += [
+            (f"2026-07-28 {label} tools/call p50 (ms)", fmt(d.get("call_p50_ms")), fmt(g.get("call_p50_ms")),
+             f"{fmt(o.get('call_p50_added_ms'), sign='+')} ms"),
+            (f"2026-07-28 {label} calls/s, 8 callers", fmt(d.get("throughput_8"), 0), fmt(g.get("throughput_8"), 0),
+             "-" if ratio is None else f"{ratio:.0%} of direct"),
+            (f"2026-07-28 {label} tools/list p50 (ms)", fmt(d.get("list_p50_ms")), fmt(g.get("list_p50_ms")),
+             f"{fmt(o.get('list_p50_added_ms'), sign='+')} ms"),
+            (f"2026-07-28 {label} CPU / call (ms)", fmt(d.get("upstream_cpu_ms_per_call_8")),
+             fmt(g.get("cpu_ms_per_call_8")), f"upstream {fmt(g.get('upstream_cpu_ms_per_call_8'))} behind gw"),
+        ]
+    return rows
 
 
 def secured_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -1058,6 +1070,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (the gateway's dependency on Linux): the cheaper client."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main() -> int:
     """Parse flags, run the benchmark, print the table and write bench/results/latest.json."""
     args = parse_args()
@@ -1065,7 +1086,8 @@ def main() -> int:
     if idle_load > 0.25:
         print(f"warning: {idle_load:.2f} CPUs were already busy before the benchmark started; figures will be skewed")
     params = QUICK if args.quick else FULL
-    doc = asyncio.run(run(params, args.upstream_module, args.profile, args.secure, not args.no_stdio))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:  # the load generator on uvloop, like the gateway
+        doc = runner.run(run(params, args.upstream_module, args.profile, args.secure, not args.no_stdio))
     doc["params"]["quick"] = args.quick
     doc["machine"]["busy_cpus_before_start"] = idle_load
     print(table(doc))
