@@ -44,9 +44,10 @@ class Reply:
 class Connection:
     """One keep-alive connection to `url`'s host; reconnects after the server closes it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, authority: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+        self.authority = authority or f"{self.host}:{self.port}"  # the Host header
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -63,7 +64,7 @@ class Connection:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.authority}", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         reply = Reply()

@@ -27,9 +27,20 @@ from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.agent_addresses import AddressPolicy
+from gateway.cluster import Cluster, ForwardToOwner
 from gateway.config import Config, ConfigError
 from gateway.config.a2a import A2aShort
-from gateway.config.models import Bind, Listener, Match, McpBackend, McpShort, Policies, Route, Target
+from gateway.config.models import (
+    Bind,
+    ClusterSettings,
+    Listener,
+    Match,
+    McpBackend,
+    McpShort,
+    Policies,
+    Route,
+    Target,
+)
 from gateway.config.policies import RetryPolicy
 from gateway.http_backend import HttpBackend
 from gateway.http_limits import BIND_CONCURRENCY, server_config
@@ -232,6 +243,10 @@ class McpEndpoints:
             found.extend({**session, "draining": True} for session in old.sessions())
         return found
 
+    def knows(self, scope: Scope) -> bool:
+        """Is the session this request names held here, by these endpoints or those kept from before a reload?"""
+        return self.owns(scope) or any(old.owns(scope) for old in self.previous)
+
     def owns(self, scope: Scope) -> bool:
         """Is the session this request names one of ours?"""
         sid = next((v for k, v in scope.get("headers", ()) if k == b"mcp-session-id"), None)
@@ -278,7 +293,24 @@ class Gateway:
         self.base_dir = Path.cwd()
         self.a2a = A2ARoutes()
         self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
+        self.cluster = self._cluster_part(config.config.cluster)  # replicas sharing sessions' whereabouts
         self.binds = [self._compile_bind(bind, origin) for bind, origin in _binds(config)]
+
+    def _cluster_part(self, settings: ClusterSettings | None) -> Part | None:
+        """The replica's membership (gateway/cluster.py), kept across reloads while its settings stay."""
+        if settings is None:
+            return None
+        key = "cluster " + json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+        part = self.keeper.find(key)
+        if part is None:
+            cluster = Cluster(settings)
+            part = Part(key, cluster, cluster.running)
+        self._later(setattr, part.value, "sessions", self.live_sessions)
+        return part
+
+    def live_sessions(self) -> list[dict[str, Any]]:
+        """Every MCP route's live client sessions, each with its route's name."""
+        return [{"route": name, **s} for name, endpoints in self.endpoints.items() for s in endpoints.sessions()]
 
     # -- compile ---------------------------------------------------------------------------
 
@@ -403,7 +435,11 @@ class Gateway:
         self.parts.append(part)
         self.federations.append((name, federation))
         self.endpoints[name] = endpoints
-        return _routes(name, listener, route, compiled, endpoints)
+        if self.cluster is None:
+            return _routes(name, listener, route, compiled, endpoints)
+        cluster = self.cluster.value
+        entry = functools.partial(ForwardToOwner, knows=endpoints.knows, cluster=cluster, route=name)
+        return _routes(name, listener, route, compiled, endpoints, entry)
 
     def _observe_limits(self, route: str, compiled: RoutePolicies) -> None:
         observer = self.observability.limit_observer(route)
@@ -585,7 +621,8 @@ class Gateway:
                 stack.push_async_callback(closer.aclose)
             await stack.enter_async_context(self.a2a.running())
             stack.push_async_callback(self._release_parts)
-            for part in [*self.parts, *(earlier for earlier, _ in self.draining)]:
+            cluster = [self.cluster] if self.cluster is not None else []
+            for part in [*cluster, *self.parts, *(earlier for earlier, _ in self.draining)]:
                 await self.keeper.acquire(part)
                 self._held.append(part)
             for backend in self.http_backends:
@@ -720,9 +757,19 @@ def _short_mcp_bind(m: McpShort, extra: list[Route] | None = None) -> Bind:
     return Bind(port=m.port, address=m.address, listeners=[Listener(name="mcp", routes=[route, *(extra or [])])])
 
 
-def _routes(name: str, listener: Listener, route: Route, compiled: RoutePolicies, app: ASGIApp) -> list[CompiledRoute]:
-    """A route's endpoint behind its HTTP-stage policies, after the documents its policies serve (RFC 9728)."""
+def _routes(
+    name: str,
+    listener: Listener,
+    route: Route,
+    compiled: RoutePolicies,
+    app: ASGIApp,
+    entry: Callable[[ASGIApp], ASGIApp] | None = None,
+) -> list[CompiledRoute]:
+    """A route's endpoint behind its HTTP-stage policies (and `entry` before them: a cluster's forwarding),
+    after the documents its policies serve (RFC 9728)."""
     app = compiled.wrap(app)
+    if entry is not None:
+        app = entry(app)
     hosts = (route.hostnames, listener.hostname)
     extras = [
         CompiledRoute(f"{name}{path}", RouteMatcher(f"{name}{path}", [Match(path={"exact": path})], *hosts), doc, path)

@@ -5,7 +5,8 @@
     GET  /config           the effective config, secrets redacted (gateway/config/redact.py)
     GET  /targets          per MCP route and target: transport, URL or command, health, era, sessions, last error
     GET  /catalog          per MCP route: the federated tools, prompts, resources and templates with their origin
-    GET  /sessions         per MCP route: the live client sessions (id, principal, age)
+    GET  /sessions         per MCP route: the live client sessions (id, principal, age); with `config.cluster`,
+                           also every live replica's (`replicas`)
     GET  /agents           every A2A route's agents with their health
     GET  /stats            live counters: targets up, sessions, agents, and totals since start (with metrics on)
     POST /call             {"route", "tool", "arguments"}: call one tool as the operator (the UI playground)
@@ -132,7 +133,7 @@ def build_admin_app(runtime: Runtime) -> ASGIApp:
     async def sessions(request: Request) -> Response:
         gateway = runtime.gateway
         routes = [{"route": name, "sessions": endpoints.sessions()} for name, endpoints in gateway.endpoints.items()]
-        return JSONResponse({"routes": routes})
+        return JSONResponse({"routes": routes, **await views.replicas(gateway)})
 
     async def agents(request: Request) -> Response:
         return JSONResponse({"agents": views.agents(runtime.gateway)})

@@ -8,6 +8,7 @@ import anyio
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from redis.exceptions import RedisError
 
 from federation.catalog import Kind
 from federation.server import Federation
@@ -196,3 +197,15 @@ async def call_tool(gateway: Gateway, body: Any, timeout: float = CALL_TIMEOUT) 
 
 def _problem(error: str, description: str) -> dict[str, Any]:
     return {"error": error, "error_description": description}
+
+
+async def replicas(gateway: Gateway) -> dict[str, Any]:
+    """With `config.cluster`: this replica's id, and every live replica with its sessions (from Redis)."""
+    if gateway.cluster is None:
+        return {}
+    cluster = gateway.cluster.value
+    try:
+        with anyio.fail_after(2 * cluster.settings.redis.timeout + 1):
+            return {"replica": cluster.id, "replicas": await cluster.replicas()}
+    except (RedisError, OSError, TimeoutError) as exc:
+        return {"replica": cluster.id, "replicas": None, "replicasError": f"Redis did not answer: {exc or 'timeout'}"}

@@ -24,7 +24,7 @@ from .base import (
     _separator,
 )
 from .listener_tls import ListenerTLS
-from .policies import Policies
+from .policies import Policies, RedisConnection
 
 
 class StdioTarget(_Model):
@@ -309,6 +309,37 @@ class TracingSettings(_Model):
     randomSampling: float = Field(default=1.0, ge=0.0, le=1.0)  # share of new traces kept; callers' choice wins
 
 
+def _advertise(value: str) -> str:
+    """A host name, an IPv4 address or an IPv6 address (no scheme, no port)."""
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(host.lower()):
+        raise ValueError(f"invalid address {value!r} (expected a host name or IP address, without scheme or port)")
+    return host
+
+
+class ClusterSettings(_Model):
+    """Replicas behind one load balancer (agentplex's own key; the reference has none): a Redis they share
+    records which replica holds each MCP session, so a request that lands elsewhere is forwarded to it."""
+
+    redis: RedisConnection = Field(default_factory=RedisConnection)
+    # How the other replicas reach this one: a host name or IP (the port is the one the request came in
+    # on), e.g. `${POD_IP}`. Forwarded requests go to `<scheme>://<advertise>:<port><path>`.
+    advertise: Annotated[str, AfterValidator(_advertise)]
+    prefix: Annotated[str, AfterValidator(_non_empty)] = "agentplex:cluster"  # Redis key prefix
+    heartbeat: Duration = 5.0  # a replica silent for 3 heartbeats is taken for dead
+
+    @model_validator(mode="after")
+    def _positive(self) -> ClusterSettings:
+        if self.heartbeat <= 0:
+            raise _problem_at(("heartbeat",), "must be greater than 0")
+        return self
+
+
 class GlobalSettings(_Model):
     # The admin API (gateway/admin.py); null turns it off. Off loopback it needs adminToken.
     adminAddr: Annotated[str | None, AfterValidator(_listen_addr)] = "127.0.0.1:15000"
@@ -320,6 +351,7 @@ class GlobalSettings(_Model):
     connectionTerminationDeadline: Duration = 10.0
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tracing: TracingSettings | None = None  # off unless set; read once, at start
+    cluster: ClusterSettings | None = None  # off unless set: one replica, sessions in its memory only
 
     @model_validator(mode="after")
     def _admin_token_off_loopback(self) -> GlobalSettings:

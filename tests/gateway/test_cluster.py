@@ -1,0 +1,255 @@
+"""`config.cluster`: replicas sharing a real `redis-server`; a session's requests reach the replica that holds it.
+
+Two gateways in this event loop play two replicas: the same port on 127.0.0.1 and 127.0.0.2 (each
+advertises its own address), one stdio target each, so a session's upstream is a process only its own
+replica has — the state no session id can carry. Clients send `Host: localhost:<port>`, as a load
+balancer passes the client's Host on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+import redis.asyncio as aioredis
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway.admin import views
+from gateway.cluster import FORWARDED_BY
+from gateway.config import parse_config
+from gateway.config.errors import ConfigError
+from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, stdio_target
+from tests.redis_server import RedisServer, redis_server
+
+pytestmark = pytest.mark.anyio
+
+A, B = "127.0.0.1", "127.0.0.2"
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+def replica_yaml(address: str, port: int, redis_url: str, prefix: str) -> str:
+    return f"""
+config:
+  cluster:
+    advertise: {address}
+    heartbeat: 0.3s
+    prefix: {prefix}
+    redis: {{url: "{redis_url}", timeout: 1s}}
+mcp:
+  port: {port}
+  address: {address}
+  targets:{stdio_target("up")}
+"""
+
+
+@contextlib.asynccontextmanager
+async def replicas(redis: RedisServer) -> AsyncIterator[tuple[RunningGateway, RunningGateway, int]]:
+    port, prefix = free_port(), f"t-{uuid.uuid4().hex[:8]}"
+    async with (
+        run_gateway(replica_yaml(A, port, redis.url, prefix)) as a,
+        run_gateway(replica_yaml(B, port, redis.url, prefix)) as b,
+    ):
+        yield a, b, port
+
+
+def at(address: str, port: int) -> str:
+    return f"http://{address}:{port}/mcp"
+
+
+def headers(port: int, sid: str | None = None) -> dict[str, str]:
+    out = {**HEADERS, "host": f"localhost:{port}", "mcp-protocol-version": "2025-11-25"}
+    return {**out, "mcp-session-id": sid} if sid else out
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC message of a JSON or SSE answer."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        for line in response.text.splitlines():
+            if line.startswith("data:") and ('"result"' in line or '"error"' in line):
+                return json.loads(line[5:])
+        raise AssertionError(f"no answer in {response.text!r}")
+    return response.json()
+
+
+async def open_session(client: httpx.AsyncClient, url: str, port: int) -> str:
+    response = await client.post(url, json=INIT, headers=headers(port))
+    assert response.status_code == 200, response.text
+    sid = response.headers["mcp-session-id"]
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await client.post(url, json=note, headers=headers(port, sid))).status_code == 202
+    return sid
+
+
+async def call(client: httpx.AsyncClient, url: str, port: int, sid: str, tool: str, n: int = 2) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+    response = await client.post(url, json=body, headers=headers(port, sid))
+    assert response.status_code == 200, response.text
+    return answer(response)
+
+
+async def test_a_session_is_served_by_its_replica_wherever_its_requests_land(redis: RedisServer) -> None:
+    async with replicas(redis) as (a, b, port), httpx.AsyncClient(timeout=20) as client:
+        sid = await open_session(client, at(A, port), port)
+        on_a = await call(client, at(A, port), port, sid, "pid")
+        on_b = await call(client, at(B, port), port, sid, "pid", 3)  # B has no such session: A answers
+        assert on_a["result"]["structuredContent"] == on_b["result"]["structuredContent"]  # one stdio process
+        assert b.gateway.endpoints["mcp"].session_count() == 0
+        listed = answer(
+            await client.post(
+                at(B, port), json={"jsonrpc": "2.0", "id": 4, "method": "tools/list"}, headers=headers(port, sid)
+            )
+        )
+        assert "pid" in {tool["name"] for tool in listed["result"]["tools"]}
+        # ending it through B ends it on A
+        assert (await client.delete(at(B, port), headers=headers(port, sid))).status_code == 200
+        gone = await client.post(
+            at(A, port), json={"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, headers=headers(port, sid)
+        )
+        assert gone.status_code == 404
+        assert a.gateway.endpoints["mcp"].session_count() == 0
+
+
+class RoundRobin(httpx2.AsyncHTTPTransport):
+    """A load balancer's effect: each request goes to the next replica (the Host header stays)."""
+
+    def __init__(self, hosts: list[str]) -> None:
+        super().__init__()
+        self.hosts = itertools.cycle(hosts)
+        self.sent: list[str] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        host = next(self.hosts)
+        self.sent.append(host)
+        request.url = request.url.copy_with(host=host)
+        return await super().handle_async_request(request)
+
+
+async def test_the_sdk_client_behind_a_round_robin_balancer_keeps_its_session(redis: RedisServer) -> None:
+    async with replicas(redis) as (a, b, port):
+        spread = RoundRobin([A, B])
+        progress: list[float] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(done)
+
+        async with (
+            httpx2.AsyncClient(transport=spread, timeout=20) as http,
+            streamable_http_client(f"http://localhost:{port}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            pids = {(await session.call_tool("pid", {})).structured_content["result"] for _ in range(4)}
+            assert len(pids) == 1  # every call reached the same stdio process, on the replica that holds it
+            result = await session.call_tool("progress", {"steps": 3}, progress_callback=on_progress)
+            assert result.content[0].text == "done" and progress == [1, 2, 3]
+            assert (await session.list_tools()).tools
+        assert {A, B} <= set(spread.sent)
+        assert a.gateway.endpoints["mcp"].session_count() + b.gateway.endpoints["mcp"].session_count() == 0
+
+
+async def test_legacy_sse_messages_posted_to_another_replica_reach_the_stream(redis: RedisServer) -> None:
+    async with replicas(redis) as (_, _b, port), httpx.AsyncClient(timeout=20) as client:
+        host = {"host": f"localhost:{port}"}
+        async with client.stream("GET", f"http://{A}:{port}/sse", headers=host) as stream:
+            lines = stream.aiter_lines()
+            endpoint = ""
+            with anyio.fail_after(10):
+                async for line in lines:
+                    if line.startswith("data:"):
+                        endpoint = line[5:].strip()
+                        break
+            assert "session_id=" in endpoint
+            posted = await client.post(f"http://{B}:{port}{endpoint}", json=INIT, headers=host)
+            assert posted.status_code == 202, posted.text  # B forwarded it to A, whose stream answers
+            with anyio.fail_after(10):
+                async for line in lines:
+                    if line.startswith("data:") and '"result"' in line:
+                        assert json.loads(line[5:])["result"]["serverInfo"]
+                        break
+
+
+async def test_when_the_owner_is_gone_the_client_is_told_to_start_over_at_once(redis: RedisServer) -> None:
+    port, prefix = free_port(), f"t-{uuid.uuid4().hex[:8]}"
+    async with (
+        run_gateway(replica_yaml(B, port, redis.url, prefix)) as b,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        async with run_gateway(replica_yaml(A, port, redis.url, prefix)):
+            sid = await open_session(client, at(A, port), port)
+            assert (await call(client, at(B, port), port, sid, "whoami"))["result"]
+        started = time.monotonic()  # A stopped: its records went with it
+        response = await call_raw(client, B, port, sid)
+        assert response.status_code == 404 and response.json()["error"]["message"]
+        # a replica that died without a word: its record stays, its heartbeat expires
+        store = aioredis.from_url(redis.url)
+        try:
+            await store.set(f"{prefix}:session:dead", "gone-replica")
+            assert (await call_raw(client, B, port, "dead")).status_code == 404
+            # alive by its heartbeat but unreachable (nothing listens at its address): served here, 404
+            await store.hset(f"{prefix}:replica:mute", mapping={"address": "127.0.0.3"})
+            await store.set(f"{prefix}:session:mute", "mute")
+            assert (await call_raw(client, B, port, "mute")).status_code == 404
+        finally:
+            await store.aclose()
+        assert time.monotonic() - started < 10
+        assert b.gateway.endpoints["mcp"].session_count() == 0
+
+
+async def call_raw(client: httpx.AsyncClient, address: str, port: int, sid: str) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}
+    return await client.post(at(address, port), json=body, headers=headers(port, sid))
+
+
+async def test_a_forwarded_request_is_never_forwarded_again(redis: RedisServer) -> None:
+    async with replicas(redis) as (_, _b, port), httpx.AsyncClient(timeout=20) as client:
+        sid = await open_session(client, at(A, port), port)
+        looped = await client.post(
+            at(B, port),
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            headers={**headers(port, sid), FORWARDED_BY: "someone"},
+        )
+        assert looped.status_code == 404  # B serves it itself: it does not hold the session
+
+
+async def test_the_admin_view_lists_every_replicas_sessions(redis: RedisServer) -> None:
+    async with replicas(redis) as (a, b, port), httpx.AsyncClient(timeout=20) as client:
+        sid = await open_session(client, at(A, port), port)
+        with anyio.fail_after(5):
+            while True:  # the next heartbeat publishes it
+                seen = await views.replicas(b.gateway)
+                held = {s["id"]: r["address"] for r in seen["replicas"] for s in r["sessions"]}
+                if sid in held:
+                    break
+                await anyio.sleep(0.1)
+        assert held[sid] == A and seen["replica"] == b.gateway.cluster.value.id
+        assert {r["address"] for r in seen["replicas"]} == {A, B}
+        assert next(s for r in seen["replicas"] for s in r["sessions"] if s["id"] == sid)["route"] == "mcp"
+        assert a.gateway.cluster.value.id != b.gateway.cluster.value.id
+
+
+def test_cluster_settings_are_checked() -> None:
+    base = "mcp: {port: 0, targets: [{name: a, mcp: {host: 'http://127.0.0.1:1/mcp'}}]}\n"
+    with pytest.raises(ConfigError, match=r"cluster\.advertise: invalid address 'http://10\.0\.0\.5'"):
+        parse_config("config: {cluster: {advertise: 'http://10.0.0.5'}}\n" + base, "c.yaml")
+    with pytest.raises(ConfigError, match=r"c\.yaml: config\.cluster\.advertise: .*(required|missing)"):
+        parse_config("config: {cluster: {}}\n" + base, "c.yaml")
+    with pytest.raises(ConfigError, match=r"config\.cluster\.heartbeat: must be greater than 0"):
+        parse_config("config: {cluster: {advertise: a.b, heartbeat: 0s}}\n" + base, "c.yaml")
+    ok = parse_config("config: {cluster: {advertise: '${POD_IP:-10.1.2.3}'}}\n" + base, "c.yaml")
+    assert ok.config.cluster is not None and ok.config.cluster.advertise == "10.1.2.3"
+    assert ok.config.cluster.redis.url == "redis://127.0.0.1:6379/0"
