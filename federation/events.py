@@ -18,10 +18,18 @@ from federation.bridge import ANSWER_WAIT
 from federation.calls import RESULT_TYPES, ask_client, is_modern, parked_answer, wire
 from federation.catalog import Kind
 from federation.lists import fingerprint
+from protocols.mcp.list_cache import CHANGED
 from protocols.mcp.relay import ModernDownstream
 from protocols.mcp.upstream import Upstream
 
 logger = logging.getLogger("agentplex.federation")
+
+
+_LIST_CHANGED: dict[str, type[Any]] = {
+    "notifications/tools/list_changed": types.ToolListChangedNotification,
+    "notifications/prompts/list_changed": types.PromptListChangedNotification,
+    "notifications/resources/list_changed": types.ResourceListChangedNotification,
+}
 
 
 class EventRouter:
@@ -118,10 +126,11 @@ class EventRouter:
                     params.level, params.data, params.logger, related_request_id=call.ctx.request_id
                 )
 
-    async def on_notification(self, upstream: Upstream, message: Any) -> None:
+    async def on_notification(self, upstream: Upstream, message: Any, *, elsewhere: bool = False) -> None:
         """List changes refresh the catalog (and tell clients if what they see changed); resource
         updates go to the clients subscribed to that resource. A client session's own upstream
-        speaks to that client only. Work is done off the upstream's reader."""
+        speaks to that client only. Work is done off the upstream's reader. `elsewhere`: another
+        replica's connection said it (lists shared through Redis), so there is nobody to tell."""
         target, client = upstream.spec.name, self.pool.owner(upstream)
         # Who sees this upstream: its own client session, or (shared) everyone who uses the shared one,
         # which for a `sharing: session` target is the client sessions that list it there (`pool.listing`).
@@ -132,7 +141,10 @@ class EventRouter:
         else:
             clients = [c for c in self.downstreams.clients() if self.pool.lists_shared(target, c)]
         root = getattr(message, "root", message)
-        upstream.notified(str(getattr(root, "method", "")))  # its cached lists, if they changed
+        method = str(getattr(root, "method", ""))
+        upstream.notified(method)  # its cached lists, if they changed
+        if upstream.shared_lists is not None and not elsewhere and method in CHANGED and self._tg is not None:
+            self._tg.start_soon(upstream.shared_lists.changed, method)
         if isinstance(root, types.ResourceUpdatedNotification):
             exposed = self.naming.uri(target, str(root.params.uri))
             if self._tg is not None:
@@ -149,6 +161,13 @@ class EventRouter:
             self.lists.forget(kind, target)
             if self._tg is not None:
                 self._tg.start_soon(self._list_changed, kind, client, clients)
+
+    async def changed_elsewhere(self, target: str, notification: str) -> None:
+        """Another replica's connection to `target` said its lists changed: as if this replica's shared
+        connection had said so (its lists, the catalog, the clients who list through it)."""
+        kind = _LIST_CHANGED.get(notification)
+        if kind is not None and target in self.pool.shared:
+            await self.on_notification(self.pool.shared[target], kind(), elsewhere=True)
 
     def _shared_for_all(self, upstream: Upstream) -> bool:
         return upstream.spec.sharing == "shared" or self.settings.stateless

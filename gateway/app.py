@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import random
@@ -27,7 +28,7 @@ from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.agent_addresses import AddressPolicy
-from gateway.cluster import Cluster, ForwardToOwner
+from gateway.cluster import Cluster, ForwardToOwner, RedisLists
 from gateway.config import Config, ConfigError
 from gateway.config.a2a import A2aShort
 from gateway.config.models import (
@@ -437,9 +438,24 @@ class Gateway:
         self.endpoints[name] = endpoints
         if self.cluster is None:
             return _routes(name, listener, route, compiled, endpoints)
+        self._later(self._share_lists, f"{bind.port}/{name}", backend, federation)
         cluster = self.cluster.value
         entry = functools.partial(ForwardToOwner, knows=endpoints.knows, cluster=cluster, route=name)
         return _routes(name, listener, route, compiled, endpoints, entry)
+
+    def _share_lists(self, route: str, backend: McpBackend, federation: Federation) -> None:
+        """With a cluster: each target's shared connection (without credentials) keeps its lists in Redis
+        for every replica, under the target's settings (replicas on another config do not mix theirs in)."""
+        assert self.cluster is not None
+        cluster = self.cluster.value
+        for target in backend.targets:
+            upstream = federation.upstreams.get(target.name)
+            if upstream is None or upstream.spec.auth is not None:
+                continue
+            settings = json.dumps(target.model_dump(mode="json"), sort_keys=True)
+            scope = f"{route}:{target.name}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+            upstream.shared_lists = RedisLists(cluster, scope)
+            cluster.watchers[scope] = functools.partial(federation.changed_elsewhere, target.name)
 
     def _observe_limits(self, route: str, compiled: RoutePolicies) -> None:
         observer = self.observability.limit_observer(route)

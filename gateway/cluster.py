@@ -26,13 +26,16 @@ from urllib.parse import parse_qsl
 
 import anyio
 import httpx
+import mcp_types as types
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config.models import ClusterSettings
 from gateway.policies.mcp_authn import public_base
 from protocols.a2a import proxy
+from protocols.mcp.list_cache import CHANGED
 
 logger = logging.getLogger("agentplex.cluster")
 
@@ -55,6 +58,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 _SSE_SESSION = re.compile(rb"session_id=([0-9a-fA-F]{32})")
+LIST_ITEMS: dict[str, type[Any]] = {
+    "tools/list": types.Tool,
+    "prompts/list": types.Prompt,
+    "resources/list": types.Resource,
+    "resources/templates/list": types.ResourceTemplate,
+}
 
 
 class Cluster:
@@ -72,6 +81,8 @@ class Cluster:
         self._lookups: dict[str, tuple[float, str | None]] = {}
         self._warned = 0.0
         self.client: httpx.AsyncClient | None = None
+        # Lists changed elsewhere: who to tell, by scope (route, target and its settings: `RedisLists`)
+        self.watchers: dict[str, Callable[[str], Any]] = {}
 
     def key(self, kind: str, name: str = "") -> str:
         return f"{self.settings.prefix}:{kind}:{name}"
@@ -81,6 +92,7 @@ class Cluster:
         async with proxy.new_client() as client, anyio.create_task_group() as tg:
             self.client = client
             tg.start_soon(self._beat)
+            tg.start_soon(self._listen, tg)
             try:
                 yield self
             finally:
@@ -97,6 +109,27 @@ class Cluster:
                     await self.publish()
             except (RedisError, OSError, TimeoutError) as exc:
                 self._warn("could not publish this replica's heartbeat", exc)
+            await anyio.sleep(self.settings.heartbeat)
+
+    async def _listen(self, tg: anyio.abc.TaskGroup) -> None:
+        """Hear other replicas' list changes (a connection of its own: it waits without a read timeout)."""
+        timeout = self.settings.redis.timeout
+        while True:
+            subscriber = aioredis.from_url(self.settings.redis.url, socket_connect_timeout=timeout)
+            pubsub = subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.key("lists-changed"))
+                async for message in pubsub.listen():
+                    change = json.loads(message["data"])
+                    watcher = self.watchers.get(change.get("scope", ""))
+                    if change.get("from") != self.id and watcher is not None:
+                        tg.start_soon(watcher, str(change.get("notification", "")))
+            except (RedisError, OSError, ValueError) as exc:
+                self._warn("could not hear other replicas' list changes", exc)
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+                    await subscriber.aclose()
             await anyio.sleep(self.settings.heartbeat)
 
     async def publish(self) -> None:
@@ -168,6 +201,51 @@ class Cluster:
         if now - self._warned >= WARN_EVERY:
             self._warned = now
             logger.warning("cluster: %s (Redis at %s): %s", what, self.settings.redis.url, exc or type(exc).__name__)
+
+
+class RedisLists:
+    """A route's shared connection to one target keeps its lists in Redis too, so every replica reuses one
+    answer until it expires or the target says it changed (protocols/mcp/list_cache.SharedLists). Only
+    the shared connection, and only without credentials: its lists are what every client is shown."""
+
+    def __init__(self, cluster: Cluster, scope: str) -> None:
+        self.cluster = cluster
+        self.scope = scope
+
+    def _key(self, method: str, key: str | None) -> str:
+        return self.cluster.key("list", f"{self.scope}:{method}:{key or '-'}")
+
+    async def get(self, method: str, key: str | None) -> tuple[list[Any], float] | None:
+        try:
+            async with self.cluster.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._key(method, key))
+                pipe.pttl(self._key(method, key))
+                value, left = await pipe.execute()
+            if value is None or left <= 0:
+                return None
+            return [LIST_ITEMS[method].model_validate(item) for item in json.loads(value)], left / 1000
+        except (RedisError, OSError) as exc:
+            self.cluster._warn("could not read a shared list", exc)
+        except (ValueError, ValidationError) as exc:  # not what this version writes: ask the target
+            logger.warning("cluster: ignoring an unreadable shared %s of %s: %s", method, self.scope, exc)
+        return None
+
+    async def put(self, method: str, key: str | None, items: list[Any], ttl: float) -> None:
+        body = json.dumps([item.model_dump(mode="json", by_alias=True, exclude_unset=True) for item in items])
+        try:
+            await self.cluster.redis.set(self._key(method, key), body, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            self.cluster._warn("could not share a list", exc)
+
+    async def changed(self, notification: str) -> None:
+        change = {"scope": self.scope, "notification": notification, "from": self.cluster.id}
+        try:
+            for method in CHANGED.get(notification, ()):
+                async for found in self.cluster.redis.scan_iter(match=self._key(method, "*"), count=100):
+                    await self.cluster.redis.delete(found)
+            await self.cluster.redis.publish(self.cluster.key("lists-changed"), json.dumps(change))
+        except (RedisError, OSError) as exc:
+            self.cluster._warn("could not tell other replicas of a list change", exc)
 
 
 def session_named(scope: Scope) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 LISTED_TTL = 300.0  # seconds: a safety net for targets that announce list changes
 UNLISTED_TTL = 5.0  # seconds: targets that never announce changes are asked again this often
@@ -25,6 +25,23 @@ CHANGED: dict[str, tuple[str, ...]] = {
 }
 CAPABILITY = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources"}
 CAPABILITY["resources/templates/list"] = "resources"
+
+
+class SharedLists(Protocol):
+    """Where a target's lists are kept for other gateway replicas too (gateway/cluster.py), so one of them
+    asks the target and the others reuse the answer. Only for the connection whose lists every client
+    sees (a route's shared connection, without credentials). Failures are the store's to log: lists
+    then come from the target, as without it."""
+
+    async def get(self, method: str, key: str | None) -> tuple[list[Any], float] | None:
+        """The items and the seconds they may still be kept, or None."""
+        ...
+
+    async def put(self, method: str, key: str | None, items: list[Any], ttl: float) -> None: ...
+
+    async def changed(self, notification: str) -> None:
+        """The target sent `notification` (a `*/list_changed`): drop those lists everywhere, tell the other replicas."""
+        ...
 
 
 class ListCache:

@@ -47,7 +47,7 @@ from protocols import internals, pooled_sockets, redaction
 from protocols.internals import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT, InMemoryTransport, negotiate_auto
 from protocols.mcp import relay
 from protocols.mcp.errors import UPSTREAM_UNAVAILABLE, UpstreamError
-from protocols.mcp.list_cache import CHANGED, ListCache, ttl_of
+from protocols.mcp.list_cache import CHANGED, ListCache, SharedLists, ttl_of
 from protocols.mcp.size_limit import (
     DEFAULT_MAX_RESPONSE_SIZE,
     SSE_CLIENT_EVENT_LIMIT,
@@ -207,6 +207,7 @@ class Upstream:
         # upstream: the ASGI scope of its latest request); None for a shared one.
         self.caller: Any = None
         self.lists = ListCache()
+        self.shared_lists: SharedLists | None = None  # with replicas: lists other replicas reuse (a shared one only)
         self._resource_watches: dict[str, anyio.CancelScope] = {}  # 2026-07-28: listen streams, by resource
         # The log level (logging/setLevel) each handshake-era connection gets as it starts, before any request
         # is sent on it: the level a client session asked for before this, its own upstream, existed.
@@ -584,6 +585,11 @@ class Upstream:
         key = await self._credential_key()
         if key is not _UNKNOWN and (items := self.lists.get(method, key)) is not None:
             return items
+        if key is not _UNKNOWN and self.shared_lists is not None:
+            found = await self.shared_lists.get(method, key)
+            if found is not None:
+                self.lists.put(method, key, *found)
+                return found[0]
         items = []
         cursor: str | None = None
         first: Any = None
@@ -596,7 +602,10 @@ class Upstream:
             cursor = result.next_cursor
             if not cursor:
                 if key is not _UNKNOWN and self._session is session:  # not from a session since replaced
-                    self.lists.put(method, key, items, ttl_of(first, session.server_capabilities, method))
+                    ttl = ttl_of(first, session.server_capabilities, method)
+                    self.lists.put(method, key, items, ttl)
+                    if self.shared_lists is not None and ttl > 0:
+                        await self.shared_lists.put(method, key, items, ttl)
                 return items
         raise UpstreamError(self.spec.name, f"{method} never ended its pagination")
 

@@ -253,3 +253,58 @@ def test_cluster_settings_are_checked() -> None:
     ok = parse_config("config: {cluster: {advertise: '${POD_IP:-10.1.2.3}'}}\n" + base, "c.yaml")
     assert ok.config.cluster is not None and ok.config.cluster.advertise == "10.1.2.3"
     assert ok.config.cluster.redis.url == "redis://127.0.0.1:6379/0"
+
+
+def shared_target_yaml(address: str, port: int, redis_url: str, prefix: str, url: str) -> str:
+    return f"""
+config:
+  cluster: {{advertise: {address}, heartbeat: 0.3s, prefix: {prefix}, redis: {{url: "{redis_url}", timeout: 1s}}}}
+mcp:
+  port: {port}
+  address: {address}
+  targets:
+  - name: up
+    sharing: shared
+    mcp: {{ host: "{url}" }}
+"""
+
+
+@contextlib.asynccontextmanager
+async def sdk_session(url: str, changes: list[str] | None = None) -> AsyncIterator[ClientSession]:
+    async def on_message(message: Any) -> None:
+        method = getattr(getattr(message, "root", message), "method", None)
+        if changes is not None and method:
+            changes.append(method)
+
+    async with (
+        httpx2.AsyncClient(timeout=20) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, message_handler=on_message) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def test_a_shared_targets_lists_are_fetched_once_for_all_replicas_and_changes_reach_every_replica(
+    redis: RedisServer, upstream: Any
+) -> None:
+    url = upstream("up", "mcp", "--page-size", "100")  # counts the tools/list requests it answers
+    port, prefix = free_port(), f"t-{uuid.uuid4().hex[:8]}"
+    async with (
+        run_gateway(shared_target_yaml(A, port, redis.url, prefix, url)),
+        run_gateway(shared_target_yaml(B, port, redis.url, prefix, url)),
+        sdk_session(at(A, port)) as on_a,
+    ):
+        before = {tool.name for tool in (await on_a.list_tools()).tools}
+        asked = (await on_a.call_tool("tools_list_calls", {})).structured_content["result"]
+        changes: list[str] = []
+        async with sdk_session(at(B, port), changes) as on_b:
+            assert {tool.name for tool in (await on_b.list_tools()).tools} == before
+            # B took A's answer from Redis: the target was not asked again
+            assert (await on_a.call_tool("tools_list_calls", {})).structured_content["result"] == asked
+            # the target tells A's connection its tools changed: B drops the shared list and tells its client
+            await on_a.call_tool("grow", {"name": "grown"})
+            with anyio.fail_after(10):
+                while "notifications/tools/list_changed" not in changes:
+                    await anyio.sleep(0.05)
+            assert "grown" in {tool.name for tool in (await on_b.list_tools()).tools}
