@@ -19,6 +19,9 @@ PrefixMode = Literal["conditional", "always", "never"]
 NAME_LIMIT = 128
 _NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+UI_SCHEME = "ui://"  # MCP Apps (io.modelcontextprotocol/ui): a tool's UI is a resource at a ui:// URI
+UI_META = "ui"  # a tool's `_meta.ui.resourceUri` names its UI
+UI_FLAT_META = "ui/resourceUri"  # the deprecated flat form, which SDKs still send alongside
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +49,27 @@ class Naming:
         return f"{target}{self.separator}{original}" if self.prefixed else original
 
     def uri(self, target: str, original: str) -> str:
-        """Resource URIs with a scheme get `<target>+`; others are left as they are."""
-        if self.prefixed and _SCHEME_RE.match(original):
+        """Resource URIs with a scheme get `<target>+`; others are left as they are. An MCP Apps `ui://`
+        URI carries the target in its authority (`ui://<target>+<rest>`), so hosts still see a `ui://` URI
+        (as the reference writes it)."""
+        if not self.prefixed:
+            return original
+        if original[: len(UI_SCHEME)].lower() == UI_SCHEME:
+            return f"{UI_SCHEME}{target}+{original[len(UI_SCHEME) :]}"
+        if _SCHEME_RE.match(original):
             return f"{target}+{original}"
         return original
 
     def split_uri(self, uri: str) -> tuple[str, str] | None:
         """(target, original uri) for a prefixed URI; None when it carries no known target."""
         if not self.prefixed:
+            return None
+        if uri[: len(UI_SCHEME)].lower() == UI_SCHEME:
+            rest = uri[len(UI_SCHEME) :]
+            authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+            target, plus, _ = authority.partition("+")
+            if plus and target in self.targets:
+                return target, UI_SCHEME + rest[len(target) + 1 :]
             return None
         target, plus, rest = uri.partition("+")
         if plus and target in self.targets and rest:
@@ -105,7 +121,8 @@ def build_catalog(kind: Kind, naming: Naming, per_target: Mapping[str, Iterable[
                 )
                 continue
             owners[exposed] = target
-            catalog.entries[exposed] = Entry(target, original, _rename(kind, item, exposed))
+            renamed = _rename(kind, item, exposed)
+            catalog.entries[exposed] = Entry(target, original, _app_uris(renamed, naming, target) if kind == "tool" else renamed)
     return catalog
 
 
@@ -118,6 +135,40 @@ def match_template(catalog: Catalog, uri: str) -> Entry | None:
         except InvalidUriTemplate:
             continue
     return None
+
+
+def ui_uris(tool: Any) -> list[str]:
+    """The `ui://` URIs a tool's `_meta` names as its UI (MCP Apps), in either form."""
+    meta = tool.meta or {}
+    ui = meta.get(UI_META)
+    found = [ui.get("resourceUri")] if isinstance(ui, dict) else []
+    found.append(meta.get(UI_FLAT_META))
+    return [uri for uri in found if isinstance(uri, str)]
+
+
+def _app_uris(tool: Any, naming: Naming, target: str) -> Any:
+    """A tool whose `_meta` names its UI names it as exposed (`ui://<target>+...`), so a host can read it."""
+    if not naming.prefixed or not ui_uris(tool):
+        return tool
+    meta = dict(tool.meta)
+    ui = meta.get(UI_META)
+    if isinstance(ui, dict) and isinstance(ui.get("resourceUri"), str):
+        meta[UI_META] = {**ui, "resourceUri": naming.uri(target, ui["resourceUri"])}
+    if isinstance(meta.get(UI_FLAT_META), str):
+        meta[UI_FLAT_META] = naming.uri(target, meta[UI_FLAT_META])
+    return tool.model_copy(update={"meta": meta})
+
+
+def without_ui(tool: Any, denied: set[str]) -> Any:
+    """The tool without the `_meta` entries that name a UI the caller may not read (the reference strips
+    them too: a host would show a UI whose resources/read then fails)."""
+    meta = dict(tool.meta or {})
+    ui = meta.get(UI_META)
+    if isinstance(ui, dict) and ui.get("resourceUri") in denied:
+        del meta[UI_META]
+    if meta.get(UI_FLAT_META) in denied:
+        del meta[UI_FLAT_META]
+    return tool.model_copy(update={"meta": meta or None})
 
 
 def _key(kind: Kind, item: Any) -> str:

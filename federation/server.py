@@ -20,7 +20,7 @@ from mcp_types import REQUEST_TIMEOUT
 
 from federation.bridge import ParkedCalls, state_boundary
 from federation.calls import OBSERVED, ask_client, forwarded_meta, is_modern, is_modern_version, scope_of
-from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template
+from federation.catalog import Catalog, Kind, Naming, PrefixMode, match_template, ui_uris, without_ui
 from federation.downstreams import Downstreams
 from federation.events import EventRouter
 from federation.guard import Access, Guard, OpenGuard
@@ -228,7 +228,7 @@ class Federation(Relaying, EventRouter):
 
             def visible(catalog: Catalog) -> list[Any]:
                 return [
-                    entry.item
+                    self._app_visible(request, entry) if kind == "tool" else entry.item
                     for exposed, entry in catalog.entries.items()
                     if entry.target not in catalog.unavailable
                     and self._visible(request, Access(LIST_METHODS[kind], kind, exposed, entry.target, entry.original))
@@ -243,6 +243,19 @@ class Federation(Relaying, EventRouter):
             return result_type(**{field: items}, next_cursor=next_cursor)
 
         return handler
+
+    def _app_visible(self, request: Any, entry: Any) -> Any:
+        """A listed tool as this caller sees it: without the MCP Apps UI it names if the caller could not
+        read that resource (its resources/read would be refused)."""
+        uris = ui_uris(entry.item)
+        if not uris:
+            return entry.item
+        denied = set()
+        for uri in uris:
+            target, original = self.naming.split_uri(uri) or (entry.target, uri)
+            if not self._visible(request, Access("resources/read", "resource", uri, target, original)):
+                denied.add(uri)
+        return without_ui(entry.item, denied) if denied else entry.item
 
     async def survey(
         self, timeout: float = 30.0, kinds: Sequence[Kind] = tuple(LIST_METHODS)

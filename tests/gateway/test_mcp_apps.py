@@ -1,0 +1,73 @@
+"""MCP Apps (`io.modelcontextprotocol/ui`) through the gateway, as the reference federates them: a tool's UI
+is a `ui://` resource; with several targets its URI carries the target in the authority
+(`ui://<target>+<rest>`), in the tool's `_meta` (both forms) and for resources/read; a caller who may not
+read the UI does not see the tool's `_meta` pointing at it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from federation.catalog import Naming
+from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+
+pytestmark = pytest.mark.anyio
+
+UI = "ui://weather/dashboard.html"
+
+
+@contextlib.asynccontextmanager
+async def client(url: str) -> AsyncIterator[ClientSession]:
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def test_ui_uris_carry_the_target_in_their_authority() -> None:
+    naming = Naming(("a", "b"))
+    assert naming.uri("a", UI) == "ui://a+weather/dashboard.html"
+    assert naming.uri("a", "UI://weather+x/y?q=1#f") == "ui://a+weather+x/y?q=1#f"
+    assert naming.uri("a", "mem://static") == "a+mem://static"
+    assert naming.split_uri("ui://a+weather/dashboard.html") == ("a", UI)
+    assert naming.split_uri("ui://a+weather+x/y?q=1#f") == ("a", "ui://weather+x/y?q=1#f")
+    for unknown in ("ui://weather/dashboard.html", "ui://+weather/x", "ui://c+weather/x", "ui://host/a+b"):
+        assert naming.split_uri(unknown) is None, unknown
+    assert Naming(("a",)).uri("a", UI) == UI  # one target: nothing is prefixed
+
+
+async def test_an_apps_ui_is_found_and_read_through_a_prefixed_tool(upstream: Any) -> None:
+    targets = http_target("weather", upstream("weather", "mcp", "--app")) + stdio_target("other")
+    async with run_gateway(mcp_yaml(targets)) as gw, client(gw.url) as session:
+        tool = next(t for t in (await session.list_tools()).tools if t.name == "weather_dashboard")
+        exposed = "ui://weather+weather/dashboard.html"
+        assert tool.meta == {"ui": {"resourceUri": exposed}, "ui/resourceUri": exposed}
+        read = await session.read_resource(tool.meta["ui"]["resourceUri"])
+        assert read.contents[0].text == "<html><body>weather</body></html>"
+        assert str(read.contents[0].uri) == exposed and read.contents[0].mime_type == "text/html;profile=mcp-app"
+        listed = {str(r.uri) for r in (await session.list_resources()).resources}
+        assert exposed in listed
+        assert (await session.call_tool("weather_dashboard", {})).content[0].text == "sunny"
+
+
+async def test_a_ui_the_caller_may_not_read_is_not_advertised(upstream: Any) -> None:
+    targets = http_target("weather", upstream("weather", "mcp", "--app")) + stdio_target("other")
+    rules = [{"deny": 'has(mcp.resource) && mcp.resource.uri.startsWith("ui://")'}, "true"]
+    policies = json.dumps({"mcpAuthorization": {"rules": rules}})
+    async with run_gateway(mcp_yaml(targets, policies=policies)) as gw, client(gw.url) as session:
+        tool = next(t for t in (await session.list_tools()).tools if t.name == "weather_dashboard")
+        assert tool.meta is None  # both forms stripped: a host would show a UI it cannot load
+        with pytest.raises(MCPError):
+            await session.read_resource("ui://weather+weather/dashboard.html")
+        assert (await session.call_tool("weather_dashboard", {})).content[0].text == "sunny"
