@@ -18,6 +18,7 @@ from mcp.shared.exceptions import MCPError
 
 from federation.catalog import Naming
 from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.npm_cache import node22, npm_package
 
 pytestmark = pytest.mark.anyio
 
@@ -71,3 +72,26 @@ async def test_a_ui_the_caller_may_not_read_is_not_advertised(upstream: Any) -> 
         with pytest.raises(MCPError):
             await session.read_resource("ui://weather+weather/dashboard.html")
         assert (await session.call_tool("weather_dashboard", {})).content[0].text == "sunny"
+
+
+async def test_the_mcp_apps_example_server_from_npm_through_a_prefixed_gateway() -> None:
+    """npm's @modelcontextprotocol/server-basic-vanillajs (the ext-apps example) behind two-target federation."""
+    node = node22()
+    server = npm_package(
+        "mcp-apps",
+        "@modelcontextprotocol/server-basic-vanillajs@2.0.3",
+        "@modelcontextprotocol/server-basic-vanillajs/dist/index.js",
+        "an MCP App server nobody here wrote",
+    )
+    app = f"""
+  - name: apps
+    stdio: {{ cmd: "{node}", args: ["{server}", "--stdio"] }}"""
+    async with run_gateway(mcp_yaml(app + stdio_target("other"))) as gw, client(gw.url) as session:
+        tool = next(t for t in (await session.list_tools()).tools if t.name == "apps_get-time")
+        exposed = "ui://apps+get-time/mcp-app.html"
+        assert tool.meta == {"ui": {"resourceUri": exposed}, "ui/resourceUri": exposed}
+        read = await session.read_resource(exposed)
+        assert str(read.contents[0].uri) == exposed and "<html" in read.contents[0].text.lower()
+        assert read.contents[0].mime_type == "text/html;profile=mcp-app"
+        assert exposed in {str(r.uri) for r in (await session.list_resources()).resources}
+        assert "time" in (await session.call_tool("apps_get-time", {})).structured_content
