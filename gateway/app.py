@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
+import httpx
 import uvicorn
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from federation.agent_tools import build_agent_server
 from federation.agents import AgentRegistry, AgentSpec
 from federation.guard import OpenGuard
+from federation.openapi_tools import OpenApiServer
 from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
@@ -38,6 +40,9 @@ from gateway.config.models import (
     Match,
     McpBackend,
     McpShort,
+    OpenApiSchemaFile,
+    OpenApiSchemaUrl,
+    OpenApiTarget,
     Policies,
     Route,
     Target,
@@ -56,6 +61,7 @@ from gateway.policies.rewrite import a2a_upstream
 from gateway.policies.timeout import Timeouts
 from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
+from protocols import openapi
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
 from protocols.mcp.session_limits import SessionLimits
@@ -398,8 +404,13 @@ class Gateway:
                 self.changed_lists.append(federation)
         else:
             side = _backend_policies(levels, self.base_dir)
+            target_at = f"{where}.backends[0].mcp.targets" if where != "mcp" else "mcp.targets"
             federation = Federation(
-                [_target_spec(t, side, backend.maxResponseBodySize) for t in backend.targets] + agent_tools,
+                [
+                    _target_spec(t, side, backend.maxResponseBodySize, f"{self.config.source}: {target_at}[{i}]")
+                    for i, t in enumerate(backend.targets)
+                ]
+                + agent_tools,
                 FederationSettings(
                     prefix_mode=backend.prefixMode,
                     separator=backend.separator,
@@ -848,9 +859,10 @@ def _backend_policies(levels: list[tuple[str, Policies]], base_dir: Path) -> Bac
 
 
 def _target_spec(
-    target: Target, side: BackendPolicies, max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    target: Target, side: BackendPolicies, max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE, where: str = "targets"
 ) -> TargetSpec:
-    """One target's spec. backendTLS and backendAuth apply to HTTP targets; stdio targets ignore them."""
+    """One target's spec. backendTLS and backendAuth apply to HTTP and OpenAPI targets; stdio targets ignore
+    them. `where` names the target in config errors."""
     common: dict[str, Any] = {
         "name": target.name,
         "era": target.era,
@@ -871,11 +883,38 @@ def _target_spec(
             cwd=s.cwd,
             **common,
         )
+    if target.openapi is not None:
+        server = openapi_server(target.name, target.openapi, side, f"{where}.openapi")
+        return TargetSpec(transport="memory", server=server, **common)
     http = target.mcp or target.sse
     assert http is not None
     return TargetSpec(
         transport=target.kind, url=http.host, headers=dict(http.headers), tls=side.tls, auth=side.auth, **common
     )
+
+
+def openapi_server(name: str, cfg: OpenApiTarget, side: BackendPolicies, where: str) -> Any:
+    """An OpenAPI target's in-process MCP server, from its document (read or fetched now)."""
+    source = cfg.schema_
+    try:
+        if isinstance(source, OpenApiSchemaFile):
+            text, label = Path(source.file).read_text(), f"{where}.schema.file ({source.file})"
+        elif isinstance(source, OpenApiSchemaUrl):
+            response = httpx.get(source.url, timeout=10.0, follow_redirects=True)
+            response.raise_for_status()
+            text, label = response.text, f"{where}.schema.url ({source.url})"
+        else:
+            text, label = source, f"{where}.schema"
+        doc = openapi.parse_document(text, label)
+        ops, prefix = openapi.operations(doc), openapi.server_prefix(doc)
+    except OSError as exc:
+        raise ConfigError(f"{where}.schema.file: cannot read {getattr(source, 'file', '')!r}: {exc.strerror or exc}") from None
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"{where}.schema.url: could not fetch the document: {exc}") from None
+    except openapi.OpenApiError as exc:
+        raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}.schema: {exc}") from None
+    timeout = side.timeouts.per_message
+    return OpenApiServer(name, cfg.host, prefix, ops, tls=side.tls, auth=side.auth, timeout=timeout).server
 
 
 def _wants_events(scope: Scope) -> bool:

@@ -45,7 +45,30 @@ class HttpTarget(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
-TRANSPORTS = ("stdio", "mcp", "sse")
+class OpenApiSchemaFile(_Model):
+    file: Annotated[str, AfterValidator(_non_empty)]  # relative to the working directory, as in the reference
+
+
+class OpenApiSchemaUrl(_Model):
+    url: Annotated[str, AfterValidator(_http_url)]  # fetched once, when the config is loaded
+
+
+def _api_host(value: str) -> str:
+    """`host:port`, or a URL (`http://` or `https://`; a path in it is not used, as in the reference)."""
+    url = value if "://" in value else f"http://{value}"
+    _http_url(url)
+    return url
+
+
+class OpenApiTarget(_Model):
+    """A REST API described by an OpenAPI 3.x document, served as MCP tools (federation/openapi_tools.py)."""
+
+    # the document: {file: path} | {url: ...} | the document itself, inline as a string
+    schema_: Annotated[str | OpenApiSchemaFile | OpenApiSchemaUrl, Field(alias="schema")]
+    host: Annotated[str, AfterValidator(_api_host)]  # where the API is: `localhost:8080` or a URL
+
+
+TRANSPORTS = ("stdio", "mcp", "sse", "openapi")
 
 
 class Target(_Model):
@@ -53,6 +76,7 @@ class Target(_Model):
     stdio: StdioTarget | None = None
     mcp: HttpTarget | None = None
     sse: HttpTarget | None = None
+    openapi: OpenApiTarget | None = None
     era: Annotated[Literal["handshake", "modern", "auto"], _CI] = "handshake"
     # agentplex extension: one upstream session (stdio: one process) per client session, or one for all.
     sharing: Annotated[Literal["session", "shared"], _CI] = "session"
@@ -66,10 +90,12 @@ class Target(_Model):
         return self
 
     @property
-    def kind(self) -> Literal["stdio", "mcp", "sse"]:
+    def kind(self) -> Literal["stdio", "mcp", "sse", "openapi"]:
         """Which transport this target uses."""
         if self.stdio is not None:
             return "stdio"
+        if self.openapi is not None:
+            return "openapi"
         return "mcp" if self.mcp is not None else "sse"
 
 
