@@ -225,7 +225,7 @@ def test_env_unterminated_reference() -> None:
 
 def test_unknown_key_lists_allowed_keys() -> None:
     assert one_problem("mcp: {targets: [{name: a, stdioo: {cmd: x}}]}", "samples/x.yaml") == (
-        "samples/x.yaml: mcp.targets[0].stdioo: unknown key (expected one of: name, stdio, mcp, sse, era, sharing)"
+        "samples/x.yaml: mcp.targets[0].stdioo: unknown key (expected one of: name, stdio, mcp, sse, openapi, era, sharing)"
     )
     assert one_problem("mcp: {targets: [{name: a, stdio: {cmd: x}}]}\nlisteners: []") == (
         "x.yaml: listeners: unknown key (expected one of: config, mcp, a2a, binds, backends)"
@@ -292,7 +292,7 @@ binds:
 """
     assert one_problem(text) == (
         "x.yaml: binds[0].listeners[0].routes[0].backends[0].mcp.targets[1].prefixMode: "
-        "unknown key (expected one of: name, stdio, mcp, sse, era, sharing)"
+        "unknown key (expected one of: name, stdio, mcp, sse, openapi, era, sharing)"
     )
     assert one_problem(text.replace("prefixMode: always}", "}\n                  prefixMode: sometimes")) == (
         "x.yaml: binds[0].listeners[0].routes[0].backends[0].mcp.prefixMode: "
@@ -315,8 +315,8 @@ mcp:
 """
     )
     assert problems == [
-        "x.yaml: mcp.targets[0]: expected exactly one of: stdio, mcp, sse (found none)",
-        "x.yaml: mcp.targets[1]: expected exactly one of: stdio, mcp, sse (found stdio and mcp)",
+        "x.yaml: mcp.targets[0]: expected exactly one of: stdio, mcp, sse, openapi (found none)",
+        "x.yaml: mcp.targets[1]: expected exactly one of: stdio, mcp, sse, openapi (found stdio and mcp)",
     ]
 
 
