@@ -99,6 +99,21 @@ class UpstreamPool:
             upstream.log_level = self.levels.get(connection)  # in force before its first request
         return upstream
 
+    def fresh(self, target: str) -> Upstream:
+        """A new connection to `target` owned by nobody yet (a session's, once `adopt`ed)."""
+        assert self.tg is not None
+        return Upstream(self.shared[target].spec, self.events).attach(self.tg)
+
+    def adopt(self, connection: Any, upstreams: dict[str, Upstream]) -> None:
+        """A client session's own upstreams, opened before it was (portable sessions: federation/portable.py)."""
+        own = self._sessions.get(connection)
+        if own is None:
+            own = self._sessions[connection] = {}
+            connection.exit_stack.push_async_callback(self.session_ended, connection)
+        for target, upstream in upstreams.items():
+            own[target] = upstream
+            self._owners[upstream] = connection
+
     def listing(self, target: str, connection: Any) -> Upstream:
         """Where a client session's lists of `target` come from: its own upstream once it has one, else the
         shared one, which lists what a fresh session of the same server would. A target sent credentials

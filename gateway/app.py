@@ -44,8 +44,10 @@ from gateway.policies.rewrite import a2a_upstream
 from gateway.policies.timeout import Timeouts
 from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
+from gateway.session_key import session_seal
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
+from protocols.mcp.portable import PortableSessions
 from protocols.mcp.session_limits import SessionLimits
 from protocols.mcp.size_limit import DEFAULT_MAX_RESPONSE_SIZE
 from protocols.mcp.sse import SseEndpoint
@@ -278,6 +280,7 @@ class Gateway:
         self.base_dir = Path.cwd()
         self.a2a = A2ARoutes()
         self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
+        self.seal = session_seal(config.config)  # seals MCP session ids (None: random ids, not portable)
         self.binds = [self._compile_bind(bind, origin) for bind, origin in _binds(config)]
 
     # -- compile ---------------------------------------------------------------------------
@@ -348,7 +351,7 @@ class Gateway:
         self.closers.extend(compiled.closers)
         agent_tools = self._agent_tool_targets(where, backend)
         registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
-        key = _part_key(bind, name, backend, levels, registry)
+        key = _part_key(bind, name, backend, levels, registry) + ("portable" if self.seal is not None else "")
         route_id = f"{bind.address}:{bind.port} {name}"
         if any(p.key == key or p.route == route_id for p in self.parts):  # a route name twice on a bind
             key, route_id = key + where, route_id + where
@@ -359,6 +362,8 @@ class Gateway:
         observer = self.observability.federation_observer(name)
         if part is not None:  # a reload that left this backend as it was: its sessions carry on
             federation, endpoints = part.value
+            if endpoints.streamable.portable is not None:  # a rotated key seals from now on
+                self._later(setattr, endpoints.streamable.portable, "seal", self.seal)
             self._later(setattr, federation, "guard", guard)
             self._later(setattr, federation, "observer", observer)
             if part.revision != rules:  # what its clients may see may have changed: they list again
@@ -387,6 +392,7 @@ class Gateway:
                 relay=federation.relay_tool_call,
                 relay_modern=federation.plan_modern_call,
                 limits=limits,
+                portable=PortableSessions(self.seal, federation.portable, route_id) if self.seal is not None else None,
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security, limits=limits))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
+from protocols.mcp.session_seal import parse_key
+
 from .a2a import A2aShort
 from .base import (
     _CI,
@@ -309,6 +311,24 @@ class TracingSettings(_Model):
     randomSampling: float = Field(default=1.0, ge=0.0, le=1.0)  # share of new traces kept; callers' choice wins
 
 
+def _session_key(value: str) -> str:
+    parse_key(value)  # raises ValueError saying what is wrong (never echoing the key)
+    return value
+
+
+SessionKey = Annotated[str, AfterValidator(_session_key)]
+
+
+class SessionSettings(_Model):
+    """Portable MCP sessions: the key that seals session ids (gateway/session_key.py; `SESSION_KEY` wins)."""
+
+    # An all-digit key reads as a YAML number; its text is still the key (quote keys that start with 0).
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    key: SessionKey | None = None  # 64 hex characters, as from `openssl rand -hex 32`
+    # agentplex addition: keys that sealed ids before a rotation; they still open ids, never seal new ones.
+    previousKeys: list[SessionKey] = Field(default_factory=list)
+
+
 class GlobalSettings(_Model):
     # The admin API (gateway/admin.py); null turns it off. Off loopback it needs adminToken.
     adminAddr: Annotated[str | None, AfterValidator(_listen_addr)] = "127.0.0.1:15000"
@@ -320,6 +340,7 @@ class GlobalSettings(_Model):
     connectionTerminationDeadline: Duration = 10.0
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tracing: TracingSettings | None = None  # off unless set; read once, at start
+    session: SessionSettings | None = None  # sealed, portable MCP session ids; off (random ids) without a key
 
     @model_validator(mode="after")
     def _admin_token_off_loopback(self) -> GlobalSettings:

@@ -1,0 +1,179 @@
+"""Portable sessions: with a session key, a handshake-era session opened on one replica goes on at another
+(same config, same key), on the same upstream session; an id that is not ours, or not the caller's, is 404."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import ConfigError, parse_config
+from tests.conftest import HEADERS, INIT, RunningGateway, http_target, mcp_yaml, run_gateway
+
+pytestmark = pytest.mark.anyio
+
+KEY = "ab" * 32
+OTHER_KEY = "cd" * 32
+VERSION = "2025-11-25"
+
+
+def keyed(targets: str, key: str | None = KEY, previous: str = "", **options: str) -> str:
+    """A short-shape config whose `config.session` has `key` (and previous keys)."""
+    session = [f"key: {key}"] if key else []
+    if previous:
+        session.append(f"previousKeys: [{previous}]")
+    head = f"config:\n  adminAddr: null\n  statsAddr: null\n  session: {{{', '.join(session)}}}\n"
+    return head + mcp_yaml(targets, **options)
+
+
+def rpc_result(response: httpx.Response) -> Any:
+    """The JSON-RPC message of a JSON or single-event SSE answer."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(next(d for d in data if d))
+    return response.json()
+
+
+class Client:
+    """A raw handshake-era client that can send each request to any replica."""
+
+    def __init__(self, http: httpx.AsyncClient, headers: dict[str, str] = HEADERS) -> None:
+        self.http = http
+        self.headers = headers
+        self.sid = ""
+        self._id = 1
+
+    async def initialize(self, gw: RunningGateway) -> httpx.Response:
+        response = await self.http.post(gw.url, json=INIT, headers=self.headers)
+        self.sid = response.headers.get("mcp-session-id", "")
+        await self.http.post(gw.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.on())
+        return response
+
+    def on(self, sid: str | None = None) -> dict[str, str]:
+        return {**self.headers, "mcp-session-id": sid or self.sid, "mcp-protocol-version": VERSION}
+
+    async def request(self, gw: RunningGateway, method: str, params: dict[str, Any], sid: str | None = None) -> Any:
+        self._id += 1
+        message = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
+        return await self.http.post(gw.url, json=message, headers=self.on(sid))
+
+    async def call(self, gw: RunningGateway, tool: str, sid: str | None = None, **arguments: Any) -> Any:
+        response = await self.request(gw, "tools/call", {"name": tool, "arguments": arguments}, sid)
+        assert response.status_code == 200, response.text
+        return rpc_result(response)["result"]["content"][0]["text"]
+
+
+@contextlib.asynccontextmanager
+async def replicas(yaml_a: str, yaml_b: str | None = None) -> AsyncIterator[tuple[RunningGateway, RunningGateway]]:
+    async with run_gateway(yaml_a) as a, run_gateway(yaml_b or yaml_a) as b:
+        yield a, b
+
+
+def not_found(response: httpx.Response) -> bool:
+    body = response.json()
+    return response.status_code == 404 and body["error"]["message"] == "Session not found" and body["id"] is None
+
+
+async def test_a_session_opened_on_one_replica_goes_on_at_another_on_the_same_upstream_session(upstream: Any) -> None:
+    url = upstream("web", "mcp")
+    async with replicas(keyed(http_target("web", url))) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        assert (await client.initialize(a)).status_code == 200
+        assert client.sid.startswith("s1.") and all(0x21 <= ord(c) <= 0x7E for c in client.sid)
+        upstream_session = await client.call(a, "session")
+        assert upstream_session  # the upstream session opened with the client's
+        assert upstream_session not in client.sid  # sealed, not readable
+        assert await client.call(b, "session") == upstream_session  # B took up the same upstream session
+        assert await client.call(b, "echo", text="on B") == "web: on B"
+        listed = rpc_result(await client.request(b, "tools/list", {}))
+        assert "session" in [tool["name"] for tool in listed["result"]["tools"]]
+        assert await client.call(a, "session") == upstream_session  # and A still serves it
+        again = await client.request(b, "tools/list", {})
+        assert again.headers.get("mcp-session-id") == client.sid  # B answers under the same sealed id
+
+
+async def test_a_rotated_key_still_resumes_sessions_sealed_with_the_previous_one(upstream: Any) -> None:
+    url = upstream("web", "mcp")
+    before, after = keyed(http_target("web", url)), keyed(http_target("web", url), OTHER_KEY, previous=KEY)
+    async with replicas(before, after) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        upstream_session = await client.call(a, "session")
+        assert await client.call(b, "session") == upstream_session
+        fresh = Client(http)
+        await fresh.initialize(b)  # B seals with its new key only: A (old key only) cannot open it
+        assert not_found(await fresh.request(a, "tools/list", {}))
+
+
+async def test_ids_that_do_not_open_or_are_not_the_callers_are_404(upstream: Any) -> None:
+    url = upstream("web", "mcp")
+    policies = "{apiKey: {keys: [{key: sk-a, metadata: {name: a}}, {key: sk-b, metadata: {name: b}}]}}"
+    yaml = keyed(http_target("web", url), policies=policies)
+    wrong_key = keyed(http_target("web", url), OTHER_KEY, policies=policies)
+    async with replicas(yaml, wrong_key) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        alice = Client(http, {**HEADERS, "authorization": "Bearer sk-a"})
+        await alice.initialize(a)
+        assert not_found(await alice.request(b, "tools/list", {}))  # another key
+        tampered = alice.sid[:-2] + ("AA" if alice.sid[-2:] != "AA" else "BB")
+        assert not_found(await alice.request(a, "tools/list", {}, sid=tampered))
+        assert not_found(await alice.request(a, "tools/list", {}, sid="s1.garbage"))
+        bob = Client(http, {**HEADERS, "authorization": "Bearer sk-b"})
+        assert not_found(await bob.request(a, "tools/list", {}, sid=alice.sid))  # not bob's
+        assert "result" in rpc_result(await alice.request(a, "tools/list", {}))  # still alice's
+    async with run_gateway(yaml) as c, httpx.AsyncClient(timeout=30) as http:  # a replica that never saw it
+        bob = Client(http, {**HEADERS, "authorization": "Bearer sk-b"})
+        assert not_found(await bob.request(c, "tools/list", {}, sid=alice.sid))
+        alice.http = http
+        assert "result" in rpc_result(await alice.request(c, "tools/list", {}))
+
+
+async def test_a_session_made_for_other_targets_is_not_resumed(upstream: Any) -> None:
+    url, other = upstream("web", "mcp"), upstream("more", "mcp")
+    two = keyed(http_target("web", url) + http_target("more", other))
+    async with replicas(keyed(http_target("web", url)), two) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        assert not_found(await client.request(b, "tools/list", {}))  # the client initializes again
+
+
+async def test_without_a_key_ids_stay_random_and_live_on_one_replica(upstream: Any) -> None:
+    url = upstream("web", "mcp")
+    async with replicas(mcp_yaml(http_target("web", url))) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        assert len(client.sid) == 32 and not client.sid.startswith("s1.")
+        assert not_found(await client.request(b, "tools/list", {}))
+
+
+async def test_the_environment_key_wins_over_the_config(upstream: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = upstream("web", "mcp")
+    async with run_gateway(keyed(http_target("web", url))) as a, httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        monkeypatch.setenv("SESSION_KEY", OTHER_KEY)
+        async with run_gateway(keyed(http_target("web", url))) as b:  # same config, but SESSION_KEY
+            assert not_found(await client.request(b, "tools/list", {}))
+        monkeypatch.setenv("SESSION_KEY", KEY)
+        async with run_gateway(keyed(http_target("web", url), OTHER_KEY)) as c:
+            assert "result" in rpc_result(await client.request(c, "tools/list", {}))
+
+
+def test_a_bad_key_is_a_config_error_that_names_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    target = http_target("web", "http://127.0.0.1:9/mcp")
+    with pytest.raises(ConfigError, match=r"t\.yaml: config\.session\.key: expected 64 hex characters"):
+        parse_config(keyed(target, "abc"), "t.yaml")
+    with pytest.raises(ConfigError, match=r"config\.session\.key: .*not hex"):
+        parse_config(keyed(target, "zz" * 32), "t.yaml")
+    with pytest.raises(ConfigError, match=r"config\.session\.previousKeys\[0\]: expected 64"):
+        parse_config(keyed(target, previous="abc"), "t.yaml")
+    with pytest.raises(ConfigError, match=r"config\.session\.bogus: unknown key"):
+        parse_config(keyed(target).replace("session: {", "session: {bogus: 1, "), "t.yaml")
+    monkeypatch.setenv("SESSION_KEY", "not-a-key")
+    with pytest.raises(ConfigError, match=r"^SESSION_KEY: expected 64 hex characters") as raised:
+        Gateway(parse_config(keyed(target), "t.yaml"))
+    assert "not-a-key" not in str(raised.value)  # a key is never echoed
