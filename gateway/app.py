@@ -659,6 +659,11 @@ class Gateway:
                     spec = fed[route.name].upstreams[name].spec
                     status = "up" if state["connected"] else f"DOWN ({state['lastError']})"
                     yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
+        if self.federations and any(not f.settings.stateless for _, f in self.federations):
+            if self.seal is not None:
+                yield "MCP session ids are sealed: any replica with the same config and key resumes a session"
+            else:
+                yield "MCP session ids are random: a session lives on this replica only (set SESSION_KEY to share)"
 
     def failed_targets(self) -> Iterator[str]:
         """One clear line per target that did not start, and what that means for its route."""

@@ -8,12 +8,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, parse_config
-from tests.conftest import HEADERS, INIT, RunningGateway, http_target, mcp_yaml, run_gateway
+from tests.conftest import HEADERS, INIT, RunningGateway, http_target, mcp_yaml, run_gateway, stdio_target
 
 pytestmark = pytest.mark.anyio
 
@@ -95,6 +96,40 @@ async def test_a_session_opened_on_one_replica_goes_on_at_another_on_the_same_up
         assert await client.call(a, "session") == upstream_session  # and A still serves it
         again = await client.request(b, "tools/list", {})
         assert again.headers.get("mcp-session-id") == client.sid  # B answers under the same sealed id
+
+
+async def test_a_stdio_target_gets_a_process_of_its_own_on_the_replica_that_resumes(upstream: Any) -> None:
+    """A process cannot travel in a token: the resumed session starts its own, as a new session would."""
+    yaml = keyed(http_target("web", upstream("web", "mcp")) + stdio_target("local"))
+    async with replicas(yaml) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        on_a = await client.call(a, "local_pid")
+        web = await client.call(a, "web_session")
+        on_b = await client.call(b, "local_pid")
+        assert on_b != on_a and await client.call(b, "local_echo", text="x") == "local: x"
+        assert await client.call(b, "web_session") == web
+        assert await client.call(a, "local_pid") == on_a  # A's session keeps its own process
+
+
+async def test_concurrent_first_requests_on_a_replica_resume_the_session_once(upstream: Any) -> None:
+    async with replicas(keyed(http_target("web", upstream("web", "mcp")))) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        web = await client.call(a, "session")
+        seen: list[str] = []
+
+        async def call() -> None:
+            seen.append(await client.call(b, "session"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(call)
+        assert seen == [web] * 4
+        assert b.gateway.endpoints["mcp"].session_count() == 1
+        assert (await http.delete(b.url, headers=client.on())).status_code == 200
+        assert b.gateway.endpoints["mcp"].session_count() == 0
+        assert await client.call(a, "session") == web  # ended on B, not upstream: A goes on
 
 
 async def test_a_rotated_key_still_resumes_sessions_sealed_with_the_previous_one(upstream: Any) -> None:
