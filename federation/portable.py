@@ -52,10 +52,11 @@ class PortableUpstreams:
         return spec.transport == "mcp" and spec.sharing == "session" and spec.era != "modern"
 
     async def opening(self, scope: Any) -> Handoff:
-        """Open the session's upstream sessions now (concurrently); a target that fails opens later, on use."""
+        """Open the session's upstream sessions now (concurrently); a target that is down (its shared
+        connection is) or fails opens later, on use, and does not travel."""
         handoff = Handoff()
-        for target in self.pool.shared:
-            if self._travels(target) and self.pool.tg is not None:
+        for target, shared in self.pool.shared.items():
+            if self._travels(target) and self.pool.tg is not None and shared.connected:
                 upstream = handoff.upstreams[target] = self.pool.fresh(target)
                 upstream.caller = scope
                 upstream.keep_remote_session = True

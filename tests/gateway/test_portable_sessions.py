@@ -96,6 +96,11 @@ async def test_a_session_opened_on_one_replica_goes_on_at_another_on_the_same_up
         assert await client.call(a, "session") == upstream_session  # and A still serves it
         again = await client.request(b, "tools/list", {})
         assert again.headers.get("mcp-session-id") == client.sid  # B answers under the same sealed id
+    async with run_gateway(keyed(http_target("web", url))) as c, httpx.AsyncClient(timeout=30) as http:
+        headers = {**client.on(), "accept": "text/event-stream"}
+        async with http.stream("GET", c.url, headers=headers) as stream:  # the GET stream resumes it too
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.headers["mcp-session-id"] == client.sid
 
 
 async def test_a_stdio_target_gets_a_process_of_its_own_on_the_replica_that_resumes(upstream: Any) -> None:
@@ -212,3 +217,18 @@ def test_a_bad_key_is_a_config_error_that_names_where_it_came_from(monkeypatch: 
     with pytest.raises(ConfigError, match=r"^SESSION_KEY: expected 64 hex characters") as raised:
         Gateway(parse_config(keyed(target), "t.yaml"))
     assert "not-a-key" not in str(raised.value)  # a key is never echoed
+
+
+def test_the_environment_adds_previous_keys_and_names_a_bad_one() -> None:
+    from gateway.config.models import GlobalSettings
+    from gateway.session_key import session_seal
+
+    settings = GlobalSettings(adminAddr=None, session={"key": KEY})
+    old_id = session_seal(GlobalSettings(adminAddr=None, session={"key": OTHER_KEY}), {}).seal({"n": 1})  # type: ignore[union-attr]
+    assert session_seal(settings, {}).open(old_id) is None  # type: ignore[union-attr]
+    assert session_seal(settings, {"SESSION_KEY_PREVIOUS": f"{'ef' * 32}, {OTHER_KEY}"}).open(old_id) == {"n": 1}  # type: ignore[union-attr]
+    assert session_seal(GlobalSettings(adminAddr=None), {}) is None  # no key: random ids
+    with pytest.raises(ConfigError, match=r"SESSION_KEY_PREVIOUS / config\.session\.previousKeys: expected 64"):
+        session_seal(settings, {"SESSION_KEY_PREVIOUS": "nope"})
+    with pytest.raises(ConfigError, match="without a current key"):
+        session_seal(GlobalSettings(adminAddr=None), {"SESSION_KEY_PREVIOUS": OTHER_KEY})
