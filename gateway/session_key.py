@@ -25,7 +25,7 @@ def session_seal(settings: GlobalSettings, environ: Mapping[str, str] | None = N
     env = os.environ if environ is None else environ
     configured = settings.session
     key_text = env.get(ENV_KEY) or (configured.key if configured is not None else None)
-    previous_texts = list(configured.previousKeys) if configured is not None else []
+    previous_texts = [k for k in configured.previousKeys if k] if configured is not None else []
     previous_texts += [k for k in env.get(ENV_PREVIOUS, "").split(",") if k.strip()]
     if not key_text:
         if previous_texts:

@@ -312,7 +312,8 @@ class TracingSettings(_Model):
 
 
 def _session_key(value: str) -> str:
-    parse_key(value)  # raises ValueError saying what is wrong (never echoing the key)
+    if value:  # empty: none (`key: ${SESSION_KEY:-}`)
+        parse_key(value)  # raises ValueError saying what is wrong (never echoing the key)
     return value
 
 

@@ -245,7 +245,7 @@ class StreamableHTTPEndpoint:
                     return None
                 return await self._reopen(scope, external, state["c"], handoff)
         finally:
-            if not lock.statistics().tasks_waiting:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._resuming.pop(external, None)
 
     async def _reopen(self, scope: Any, external: str, client: dict[str, Any], handoff: Any) -> str | None:

@@ -213,6 +213,7 @@ def test_a_bad_key_is_a_config_error_that_names_where_it_came_from(monkeypatch: 
         parse_config(keyed(target, previous="abc"), "t.yaml")
     with pytest.raises(ConfigError, match=r"config\.session\.bogus: unknown key"):
         parse_config(keyed(target).replace("session: {", "session: {bogus: 1, "), "t.yaml")
+    assert Gateway(parse_config(keyed(target, '""'), "t.yaml")).seal is None  # empty: no key (`${SESSION_KEY:-}`)
     monkeypatch.setenv("SESSION_KEY", "not-a-key")
     with pytest.raises(ConfigError, match=r"^SESSION_KEY: expected 64 hex characters") as raised:
         Gateway(parse_config(keyed(target), "t.yaml"))
@@ -232,3 +233,32 @@ def test_the_environment_adds_previous_keys_and_names_a_bad_one() -> None:
         session_seal(settings, {"SESSION_KEY_PREVIOUS": "nope"})
     with pytest.raises(ConfigError, match="without a current key"):
         session_seal(GlobalSettings(adminAddr=None), {"SESSION_KEY_PREVIOUS": OTHER_KEY})
+
+
+async def test_a_reload_that_rotates_the_key_keeps_live_sessions_and_seals_new_ones_with_the_new_key(
+    upstream: Any, tmp_path: Any
+) -> None:
+    from mcp import Client as SdkClient
+
+    from gateway.config import load_config
+    from gateway.runtime import Runtime
+    from protocols.mcp.session_seal import SessionSeal, parse_key
+    from tests.conftest import started
+
+    url = upstream("web", "mcp")
+    path = tmp_path / "gw.yaml"
+    path.write_text(keyed(http_target("web", url)))
+    runtime = Runtime(load_config(path), lambda: load_config(path), poll=0.1)
+    async with started(runtime), httpx.AsyncClient(timeout=30) as http:
+        gw_url = f"http://127.0.0.1:{next(iter(runtime.sockets.values())).bind.bound_port}/mcp"
+        async with SdkClient(gw_url, mode="legacy", cache=None) as client:  # the SDK's handshake-era client
+            web = (await client.call_tool("session", {})).content[0].text  # type: ignore[union-attr]
+            path.write_text(keyed(http_target("web", url), OTHER_KEY, previous=KEY))
+            with anyio.fail_after(15):
+                while runtime.generation < 2:  # bounded by fail_after
+                    await anyio.sleep(0.05)
+            assert (await client.call_tool("session", {})).content[0].text == web  # type: ignore[union-attr]
+        fresh = await http.post(gw_url, json=INIT, headers=HEADERS)
+        sid = fresh.headers["mcp-session-id"]
+        assert SessionSeal(parse_key(OTHER_KEY)).open(sid) is not None
+        assert SessionSeal(parse_key(KEY)).open(sid) is None
