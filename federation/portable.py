@@ -41,7 +41,9 @@ class PortableUpstreams:
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
-        specs = sorted((s.name, s.transport, s.url or s.command, s.sharing) for s in (u.spec for u in pool.shared.values()))
+        specs = sorted(
+            (s.name, s.transport, s.url or s.command, s.sharing) for s in (u.spec for u in pool.shared.values())
+        )
         self._fingerprint = hashlib.sha256(json.dumps(specs).encode()).hexdigest()[:32]
 
     def fingerprint(self) -> str:

@@ -13,12 +13,22 @@ import hashlib
 import json
 from typing import Any, Protocol
 
+import anyio
 from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from protocols.mcp.session_seal import SessionSeal
 
-__all__ = ["SESSION_HANDOFF", "PortableSessions", "SessionCarrier", "client_of", "session_not_found"]
+__all__ = [
+    "SESSION_HANDOFF",
+    "PortableSessions",
+    "SessionCarrier",
+    "client_of",
+    "discard",
+    "in_process_body",
+    "session_not_found",
+    "with_session_id",
+]
 
 # ASGI scope key: what an opening session takes over (its upstream sessions), from the carrier to the server side.
 SESSION_HANDOFF = "agentplex.session_handoff"
@@ -134,3 +144,30 @@ async def session_not_found(send: Any) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
     await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def with_session_id(start: dict[str, Any], internal: str, external: str) -> dict[str, Any]:
+    """A response start with the SDK's session id, where it names one, replaced by the sealed one."""
+    inner, outer = internal.encode("latin-1"), external.encode("latin-1")
+    headers = [(k, outer if k.lower() == b"mcp-session-id" and v == inner else v) for k, v in start["headers"]]
+    return {**start, "headers": headers}
+
+
+def in_process_body(message: dict[str, Any]) -> Any:
+    """A `receive` for an in-process request: its JSON body, then nothing until the exchange is over."""
+    data = json.dumps(message).encode()
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+async def discard(message: dict[str, Any]) -> None:
+    """The `send` of an in-process request whose answer nobody reads."""

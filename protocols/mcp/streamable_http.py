@@ -27,7 +27,15 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.requests import Request
 
 from protocols import internals
-from protocols.mcp.portable import SESSION_HANDOFF, PortableSessions, client_of, session_not_found
+from protocols.mcp.portable import (
+    SESSION_HANDOFF,
+    PortableSessions,
+    client_of,
+    discard,
+    in_process_body,
+    session_not_found,
+    with_session_id,
+)
 from protocols.mcp.relay import Downstream, Message, ModernDownstream
 from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 
@@ -199,7 +207,7 @@ class StreamableHTTPEndpoint:
             external = self.portable.mint(sid, principal(scope), client or {}, handoff)
         else:
             self.portable.remember(external, sid)
-        return _with_session_id(start, sid, external)
+        return with_session_id(start, sid, external)
 
     async def _translate(self, scope: Any, send: Any) -> tuple[Any, Any] | None:
         """A request on a sealed session id, made a request on the SDK's id of that session here (resumed from
@@ -222,7 +230,7 @@ class StreamableHTTPEndpoint:
 
         async def outward(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = _with_session_id(message, internal, external)
+                message = with_session_id(message, internal, external)
             await send(message)
 
         return scope, outward
@@ -254,13 +262,13 @@ class StreamableHTTPEndpoint:
         base += [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
         init = {"jsonrpc": "2.0", "id": "agentplex-resume", "method": "initialize", "params": client}
         opening = {**scope, "method": "POST", "headers": base}
-        sid = await self._open_session(opening, _body(init), _discard, (external, client, handoff))
+        sid = await self._open_session(opening, in_process_body(init), discard, (external, client, handoff))
         if sid is None:
             return None
         version = str(client.get("protocolVersion", ""))
         headers = [*base, (b"mcp-session-id", sid.encode("latin-1")), (b"mcp-protocol-version", version.encode())]
         done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        await self.app({**scope, "method": "POST", "headers": headers}, _body(done), _discard)
+        await self.app({**scope, "method": "POST", "headers": headers}, in_process_body(done), discard)
         return sid
 
     async def _try_relay(self, scope: Any, receive: Any, send: Any) -> Any:
@@ -454,33 +462,6 @@ class SessionTable(dict[Any, Any]):
             age = round(now - started, 1) if started is not None else None
             out.append({"id": show(sid), "transport": transport, "principal": principal, "ageSeconds": age})
         return out
-
-
-def _with_session_id(start: dict[str, Any], internal: str, external: str) -> dict[str, Any]:
-    """A response start with the SDK's session id, where it names one, replaced by the sealed one."""
-    inner, outer = internal.encode("latin-1"), external.encode("latin-1")
-    headers = [(k, outer if k.lower() == b"mcp-session-id" and v == inner else v) for k, v in start["headers"]]
-    return {**start, "headers": headers}
-
-
-def _body(message: dict[str, Any]) -> Any:
-    """A `receive` for an in-process request: its JSON body, then nothing until the exchange is over."""
-    data = json.dumps(message).encode()
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    return receive
-
-
-async def _discard(message: dict[str, Any]) -> None:
-    """The `send` of an in-process request whose answer nobody reads."""
 
 
 def _length_ok(length: bytes, limit: int) -> bool:

@@ -118,7 +118,10 @@ async def test_a_stdio_target_gets_a_process_of_its_own_on_the_replica_that_resu
 
 
 async def test_concurrent_first_requests_on_a_replica_resume_the_session_once(upstream: Any) -> None:
-    async with replicas(keyed(http_target("web", upstream("web", "mcp")))) as (a, b), httpx.AsyncClient(timeout=30) as http:
+    async with (
+        replicas(keyed(http_target("web", upstream("web", "mcp")))) as (a, b),
+        httpx.AsyncClient(timeout=30) as http,
+    ):
         client = Client(http)
         await client.initialize(a)
         web = await client.call(a, "session")
