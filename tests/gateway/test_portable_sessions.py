@@ -96,6 +96,8 @@ async def test_a_session_opened_on_one_replica_goes_on_at_another_on_the_same_up
         assert await client.call(a, "session") == upstream_session  # and A still serves it
         again = await client.request(b, "tools/list", {})
         assert again.headers.get("mcp-session-id") == client.sid  # B answers under the same sealed id
+        relayed = await client.request(b, "tools/call", {"name": "echo", "arguments": {"text": "x"}})
+        assert relayed.headers.get("mcp-session-id") == client.sid  # the raw relay's answers too
     async with run_gateway(keyed(http_target("web", url))) as c, httpx.AsyncClient(timeout=30) as http:
         headers = {**client.on(), "accept": "text/event-stream"}
         async with http.stream("GET", c.url, headers=headers) as stream:  # the GET stream resumes it too
@@ -265,3 +267,43 @@ async def test_a_reload_that_rotates_the_key_keeps_live_sessions_and_seals_new_o
         sid = fresh.headers["mcp-session-id"]
         assert SessionSeal(parse_key(OTHER_KEY)).open(sid) is not None
         assert SessionSeal(parse_key(KEY)).open(sid) is None
+
+
+async def test_server_to_client_requests_travel_under_sealed_ids_on_either_replica(upstream: Any) -> None:
+    from mcp import Client as SdkClient
+    from mcp import types
+
+    async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"answer": "forty-two"})
+
+    yaml = keyed(http_target("web", upstream("web", "mcp")))
+    async with replicas(yaml) as (a, b):
+        async with SdkClient(a.url, mode="legacy", cache=None, elicitation_callback=elicitation) as c:
+            assert "forty-two" in (await c.call_tool("ask", {"question": "what?"})).content[0].text  # type: ignore[union-attr]
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = Client(http)
+            init = {**INIT, "params": {**INIT["params"], "capabilities": {"sampling": {}}}}  # type: ignore[dict-item]
+            opened = await http.post(a.url, json=init, headers=HEADERS)
+            client.sid = opened.headers["mcp-session-id"]
+            await http.post(a.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=client.on())
+            call = {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "sample", "arguments": {"prompt": "p"}},
+            }
+            answers = []
+            with anyio.fail_after(20):
+                async with http.stream("POST", b.url, json=call, headers=client.on()) as stream:  # resumed on B
+                    async for line in stream.aiter_lines():
+                        if not line.startswith("data:") or not line[5:].strip():
+                            continue
+                        message = json.loads(line[5:])
+                        if message.get("method") == "sampling/createMessage":
+                            result = {"role": "assistant", "content": {"type": "text", "text": "sampled"}, "model": "t"}
+                            reply = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+                            assert (await http.post(b.url, json=reply, headers=client.on())).status_code == 202
+                        elif message.get("id") == 7:
+                            answers.append(message)
+                            break
+            assert answers[0]["result"]["content"][0]["text"] == "sampled"
