@@ -21,6 +21,7 @@ from protocols.mcp.session_seal import SessionSeal
 
 __all__ = [
     "SESSION_HANDOFF",
+    "CapturedAnswer",
     "PortableSessions",
     "SessionCarrier",
     "client_of",
@@ -153,9 +154,9 @@ def with_session_id(start: dict[str, Any], internal: str, external: str) -> dict
     return {**start, "headers": headers}
 
 
-def in_process_body(message: dict[str, Any]) -> Any:
-    """A `receive` for an in-process request: its JSON body, then nothing until the exchange is over."""
-    data = json.dumps(message).encode()
+def in_process_body(message: dict[str, Any] | None) -> Any:
+    """A `receive` for an in-process request: its JSON body (None: none), then nothing until the exchange is over."""
+    data = json.dumps(message).encode() if message is not None else b""
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -171,3 +172,34 @@ def in_process_body(message: dict[str, Any]) -> Any:
 
 async def discard(message: dict[str, Any]) -> None:
     """The `send` of an in-process request whose answer nobody reads."""
+
+
+class CapturedAnswer:
+    """The `send` of an in-process request whose answer is judged, not read by a client (or replayed to one)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int | None:
+        return next((m["status"] for m in self.messages if m["type"] == "http.response.start"), None)
+
+    def answered(self, request_id: str) -> bool:
+        """Whether the body (JSON, or an event stream) holds a JSON-RPC result for `request_id`."""
+        body = b"".join(m.get("body", b"") for m in self.messages if m["type"] == "http.response.body")
+        lines = [line[5:] for line in body.splitlines() if line.startswith(b"data:")] or [body]
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict) and message.get("id") == request_id and "result" in message:
+                return True
+        return False
+
+    async def replay(self, send: Any) -> None:
+        for message in self.messages:
+            await send(message)

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from protocols import internals
 from protocols.mcp.portable import (
     SESSION_HANDOFF,
+    CapturedAnswer,
     PortableSessions,
     client_of,
     discard,
@@ -221,10 +222,14 @@ class StreamableHTTPEndpoint:
         table = internals.session_table(self.manager)
         internal = self.portable.internal(external)
         if internal is None or internal not in table:
-            internal = await self._resume(external, scope)
-            if internal is None:
-                await session_not_found(send)
+            resumed = await self._resume(external, scope)
+            if not isinstance(resumed, str):
+                if resumed is not None and resumed.status in (429, 503):  # the route's session limits refused it
+                    await resumed.replay(send)
+                else:
+                    await session_not_found(send)
                 return None
+            internal = resumed
         inner = internal.encode("latin-1")
         scope = {**scope, "headers": [(k, inner if k == b"mcp-session-id" else v) for k, v in headers]}
 
@@ -235,9 +240,10 @@ class StreamableHTTPEndpoint:
 
         return scope, outward
 
-    async def _resume(self, external: str, scope: Any) -> str | None:
+    async def _resume(self, external: str, scope: Any) -> str | CapturedAnswer | None:
         """Open here the session a sealed id describes: the SDK's session, initialized as the client initialized
-        it, with the upstream sessions the seal names taken up again. Its SDK id, or None if it cannot be."""
+        it, with the upstream sessions the seal names taken up again. Its SDK id; else the answer that refused
+        to open it, or None if it cannot be resumed."""
         assert self.portable is not None
         state = self.portable.opened(external, principal(scope))
         if state is None:
@@ -256,17 +262,25 @@ class StreamableHTTPEndpoint:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._resuming.pop(external, None)
 
-    async def _reopen(self, scope: Any, external: str, client: dict[str, Any], handoff: Any) -> str | None:
-        """The SDK's own way into an initialized session, in-process: an initialize and its notification."""
+    async def _reopen(
+        self, scope: Any, external: str, client: dict[str, Any], handoff: Any
+    ) -> str | CapturedAnswer | None:
+        """The SDK's own way into an initialized session, in-process: an initialize and its notification. An
+        initialize that fails (failClosed with a target down, a policy) leaves no session: None."""
         base = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin", b"authorization", b"user-agent")]
         base += [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
-        init = {"jsonrpc": "2.0", "id": "agentplex-resume", "method": "initialize", "params": client}
-        opening = {**scope, "method": "POST", "headers": base}
-        sid = await self._open_session(opening, in_process_body(init), discard, (external, client, handoff))
+        init = {"jsonrpc": "2.0", "id": _RESUME_ID, "method": "initialize", "params": client}
+        answer = CapturedAnswer()
+        sid = await self._open_session(
+            {**scope, "method": "POST", "headers": base}, in_process_body(init), answer, (external, client, handoff)
+        )
         if sid is None:
-            return None
+            return answer
         version = str(client.get("protocolVersion", ""))
         headers = [*base, (b"mcp-session-id", sid.encode("latin-1")), (b"mcp-protocol-version", version.encode())]
+        if not answer.answered(_RESUME_ID):
+            await self.app({**scope, "method": "DELETE", "headers": headers}, in_process_body(None), discard)
+            return None
         done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
         await self.app({**scope, "method": "POST", "headers": headers}, in_process_body(done), discard)
         return sid
@@ -406,6 +420,8 @@ class StreamableHTTPEndpoint:
         origin = headers.get(b"origin", b"").decode("latin-1") or None
         return internals.security_allows(self._security, host, origin)
 
+
+_RESUME_ID = "agentplex-resume"  # the id of the initialize a resume replays in-process
 
 _RELAY_HEADERS = frozenset(
     {b"mcp-session-id", b"mcp-protocol-version", b"content-type", b"accept", b"content-length", b"host", b"origin"}

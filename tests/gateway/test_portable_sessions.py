@@ -307,3 +307,26 @@ async def test_server_to_client_requests_travel_under_sealed_ids_on_either_repli
                             answers.append(message)
                             break
             assert answers[0]["result"]["content"][0]["text"] == "sampled"
+
+
+async def test_a_resume_the_replica_would_refuse_as_a_new_session_is_refused_likewise(upstream: Any) -> None:
+    from tests.conftest import free_port
+
+    web, dead = http_target("web", upstream("web", "mcp")), http_target("dead", f"http://127.0.0.1:{free_port()}/mcp")
+    lenient = keyed(web + dead, failureMode="failOpen")
+    strict = keyed(web + dead, failureMode="failClosed")
+    async with replicas(lenient, strict) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        await client.initialize(a)
+        assert await client.call(a, "web_echo", text="x") == "web: x"
+        assert not_found(await client.request(b, "tools/list", {}))  # failClosed: it would not open, so 404
+        assert b.gateway.endpoints["mcp"].session_count() == 0  # and no half-open session is left behind
+        async with run_gateway(lenient) as c:  # where it would open, it resumes
+            assert "result" in rpc_result(await client.request(c, "tools/list", {}))
+    one_each = keyed(web, maxSessionsPerCaller="1")
+    async with replicas(keyed(web), one_each) as (a, b), httpx.AsyncClient(timeout=30) as http:
+        client, other = Client(http), Client(http)
+        await client.initialize(a)
+        await other.initialize(b)  # the caller's one session on B
+        refused = await client.request(b, "tools/list", {})
+        assert refused.status_code == 429 and "maxSessionsPerCaller" in refused.json()["error"]["message"]
