@@ -217,7 +217,8 @@ class StreamableHTTPEndpoint:
         assert self.portable is not None
         headers = scope["headers"]
         external = next((v.decode("latin-1") for k, v in headers if k == b"mcp-session-id"), None)
-        if external is None:
+        version = next((v.decode("latin-1") for k, v in headers if k == b"mcp-protocol-version"), None)
+        if external is None or version in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 requests have no session
             return scope, send
         table = internals.session_table(self.manager)
         internal = self.portable.internal(external)

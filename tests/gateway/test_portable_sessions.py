@@ -330,3 +330,12 @@ async def test_a_resume_the_replica_would_refuse_as_a_new_session_is_refused_lik
         await other.initialize(b)  # the caller's one session on B
         refused = await client.request(b, "tools/list", {})
         assert refused.status_code == 429 and "maxSessionsPerCaller" in refused.json()["error"]["message"]
+
+
+async def test_2026_07_28_requests_are_served_as_without_a_key(upstream: Any) -> None:
+    from mcp import Client as SdkClient
+
+    async with run_gateway(keyed(http_target("web", upstream("web", "mcp")))) as a:
+        async with SdkClient(a.url, mode="2026-07-28", cache=None) as client:  # stateless: no session id at all
+            assert (await client.call_tool("echo", {"text": "now"})).content[0].text == "web: now"  # type: ignore[union-attr]
+        assert a.gateway.endpoints["mcp"].session_count() == 0
