@@ -353,8 +353,9 @@ class Gateway:
         registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
         key = _part_key(bind, name, backend, levels, registry) + ("portable" if self.seal is not None else "")
         route_id = f"{bind.address}:{bind.port} {name}"
+        sealed_route = name  # what a sealed session id names: the same on every replica (not its port)
         if any(p.key == key or p.route == route_id for p in self.parts):  # a route name twice on a bind
-            key, route_id = key + where, route_id + where
+            key, route_id, sealed_route = key + where, route_id + where, name + where
         part = self.keeper.find(key)
         rules = json.dumps([p.model_dump(mode="json", exclude_none=True) for _, p in levels], sort_keys=True)
         guard = compiled.guard or OpenGuard()
@@ -382,6 +383,7 @@ class Gateway:
                 observer=observer,
             )
             server, security = federation.build_server(), rebinding_protection(bind.address)
+            portable = PortableSessions(self.seal, federation.portable, sealed_route) if self.seal is not None else None
             limits = SessionLimits(backend.maxSessions, backend.maxSessionsPerCaller)
             endpoint = StreamableHTTPEndpoint(
                 server,
@@ -392,7 +394,7 @@ class Gateway:
                 relay=federation.relay_tool_call,
                 relay_modern=federation.plan_modern_call,
                 limits=limits,
-                portable=PortableSessions(self.seal, federation.portable, route_id) if self.seal is not None else None,
+                portable=portable,
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security, limits=limits))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))

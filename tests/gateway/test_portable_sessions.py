@@ -339,3 +339,46 @@ async def test_2026_07_28_requests_are_served_as_without_a_key(upstream: Any) ->
         async with SdkClient(a.url, mode="2026-07-28", cache=None) as client:  # stateless: no session id at all
             assert (await client.call_tool("echo", {"text": "now"})).content[0].text == "web: now"  # type: ignore[union-attr]
         assert a.gateway.endpoints["mcp"].session_count() == 0
+
+
+def test_two_gateway_processes_with_the_same_session_key_share_sessions(upstream: Any, tmp_path: Any) -> None:
+    """Real processes, the key only in their environment (as the manifests give it)."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT, free_port, stop, wait_for_port
+    from tests.gateway.test_cli import AGENTPLEX
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "config: {adminAddr: null, statsAddr: null}\n" + mcp_yaml(http_target("web", upstream("web", "mcp")))
+    )
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "SESSION_KEY": KEY}
+    procs = [
+        subprocess.Popen(
+            [AGENTPLEX, "run", "-f", str(path), "--port", str(p)], cwd=ROOT, env=env, stderr=subprocess.PIPE
+        )
+        for p in ports
+    ]
+    try:
+        for port, proc in zip(ports, procs, strict=True):
+            wait_for_port(port, proc)
+        a, b = (f"http://127.0.0.1:{p}/mcp" for p in ports)
+        with httpx.Client(timeout=30) as http:
+            opened = http.post(a, json=INIT, headers=HEADERS)
+            session = {**HEADERS, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": VERSION}
+            http.post(a, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "session", "arguments": {}}}
+            on_a = rpc_result(http.post(a, json=call, headers=session))["result"]["content"][0]["text"]
+            on_b = rpc_result(http.post(b, json=call, headers=session))["result"]["content"][0]["text"]
+            assert on_a and on_b == on_a
+        procs[0].terminate()  # A goes away: B carries on
+        assert procs[0].wait(20) == 0
+        with httpx.Client(timeout=30) as http:
+            assert rpc_result(http.post(b, json=call, headers=session))["result"]["content"][0]["text"] == on_a
+    finally:
+        for proc in procs:
+            stop(proc)
+    log = procs[1].stderr.read().decode() if procs[1].stderr else ""
+    assert "MCP session ids are sealed" in log
