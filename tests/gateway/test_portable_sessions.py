@@ -382,3 +382,17 @@ def test_two_gateway_processes_with_the_same_session_key_share_sessions(upstream
             stop(proc)
     log = procs[1].stderr.read().decode() if procs[1].stderr else ""
     assert "MCP session ids are sealed" in log
+
+
+async def test_sessions_that_only_list_list_from_the_shared_connection_as_without_a_key(upstream: Any) -> None:
+    url = upstream("web", "mcp", "--page-size", "100")  # counts the tools/list requests it answers
+    async with run_gateway(keyed(http_target("web", url))) as a, httpx.AsyncClient(timeout=30) as http:
+        first = Client(http)
+        await first.initialize(a)
+        assert "result" in rpc_result(await first.request(a, "tools/list", {}))
+        before = int(await first.call(a, "tools_list_calls"))
+        for _ in range(3):
+            other = Client(http)
+            await other.initialize(a)
+            assert "result" in rpc_result(await other.request(a, "tools/list", {}))
+        assert int(await first.call(a, "tools_list_calls")) == before  # none of them asked the target again
