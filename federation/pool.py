@@ -52,6 +52,7 @@ class UpstreamPool:
         self.shared: dict[str, Upstream] = {spec.name: Upstream(spec, events) for spec in targets}
         self._sessions: dict[Any, dict[str, Upstream]] = {}  # client connection -> its own upstreams
         self._owners: dict[Upstream, Any] = {}  # and back
+        self._untouched: set[Upstream] = set()  # adopted before their session's first use: it lists from shared
         self.levels: dict[Any, Any] = {}  # client connection -> the log level it set (for upstreams opened later)
         self.shared_level: Any = None  # the log level last set on the shared upstreams (spares get it too)
         self._ended_restarts: dict[str, int] = {}  # restarts of client sessions' upstreams that have closed
@@ -97,7 +98,24 @@ class UpstreamPool:
             upstream = own[target] = Upstream(shared.spec, self.events).attach(self.tg)
             self._owners[upstream] = connection
             upstream.log_level = self.levels.get(connection)  # in force before its first request
+        self._untouched.discard(upstream)
         return upstream
+
+    def fresh(self, target: str) -> Upstream:
+        """A new connection to `target` owned by nobody yet (a session's, once `adopt`ed)."""
+        assert self.tg is not None
+        return Upstream(self.shared[target].spec, self.events).attach(self.tg)
+
+    def adopt(self, connection: Any, upstreams: dict[str, Upstream]) -> None:
+        """A client session's own upstreams, opened before it was (portable sessions: federation/portable.py)."""
+        own = self._sessions.get(connection)
+        if own is None:
+            own = self._sessions[connection] = {}
+            connection.exit_stack.push_async_callback(self.session_ended, connection)
+        for target, upstream in upstreams.items():
+            own[target] = upstream
+            self._owners[upstream] = connection
+            self._untouched.add(upstream)  # lists still come from the shared one until the session uses it
 
     def listing(self, target: str, connection: Any) -> Upstream:
         """Where a client session's lists of `target` come from: its own upstream once it has one, else the
@@ -107,7 +125,10 @@ class UpstreamPool:
 
     def lists_shared(self, target: str, connection: Any) -> bool:
         own = self._sessions.get(connection, {})
-        return connection is None or (self.shared[target].spec.auth is None and target not in own)
+        mine = own.get(target)
+        return connection is None or (
+            self.shared[target].spec.auth is None and (mine is None or mine in self._untouched)
+        )
 
     def owner(self, upstream: Upstream) -> Any:
         """The client connection a session's own upstream belongs to (None for a shared one or a spare)."""
@@ -124,6 +145,7 @@ class UpstreamPool:
         """A client session is over (closed, deleted or idle too long): so are its upstream sessions."""
         for upstream in self._sessions.pop(connection, {}).values():
             self._owners.pop(upstream, None)
+            self._untouched.discard(upstream)
             await upstream.close()
             name = upstream.spec.name
             self._ended_restarts[name] = self._ended_restarts.get(name, 0) + upstream.restarts

@@ -28,6 +28,7 @@ from federation.lists import LIST_METHODS, Catalogs, page, survey, try_page
 from federation.observer import Message as Observed
 from federation.observer import NoObserver, Observer
 from federation.pool import Call, UpstreamPool, set_level
+from federation.portable import PortableUpstreams
 from federation.relaying import Relaying
 from protocols import internals
 from protocols.mcp.errors import UpstreamError, unknown_name
@@ -91,6 +92,7 @@ class Federation(Relaying, EventRouter):
         self._server_info: dict[str, Any] = {"name": self.settings.name, "version": _VERSION}
         self.downstreams = Downstreams()
         self._listen_handler = ListenHandler(self.downstreams.bus)
+        self.portable = PortableUpstreams(self.pool)  # the upstream sessions that travel in sealed session ids
         self._tg: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -178,6 +180,8 @@ class Federation(Relaying, EventRouter):
         try:
             if ctx.method not in _ITEM_METHODS:  # those are checked once their item is known
                 await self._check(scope_of(ctx), Access(ctx.method))
+            if ctx.method == "initialize":
+                self.portable.take(ctx)
             if ctx.method in ("initialize", "server/discover"):
                 down = await self._unreachable(ctx)
                 if down and self.settings.failure_mode == "failClosed":

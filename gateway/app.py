@@ -61,9 +61,11 @@ from gateway.policies.rewrite import a2a_upstream
 from gateway.policies.timeout import Timeouts
 from gateway.policies.timeout import resolve as resolve_timeouts
 from gateway.routing import RouteMatcher, RouteTable, describe
+from gateway.session_key import session_seal
 from protocols import openapi
 from protocols.a2a import proxy
 from protocols.a2a.card import rewrite_card
+from protocols.mcp.portable import PortableSessions
 from protocols.mcp.session_limits import SessionLimits
 from protocols.mcp.size_limit import DEFAULT_MAX_RESPONSE_SIZE
 from protocols.mcp.sse import SseEndpoint
@@ -301,6 +303,7 @@ class Gateway:
         self.a2a = A2ARoutes()
         self.agent_registry: AgentRegistry | None = None  # the `a2a:` block's agents (registration, tools)
         self.cluster = self._cluster_part(config.config.cluster)  # replicas sharing sessions' whereabouts
+        self.seal = session_seal(config.config)  # seals MCP session ids (None: random ids, not portable)
         self.binds = [self._compile_bind(bind, origin) for bind, origin in _binds(config)]
 
     def _cluster_part(self, settings: ClusterSettings | None) -> Part | None:
@@ -387,10 +390,11 @@ class Gateway:
         self.closers.extend(compiled.closers)
         agent_tools = self._agent_tool_targets(where, backend)
         registry = _registry_key(self.config.a2a, self.base_dir) if agent_tools and self.config.a2a else None
-        key = _part_key(bind, name, backend, levels, registry)
+        key = _part_key(bind, name, backend, levels, registry) + ("portable" if self.seal is not None else "")
         route_id = f"{bind.address}:{bind.port} {name}"
+        sealed_route = name  # what a sealed session id names: the same on every replica (not its port)
         if any(p.key == key or p.route == route_id for p in self.parts):  # a route name twice on a bind
-            key, route_id = key + where, route_id + where
+            key, route_id, sealed_route = key + where, route_id + where, name + where
         part = self.keeper.find(key)
         rules = json.dumps([p.model_dump(mode="json", exclude_none=True) for _, p in levels], sort_keys=True)
         guard = compiled.guard or OpenGuard()
@@ -398,6 +402,8 @@ class Gateway:
         observer = self.observability.federation_observer(name)
         if part is not None:  # a reload that left this backend as it was: its sessions carry on
             federation, endpoints = part.value
+            if endpoints.streamable.portable is not None:  # a rotated key seals from now on
+                self._later(setattr, endpoints.streamable.portable, "seal", self.seal)
             self._later(setattr, federation, "guard", guard)
             self._later(setattr, federation, "observer", observer)
             if part.revision != rules:  # what its clients may see may have changed: they list again
@@ -421,6 +427,7 @@ class Gateway:
                 observer=observer,
             )
             server, security = federation.build_server(), rebinding_protection(bind.address)
+            portable = PortableSessions(self.seal, federation.portable, sealed_route) if self.seal is not None else None
             limits = SessionLimits(backend.maxSessions, backend.maxSessionsPerCaller)
             endpoint = StreamableHTTPEndpoint(
                 server,
@@ -431,6 +438,7 @@ class Gateway:
                 relay=federation.relay_tool_call,
                 relay_modern=federation.plan_modern_call,
                 limits=limits,
+                portable=portable,
             )
             endpoints = McpEndpoints(endpoint, SseEndpoint(server, security=security, limits=limits))
             part = Part(key, (federation, endpoints), functools.partial(_mcp_running, federation, endpoint))
@@ -717,6 +725,11 @@ class Gateway:
                     spec = fed[route.name].upstreams[name].spec
                     status = "up" if state["connected"] else f"DOWN ({state['lastError']})"
                     yield f"    target {name} [{spec.transport}] {spec.describe()}: {status}"
+        if self.federations and any(not f.settings.stateless for _, f in self.federations):
+            if self.seal is not None:
+                yield "MCP session ids are sealed: any replica with the same config and key resumes a session"
+            else:
+                yield "MCP session ids are random: a session lives on this replica only (set SESSION_KEY to share)"
 
     def failed_targets(self) -> Iterator[str]:
         """One clear line per target that did not start, and what that means for its route."""

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_validator
 
+from protocols.mcp.session_seal import parse_key
+
 from .a2a import A2aShort
 from .base import (
     _CI,
@@ -364,6 +366,23 @@ class ClusterSettings(_Model):
         if self.heartbeat <= 0:
             raise _problem_at(("heartbeat",), "must be greater than 0")
         return self
+def _session_key(value: str) -> str:
+    if value:  # empty: none (`key: ${SESSION_KEY:-}`)
+        parse_key(value)  # raises ValueError saying what is wrong (never echoing the key)
+    return value
+
+
+SessionKey = Annotated[str, AfterValidator(_session_key)]
+
+
+class SessionSettings(_Model):
+    """Portable MCP sessions: the key that seals session ids (gateway/session_key.py; `SESSION_KEY` wins)."""
+
+    # An all-digit key reads as a YAML number; its text is still the key (quote keys that start with 0).
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    key: SessionKey | None = None  # 64 hex characters, as from `openssl rand -hex 32`
+    # agentplex addition: keys that sealed ids before a rotation; they still open ids, never seal new ones.
+    previousKeys: list[SessionKey] = Field(default_factory=list)
 
 
 class GlobalSettings(_Model):
@@ -378,6 +397,7 @@ class GlobalSettings(_Model):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tracing: TracingSettings | None = None  # off unless set; read once, at start
     cluster: ClusterSettings | None = None  # off unless set: one replica, sessions in its memory only
+    session: SessionSettings | None = None  # sealed, portable MCP session ids; off (random ids) without a key
 
     @model_validator(mode="after")
     def _admin_token_off_loopback(self) -> GlobalSettings:

@@ -2,7 +2,7 @@
 
 Secrets are found by what the models say they are, then by name as a safety net for fields to come:
 - the known secret fields: apiKey keys, backendAuth key values, OAuth client secrets, AWS keys, htpasswd
-  contents, the admin token;
+  contents, the admin token, the session keys;
 - header values (targets', agents', header modifiers' and the trace exporter's), stdio environment
   values and arguments, and URLs anywhere: shown only where they are clearly not secret
   (protocols/redaction.py has the rules: an allow-list, so a credential under an unforeseen name stays hidden);
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from protocols import redaction
 
 from .a2a import AgentConfig
-from .models import Config, GlobalSettings, HttpTarget, StdioTarget, TracingSettings
+from .models import Config, GlobalSettings, HttpTarget, SessionSettings, StdioTarget, TracingSettings
 from .policies import ApiKeyEntry, AwsAuth, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
 
 REDACTED = redaction.REDACTED
@@ -34,6 +34,7 @@ _SECRET_FIELDS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (AwsAuth, frozenset({"accessKeyId", "secretAccessKey", "sessionToken"})),
     (Htpasswd, frozenset({"inline"})),
     (GlobalSettings, frozenset({"adminToken"})),
+    (SessionSettings, frozenset({"key", "previousKeys"})),
 ]
 # Header mappings: a value is shown only for a few standard, credential-free header names.
 _HEADERS: list[tuple[type[BaseModel], frozenset[str]]] = [

@@ -27,6 +27,16 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.requests import Request
 
 from protocols import internals
+from protocols.mcp.portable import (
+    SESSION_HANDOFF,
+    CapturedAnswer,
+    PortableSessions,
+    client_of,
+    discard,
+    in_process_body,
+    session_not_found,
+    with_session_id,
+)
 from protocols.mcp.relay import Downstream, Message, ModernDownstream
 from protocols.mcp.session_limits import SessionLimits, TooManySessions, caller_of
 
@@ -73,6 +83,7 @@ class StreamableHTTPEndpoint:
         relay: RelayFn | None = None,
         relay_modern: ModernRelayFn | None = None,
         limits: SessionLimits | None = None,
+        portable: PortableSessions | None = None,
     ) -> None:
         self.manager = StreamableHTTPSessionManager(
             app=server,
@@ -82,7 +93,13 @@ class StreamableHTTPEndpoint:
             session_idle_timeout=session_idle_timeout,
             max_sessions=None,  # `limits` counts them, with the route's SSE sessions
         )
-        internals.set_session_table(self.manager, SessionTable())  # the SDK's session table, now with start times
+        table = SessionTable()
+        internals.set_session_table(self.manager, table)  # the SDK's session table, now with start times
+        # Sealed session ids (protocols/mcp/portable.py): clients see only those; the SDK keeps its own.
+        self.portable = portable if not stateless else None
+        if self.portable is not None:
+            table.on_forget = self.portable.forget
+        self._resuming: dict[str, anyio.Lock] = {}  # sealed ids being resumed, one request at a time each
         self.app = StreamableHTTPASGIApp(self.manager)
         self.relay = relay
         self.relay_modern = relay_modern
@@ -100,7 +117,10 @@ class StreamableHTTPEndpoint:
             yield
 
     def has_session(self, sid: str) -> bool:
-        return sid in internals.session_table(self.manager)  # the SDK's live sessions
+        table = internals.session_table(self.manager)  # the SDK's live sessions
+        if self.portable is not None:  # clients name them by sealed id only
+            return self.portable.internal(sid) in table
+        return sid in table
 
     def session_count(self) -> int:
         return len(internals.session_table(self.manager))
@@ -111,6 +131,11 @@ class StreamableHTTPEndpoint:
         return table.describe("streamable-http", internals.session_owners(self.manager), str)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.portable is not None:
+            translated = await self._translate(scope, send)
+            if translated is None:
+                return
+            scope, send = translated
         if self._opens_session(scope):
             await self._open_session(scope, receive, send)
             return
@@ -131,16 +156,28 @@ class StreamableHTTPEndpoint:
             version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
         )
 
-    async def _open_session(self, scope: Any, receive: Any, send: Any) -> None:
-        """Let the SDK open a session if the route's limits allow it; the session counts until the SDK forgets it."""
+    async def _open_session(
+        self, scope: Any, receive: Any, send: Any, resumed: tuple[str, dict[str, Any], Any] | None = None
+    ) -> str | None:
+        """Let the SDK open a session if the route's limits allow it; the session counts until the SDK forgets it.
+        Returns the SDK's id of the session, if it opened. With portable sessions, its sealed id goes out instead:
+        a new one, or for a session `resumed` here, (its sealed id, client, handoff) as it came."""
         caller = caller_of(scope)
         try:
             self.limits.take(caller)
         except TooManySessions as refused:
             await refused.respond(send)
-            return
+            return None
         table: SessionTable = internals.session_table(self.manager)  # type: ignore[assignment]
-        claimed = False
+        claimed: str | None = None
+        external, client, handoff = resumed if resumed is not None else (None, None, None)
+        if self.portable is not None and resumed is None:
+            message, receive = await _read_json(receive, self.max_body)
+            client = client_of(message)
+            if client is not None:
+                handoff = await self.portable.carrier.opening(scope)
+        if handoff is not None:
+            scope = {**scope, SESSION_HANDOFF: handoff}
 
         async def watch(message: dict[str, Any]) -> None:
             nonlocal claimed
@@ -148,14 +185,106 @@ class StreamableHTTPEndpoint:
                 sid = next((v.decode("latin-1") for k, v in message["headers"] if k.lower() == b"mcp-session-id"), "")
                 if sid in table:  # opened: from now on the SDK's forgetting it gives its place back
                     table.claim(sid, lambda: self.limits.release(caller))
-                    claimed = True
+                    claimed = sid
+                    if self.portable is not None:
+                        message = self._sealed_start(message, sid, scope, external, client, handoff)
             await send(message)
 
         try:
             await self.app(scope, receive, _InvalidRequestFix(watch))
         finally:
-            if not claimed:
+            if claimed is None:
                 self.limits.release(caller)
+            if handoff is not None:
+                await self.portable.carrier.dropped(handoff)  # type: ignore[union-attr]  # closes it unless taken
+        return claimed
+
+    def _sealed_start(
+        self, start: dict[str, Any], sid: str, scope: Any, external: str | None, client: Any, handoff: Any
+    ) -> dict[str, Any]:
+        """The response that opened session `sid`, with its sealed id in place of the SDK's."""
+        assert self.portable is not None
+        if external is None:
+            external = self.portable.mint(sid, principal(scope), client or {}, handoff)
+        else:
+            self.portable.remember(external, sid)
+        return with_session_id(start, sid, external)
+
+    async def _translate(self, scope: Any, send: Any) -> tuple[Any, Any] | None:
+        """A request on a sealed session id, made a request on the SDK's id of that session here (resumed from
+        the seal if this replica does not have it); None when it was answered 404 (unknown, tampered, another
+        caller's, or made for another set of targets)."""
+        assert self.portable is not None
+        headers = scope["headers"]
+        external = next((v.decode("latin-1") for k, v in headers if k == b"mcp-session-id"), None)
+        version = next((v.decode("latin-1") for k, v in headers if k == b"mcp-protocol-version"), None)
+        if external is None or version in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 requests have no session
+            return scope, send
+        table = internals.session_table(self.manager)
+        internal = self.portable.internal(external)
+        if internal is None or internal not in table:
+            resumed = await self._resume(external, scope)
+            if not isinstance(resumed, str):
+                if resumed is not None and resumed.status in (429, 503):  # the route's session limits refused it
+                    await resumed.replay(send)
+                else:
+                    await session_not_found(send)
+                return None
+            internal = resumed
+        inner = internal.encode("latin-1")
+        scope = {**scope, "headers": [(k, inner if k == b"mcp-session-id" else v) for k, v in headers]}
+
+        async def outward(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = with_session_id(message, internal, external)
+            await send(message)
+
+        return scope, outward
+
+    async def _resume(self, external: str, scope: Any) -> str | CapturedAnswer | None:
+        """Open here the session a sealed id describes: the SDK's session, initialized as the client initialized
+        it, with the upstream sessions the seal names taken up again. Its SDK id; else the answer that refused
+        to open it, or None if it cannot be resumed."""
+        assert self.portable is not None
+        state = self.portable.opened(external, principal(scope))
+        if state is None:
+            return None
+        lock = self._resuming.setdefault(external, anyio.Lock())
+        try:
+            async with lock:
+                internal = self.portable.internal(external)  # another request resumed it meanwhile?
+                if internal is not None and internal in internals.session_table(self.manager):
+                    return internal
+                handoff = await self.portable.carrier.resuming(state["u"], scope)
+                if handoff is None:
+                    return None
+                return await self._reopen(scope, external, state["c"], handoff)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._resuming.pop(external, None)
+
+    async def _reopen(
+        self, scope: Any, external: str, client: dict[str, Any], handoff: Any
+    ) -> str | CapturedAnswer | None:
+        """The SDK's own way into an initialized session, in-process: an initialize and its notification. An
+        initialize that fails (failClosed with a target down, a policy) leaves no session: None."""
+        base = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin", b"authorization", b"user-agent")]
+        base += [(b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream")]
+        init = {"jsonrpc": "2.0", "id": _RESUME_ID, "method": "initialize", "params": client}
+        answer = CapturedAnswer()
+        sid = await self._open_session(
+            {**scope, "method": "POST", "headers": base}, in_process_body(init), answer, (external, client, handoff)
+        )
+        if sid is None:
+            return answer
+        version = str(client.get("protocolVersion", ""))
+        headers = [*base, (b"mcp-session-id", sid.encode("latin-1")), (b"mcp-protocol-version", version.encode())]
+        if not answer.answered(_RESUME_ID):
+            await self.app({**scope, "method": "DELETE", "headers": headers}, in_process_body(None), discard)
+            return None
+        done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        await self.app({**scope, "method": "POST", "headers": headers}, in_process_body(done), discard)
+        return sid
 
     async def _try_relay(self, scope: Any, receive: Any, send: Any) -> Any:
         """Serve the request on the relay and return None, or return the `receive` the SDK should use."""
@@ -293,6 +422,8 @@ class StreamableHTTPEndpoint:
         return internals.security_allows(self._security, host, origin)
 
 
+_RESUME_ID = "agentplex-resume"  # the id of the initialize a resume replays in-process
+
 _RELAY_HEADERS = frozenset(
     {b"mcp-session-id", b"mcp-protocol-version", b"content-type", b"accept", b"content-length", b"host", b"origin"}
 )
@@ -306,6 +437,7 @@ class SessionTable(dict[Any, Any]):
         super().__init__()
         self.started: dict[Any, float] = {}
         self._releases: dict[Any, Callable[[], None]] = {}
+        self.on_forget: Callable[[Any], None] | None = None  # told of every session forgotten
 
     def claim(self, sid: Any, release: Callable[[], None]) -> None:
         """Call `release` once `sid` is forgotten (its place in SessionLimits)."""
@@ -329,6 +461,8 @@ class SessionTable(dict[Any, Any]):
         super().clear()
 
     def _forget(self, sid: Any) -> None:
+        if self.on_forget is not None:
+            self.on_forget(sid)
         self.started.pop(sid, None)
         release = self._releases.pop(sid, None)
         if release is not None:

@@ -212,6 +212,21 @@ class Upstream:
         # The log level (logging/setLevel) each handshake-era connection gets as it starts, before any request
         # is sent on it: the level a client session asked for before this, its own upstream, existed.
         self.log_level: Any = None
+        # Portable sessions (protocols/mcp/session_seal.py): the upstream session the next connection takes up
+        # instead of initializing one, and whether closing leaves the target's session open (another replica
+        # may be serving the same client session on it).
+        self._resume: ResumedSession | None = None
+        self.keep_remote_session = False
+
+    def resume(self, session: ResumedSession) -> None:
+        """Take up an existing streamable-HTTP upstream session on the next connect, instead of initializing."""
+        self._resume = session
+        self.keep_remote_session = True
+
+    @property
+    def session_id(self) -> str | None:
+        """The target's Mcp-Session-Id for this connection (streamable HTTP, handshake era; else None)."""
+        return self.wire.session_id if self.wire is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -351,7 +366,11 @@ class Upstream:
                     client_info=types.Implementation(name="agentplex", version="0.1.0"),
                 )
             )
-            if self.spec.era == "modern":
+            resumed, self._resume = self._resume, None
+            if resumed is not None and self.wire is not None:
+                self.wire.session_id = resumed.session_id  # every request carries it (_KeepAliveTransport)
+                session.adopt(resumed.result)  # no GET stream: the SDK opens one only after its own initialize
+            elif self.spec.era == "modern":
                 await session.discover()
             elif self.spec.era == "auto":
                 await negotiate_auto(session)
@@ -363,7 +382,7 @@ class Upstream:
                 # before any call is sent on the connection, as belonging to none.
                 with anyio.move_on_after(2), contextlib.suppress(MCPError):
                     await session.send_ping()
-            if self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+            if resumed is None and self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
                 # Opened for a call (sessions open lazily): what the server sends on its GET stream
                 # about that call (a list change) must not go out before the stream is there.
                 with anyio.move_on_after(2):
@@ -665,6 +684,15 @@ _LIST_FIELDS = {
 }
 
 
+@dataclass(frozen=True)
+class ResumedSession:
+    """An upstream session opened elsewhere (another replica) to take up: its id, and the target's
+    initialize result to adopt (the protocol version that session negotiated)."""
+
+    session_id: str
+    result: types.InitializeResult
+
+
 @dataclass
 class HttpWire:
     """The HTTP side of a streamable-HTTP upstream connection, shared with the raw relay."""
@@ -698,7 +726,12 @@ async def _streamable_http(upstream: Upstream) -> AsyncIterator[Any]:
     async with (
         client,
         keep_alive.draining(),
-        streamable_http_client(spec.url, http_client=client, max_sse_event_size=None) as streams,
+        streamable_http_client(
+            spec.url,
+            http_client=client,
+            max_sse_event_size=None,
+            terminate_on_close=not upstream.keep_remote_session,
+        ) as streams,
     ):
         yield streams[0], streams[1]
 
@@ -969,6 +1002,8 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
                 tg.cancel_scope.cancel()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self.wire.session_id is not None and "mcp-session-id" not in request.headers:
+            request.headers["mcp-session-id"] = self.wire.session_id  # a resumed session: the SDK never saw its id
         if request.method == "GET":
             now = time.monotonic()
             wait, self._next_stream = self._next_stream - now, max(now, self._next_stream) + self.stream_gap

@@ -625,6 +625,7 @@ PAGED_TOOLS = sorted(
         "sample",
         "sample_any_era",
         "sample_many",
+        "session",
         "sleep",
         "tag",
         "t000",

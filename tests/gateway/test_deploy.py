@@ -27,6 +27,7 @@ from gateway.config import Config, parse_config, parse_duration
 from gateway.config.env import expand_env
 from gateway.config.models import GlobalSettings, is_loopback, split_addr
 from gateway.runtime import Runtime
+from gateway.session_key import ENV_KEY as SESSION_KEY_ENV
 from tests.conftest import started
 from tests.redis_server import redis_server
 
@@ -248,7 +249,8 @@ def test_env_names_in_the_manifests_are_read_by_the_config() -> None:
     _, path = config_path_in_container()
     referenced = referenced_env(path)
     deployment_env = set(env_of_manifests())
-    assert deployment_env <= set(referenced), "every variable the manifests set is read by the config"
+    read_by_code = {SESSION_KEY_ENV}  # gateway/session_key.py reads it itself (it wins over config.session.key)
+    assert deployment_env <= set(referenced) | read_by_code, "every variable the manifests set is read"
     required = {name for name, has_default in referenced.items() if not has_default}
     assert required - deployment_env == {"AGENTPLEX_PYTHON"}, "the CLI sets AGENTPLEX_PYTHON itself"
     assert set(compose_service()["environment"]) == deployment_env
@@ -434,10 +436,19 @@ def test_the_image_is_built_from_the_package_and_runs_as_the_manifests_user() ->
 # -- replicas and sessions ----------------------------------------------------------------------
 
 
+def test_the_session_key_comes_from_the_secret_under_the_name_the_code_reads() -> None:
+    (item,) = [item for item in container()["env"] if item["name"] == SESSION_KEY_ENV]
+    ref = item["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == SESSION_KEY_ENV and ref["name"] == "agentplex"
+    assert manifest("Secret", ref["name"])["stringData"][SESSION_KEY_ENV] == "", "no shared placeholder key"
+    assert compose_service()["environment"][SESSION_KEY_ENV] == "${SESSION_KEY:-}"
+
+
 def test_three_replicas_with_sticky_handshake_era_sessions() -> None:
     assert deployment()["spec"]["replicas"] == 3
     assert compose_service()["deploy"]["replicas"] == 3
-    # Until sessions are portable, a handshake-era session must come back to the replica that holds it.
+    # Without a session key a handshake-era session must come back to the replica that holds it (with one,
+    # coming back saves a resume and keeps stdio processes where they are).
     assert manifest("Service", "agentplex")["spec"]["sessionAffinity"] == "ClientIP"
     text = haproxy()
     assert f"stick store-response res.hdr({MCP_SESSION_ID_HEADER})" in text
