@@ -126,9 +126,12 @@ class StreamableHTTPEndpoint:
         return len(internals.session_table(self.manager))
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The live sessions (for the admin API): id, who opened it, and how long ago."""
+        """The live sessions (for the admin API): id (the one clients use: sealed, with portable sessions),
+        who opened it, and how long ago."""
         table: SessionTable = internals.session_table(self.manager)  # type: ignore[assignment]
-        return table.describe("streamable-http", internals.session_owners(self.manager), str)
+        portable = self.portable
+        show = str if portable is None else (lambda sid: portable.external(str(sid)) or str(sid))
+        return table.describe("streamable-http", internals.session_owners(self.manager), show)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.portable is not None:

@@ -308,3 +308,51 @@ async def test_a_shared_targets_lists_are_fetched_once_for_all_replicas_and_chan
                 while "notifications/tools/list_changed" not in changes:
                     await anyio.sleep(0.05)
             assert "grown" in {tool.name for tool in (await on_b.list_tools()).tools}
+
+
+KEY = "ab" * 32
+
+
+def keyed_yaml(address: str, port: int, redis_url: str, prefix: str, url: str) -> str:
+    return f"""
+config:
+  session: {{key: "{KEY}"}}
+  cluster: {{advertise: {address}, heartbeat: 0.2s, prefix: {prefix}, redis: {{url: "{redis_url}", timeout: 1s}}}}
+mcp:
+  port: {port}
+  address: {address}
+  targets:{stdio_target("local")}
+  - name: web
+    mcp: {{ host: "{url}" }}
+"""
+
+
+async def test_with_a_session_key_the_owner_serves_while_alive_and_the_seal_takes_over_when_it_is_gone(
+    redis: RedisServer, upstream: Any
+) -> None:
+    url = upstream("web", "mcp")
+    port, prefix = free_port(), f"t-{uuid.uuid4().hex[:8]}"
+    store = aioredis.from_url(redis.url)
+    async with (
+        run_gateway(keyed_yaml(B, port, redis.url, prefix, url)) as b,
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        try:
+            async with run_gateway(keyed_yaml(A, port, redis.url, prefix, url)) as a:
+                sid = await open_session(client, at(A, port), port)
+                assert sid.startswith("s1.")  # sealed
+                first = await call(client, at(A, port), port, sid, "local_pid")
+                await anyio.sleep(1.0)  # several heartbeats: the record of a live session stays
+                assert (await store.get(f"{prefix}:session:{sid}")).decode() == a.gateway.cluster.value.id
+                again = await call(client, at(B, port), port, sid, "local_pid", 3)
+                assert again["result"]["structuredContent"] == first["result"]["structuredContent"]  # forwarded
+                assert b.gateway.endpoints["mcp"].session_count() == 0
+                listed = {s["id"] for s in a.gateway.endpoints["mcp"].sessions()}
+                assert sid in listed  # the admin view names sessions by the ids clients use
+            # A is gone: B resumes the session from its id (the stdio target gets a process of its own)
+            resumed = await call(client, at(B, port), port, sid, "web_whoami", 4)
+            assert resumed["result"]["content"][0]["text"] == "web"
+            assert b.gateway.endpoints["mcp"].session_count() == 1
+            assert (await store.get(f"{prefix}:session:{sid}")).decode() == b.gateway.cluster.value.id
+        finally:
+            await store.aclose()
