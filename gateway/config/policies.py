@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
+from .ai import AiPolicy
 from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
@@ -872,6 +873,7 @@ class Policies(_Model):
     backendAuth: BackendAuth | None = None
     backendTLS: BackendTLS | None = None
     a2a: A2aPolicy | None = None
+    ai: AiPolicy | None = None  # on a route whose backend is `ai` (gateway/ai/)
     requestHeaderModifier: HeaderModifier | None = None
     responseHeaderModifier: HeaderModifier | None = None
     directResponse: DirectResponse | None = None

@@ -1,0 +1,131 @@
+"""AI config in the reference's shapes: the `llm:` block, the `ai` backend and the `ai` route policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, parse_config
+from gateway.config.redact import redacted_config
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "x.yaml")
+    return info.value.problems
+
+
+LLM = """
+llm:
+  port: 4001
+  providers:
+  - name: corp-openai
+    provider: openAI
+    params: {baseUrl: "http://127.0.0.1:9/v1", apiKey: sk-corp}
+    defaults: {defaults: {temperature: 0.2}}
+  models:
+  - name: fast
+    provider: openai
+    params: {model: gpt-4o-mini, apiKey: sk-1, baseUrl: "https://api.openai.com/v1"}
+  - name: "claude-*"
+    provider: anthropic
+    params: {apiKey: {file: KEYFILE}}
+    overrides: {max_tokens: 100}
+  - name: smart
+    provider: {reference: corp-openai}
+    params: {model: gpt-4o}
+"""
+
+
+def test_the_llm_block_in_the_references_shape(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("sk-from-file\n")
+    config = parse_config(LLM.replace("KEYFILE", str(key)))
+    assert config.llm is not None
+    fast, claude, smart = config.llm.models
+    assert (fast.provider, fast.params.model, fast.params.apiKey) == ("openAI", "gpt-4o-mini", "sk-1")
+    assert (claude.provider, claude.params.apiKey, claude.overrides) == ("anthropic", "sk-from-file", {"max_tokens": 100})
+    assert smart.provider == {"reference": "corp-openai"}
+    shown = redacted_config(config)["llm"]
+    assert shown["models"][0]["params"]["apiKey"] == "<redacted>"
+    assert shown["providers"][0]["params"]["apiKey"] == "<redacted>"
+
+
+def test_an_api_key_may_name_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_OPENAI_KEY", "sk-env")
+    text = "llm:\n  models:\n  - {name: m, provider: openAI, params: {apiKey: $MY_OPENAI_KEY}}\n"
+    config = parse_config(text)
+    assert config.llm is not None and config.llm.models[0].params.apiKey == "sk-env"
+    assert config.llm.port == 4000  # the reference's LLM port when no gateway is named
+    monkeypatch.delenv("MY_OPENAI_KEY")
+    assert problems(text) == ["x.yaml: llm.models[0].params.apiKey: environment variable 'MY_OPENAI_KEY' is not set"]
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("{name: m, provider: gemini}", "llm.models[0].provider: the gemini provider is not supported by agentplex yet"),
+        ("{name: m, provider: openAI, guardrails: x}", "llm.models[0].guardrails: guardrails is not supported by agentplex yet"),
+        ("{name: m, provider: openAI, params: {awsRegion: x}}", "llm.models[0].params.awsRegion: awsRegion (the bedrock provider) is not supported by agentplex yet"),
+        ("{name: m, provider: openAI, colour: red}", "llm.models[0].colour: unknown key (expected one of: "),
+        ("{name: 'a*b', provider: openAI}", "llm.models[0].name: invalid model name 'a*b' (a wildcard is one '*' at the start or the end)"),
+        ("{name: m, provider: {reference: nope}}", "llm.models[0].provider.reference: unknown provider 'nope' (llm.providers has: none)"),
+    ],
+)
+def test_what_the_llm_block_refuses(snippet: str, expected: str) -> None:
+    (problem,) = problems(f"llm:\n  models:\n  - {snippet}\n")
+    assert problem.startswith(f"x.yaml: {expected}")
+
+
+def test_llm_level_refusals() -> None:
+    assert problems("llm:\n  virtualModels: []\n") == ["x.yaml: llm.virtualModels: virtualModels is not supported by agentplex yet"]
+    (problem,) = problems("llm:\n  policies: {mcpAuthorization: {rules: []}}\n")
+    assert problem.startswith("x.yaml: llm.policies.mcpAuthorization: not an llm policy")
+    assert problems("llm:\n  policies: {guardrails: {}}\n") == ["x.yaml: llm.policies.guardrails: guardrails is not supported by agentplex yet"]
+
+
+AI_ROUTE = """
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - policies:
+        ai: {AI}
+        backendAuth: {key: sk-route}
+      backends:
+      - ai:
+          name: openai
+          provider: {openAI: {model: gpt-4o-mini}}
+          hostOverride: "127.0.0.1:9"
+"""
+
+
+def test_the_ai_backend_and_policy() -> None:
+    config = parse_config(AI_ROUTE.replace("{AI}", "{modelAliases: {fast: gpt-4o-mini, 'claude-*': claude-3-haiku}, defaults: {temperature: 0.5}}"))
+    route = config.binds[0].listeners[0].routes[0]
+    backend = route.backends[0].ai
+    assert backend is not None and backend.provider.kind == "openAI" and backend.provider.model == "gpt-4o-mini"
+    assert route.policies is not None and route.policies.ai is not None
+    assert route.policies.ai.modelAliases["claude-*"] == "claude-3-haiku"
+
+
+@pytest.mark.parametrize(
+    ("ai", "expected"),
+    [
+        ("{promptGuard: {request: []}}", "ai.promptGuard: promptGuard is not supported by agentplex yet"),
+        ("{prompts: {prepend: []}}", "ai.prompts: prompts (prompt enrichment) is not supported by agentplex yet"),
+        ("{modelAlias: {}}", "ai.modelAlias: unknown key"),
+    ],
+)
+def test_what_the_ai_policy_refuses(ai: str, expected: str) -> None:
+    (problem,) = problems(AI_ROUTE.replace("{AI}", ai))
+    assert problem.startswith(f"x.yaml: binds[0].listeners[0].routes[0].policies.{expected}")
+
+
+def test_an_ai_backend_names_one_known_provider() -> None:
+    text = AI_ROUTE.replace("{AI}", "{}")
+    (problem,) = problems(text.replace("{openAI: {model: gpt-4o-mini}}", "{bedrock: {}}"))
+    assert "provider.bedrock: the bedrock provider is not supported by agentplex yet" in problem
+    (problem,) = problems(text.replace("{openAI: {model: gpt-4o-mini}}", "{openAI: {}, anthropic: {}}"))
+    assert problem.endswith("provider: expected exactly one of: openAI, anthropic")
