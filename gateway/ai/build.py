@@ -1,0 +1,101 @@
+"""Config -> AI endpoints: a route's `ai` backend (with its route's `ai` and backendAuth policies), or the
+`llm:` block's models. Every config error is raised here, at the key it concerns."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from gateway.ai.endpoint import AiEndpoint
+from gateway.ai.targets import ModelTable, ModelTarget, provider_url
+from gateway.config import ConfigError
+from gateway.config.ai import AiBackend, AiPolicy
+from gateway.config.llm import LlmModel, LlmParams, LlmShort, environment_key
+from gateway.config.policies import BackendAuth
+
+
+def route_endpoint(
+    name: str,
+    backend: AiBackend,
+    policy: AiPolicy | None,
+    auth: tuple[str, BackendAuth] | None,
+    tls: ssl.SSLContext | None,
+) -> AiEndpoint:
+    """An `ai` backend: every model the caller asks for goes to its one provider."""
+    kind = backend.provider.kind
+    target = ModelTarget(
+        name="*",
+        kind=kind,
+        url=provider_url(kind, host=backend.hostOverride, https=tls is not None, path_override=backend.pathOverride,
+                         path_prefix=backend.pathPrefix),
+        api_key=_route_key(auth),
+        model=backend.provider.model,
+    )
+    listed = sorted({*(policy.modelAliases if policy else {}), *([backend.provider.model] if backend.provider.model else [])})
+    return AiEndpoint(
+        name,
+        ModelTable([target]),
+        aliases=policy.modelAliases if policy else None,
+        defaults=policy.defaults if policy else None,
+        overrides=policy.overrides if policy else None,
+        listed=[m for m in listed if "*" not in m],
+        tls=tls,
+    )
+
+
+def _route_key(auth: tuple[str, BackendAuth] | None) -> str | None:
+    """backendAuth `key` gives the provider's key; it goes where the provider wants it (Authorization: Bearer
+    for openAI, x-api-key for anthropic), so a `location` is refused."""
+    if auth is None:
+        return None
+    where, cfg = auth
+    if cfg.key is None:
+        kind = next(k for k in BackendAuth.KINDS if getattr(cfg, k) is not None)
+        raise ConfigError(f"{where}.backendAuth.{kind}: on an ai backend, only backendAuth.key is supported by agentplex yet")
+    if cfg.key.location is not None or cfg.key.model_fields_set & {"header", "prefix"}:
+        raise ConfigError(
+            f"{where}.backendAuth.key: on an ai backend the key goes where the provider expects it; location is not"
+            " supported by agentplex yet"
+        )
+    return cfg.key.value
+
+
+def llm_endpoint(llm: LlmShort) -> AiEndpoint:
+    """The `llm:` block: one target per model, found by name as the reference matches it."""
+    targets = [_model_target(model, llm) for model in llm.models]
+    return AiEndpoint("llm", ModelTable(targets), listed=[m.name for m in llm.models])
+
+
+def _model_target(model: LlmModel, llm: LlmShort) -> ModelTarget:
+    params, kind = model.params, model.provider
+    defaults: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    if isinstance(kind, dict):  # {reference: name}: the provider's params, with the model's params.model
+        provider = next(p for p in llm.providers if p.name == kind["reference"])
+        params = provider.params.model_copy(update={"model": model.params.model or provider.params.model})
+        kind = provider.provider
+        if provider.defaults is not None:
+            defaults.update(provider.defaults.defaults or {})
+            overrides.update(provider.defaults.overrides or {})
+    assert isinstance(kind, str)
+    defaults.update(model.defaults or {})
+    overrides.update(model.overrides or {})
+    return ModelTarget(
+        name=model.name,
+        kind=kind,
+        url=_url(kind, params),
+        api_key=params.apiKey or environment_key(kind),
+        model=params.model,
+        defaults=defaults,
+        overrides=overrides,
+    )
+
+
+def _url(kind: str, params: LlmParams) -> str:
+    return provider_url(
+        kind,
+        base_url=params.baseUrl,
+        host=params.hostOverride,
+        path_override=params.pathOverride,
+        path_prefix=params.pathPrefix,
+    )

@@ -1,0 +1,185 @@
+"""The ASGI app of an AI route: OpenAI's `POST …/chat/completions` and `GET …/models`, Anthropic's
+`POST …/messages`, each served by whichever provider the requested model maps to.
+
+The request's model goes through the route's modelAliases, then picks a target (gateway/ai/targets.py);
+defaults and overrides are set; the provider is called with the gateway's key (the caller's
+Authorization is never forwarded) and the answer, streamed or not, comes back in the caller's format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from gateway.ai import anthropic_provider, openai_provider, sse
+from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields
+
+logger = logging.getLogger("agentplex.ai")
+
+MAX_REQUEST = 16 * 1024 * 1024
+TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)  # models think slowly
+_PASSED_BACK = ("retry-after", "x-request-id", "request-id")  # provider headers the caller may act on
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class AiEndpoint:
+    def __init__(
+        self,
+        name: str,
+        models: ModelTable,
+        *,
+        aliases: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        listed: list[str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.name = name
+        self.models = models
+        self.alias: Callable[[str], str] = Aliases(aliases or {})
+        self.defaults = dict(defaults or {})
+        self.overrides = dict(overrides or {})
+        self.listed = listed if listed is not None else [n for n in models.names() if "*" not in n]
+        self.tls = tls
+        self.client: httpx.AsyncClient | None = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[AiEndpoint]:
+        async with httpx.AsyncClient(timeout=TIMEOUT, verify=self.tls or True) as client:
+            self.client = client
+            try:
+                yield self
+            finally:
+                self.client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        path = scope["path"].rstrip("/")
+        if path.endswith("/models") and request.method == "GET":
+            response: Response = self._model_list(request)
+        elif path.endswith("/messages") and request.method == "POST":
+            response = await self._serve(request, "messages")
+        elif path.endswith("/chat/completions") and request.method == "POST":
+            response = await self._serve(request, "completions")
+        else:
+            response = _error("completions", 404, f"{request.method} {scope['path']} is not an AI endpoint here")
+        await response(scope, receive, send)
+
+    def _model_list(self, request: Request) -> Response:
+        if "anthropic-version" in request.headers:  # the Anthropic SDK's models.list()
+            data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in self.listed]
+            first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+            return JSONResponse({"data": data, "has_more": False, "first_id": first, "last_id": last})
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "agentplex"} for n in self.listed]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _serve(self, request: Request, front: str) -> Response:
+        body = await request.body()
+        if len(body) > MAX_REQUEST:
+            return _error(front, 413, f"request body over {MAX_REQUEST} bytes")
+        try:
+            parsed = json.loads(body or b"null")
+        except ValueError:
+            return _error(front, 400, "request body is not JSON")
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("model"), str):
+            return _error(front, 400, "expected a JSON object with a model")
+        requested = self.alias(parsed["model"])
+        target = self.models.find(requested)
+        if target is None:
+            return _error(front, 404, f"model {parsed['model']} not found", code="model_not_found")
+        parsed = apply_fields(apply_fields(parsed, self.defaults, self.overrides), target.defaults, target.overrides)
+        model = target.outgoing_model(requested)
+        outgoing, translate = _plan(front, target, parsed, model, request)
+        assert self.client is not None
+        headers = {"content-type": "application/json", **target.headers()}
+        if target.kind == "anthropic" and "anthropic-beta" in request.headers:
+            headers["anthropic-beta"] = request.headers["anthropic-beta"]
+        upstream = self.client.build_request("POST", target.url, content=json.dumps(outgoing), headers=headers)
+        try:
+            answer = await self.client.send(upstream, stream=True)
+        except httpx.HTTPError as exc:
+            logger.warning("ai route %s: model %s at %s: %s", self.name, requested, target.url, exc)
+            return _error(front, 502, f"provider for model {requested} unreachable: {type(exc).__name__}")
+        if answer.status_code >= 400:
+            return await _provider_error(front, target, answer)
+        if outgoing.get("stream"):
+            return StreamingResponse(_stream(answer, translate), media_type="text/event-stream", headers=_SSE_HEADERS)
+        try:
+            data = json.loads(await answer.aread())
+        finally:
+            await answer.aclose()
+        return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer))
+
+
+Translate = Callable[[Any], Any]
+
+
+def _plan(front: str, target: ModelTarget, body: dict[str, Any], model: str, request: Request) -> tuple[dict[str, Any], Any]:
+    """The provider's request, and how its answer becomes the caller's: None (as is), a function of the
+    JSON answer, or (streams) a function of the provider's events to the caller's bytes."""
+    stream = bool(body.get("stream"))
+    if front == "completions" and target.kind == "anthropic":
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        out = anthropic_provider.messages_request(body, model)
+        if stream:
+            return out, lambda events: anthropic_provider.chat_chunks(events, include_usage)
+        return out, anthropic_provider.chat_response
+    if front == "messages" and target.kind == "openAI":
+        out = openai_provider.chat_request(body, model)
+        if stream:
+            return out, lambda events: openai_provider.message_events(events, model)
+        return out, lambda data: openai_provider.messages_response(data, model)
+    return {**body, "model": model}, None
+
+
+async def _stream(answer: httpx.Response, translate: Any) -> AsyncIterator[bytes]:
+    try:
+        if translate is None:
+            async for chunk in answer.aiter_raw():
+                yield chunk
+        else:
+            async for out in translate(sse.events(answer)):
+                yield out
+    finally:
+        await answer.aclose()
+
+
+async def _provider_error(front: str, target: ModelTarget, answer: httpx.Response) -> Response:
+    """The provider's refusal with its status (and Retry-After), in the caller's format."""
+    try:
+        raw = await answer.aread()
+    finally:
+        await answer.aclose()
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        body = {"error": {"message": raw.decode("utf-8", "replace")[:500]}}
+    if front == "completions" and target.kind == "anthropic":
+        body = anthropic_provider.chat_error(answer.status_code, body)
+    elif front == "messages" and target.kind == "openAI":
+        body = openai_provider.messages_error(answer.status_code, body)
+    return JSONResponse(body, status_code=answer.status_code, headers=_passed_back(answer))
+
+
+def _passed_back(answer: httpx.Response) -> dict[str, str]:
+    return {k: answer.headers[k] for k in _PASSED_BACK if k in answer.headers}
+
+
+def _error(front: str, status: int, message: str, code: str | None = None) -> JSONResponse:
+    if front == "messages":
+        body: dict[str, Any] = openai_provider.messages_error(status, {"error": {"message": message}})
+    else:
+        kind = "invalid_request_error" if status < 500 else "api_error"
+        body = {"error": {"message": message, "type": kind, "code": code}}
+    return JSONResponse(body, status_code=status)

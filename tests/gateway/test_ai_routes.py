@@ -1,0 +1,285 @@
+"""AI routes end to end: the official openai and anthropic SDK clients, pointed at the gateway, against fake
+providers on loopback that speak each provider's wire format (tests/fixtures/llm_providers.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.conftest import run_gateway
+from tests.fixtures.a2a_agent import serve
+from tests.fixtures.llm_providers import Seen, anthropic_app, openai_app
+
+pytestmark = pytest.mark.anyio
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "weather", "description": "the weather in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+@contextlib.asynccontextmanager
+async def providers() -> AsyncIterator[tuple[str, Seen, str, Seen]]:
+    """An OpenAI and an Anthropic fake provider: (openai url, its requests, anthropic url, its requests)."""
+    seen_openai, seen_anthropic = Seen(), Seen()
+    async with (
+        serve(lambda base: openai_app(seen_openai)) as o,  # type: ignore[arg-type,return-value]
+        serve(lambda base: anthropic_app(seen_anthropic)) as a,  # type: ignore[arg-type,return-value]
+    ):
+        yield o.url, seen_openai, a.url, seen_anthropic
+
+
+def llm_yaml(openai_url: str, anthropic_url: str) -> str:
+    return f"""
+llm:
+  port: 0
+  models:
+  - name: fast
+    provider: openAI
+    params: {{model: gpt-4o-mini, apiKey: sk-gateway-openai, baseUrl: "{openai_url}/v1"}}
+    defaults: {{temperature: 0.25}}
+  - name: "claude-*"
+    provider: anthropic
+    params: {{apiKey: sk-gateway-anthropic, baseUrl: "{anthropic_url}/v1"}}
+  - name: haiku
+    provider: anthropic
+    params: {{model: claude-3-5-haiku-latest, apiKey: sk-gateway-anthropic, baseUrl: "{anthropic_url}/v1"}}
+    overrides: {{max_tokens: 99}}
+  - name: limited
+    provider: openAI
+    params: {{model: rate-limited, apiKey: sk-gateway-openai, baseUrl: "{openai_url}/v1"}}
+  - name: limited-claude
+    provider: anthropic
+    params: {{model: rate-limited, apiKey: sk-gateway-anthropic, baseUrl: "{anthropic_url}/v1"}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def clients() -> AsyncIterator[tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic, Seen, Seen]]:
+    async with providers() as (o_url, o_seen, a_url, a_seen), run_gateway(llm_yaml(o_url, a_url)) as gw:
+        base = f"http://127.0.0.1:{gw.port}"
+        oa = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client-own", max_retries=0, timeout=20)
+        an = anthropic.AsyncAnthropic(base_url=base, api_key="sk-client-own", max_retries=0, timeout=20)
+        async with oa, an:
+            yield oa, an, o_seen, a_seen
+
+
+def _no_client_credentials(headers: dict[str, str]) -> None:
+    assert "sk-client-own" not in json.dumps(headers)
+
+
+# -- OpenAI clients ---------------------------------------------------------------------------------
+
+
+async def test_openai_client_to_an_openai_provider() -> None:
+    async with clients() as (oa, _, seen, _):
+        answer = await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "echo: hi"
+        assert answer.usage is not None and answer.usage.total_tokens == 16
+        path, headers, body = seen.last
+        assert path == "/v1/chat/completions"
+        assert headers["authorization"] == "Bearer sk-gateway-openai"
+        _no_client_credentials(headers)
+        assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.25  # mapped, and the model's default
+
+        stream = await oa.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "streamed"}], stream=True, temperature=0.9
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "echo: streamed"
+        assert seen.last[2]["temperature"] == 0.9  # a default never replaces what the caller sent
+
+
+async def test_openai_client_to_an_anthropic_provider() -> None:
+    async with clients() as (oa, _, _, seen):
+        answer = await oa.chat.completions.create(
+            model="claude-sonnet-4-0",
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            stop="END",
+        )
+        assert answer.choices[0].message.content == "echo: hi"
+        assert answer.choices[0].finish_reason == "stop"
+        assert answer.usage is not None
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (12, 6, 18)
+        path, headers, body = seen.last
+        assert path == "/v1/messages"
+        assert headers["x-api-key"] == "sk-gateway-anthropic" and headers["anthropic-version"]
+        assert "authorization" not in headers
+        _no_client_credentials(headers)
+        assert body["model"] == "claude-sonnet-4-0"  # `claude-*` has no params.model: the requested one
+        assert body["system"] == "be brief" and body["stop_sequences"] == ["END"] and body["max_tokens"] == 4096
+        assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+        stream = await oa.chat.completions.create(
+            model="haiku", messages=[{"role": "user", "content": "streamed"}], stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: streamed"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+        assert seen.last[2]["model"] == "claude-3-5-haiku-latest" and seen.last[2]["max_tokens"] == 99  # override
+
+
+async def test_a_tool_call_round_trip_through_an_anthropic_provider() -> None:
+    async with clients() as (oa, _, _, seen):
+        messages: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+        first = await oa.chat.completions.create(model="haiku", messages=messages, tools=[WEATHER], tool_choice="auto")
+        call = first.choices[0]
+        assert call.finish_reason == "tool_calls" and call.message.tool_calls is not None
+        (tool_call,) = call.message.tool_calls
+        assert tool_call.function.name == "weather" and json.loads(tool_call.function.arguments) == {"city": "Paris"}
+        sent = seen.last[2]
+        assert sent["tools"] == [{"name": "weather", "description": "the weather in a city",
+                                  "input_schema": WEATHER["function"]["parameters"]}]
+        assert sent["tool_choice"] == {"type": "auto"}
+
+        messages += [call.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": tool_call.id, "content": "sunny"}]
+        second = await oa.chat.completions.create(model="haiku", messages=messages, tools=[WEATHER])
+        assert second.choices[0].message.content == "tool said: sunny"
+        sent = seen.last[2]["messages"]
+        assert sent[1] == {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]}
+        assert sent[2] == {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}
+
+        stream = await oa.chat.completions.create(model="haiku", messages=messages[:1], tools=[WEATHER], stream=True)
+        deltas = [c.choices[0].delta async for c in stream if c.choices]
+        calls = [t for d in deltas for t in d.tool_calls or []]
+        assert calls[0].id == "toolu_1" and calls[0].function is not None and calls[0].function.name == "weather"
+        assert json.loads("".join(t.function.arguments or "" for t in calls if t.function)) == {"city": "Paris"}
+
+
+# -- Anthropic clients ------------------------------------------------------------------------------
+
+
+async def test_anthropic_client_to_an_openai_provider() -> None:
+    async with clients() as (_, an, seen, _):
+        answer = await an.messages.create(
+            model="fast", max_tokens=50, system="be brief", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.content[0].type == "text" and answer.content[0].text == "echo: hi"
+        assert answer.stop_reason == "end_turn"
+        assert (answer.usage.input_tokens, answer.usage.output_tokens) == (11, 5)
+        path, headers, body = seen.last
+        assert path == "/v1/chat/completions" and headers["authorization"] == "Bearer sk-gateway-openai"
+        _no_client_credentials(headers)
+        assert "x-api-key" not in headers
+        assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+        assert body["max_completion_tokens"] == 50 and body["model"] == "gpt-4o-mini"
+
+        async with an.messages.stream(model="fast", max_tokens=50, messages=[{"role": "user", "content": "streamed"}]) as s:
+            text = "".join([t async for t in s.text_stream])
+            final = await s.get_final_message()
+        assert text == "echo: streamed" and final.stop_reason == "end_turn" and final.usage.output_tokens == 5
+        assert seen.last[2]["stream_options"] == {"include_usage": True}
+
+
+async def test_a_tool_call_round_trip_through_an_openai_provider() -> None:
+    tools: Any = [{"name": "weather", "description": "the weather in a city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    async with clients() as (_, an, seen, _):
+        messages: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+        first = await an.messages.create(model="fast", max_tokens=50, messages=messages, tools=tools)
+        assert first.stop_reason == "tool_use"
+        (use,) = [b for b in first.content if b.type == "tool_use"]
+        assert (use.id, use.name, use.input) == ("call_1", "weather", {"city": "Paris"})
+        assert seen.last[2]["tools"][0]["function"]["parameters"] == tools[0]["input_schema"]
+
+        messages += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]}]
+        second = await an.messages.create(model="fast", max_tokens=50, messages=messages, tools=tools)
+        assert second.content[0].type == "text" and second.content[0].text == "tool said: sunny"
+        sent = seen.last[2]["messages"]
+        assert sent[1]["tool_calls"][0]["function"] == {"name": "weather", "arguments": '{"city": "Paris"}'}
+        assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+
+        async with an.messages.stream(model="fast", max_tokens=50, messages=messages[:1], tools=tools) as s:
+            final = await s.get_final_message()
+        assert final.stop_reason == "tool_use"
+        (use,) = [b for b in final.content if b.type == "tool_use"]
+        assert (use.name, use.input) == ("weather", {"city": "Paris"})
+
+
+async def test_anthropic_client_to_an_anthropic_provider() -> None:
+    async with clients() as (_, an, _, seen):
+        answer = await an.messages.create(model="haiku", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        assert answer.content[0].type == "text" and answer.content[0].text == "echo: hi"
+        _, headers, body = seen.last
+        assert headers["x-api-key"] == "sk-gateway-anthropic"
+        _no_client_credentials(headers)
+        assert body["model"] == "claude-3-5-haiku-latest" and body["max_tokens"] == 99
+        async with an.messages.stream(model="haiku", max_tokens=10, messages=[{"role": "user", "content": "s"}]) as s:
+            assert "".join([t async for t in s.text_stream]) == "echo: s"
+
+
+# -- errors and the model list ----------------------------------------------------------------------
+
+
+async def test_a_provider_429_reaches_the_caller_with_retry_after() -> None:
+    async with clients() as (oa, an, _, _):
+        for model in ("limited", "limited-claude"):
+            with pytest.raises(openai.RateLimitError) as raised:
+                await oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
+            assert raised.value.response.headers["retry-after"] == "7"
+            assert raised.value.response.json()["error"]["message"] in ("Rate limit reached", "Rate limited")
+            with pytest.raises(anthropic.RateLimitError) as limited:
+                await an.messages.create(model=model, max_tokens=5, messages=[{"role": "user", "content": "x"}])
+            assert limited.value.response.headers["retry-after"] == "7"
+            assert limited.value.response.json()["error"]["type"] in ("rate_limit_error",)
+
+
+async def test_unknown_models_and_the_model_list() -> None:
+    async with clients() as (oa, an, _, _):
+        with pytest.raises(openai.NotFoundError) as missing:
+            await oa.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+        assert missing.value.response.json()["error"]["code"] == "model_not_found"
+        with pytest.raises(anthropic.NotFoundError):
+            await an.messages.create(model="gpt-9", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        listed = [m.id async for m in oa.models.list()]
+        assert listed == ["fast", "claude-*", "haiku", "limited", "limited-claude"]
+        assert [m.id async for m in an.models.list()] == listed
+
+
+# -- the full shape: an `ai` backend on a route -----------------------------------------------------
+
+
+async def test_an_ai_backend_with_model_aliases_and_a_backend_key() -> None:
+    async with providers() as (o_url, seen, _, _):
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: models
+      policies:
+        backendAuth: {{key: sk-route-key}}
+        ai:
+          modelAliases: {{cheap: gpt-4o-mini, "gpt-4*": gpt-4o}}
+          overrides: {{seed: 7}}
+      backends:
+      - ai:
+          name: openai
+          provider: {{openAI: {{}}}}
+          hostOverride: "{o_url.removeprefix('http://')}"
+"""
+        async with run_gateway(yaml) as gw:
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-client-own", max_retries=0)
+            async with oa:
+                for asked, sent in (("cheap", "gpt-4o-mini"), ("gpt-4-turbo", "gpt-4o"), ("o3", "o3")):
+                    answer = await oa.chat.completions.create(model=asked, messages=[{"role": "user", "content": "a"}])
+                    assert answer.choices[0].message.content == "echo: a"
+                    _, headers, body = seen.last
+                    assert (body["model"], body["seed"]) == (sent, 7)
+                    assert headers["authorization"] == "Bearer sk-route-key"
+            async with httpx.AsyncClient() as http:
+                wrong = await http.get(f"http://127.0.0.1:{gw.port}/elsewhere")
+                assert wrong.status_code == 404
