@@ -538,6 +538,11 @@ class Gateway:
                 if getattr(p, key) is not None:
                     raise ConfigError(f"{at}.{key}: not supported on AI routes by agentplex yet")
         compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        if compiled.guard is not None:
+            raise ConfigError(
+                f"{src}: {where}: rate limits per MCP/A2A message (methods, tools, keys on mcp.* or a2a.*) do not"
+                " apply to AI routes; limit whole requests"
+            )
         self._observe_limits(name, compiled)
         self.closers.extend(compiled.closers)
         if where == "llm":

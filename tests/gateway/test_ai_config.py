@@ -129,3 +129,30 @@ def test_an_ai_backend_names_one_known_provider() -> None:
     assert "provider.bedrock: the bedrock provider is not supported by agentplex yet" in problem
     (problem,) = problems(text.replace("{openAI: {model: gpt-4o-mini}}", "{openAI: {}, anthropic: {}}"))
     assert problem.endswith("provider: expected exactly one of: openAI, anthropic")
+
+
+def compile_problem(text: str) -> str:
+    from gateway.app import Gateway
+
+    with pytest.raises(ConfigError) as info:
+        Gateway(parse_config(text, "x.yaml"))
+    return str(info.value)
+
+
+def test_what_an_ai_route_refuses_when_compiled() -> None:
+    plain = AI_ROUTE.replace("{AI}", "{}")
+    assert compile_problem(plain.replace("backendAuth: {key: sk-route}", "timeout: {requestTimeout: 5s}")) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.timeout: not supported on AI routes by agentplex yet"
+    )
+    assert compile_problem(plain.replace("backendAuth: {key: sk-route}", "backendAuth: {passthrough: {}}")) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.backendAuth.passthrough: on an ai backend, only"
+        " backendAuth.key is supported by agentplex yet"
+    )
+    limited = "llm:\n  policies: {localRateLimit: [{maxTokens: 1, fillInterval: 1s, tools: [x]}]}\n"
+    assert "do not apply to AI routes" in compile_problem(limited)
+    host_route = (
+        "binds:\n- port: 0\n  listeners:\n  - routes:\n    - policies: {ai: {}}\n      backends: [{host: '127.0.0.1:9'}]\n"
+    )
+    assert compile_problem(host_route) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.ai: applies to routes whose backend is `ai`"
+    )

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import run_gateway
+from tests.conftest import ROOT, run_gateway
 from tests.fixtures.a2a_agent import serve
 from tests.fixtures.llm_providers import Seen, anthropic_app, openai_app
 
@@ -283,3 +283,37 @@ binds:
             async with httpx.AsyncClient() as http:
                 wrong = await http.get(f"http://127.0.0.1:{gw.port}/elsewhere")
                 assert wrong.status_code == 404
+
+
+async def test_the_llm_sample_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = ROOT / "samples" / "llm.yaml"
+    async with providers() as (o_url, o_seen, a_url, a_seen):
+        monkeypatch.setenv("OPENAI_BASE_URL", f"{o_url}/v1")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"{a_url}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env-openai")  # detected from the environment
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-env-anthropic")
+        async with run_gateway(source.read_text().replace("port: 4000", "port: 0"), str(source)) as gw:
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-client-own", max_retries=0)
+            async with oa:
+                fast = await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "a"}])
+                claude = await oa.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "b"}])
+        assert (fast.choices[0].message.content, claude.choices[0].message.content) == ("echo: a", "echo: b")
+        assert o_seen.last[1]["authorization"] == "Bearer sk-env-openai"
+        assert (o_seen.last[2]["model"], o_seen.last[2]["temperature"]) == ("gpt-4o-mini", 0.2)
+        assert a_seen.last[1]["x-api-key"] == "sk-env-anthropic"
+        assert (a_seen.last[2]["model"], a_seen.last[2]["max_tokens"]) == ("claude-haiku-4-5", 1024)
+
+
+async def test_llm_policies_apply_to_the_llm_routes() -> None:
+    async with providers() as (o_url, seen, a_url, _):
+        yaml = llm_yaml(o_url, a_url) + "  policies:\n    apiKey: {keys: [{key: sk-caller}]}\n"
+        async with run_gateway(yaml) as gw:
+            base = f"http://127.0.0.1:{gw.port}/v1"
+            stranger = openai.AsyncOpenAI(base_url=base, api_key="sk-client-own", max_retries=0)
+            caller = openai.AsyncOpenAI(base_url=base, api_key="sk-caller", max_retries=0)
+            async with stranger, caller:
+                with pytest.raises(openai.AuthenticationError):
+                    await stranger.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+                answer = await caller.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
+        assert answer.choices[0].message.content == "echo: x"
+        assert seen.last[1]["authorization"] == "Bearer sk-gateway-openai"  # the caller's key stays at the gateway
