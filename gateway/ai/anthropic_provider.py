@@ -227,7 +227,9 @@ async def chat_chunks(events: AsyncIterator[Event], include_usage: bool) -> Asyn
                 index = state["tools"].get(data.get("index", 0), 0)
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]})
         elif kind == "message_delta":
-            output = (data.get("usage") or {}).get("output_tokens", output)
+            counted = data.get("usage") or {}
+            output = counted.get("output_tokens", output)
+            state["input"] = {**state["input"], **{k: v for k, v in counted.items() if k != "output_tokens" and v}}
             reason = (data.get("delta") or {}).get("stop_reason")
             yield chunk({}, FINISH.get(reason or "", "stop"))
         elif kind == "error":

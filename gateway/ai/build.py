@@ -7,10 +7,11 @@ import ssl
 from typing import Any
 
 from gateway.ai.endpoint import AiEndpoint
-from gateway.ai.targets import ModelTable, ModelTarget, provider_url
+from gateway.ai.targets import ModelTable, ModelTarget, VirtualModel, provider_url
 from gateway.config import ConfigError
 from gateway.config.ai import AiBackend, AiPolicy
 from gateway.config.llm import LlmModel, LlmParams, LlmShort, environment_key
+from gateway.config.llm import VirtualModel as VirtualModelConfig
 from gateway.config.policies import BackendAuth
 
 
@@ -63,7 +64,19 @@ def _route_key(auth: tuple[str, BackendAuth] | None) -> str | None:
 def llm_endpoint(llm: LlmShort) -> AiEndpoint:
     """The `llm:` block: one target per model, found by name as the reference matches it."""
     targets = [_model_target(model, llm) for model in llm.models]
-    return AiEndpoint("llm", ModelTable(targets), listed=[m.name for m in llm.models])
+    internal = frozenset(m.name for m in llm.models if m.visibility == "internal")
+    virtual = [_virtual(v) for v in llm.virtualModels]
+    return AiEndpoint("llm", ModelTable(targets, virtual, internal))
+
+
+def _virtual(virtual: VirtualModelConfig) -> VirtualModel:
+    routing = virtual.routing
+    if routing.weighted is not None:
+        return VirtualModel(virtual.name, weighted=tuple((t.model, t.weight) for t in routing.weighted.targets))
+    assert routing.failover is not None
+    priorities = sorted({t.priority for t in routing.failover.targets})
+    groups = tuple(tuple(t.model for t in routing.failover.targets if t.priority == p) for p in priorities)
+    return VirtualModel(virtual.name, failover=groups)
 
 
 def _model_target(model: LlmModel, llm: LlmShort) -> ModelTarget:

@@ -48,7 +48,7 @@ class AiEndpoint:
         self.alias: Callable[[str], str] = Aliases(aliases or {})
         self.defaults = dict(defaults or {})
         self.overrides = dict(overrides or {})
-        self.listed = listed if listed is not None else [n for n in models.names() if "*" not in n]
+        self.listed = listed if listed is not None else models.names()
         self.tls = tls
         self.client: httpx.AsyncClient | None = None
 
@@ -81,26 +81,47 @@ class AiEndpoint:
             data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in self.listed]
             first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
             return JSONResponse({"data": data, "has_more": False, "first_id": first, "last_id": last})
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "agentplex"} for n in self.listed]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "openai"} for n in self.listed]
         return JSONResponse({"object": "list", "data": data})
 
     async def _serve(self, request: Request, front: str) -> Response:
-        body = await request.body()
-        if len(body) > MAX_REQUEST:
-            return _error(front, 413, f"request body over {MAX_REQUEST} bytes")
+        body = await _read(request)
+        if body is None:
+            return _error(front, 413, f"request body over {MAX_REQUEST} bytes", code="request_too_large")
         try:
             parsed = json.loads(body or b"null")
         except ValueError:
-            return _error(front, 400, "request body is not JSON")
+            return _error(front, 400, "LLM request body must be valid JSON", code="invalid_request_body")
         if not isinstance(parsed, dict) or not isinstance(parsed.get("model"), str):
-            return _error(front, 400, "expected a JSON object with a model")
+            return _error(front, 400, "LLM request body is missing string field 'model'", code="missing_model")
         requested = self.alias(parsed["model"])
-        target = self.models.find(requested)
-        if target is None:
-            return _error(front, 404, f"model {parsed['model']} not found", code="model_not_found")
-        parsed = apply_fields(apply_fields(parsed, self.defaults, self.overrides), target.defaults, target.overrides)
-        model = target.outgoing_model(requested)
-        outgoing, translate = _plan(front, target, parsed, model, request)
+        candidates = self.models.candidates(requested)
+        if not candidates:
+            return _error(front, 404, "Model not found", code="model_not_found")
+        parsed = apply_fields(parsed, self.defaults, self.overrides)
+        response: Response | None = None
+        for attempt, (asked, target) in enumerate(candidates, start=1):
+            response, failed = await self._call(request, front, parsed, asked, target)
+            if len(candidates) == 1:
+                return response
+            if not failed:
+                self.models.succeeded(asked)
+                return response
+            # a virtual model's failover: this target rests a while, the next one is tried
+            self.models.failed(asked, _seconds(response.headers.get("retry-after")))
+            if attempt < len(candidates):
+                logger.info("ai route %s: %s answered %s, failing over", self.name, asked, response.status_code)
+        assert response is not None
+        return response
+
+    async def _call(
+        self, request: Request, front: str, parsed: dict[str, Any], asked: str, target: ModelTarget
+    ) -> tuple[Response, bool]:
+        """One provider's answer, and whether it failed so that another target may be tried (429, 5xx, no
+        answer). A stream that has begun is the answer: nothing is retried once bytes reach the caller."""
+        body = apply_fields(parsed, target.defaults, target.overrides)
+        model = target.outgoing_model(asked)
+        outgoing, translate = _plan(front, target, body, model)
         assert self.client is not None
         headers = {"content-type": "application/json", **target.headers()}
         if target.kind == "anthropic" and "anthropic-beta" in request.headers:
@@ -109,23 +130,39 @@ class AiEndpoint:
         try:
             answer = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
-            logger.warning("ai route %s: model %s at %s: %s", self.name, requested, target.url, exc)
-            return _error(front, 502, f"provider for model {requested} unreachable: {type(exc).__name__}")
+            logger.warning("ai route %s: model %s at %s: %s", self.name, asked, target.url, exc)
+            return _error(front, 502, f"provider for model {asked} unreachable: {type(exc).__name__}"), True
         if answer.status_code >= 400:
-            return await _provider_error(front, target, answer)
+            refused = await _provider_error(front, target, answer)
+            return refused, answer.status_code == 429 or answer.status_code >= 500
         if outgoing.get("stream"):
-            return StreamingResponse(_stream(answer, translate), media_type="text/event-stream", headers=_SSE_HEADERS)
+            streamed = StreamingResponse(_stream(answer, translate), media_type="text/event-stream", headers=_SSE_HEADERS)
+            return streamed, False
         try:
             data = json.loads(await answer.aread())
         finally:
             await answer.aclose()
-        return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer))
+        return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer)), False
 
 
-Translate = Callable[[Any], Any]
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
-def _plan(front: str, target: ModelTarget, body: dict[str, Any], model: str, request: Request) -> tuple[dict[str, Any], Any]:
+async def _read(request: Request) -> bytes | None:
+    """The request body, or None past MAX_REQUEST (read no further)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST:
+            return None
+    return bytes(body)
+
+
+def _plan(front: str, target: ModelTarget, body: dict[str, Any], model: str) -> tuple[dict[str, Any], Any]:
     """The provider's request, and how its answer becomes the caller's: None (as is), a function of the
     JSON answer, or (streams) a function of the provider's events to the caller's bytes."""
     stream = bool(body.get("stream"))
@@ -177,6 +214,7 @@ def _passed_back(answer: httpx.Response) -> dict[str, str]:
 
 
 def _error(front: str, status: int, message: str, code: str | None = None) -> JSONResponse:
+    """The gateway's own refusals: OpenAI's error shape as the reference answers, Anthropic's on /messages."""
     if front == "messages":
         body: dict[str, Any] = openai_provider.messages_error(status, {"error": {"message": message}})
     else:

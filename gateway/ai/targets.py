@@ -6,8 +6,10 @@ request path only looks targets up by model name.
 
 from __future__ import annotations
 
+import random
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,31 +68,92 @@ def provider_url(
     return origin + prefix + PATHS[kind]
 
 
+@dataclass(frozen=True)
+class VirtualModel:
+    """A name whose requests go to other models: one picked by weight, or the first healthy by priority."""
+
+    name: str
+    weighted: tuple[tuple[str, int], ...] = ()  # (model, weight)
+    failover: tuple[tuple[str, ...], ...] = ()  # models per priority, the preferred first
+
+
+EVICTION = 30.0  # seconds a failover target that answered 429/5xx (or not at all) is passed over
+MAX_EVICTION = 300.0  # a Retry-After longer than this counts as this
+
+
 class ModelTable:
-    """Model name -> target: an exact name first, then `prefix*` / `*suffix` patterns (the most specific,
-    i.e. longest, first), then `*`."""
+    """Model name -> where it goes. A concrete name matches an exact entry first, then `prefix*` /
+    `*suffix` patterns (the longest first), then `*`; internal models only as a virtual model's target.
+    A virtual model (matched by its exact name) picks its targets per request."""
 
-    def __init__(self, targets: Sequence[ModelTarget]) -> None:
+    def __init__(
+        self,
+        targets: Sequence[ModelTarget],
+        virtual: Sequence[VirtualModel] = (),
+        internal: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.targets = list(targets)
-        self.exact: dict[str, ModelTarget] = {}
-        patterns: list[tuple[int, int, re.Pattern[str], ModelTarget]] = []
-        for order, target in enumerate(targets):
-            if "*" not in target.name:
-                self.exact.setdefault(target.name, target)
-            else:
-                literal = len(target.name) - 1
-                pattern = re.compile(re.escape(target.name).replace(r"\*", ".*"), re.DOTALL)
-                patterns.append((-literal, order, pattern, target))
-        patterns.sort(key=lambda entry: entry[:2])
-        self.patterns = [(pattern, target) for _, _, pattern, target in patterns]
+        self.internal = internal  # names of the targets clients may not ask for directly
+        self.virtual = {v.name: v for v in virtual}
+        exact = [t for t in targets if "*" not in t.name]
+        wild = sorted((t for t in targets if "*" in t.name), key=lambda t: -(len(t.name) - 1))
+        self.ordered = [(_matcher(t.name), t) for t in [*exact, *wild]]
+        self.clock = clock
+        self.evicted: dict[str, float] = {}  # a failover target's model -> when it may be tried first again
 
-    def find(self, model: str) -> ModelTarget | None:
-        if model in self.exact:
-            return self.exact[model]
-        return next((target for pattern, target in self.patterns if pattern.fullmatch(model)), None)
+    def find(self, model: str, internal: bool = False) -> ModelTarget | None:
+        return next(
+            (t for matches, t in self.ordered if matches(model) and (internal or t.name not in self.internal)), None
+        )
+
+    def candidates(self, requested: str) -> list[tuple[str, ModelTarget]]:
+        """What to try for a request, in order: (the model to ask for, its target). Empty: no such model."""
+        virtual = self.virtual.get(requested)
+        if virtual is None:
+            target = self.find(requested)
+            return [(requested, target)] if target is not None else []
+        if virtual.weighted:
+            names = [name for name, weight in virtual.weighted if weight > 0]
+            weights = [weight for _, weight in virtual.weighted if weight > 0]
+            chosen = random.choices(names, weights)[0]
+            target = self.find(chosen, internal=True)
+            return [(chosen, target)] if target is not None else []
+        now = self.clock()
+        healthy: list[str] = []
+        resting: list[str] = []
+        for group in virtual.failover:
+            members = list(group)
+            random.shuffle(members)  # spread a priority level's load
+            for name in members:
+                (healthy if self.evicted.get(name, 0.0) <= now else resting).append(name)
+        resting.sort(key=lambda name: self.evicted[name])  # all resting: the one back soonest first
+        return [(name, t) for name in healthy + resting if (t := self.find(name, internal=True)) is not None]
+
+    def failed(self, model: str, retry_after: float | None = None) -> None:
+        """A failover target answered 429/5xx or not at all: pass it over for a while."""
+        rest = min(retry_after, MAX_EVICTION) if retry_after is not None and retry_after > 0 else EVICTION
+        self.evicted[model] = self.clock() + rest
+
+    def succeeded(self, model: str) -> None:
+        self.evicted.pop(model, None)
 
     def names(self) -> list[str]:
-        return [target.name for target in self.targets]
+        """The model list: public models, then virtual ones."""
+        listed = [t.name for t in self.targets if t.name not in self.internal]
+        return listed + [name for name in self.virtual if name not in listed]
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    if pattern == "*":
+        return lambda model: True
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return lambda model: model.startswith(prefix)
+    if pattern.startswith("*"):
+        suffix = pattern[1:]
+        return lambda model: model.endswith(suffix)
+    return lambda model: model == pattern
 
 
 class Aliases:

@@ -9,13 +9,13 @@ the reference's other kinds are refused as not supported yet.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from .ai import PROVIDERS, Authority, NotYet, Secret, _absolute, _no_tokenize, not_yet
-from .base import Port, _Model, _non_empty, _problem_at
+from .base import _CI, Port, _Model, _non_empty, _problem_at
 from .policies import Policies
 
 _ALIASES = {"openai": "openAI", "openAI": "openAI", "anthropic": "anthropic"}
@@ -108,7 +108,8 @@ class LlmModel(_ModelPolicies):
     name: Annotated[str, AfterValidator(_model_name)]
     provider: ProviderRef
     params: LlmParams = Field(default_factory=LlmParams)
-    visibility: NotYet("visibility (virtual models)") = None
+    # internal: reachable only as a virtual model's target, not asked for directly nor listed
+    visibility: Annotated[Literal["public", "internal"], _CI] = "public"
     passthrough: NotYet("passthrough") = None
     authorization: NotYet("authorization on a model (use llm.policies.authorization)") = None
     finalTransformation: NotYet("finalTransformation") = None
@@ -133,6 +134,66 @@ class LlmProvider(_Model):
         if isinstance(self.provider, dict):
             raise _problem_at(("provider",), f"llm.providers {self.name} cannot reference another provider")
         return self
+
+
+def model_name_matches(pattern: str, model: str) -> bool:
+    """The reference's matching of a requested model against a model entry's name."""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return model.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return model.endswith(pattern[1:])
+    return pattern == model
+
+
+class WeightedTarget(_Model):
+    model: Annotated[str, AfterValidator(_non_empty)]  # resolved against llm.models as client requests are
+    weight: int = Field(default=1, ge=0)
+
+
+class FailoverTarget(_Model):
+    model: Annotated[str, AfterValidator(_non_empty)]
+    priority: int = Field(ge=0)  # lower is tried first
+
+
+class WeightedRouting(_Model):
+    targets: list[WeightedTarget] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> WeightedRouting:
+        if not any(t.weight for t in self.targets):
+            raise _problem_at(("targets",), "every target has weight 0")
+        return self
+
+
+class FailoverRouting(_Model):
+    targets: list[FailoverTarget] = Field(min_length=1)
+
+
+class VirtualRouting(_Model):
+    weighted: WeightedRouting | None = None
+    failover: FailoverRouting | None = None
+    conditional: NotYet("conditional routing (CEL conditions)") = None
+
+    @model_validator(mode="after")
+    def _one(self) -> VirtualRouting:
+        if (self.weighted is None) == (self.failover is None):
+            raise ValueError("expected exactly one of: weighted, failover (conditional is not supported by agentplex yet)")
+        return self
+
+
+class VirtualModel(_Model):
+    """`LocalLLMVirtualModel`: a public name whose requests go to one of llm.models, chosen per request."""
+
+    name: Annotated[str, AfterValidator(_non_empty)]
+    routing: VirtualRouting
+
+    @property
+    def targets(self) -> list[WeightedTarget] | list[FailoverTarget]:
+        routing = self.routing.weighted or self.routing.failover
+        assert routing is not None
+        return routing.targets
 
 
 # The gateway-level policies the reference allows under llm.policies (`LocalLLMPolicy`), that agentplex has.
@@ -174,7 +235,7 @@ class LlmShort(_Model):
     policies: LlmPolicies | None = None
     gateways: NotYet("gateways (named gateways; use port)") = None
     tls: NotYet("tls on the llm block") = None
-    virtualModels: NotYet("virtualModels") = None
+    virtualModels: list[VirtualModel] = Field(default_factory=list)
     discovery: NotYet("discovery") = None
 
     @model_validator(mode="after")
@@ -195,6 +256,18 @@ class LlmShort(_Model):
                     ("models", index, "params"),
                     f"model {model.name} references provider {model.provider['reference']} and can only set params.model",
                 )
+        seen: set[str] = set()
+        for index, virtual in enumerate(self.virtualModels):
+            if virtual.name in seen:
+                raise _problem_at(("virtualModels", index, "name"), f"duplicate virtual model {virtual.name!r}")
+            seen.add(virtual.name)
+            kind = "weighted" if virtual.routing.weighted is not None else "failover"
+            for t, target in enumerate(virtual.targets):
+                if not any(model_name_matches(m.name, target.model) for m in self.models):
+                    raise _problem_at(
+                        ("virtualModels", index, "routing", kind, "targets", t, "model"),
+                        f"no model in llm.models matches {target.model!r}",
+                    )
         return self
 
 

@@ -79,7 +79,9 @@ def test_what_the_llm_block_refuses(snippet: str, expected: str) -> None:
 
 
 def test_llm_level_refusals() -> None:
-    assert problems("llm:\n  virtualModels: []\n") == ["x.yaml: llm.virtualModels: virtualModels is not supported by agentplex yet"]
+    assert problems("llm:\n  gateways: [default]\n") == [
+        "x.yaml: llm.gateways: gateways (named gateways; use port) is not supported by agentplex yet"
+    ]
     (problem,) = problems("llm:\n  policies: {mcpAuthorization: {rules: []}}\n")
     assert problem.startswith("x.yaml: llm.policies.mcpAuthorization: not an llm policy")
     assert problems("llm:\n  policies: {guardrails: {}}\n") == ["x.yaml: llm.policies.guardrails: guardrails is not supported by agentplex yet"]
@@ -156,3 +158,28 @@ def test_what_an_ai_route_refuses_when_compiled() -> None:
     assert compile_problem(host_route) == (
         "x.yaml: binds[0].listeners[0].routes[0].policies.ai: applies to routes whose backend is `ai`"
     )
+
+
+VIRTUAL = """
+llm:
+  models:
+  - {name: a, provider: openAI, visibility: internal}
+  - {name: "claude-*", provider: anthropic}
+  virtualModels:
+  - name: smart
+    routing: ROUTING
+"""
+
+
+def test_virtual_models() -> None:
+    config = parse_config(VIRTUAL.replace("ROUTING", "{failover: {targets: [{model: a, priority: 0}, {model: claude-x, priority: 1}]}}"))
+    assert config.llm is not None and config.llm.models[0].visibility == "internal"
+    assert [t.model for t in config.llm.virtualModels[0].targets] == ["a", "claude-x"]
+    (problem,) = problems(VIRTUAL.replace("ROUTING", "{weighted: {targets: [{model: gpt-9}]}}"))
+    assert problem == "x.yaml: llm.virtualModels[0].routing.weighted.targets[0].model: no model in llm.models matches 'gpt-9'"
+    (problem,) = problems(VIRTUAL.replace("ROUTING", "{conditional: {targets: []}}"))
+    assert problem == (
+        "x.yaml: llm.virtualModels[0].routing.conditional: conditional routing (CEL conditions) is not supported by agentplex yet"
+    )
+    (problem,) = problems(VIRTUAL.replace("ROUTING", "{}"))
+    assert problem.endswith("routing: expected exactly one of: weighted, failover (conditional is not supported by agentplex yet)")

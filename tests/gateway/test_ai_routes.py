@@ -317,3 +317,45 @@ async def test_llm_policies_apply_to_the_llm_routes() -> None:
                 answer = await caller.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}])
         assert answer.choices[0].message.content == "echo: x"
         assert seen.last[1]["authorization"] == "Bearer sk-gateway-openai"  # the caller's key stays at the gateway
+
+
+async def test_virtual_models_fail_over_and_weigh() -> None:
+    async with providers() as (o_url, o_seen, a_url, a_seen):
+        yaml = f"""
+llm:
+  port: 0
+  models:
+  - name: flaky
+    provider: openAI
+    visibility: internal
+    params: {{model: rate-limited, apiKey: sk-o, baseUrl: "{o_url}/v1"}}
+  - name: steady
+    provider: anthropic
+    visibility: internal
+    params: {{model: claude-steady, apiKey: sk-a, baseUrl: "{a_url}/v1"}}
+  - name: public-one
+    provider: openAI
+    params: {{apiKey: sk-o, baseUrl: "{o_url}/v1"}}
+  virtualModels:
+  - name: smart
+    routing: {{failover: {{targets: [{{model: flaky, priority: 0}}, {{model: steady, priority: 1}}]}}}}
+  - name: split
+    routing: {{weighted: {{targets: [{{model: steady, weight: 1}}, {{model: flaky, weight: 0}}]}}}}
+"""
+        async with run_gateway(yaml) as gw:
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-client-own", max_retries=0)
+            async with oa:
+                stream = await oa.chat.completions.create(
+                    model="smart", messages=[{"role": "user", "content": "a"}], stream=True
+                )
+                assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "echo: a"
+                assert [body["model"] for _, _, body in o_seen.requests] == ["rate-limited"]  # 429: failed over
+                assert a_seen.last[2]["model"] == "claude-steady"
+                again = await oa.chat.completions.create(model="smart", messages=[{"role": "user", "content": "b"}])
+                assert again.choices[0].message.content == "echo: b"
+                assert len(o_seen.requests) == 1  # the flaky target rests (its Retry-After: 7 s)
+                split = await oa.chat.completions.create(model="split", messages=[{"role": "user", "content": "c"}])
+                assert split.choices[0].message.content == "echo: c" and a_seen.last[2]["model"] == "claude-steady"
+                with pytest.raises(openai.NotFoundError):  # internal: only through a virtual model
+                    await oa.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
+                assert [m.id async for m in oa.models.list()] == ["public-one", "smart", "split"]
