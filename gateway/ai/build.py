@@ -39,9 +39,16 @@ def route_endpoint(
         aliases=policy.modelAliases if policy else None,
         defaults=policy.defaults if policy else None,
         overrides=policy.overrides if policy else None,
+        prompts=_prompts(policy),
         listed=[m for m in listed if "*" not in m],
         tls=tls,
     )
+
+
+def _prompts(policy: AiPolicy | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    if policy is None or policy.prompts is None:
+        return [], []
+    return ([m.model_dump() for m in policy.prompts.prepend], [m.model_dump() for m in policy.prompts.append])
 
 
 def _route_key(auth: tuple[str, BackendAuth] | None) -> str | None:

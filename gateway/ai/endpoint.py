@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.ai import anthropic_provider, openai_provider, sse
-from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields
+from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields, with_prompts
 
 logger = logging.getLogger("agentplex.ai")
 
@@ -40,6 +40,7 @@ class AiEndpoint:
         aliases: Mapping[str, str] | None = None,
         defaults: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
+        prompts: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], []),
         listed: list[str] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -48,6 +49,7 @@ class AiEndpoint:
         self.alias: Callable[[str], str] = Aliases(aliases or {})
         self.defaults = dict(defaults or {})
         self.overrides = dict(overrides or {})
+        self.prepend, self.append = prompts
         self.listed = listed if listed is not None else models.names()
         self.tls = tls
         self.client: httpx.AsyncClient | None = None
@@ -98,7 +100,7 @@ class AiEndpoint:
         candidates = self.models.candidates(requested)
         if not candidates:
             return _error(front, 404, "Model not found", code="model_not_found")
-        parsed = apply_fields(parsed, self.defaults, self.overrides)
+        parsed = with_prompts(front, apply_fields(parsed, self.defaults, self.overrides), self.prepend, self.append)
         response: Response | None = None
         for attempt, (asked, target) in enumerate(candidates, start=1):
             response, failed = await self._call(request, front, parsed, asked, target)

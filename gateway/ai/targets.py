@@ -178,3 +178,27 @@ def apply_fields(body: dict[str, Any], defaults: Mapping[str, Any], overrides: M
         out.setdefault(key, value)
     out.update(overrides)
     return out
+
+
+def with_prompts(front: str, body: dict[str, Any], prepend: Sequence[Mapping[str, str]], append: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+    """The `ai` policy's prompts around the client's messages. In a Messages request (Anthropic's format)
+    system prompts join `system`, the others become messages."""
+    if not prepend and not append:
+        return body
+    messages = list(body.get("messages") or [])
+    if front != "messages":
+        return {**body, "messages": [dict(m) for m in prepend] + messages + [dict(m) for m in append]}
+    before = [dict(m) for m in prepend if m["role"] != "system"]
+    after = [dict(m) for m in append if m["role"] != "system"]
+    out = {**body, "messages": before + messages + after}
+    system_before = [m["content"] for m in prepend if m["role"] == "system"]
+    system_after = [m["content"] for m in append if m["role"] == "system"]
+    if system_before or system_after:
+        current = body.get("system")
+        if isinstance(current, list):  # text blocks
+            out["system"] = (
+                [{"type": "text", "text": t} for t in system_before] + current + [{"type": "text", "text": t} for t in system_after]
+            )
+        else:
+            out["system"] = "\n".join([*system_before, *([current] if current else []), *system_after])
+    return out

@@ -140,9 +140,22 @@ def _alias_pattern(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+class SimpleMessage(_Model):
+    role: Annotated[str, AfterValidator(_non_empty)]  # system, user, assistant, ...
+    content: str
+
+
+class PromptEnrichment(_Model):
+    """Messages put before (`prepend`) or after (`append`) the client's in every request."""
+
+    prepend: list[SimpleMessage] = Field(default_factory=list)
+    append: list[SimpleMessage] = Field(default_factory=list)
+
+
 class AiPolicy(_Model):
     """`modelAliases` renames the requested model (exact names first, then `*` patterns, the longest
-    first); `defaults` sets request fields the client left out; `overrides` sets them whatever it sent."""
+    first); `defaults` sets request fields the client left out; `overrides` sets them whatever it sent;
+    `prompts` adds messages before or after the client's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -153,7 +166,7 @@ class AiPolicy(_Model):
     transformations: NotYet("transformations") = None
     postConversionTransformations: NotYet("postConversionTransformations") = None
     finalTransformations: NotYet("finalTransformations") = None
-    prompts: NotYet("prompts (prompt enrichment)") = None
+    prompts: PromptEnrichment | None = None
     promptCaching: NotYet("promptCaching") = None
     routes: NotYet("routes (route types by path)") = None
     models: NotYet("models (a declared /v1/models list)") = None

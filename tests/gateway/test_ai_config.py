@@ -116,7 +116,8 @@ def test_the_ai_backend_and_policy() -> None:
     ("ai", "expected"),
     [
         ("{promptGuard: {request: []}}", "ai.promptGuard: promptGuard is not supported by agentplex yet"),
-        ("{prompts: {prepend: []}}", "ai.prompts: prompts (prompt enrichment) is not supported by agentplex yet"),
+        ("{routes: {/v1/x: completions}}", "ai.routes: routes (route types by path) is not supported by agentplex yet"),
+        ("{prompts: {prepend: [{role: system}]}}", "ai.prompts.prepend[0].content: missing required key"),
         ("{modelAlias: {}}", "ai.modelAlias: unknown key"),
     ],
 )

@@ -359,3 +359,37 @@ llm:
                 with pytest.raises(openai.NotFoundError):  # internal: only through a virtual model
                     await oa.chat.completions.create(model="flaky", messages=[{"role": "user", "content": "x"}])
                 assert [m.id async for m in oa.models.list()] == ["public-one", "smart", "split"]
+
+
+async def test_prompts_are_added_around_the_clients_messages() -> None:
+    async with providers() as (_, _, a_url, seen):
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - policies:
+        backendAuth: {{key: sk-route-key}}
+        ai:
+          prompts:
+            prepend: [{{role: system, content: "Answer in French."}}]
+            append: [{{role: user, content: "Be brief."}}]
+      backends:
+      - ai: {{name: claude, provider: {{anthropic: {{model: claude-haiku-4-5}}}}, hostOverride: "{a_url.removeprefix('http://')}"}}
+"""
+        async with run_gateway(yaml) as gw:
+            base = f"http://127.0.0.1:{gw.port}"
+            oa = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-client-own", max_retries=0)
+            an = anthropic.AsyncAnthropic(base_url=base, api_key="sk-client-own", max_retries=0)
+            async with oa, an:
+                await oa.chat.completions.create(model="any", messages=[{"role": "user", "content": "hi"}])
+                sent = seen.last[2]
+                assert sent["system"] == "Answer in French." and sent["model"] == "claude-haiku-4-5"
+                assert sent["messages"] == [  # consecutive user turns are one in Anthropic's format
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "Be brief."}]}
+                ]
+                await an.messages.create(model="any", max_tokens=5, system="Be kind.", messages=[{"role": "user", "content": "hi"}])
+                sent = seen.last[2]
+                assert sent["system"] == "Answer in French.\nBe kind."
+                assert sent["messages"] == [{"role": "user", "content": "hi"}, {"role": "user", "content": "Be brief."}]
+                assert seen.last[1]["x-api-key"] == "sk-route-key"
