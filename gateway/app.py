@@ -319,6 +319,7 @@ class Gateway:
         for at, p in self._levels((listener_at, listener.policies), (where, route.policies)):
             if p.ai is not None:
                 raise ConfigError(f"{at}.ai: applies to routes whose backend is `ai`")
+            _refuse_token_limits(at, p, "applies to AI routes (it charges the tokens a model's answer used)")
         if where != "a2a" and not route.backends:
             if not any(
                 p is not None and (p.directResponse is not None or p.requestRedirect is not None)
@@ -534,6 +535,8 @@ class Gateway:
         src = self.config.source
         levels = self._levels((listener_at, listener.policies), (where, route.policies))
         for at, p in levels:
+            if p.remoteRateLimit is not None and not p.remoteRateLimit.reference:
+                _refuse_token_limits(at, p, "is supported in localRateLimit only by agentplex yet", local=False)
             for key in _NOT_ON_AI:
                 if getattr(p, key) is not None:
                     raise ConfigError(f"{at}.{key}: not supported on AI routes by agentplex yet")
@@ -761,6 +764,16 @@ def _binds(config: Config) -> list[tuple[Bind, str]]:
                 raise ConfigError(f"{config.source}: llm.port: port {config.llm.port} is already used by {origin}.port")
         binds.append((_short_llm_bind(config.llm), "llm"))
     return binds
+
+
+def _refuse_token_limits(at: str, p: Policies, why: str, local: bool = True) -> None:
+    limits = [("localRateLimit", p.localRateLimit or [])] if local else []
+    if p.remoteRateLimit is not None and not p.remoteRateLimit.reference:
+        limits.append(("remoteRateLimit.limits", p.remoteRateLimit.limits))
+    for key, entries in limits:
+        for index, limit in enumerate(entries):
+            if limit.type == "tokens":
+                raise ConfigError(f"{at}.{key}[{index}].type: tokens {why}")
 
 
 def _short_llm_bind(llm: LlmShort) -> Bind:

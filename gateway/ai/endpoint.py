@@ -20,8 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.ai import anthropic_provider, openai_provider, sse
+from gateway.ai import anthropic_provider, openai_provider
+from gateway.ai.sse import EventParser
 from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields, with_prompts
+from gateway.ai.usage import Usage
+from gateway.policies import TOKEN_LIMITS
 
 logger = logging.getLogger("agentplex.ai")
 
@@ -138,12 +141,16 @@ class AiEndpoint:
             refused = await _provider_error(front, target, answer)
             return refused, answer.status_code == 429 or answer.status_code >= 500
         if outgoing.get("stream"):
-            streamed = StreamingResponse(_stream(answer, translate), media_type="text/event-stream", headers=_SSE_HEADERS)
-            return streamed, False
+            usage = Usage(target.kind)
+            streamed = _stream(answer, translate, usage, lambda: _charge(request.scope, usage))
+            return StreamingResponse(streamed, media_type="text/event-stream", headers=_SSE_HEADERS), False
         try:
             data = json.loads(await answer.aread())
         finally:
             await answer.aclose()
+        usage = Usage(target.kind)
+        usage.answer(data)
+        _charge(request.scope, usage)
         return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer)), False
 
 
@@ -182,16 +189,45 @@ def _plan(front: str, target: ModelTarget, body: dict[str, Any], model: str) -> 
     return {**body, "model": model}, None
 
 
-async def _stream(answer: httpx.Response, translate: Any) -> AsyncIterator[bytes]:
+async def _stream(
+    answer: httpx.Response, translate: Any, usage: Usage, finished: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """The provider's stream to the caller, as is or translated, its usage counted on the way."""
+    parser = EventParser()
+
+    async def provider_events() -> AsyncIterator[Any]:
+        async for chunk in answer.aiter_bytes():
+            for event in parser.feed(chunk):
+                usage.event(event)
+                yield event
+        for event in parser.close():
+            usage.event(event)
+            yield event
+
     try:
         if translate is None:
-            async for chunk in answer.aiter_raw():
+            metering = True
+            async for chunk in answer.aiter_bytes():
                 yield chunk
+                if metering:
+                    try:
+                        for event in parser.feed(chunk):
+                            usage.event(event)
+                    except ValueError:  # an event too large to hold: passed on, but no longer counted
+                        metering = False
         else:
-            async for out in translate(sse.events(answer)):
+            async for out in translate(provider_events()):
                 yield out
     finally:
         await answer.aclose()
+        finished()
+
+
+def _charge(scope: Scope, usage: Usage) -> None:
+    """The tokens limits that let the request through are charged what its answer used."""
+    state = scope.get("state")
+    for limit, bucket in (state.get(TOKEN_LIMITS, ()) if isinstance(state, dict) else ()):
+        limit.charge(bucket, usage.total)
 
 
 async def _provider_error(front: str, target: ModelTarget, answer: httpx.Response) -> Response:

@@ -7,6 +7,7 @@ a blank line ending an event, comments (`:`) and other fields ignored.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,22 +27,39 @@ class Event:
         return json.loads(self.data)
 
 
-async def events(response: httpx.Response) -> AsyncIterator[Event]:
-    """The events of a streamed response, in order, as they arrive."""
-    buffer = ""
-    async for text in response.aiter_text():
-        buffer += text.replace("\r\n", "\n").replace("\r", "\n")
-        while (end := buffer.find("\n\n")) >= 0:
-            block, buffer = buffer[:end], buffer[end + 2 :]
+class EventParser:
+    """Bytes in, whole events out, however the bytes were cut."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        self.buffer += self.decoder.decode(chunk).replace("\r\n", "\n").replace("\r", "\n")
+        out: list[Event] = []
+        while (end := self.buffer.find("\n\n")) >= 0:
+            block, self.buffer = self.buffer[:end], self.buffer[end + 2 :]
             event = _parse(block)
             if event is not None:
-                yield event
-        if len(buffer) > MAX_EVENT:
+                out.append(event)
+        if len(self.buffer) > MAX_EVENT:
             raise ValueError(f"an event of more than {MAX_EVENT} bytes")
-    if buffer.strip():
-        event = _parse(buffer)
-        if event is not None:
+        return out
+
+    def close(self) -> list[Event]:
+        rest, self.buffer = self.buffer + self.decoder.decode(b"", final=True), ""
+        event = _parse(rest) if rest.strip() else None
+        return [event] if event is not None else []
+
+
+async def events(response: httpx.Response) -> AsyncIterator[Event]:
+    """The events of a streamed response, in order, as they arrive."""
+    parser = EventParser()
+    async for chunk in response.aiter_bytes():
+        for event in parser.feed(chunk):
             yield event
+    for event in parser.close():
+        yield event
 
 
 def _parse(block: str) -> Event | None:

@@ -453,7 +453,9 @@ class RateLimit(_Model):
     maxTokens: int = Field(gt=0)
     tokensPerFill: int = Field(default=1, gt=0)
     fillInterval: Duration
-    type: Annotated[Literal["requests"], _CI] = "requests"
+    # tokens (AI routes): a request is let through while the bucket holds any, and charged the tokens its
+    # answer used (input + output, as the provider counts them); the bucket never goes below empty
+    type: Annotated[Literal["requests", "tokens"], _CI] = "requests"
     key: CelExpr | None = None
     methods: list[str] = Field(default_factory=list)  # MCP methods charged; empty: every MCP request
     tools: list[str] = Field(default_factory=list)  # exposed tool names charged; empty: all
@@ -462,6 +464,8 @@ class RateLimit(_Model):
     def _positive(self) -> RateLimit:
         if self.fillInterval <= 0:
             raise ValueError("fillInterval: must be greater than 0")
+        if self.type == "tokens" and (self.methods or self.tools):
+            raise _problem_at(("type",), "a tokens limit charges whole AI requests: methods and tools do not apply")
         return self
 
 

@@ -184,3 +184,22 @@ def test_virtual_models() -> None:
     )
     (problem,) = problems(VIRTUAL.replace("ROUTING", "{}"))
     assert problem.endswith("routing: expected exactly one of: weighted, failover (conditional is not supported by agentplex yet)")
+
+
+def test_tokens_limits_belong_to_ai_routes() -> None:
+    host_route = (
+        "binds:\n- port: 0\n  listeners:\n  - routes:\n    - policies: {localRateLimit: [{type: tokens, maxTokens: 9,"
+        " fillInterval: 1s}]}\n      backends: [{host: '127.0.0.1:9'}]\n"
+    )
+    assert compile_problem(host_route) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.localRateLimit[0].type: tokens applies to AI routes"
+        " (it charges the tokens a model's answer used)"
+    )
+    (problem,) = problems("llm:\n  policies: {localRateLimit: [{type: tokens, maxTokens: 9, fillInterval: 1s, tools: [x]}]}\n")
+    assert problem == (
+        "x.yaml: llm.policies.localRateLimit[0].type: a tokens limit charges whole AI requests: methods and tools do not apply"
+    )
+    remote = "llm:\n  policies: {remoteRateLimit: {limits: [{type: tokens, maxTokens: 9, fillInterval: 1s}]}}\n"
+    assert compile_problem(remote) == (
+        "x.yaml: llm.policies.remoteRateLimit.limits[0].type: tokens is supported in localRateLimit only by agentplex yet"
+    )

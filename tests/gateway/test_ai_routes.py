@@ -393,3 +393,25 @@ binds:
                 assert sent["system"] == "Answer in French.\nBe kind."
                 assert sent["messages"] == [{"role": "user", "content": "hi"}, {"role": "user", "content": "Be brief."}]
                 assert seen.last[1]["x-api-key"] == "sk-route-key"
+
+
+async def test_a_tokens_limit_charges_what_the_answers_used() -> None:
+    async with providers() as (o_url, _, a_url, a_seen):
+        yaml = llm_yaml(o_url, a_url) + (
+            "  policies:\n    localRateLimit:\n"
+            "    - {type: tokens, maxTokens: 20, tokensPerFill: 20, fillInterval: 1h}\n"
+        )
+        async with run_gateway(yaml) as gw:
+            base = f"http://127.0.0.1:{gw.port}"
+            oa = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+            an = anthropic.AsyncAnthropic(base_url=base, api_key="k", max_retries=0)
+            async with oa, an:
+                await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "a"}])  # 16 used
+                async with an.messages.stream(model="haiku", max_tokens=5, messages=[{"role": "user", "content": "b"}]) as s:
+                    assert (await s.get_final_message()).usage.output_tokens == 6  # streamed: 12 + 6, 4 were left
+                with pytest.raises(openai.RateLimitError) as limited:
+                    await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "c"}])
+                assert int(limited.value.response.headers["retry-after"]) > 3000
+                with pytest.raises(anthropic.RateLimitError):
+                    await an.messages.create(model="haiku", max_tokens=5, messages=[{"role": "user", "content": "d"}])
+        assert len(a_seen.requests) == 1
