@@ -565,6 +565,7 @@ class Gateway:
             tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
             context = ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None
             endpoint = route_endpoint(name, backend, policy, auth, context)
+        endpoint.observe = self.observability
         self.ai_endpoints.append(endpoint)
         return _routes(name, listener, route, compiled, endpoint)
 

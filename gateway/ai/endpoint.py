@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from gateway.ai import anthropic_provider, openai_provider
 from gateway.ai.sse import EventParser
 from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields, with_prompts
 from gateway.ai.usage import Usage
+from gateway.observability.exchange import LlmCall, Observability
 from gateway.policies import TOKEN_LIMITS
 
 logger = logging.getLogger("agentplex.ai")
@@ -35,6 +37,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class AiEndpoint:
+    observe: Observability | None = None  # gen_ai attributes on access lines and spans, token metrics
+
     def __init__(
         self,
         name: str,
@@ -126,6 +130,13 @@ class AiEndpoint:
         answer). A stream that has begun is the answer: nothing is retried once bytes reach the caller."""
         body = apply_fields(parsed, target.defaults, target.overrides)
         model = target.outgoing_model(asked)
+        usage = Usage(target.kind)
+        started = time.perf_counter()
+
+        def observed() -> None:
+            if self.observe is not None:
+                self._observed(request.scope, parsed["model"], target, usage, started)
+
         outgoing, translate = _plan(front, target, body, model)
         assert self.client is not None
         headers = {"content-type": "application/json", **target.headers()}
@@ -136,22 +147,45 @@ class AiEndpoint:
             answer = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
             logger.warning("ai route %s: model %s at %s: %s", self.name, asked, target.url, exc)
+            observed()
             return _error(front, 502, f"provider for model {asked} unreachable: {type(exc).__name__}"), True
         if answer.status_code >= 400:
             refused = await _provider_error(front, target, answer)
+            observed()
             return refused, answer.status_code == 429 or answer.status_code >= 500
         if outgoing.get("stream"):
-            usage = Usage(target.kind)
-            streamed = _stream(answer, translate, usage, lambda: _charge(request.scope, usage))
+
+            def finished() -> None:
+                _charge(request.scope, usage)
+                observed()
+
+            streamed = _stream(answer, translate, usage, finished)
             return StreamingResponse(streamed, media_type="text/event-stream", headers=_SSE_HEADERS), False
         try:
             data = json.loads(await answer.aread())
         finally:
             await answer.aclose()
-        usage = Usage(target.kind)
         usage.answer(data)
         _charge(request.scope, usage)
+        observed()
         return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer)), False
+
+
+    def _observed(self, scope: Scope, requested: str, target: ModelTarget, usage: Usage, started: float) -> None:
+        assert self.observe is not None
+        call = LlmCall(
+            provider=PROVIDER_NAMES[target.kind],
+            model=target.name,
+            request_model=requested,
+            response_model=usage.model,
+            input_tokens=usage.input if usage.seen else None,
+            output_tokens=usage.output if usage.seen else None,
+            first_token=usage.first_token - started if usage.first_token is not None else None,
+        )
+        self.observe.llm_call(self.name, scope, call)
+
+
+PROVIDER_NAMES = {"openAI": "openai", "anthropic": "anthropic"}  # gen_ai.provider.name's values
 
 
 def _seconds(value: str | None) -> float | None:

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
+import anyio
 import httpx
 import openai
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gateway.app import Gateway
+from gateway.config import parse_config
+from gateway.observability.exchange import Observability
+from gateway.observability.metrics import Metrics
 from tests.conftest import ROOT, run_gateway
 from tests.fixtures.a2a_agent import serve
 from tests.fixtures.llm_providers import Seen, anthropic_app, openai_app
@@ -415,3 +424,35 @@ async def test_a_tokens_limit_charges_what_the_answers_used() -> None:
                 with pytest.raises(anthropic.RateLimitError):
                     await an.messages.create(model="haiku", max_tokens=5, messages=[{"role": "user", "content": "d"}])
         assert len(a_seen.requests) == 1
+
+
+async def test_model_calls_are_observed(caplog: pytest.LogCaptureFixture) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    metrics = Metrics()
+    caplog.set_level(logging.INFO, logger="agentplex.access")
+    async with providers() as (o_url, _, a_url, _):
+        gateway = Gateway(parse_config(llm_yaml(o_url, a_url)), observability=Observability(metrics, "json", provider.get_tracer("t")))
+        async with gateway.running(), anyio.create_task_group() as tg:
+            await tg.start(gateway.serve)
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gateway.binds[0].bound_port}/v1", api_key="k", max_retries=0)
+            async with oa:
+                await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "a"}])
+                stream = await oa.chat.completions.create(model="claude-x", messages=[{"role": "user", "content": "b"}], stream=True)
+                async for _ in stream:
+                    pass
+            gateway.shutdown()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "agentplex.access"]
+    fast, claude = lines
+    assert (fast["gen_ai.provider.name"], fast["gen_ai.request.model"], fast["gen_ai.response.model"]) == ("openai", "fast", "gpt-4o-mini")
+    assert (fast["gen_ai.usage.input_tokens"], fast["gen_ai.usage.output_tokens"]) == (11, 5)
+    assert (claude["gen_ai.provider.name"], claude["gen_ai.response.model"]) == ("anthropic", "claude-x")
+    assert (claude["gen_ai.usage.input_tokens"], claude["gen_ai.usage.output_tokens"]) == (12, 6)
+    assert claude["gen_ai.time_to_first_token_ms"] >= 0
+    sample = metrics.registry.get_sample_value
+    assert sample("agentplex_llm_tokens_total", {"route": "llm", "model": "fast", "provider": "openai", "type": "input"}) == 11
+    assert sample("agentplex_llm_tokens_total", {"route": "llm", "model": "claude-*", "provider": "anthropic", "type": "output"}) == 6
+    assert sample("agentplex_llm_time_to_first_token_seconds_count", {"route": "llm", "model": "claude-*", "provider": "anthropic"}) == 1
+    (span,) = [s for s in exporter.get_finished_spans() if (s.attributes or {}).get("gen_ai.request.model") == "claude-x"]
+    assert span.attributes is not None and span.attributes["gen_ai.usage.output_tokens"] == 6
