@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import textwrap
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import anyio
 import httpx
 import openai
 import pytest
+from mcp import Client
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -22,7 +24,7 @@ from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.observability.exchange import Observability
 from gateway.observability.metrics import Metrics
-from tests.conftest import ROOT, run_gateway
+from tests.conftest import ROOT, run_gateway, stdio_target
 from tests.fixtures.a2a_agent import serve
 from tests.fixtures.llm_providers import Seen, anthropic_app, openai_app
 
@@ -456,3 +458,44 @@ async def test_model_calls_are_observed(caplog: pytest.LogCaptureFixture) -> Non
     assert sample("agentplex_llm_time_to_first_token_seconds_count", {"route": "llm", "model": "claude-*", "provider": "anthropic"}) == 1
     (span,) = [s for s in exporter.get_finished_spans() if (s.attributes or {}).get("gen_ai.request.model") == "claude-x"]
     assert span.attributes is not None and span.attributes["gen_ai.usage.output_tokens"] == 6
+
+
+async def test_an_agent_calls_a_model_and_the_tool_it_names_through_one_gateway() -> None:
+    """One port: MCP at /mcp, models at /v1. The agent offers the model the gateway's MCP tools; the model
+    asks for one; the agent calls it through the gateway and gives the model the result."""
+    async with providers() as (o_url, seen, _, _):
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - name: tools
+      matches: [{{path: {{exact: /mcp}}}}]
+      backends:
+      - mcp:
+          targets:{textwrap.indent(stdio_target("local"), " " * 8)}
+    - name: models
+      matches: [{{path: {{pathPrefix: /v1}}}}]
+      policies: {{backendAuth: {{key: sk-route-key}}}}
+      backends:
+      - ai: {{name: openai, provider: {{openAI: {{model: gpt-4o-mini}}}}, hostOverride: "{o_url.removeprefix('http://')}"}}
+"""
+        async with run_gateway(yaml) as gw:
+            base = f"http://127.0.0.1:{gw.port}"
+            oa = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+            async with Client(f"{base}/mcp", mode="legacy", cache=None) as mcp_client, oa:
+                echo = next(t for t in (await mcp_client.list_tools()).tools if t.name == "echo")
+                tools: Any = [{"type": "function", "function": {"name": echo.name, "description": echo.description or "",
+                                                                "parameters": echo.input_schema}}]
+                messages: list[Any] = [{"role": "user", "content": "echo Paris"}]
+                asked = await oa.chat.completions.create(model="any", messages=messages, tools=tools)
+                (call,) = asked.choices[0].message.tool_calls or []
+                assert call.function.name == "echo"
+                result = await mcp_client.call_tool(call.function.name, json.loads(call.function.arguments))
+                text = result.content[0].text  # type: ignore[union-attr]
+                assert "Paris" in text
+                messages += [asked.choices[0].message.model_dump(exclude_none=True),
+                             {"role": "tool", "tool_call_id": call.id, "content": text}]
+                final = await oa.chat.completions.create(model="any", messages=messages, tools=tools)
+        assert final.choices[0].message.content == f"tool said: {text}"
+        assert seen.last[1]["authorization"] == "Bearer sk-route-key"
