@@ -32,7 +32,12 @@ def route_endpoint(
         api_key=_route_key(auth),
         model=backend.provider.model,
     )
-    listed = sorted({*(policy.modelAliases if policy else {}), *([backend.provider.model] if backend.provider.model else [])})
+    listed: list[str] | list[dict[str, Any]]
+    if policy is not None and policy.models is not None:
+        listed = [m.model_dump() for m in policy.models]
+    else:
+        names = {*(policy.modelAliases if policy else {}), *([backend.provider.model] if backend.provider.model else [])}
+        listed = sorted(n for n in names if "*" not in n)
     return AiEndpoint(
         name,
         ModelTable([target]),
@@ -40,7 +45,8 @@ def route_endpoint(
         defaults=policy.defaults if policy else None,
         overrides=policy.overrides if policy else None,
         prompts=_prompts(policy),
-        listed=[m for m in listed if "*" not in m],
+        listed=listed,
+        routes=policy.routes if policy is not None else None,  # unset: every path is Completions
         tls=tls,
     )
 
@@ -73,7 +79,11 @@ def llm_endpoint(llm: LlmShort) -> AiEndpoint:
     targets = [_model_target(model, llm) for model in llm.models]
     internal = frozenset(m.name for m in llm.models if m.visibility == "internal")
     virtual = [_virtual(v) for v in llm.virtualModels]
-    return AiEndpoint("llm", ModelTable(targets, virtual, internal))
+    return AiEndpoint("llm", ModelTable(targets, virtual, internal), routes=LLM_ROUTES, fallback=None)
+
+
+# The standard serving paths of the `llm:` block (the reference's others, e.g. embeddings, are not served yet).
+LLM_ROUTES = {"/v1/chat/completions": "completions", "/v1/messages": "messages", "/v1/models": "models", "/models": "models"}
 
 
 def _virtual(virtual: VirtualModelConfig) -> VirtualModel:

@@ -50,9 +50,13 @@ class AiEndpoint:
         defaults: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
         prompts: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], []),
-        listed: list[str] | None = None,
+        listed: list[str] | list[dict[str, Any]] | None = None,
+        routes: Mapping[str, str] | None = None,
+        fallback: str | None = "completions",
         tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`routes`: path suffix -> completions | messages | models (`*` for the rest); a path matching
+        none is `fallback` (None: not served)."""
         self.name = name
         self.models = models
         self.alias: Callable[[str], str] = Aliases(aliases or {})
@@ -60,6 +64,9 @@ class AiEndpoint:
         self.overrides = dict(overrides or {})
         self.prepend, self.append = prompts
         self.listed = listed if listed is not None else models.names()
+        ordered = sorted((routes or {}).items(), key=lambda kv: (kv[0] == "*", -len(kv[0]), kv[0]))
+        self.routes = ordered
+        self.fallback = fallback
         self.tls = tls
         self.client: httpx.AsyncClient | None = None
 
@@ -84,23 +91,36 @@ class AiEndpoint:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        path = scope["path"].rstrip("/")
-        if path.endswith("/models") and request.method == "GET":
+        kind = self.route_type(scope["path"])
+        if kind == "models":
             response: Response = self._model_list(request)
-        elif path.endswith("/messages") and request.method == "POST":
-            response = await self._serve(request, "messages")
-        elif path.endswith("/chat/completions") and request.method == "POST":
-            response = await self._serve(request, "completions")
+        elif kind is None:
+            response = _error("completions", 404, f"{scope['path']} is not an AI endpoint here")
+        elif request.method != "POST":
+            response = _error(kind, 405, f"{request.method} is not allowed here (POST a request)")
         else:
-            response = _error("completions", 404, f"{request.method} {scope['path']} is not an AI endpoint here")
+            response = await self._serve(request, kind)
         await response(scope, receive, send)
 
+    def route_type(self, path: str) -> str | None:
+        """As the reference resolves it: the longest matching suffix, else `*`, else the fallback."""
+        wildcard = None
+        for suffix, kind in self.routes:
+            if suffix == "*":
+                wildcard = kind
+            elif path.endswith(suffix):
+                return kind
+        return wildcard if wildcard is not None else self.fallback
+
     def _model_list(self, request: Request) -> Response:
+        entries = [m if isinstance(m, dict) else {"id": m} for m in self.listed]
         if "anthropic-version" in request.headers:  # the Anthropic SDK's models.list()
-            data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in self.listed]
+            data = [{"type": "model", "id": m["id"], "display_name": m["id"], "created_at": _iso(m.get("created", 0))}
+                    for m in entries]
             first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
             return JSONResponse({"data": data, "has_more": False, "first_id": first, "last_id": last})
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "openai"} for n in self.listed]
+        data = [{"id": m["id"], "object": "model", "created": m.get("created", 0), "owned_by": m.get("ownedBy", "openai")}
+                for m in entries]
         return JSONResponse({"object": "list", "data": data})
 
     async def _serve(self, request: Request, front: str) -> Response:
@@ -196,6 +216,10 @@ class AiEndpoint:
 
 
 PROVIDER_NAMES = {"openAI": "openai", "anthropic": "anthropic"}  # gen_ai.provider.name's values
+
+
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @functools.lru_cache(maxsize=256)

@@ -152,6 +152,30 @@ class PromptEnrichment(_Model):
     append: list[SimpleMessage] = Field(default_factory=list)
 
 
+ROUTE_TYPES = ("completions", "messages", "models")
+LATER_ROUTE_TYPES = ("passthrough", "detect", "embeddings", "responses", "rerank", "anthropictokencount", "realtime")
+
+
+def _route_types(value: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for suffix, kind in value.items():
+        folded = kind.lower()
+        if folded in LATER_ROUTE_TYPES:
+            raise ValueError(f"{suffix}: the {kind} route type is not supported by agentplex yet")
+        if folded not in ROUTE_TYPES:
+            raise ValueError(f"{suffix}: unknown route type {kind!r} (expected one of: Completions, Messages, Models)")
+        out[suffix] = folded
+    return out
+
+
+class DeclaredModel(_Model):
+    """An entry of a Models route's list (`GET /v1/models`)."""
+
+    id: Annotated[str, AfterValidator(_non_empty)]
+    ownedBy: str = "openai"
+    created: int = 0
+
+
 class AiPolicy(_Model):
     """`modelAliases` renames the requested model (exact names first, then `*` patterns, the longest
     first); `defaults` sets request fields the client left out; `overrides` sets them whatever it sent;
@@ -168,8 +192,10 @@ class AiPolicy(_Model):
     finalTransformations: NotYet("finalTransformations") = None
     prompts: PromptEnrichment | None = None
     promptCaching: NotYet("promptCaching") = None
-    routes: NotYet("routes (route types by path)") = None
-    models: NotYet("models (a declared /v1/models list)") = None
+    # path suffix -> how requests there are read: Completions | Messages | Models ("*": the rest);
+    # unset: every path is Completions, as in the reference
+    routes: Annotated[dict[str, str], AfterValidator(_route_types)] | None = None
+    models: list[DeclaredModel] | None = None  # what a Models route lists (unset: the aliases and provider model)
 
     @model_validator(mode="after")
     def _no_stream_override(self) -> AiPolicy:

@@ -116,7 +116,8 @@ def test_the_ai_backend_and_policy() -> None:
     ("ai", "expected"),
     [
         ("{promptGuard: {request: []}}", "ai.promptGuard: promptGuard is not supported by agentplex yet"),
-        ("{routes: {/v1/x: completions}}", "ai.routes: routes (route types by path) is not supported by agentplex yet"),
+        ("{routes: {/v1/x: Passthrough}}", "ai.routes: /v1/x: the Passthrough route type is not supported by agentplex yet"),
+        ("{routes: {/v1/x: Chat}}", "ai.routes: /v1/x: unknown route type 'Chat' (expected one of: Completions, Messages, Models)"),
         ("{prompts: {prepend: [{role: system}]}}", "ai.prompts.prepend[0].content: missing required key"),
         ("{modelAlias: {}}", "ai.modelAlias: unknown key"),
     ],

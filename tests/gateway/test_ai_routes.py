@@ -291,9 +291,9 @@ binds:
                     _, headers, body = seen.last
                     assert (body["model"], body["seed"]) == (sent, 7)
                     assert headers["authorization"] == "Bearer sk-route-key"
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient() as http:  # without `routes`, every path is Completions (POST)
                 wrong = await http.get(f"http://127.0.0.1:{gw.port}/elsewhere")
-                assert wrong.status_code == 404
+                assert wrong.status_code == 405
 
 
 async def test_the_llm_sample_as_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -382,6 +382,7 @@ binds:
     - policies:
         backendAuth: {{key: sk-route-key}}
         ai:
+          routes: {{/v1/chat/completions: Completions, /v1/messages: Messages}}
           prompts:
             prepend: [{{role: system, content: "Answer in French."}}]
             append: [{{role: user, content: "Be brief."}}]
@@ -499,3 +500,35 @@ binds:
                 final = await oa.chat.completions.create(model="any", messages=messages, tools=tools)
         assert final.choices[0].message.content == f"tool said: {text}"
         assert seen.last[1]["authorization"] == "Bearer sk-route-key"
+
+
+async def test_routes_and_a_declared_model_list() -> None:
+    """The reference's examples/ai-models: `routes` says how each path is read, `models` what GET /v1/models lists."""
+    async with providers() as (o_url, seen, _, _):
+        yaml = f"""
+binds:
+- port: 0
+  listeners:
+  - routes:
+    - backends:
+      - ai: {{name: openai, provider: {{openAI: {{}}}}, hostOverride: "{o_url.removeprefix('http://')}"}}
+      policies:
+        ai:
+          models:
+          - {{id: gpt-4o-mini, ownedBy: openai, created: 1704067200}}
+          - {{id: gpt-3.5-turbo, ownedBy: openai, created: 1677649963}}
+          routes:
+            "/v1/models": Models
+            "/v1/chat/completions": Completions
+"""
+        async with run_gateway(yaml) as gw:
+            base = f"http://127.0.0.1:{gw.port}"
+            oa = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="k", max_retries=0)
+            async with oa:
+                listed = [(m.id, m.owned_by, m.created) async for m in oa.models.list()]
+                assert listed == [("gpt-4o-mini", "openai", 1704067200), ("gpt-3.5-turbo", "openai", 1677649963)]
+                answer = await oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}])
+                assert answer.choices[0].message.content == "echo: a"
+            async with httpx.AsyncClient() as http:  # no `*`: other paths are Completions, the default
+                assert (await http.post(f"{base}/anything", json={"messages": []})).status_code == 400
+        assert seen.last[2]["model"] == "gpt-4o-mini"
