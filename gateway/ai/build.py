@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 from gateway.ai.endpoint import AiEndpoint
+from gateway.ai.guard import RegexGuard, guards
 from gateway.ai.targets import ModelTable, ModelTarget, VirtualModel, provider_url
 from gateway.config import ConfigError
 from gateway.config.ai import AiBackend, AiPolicy
@@ -45,10 +46,17 @@ def route_endpoint(
         defaults=policy.defaults if policy else None,
         overrides=policy.overrides if policy else None,
         prompts=_prompts(policy),
+        guards=_guards(policy),
         listed=listed,
         routes=policy.routes if policy is not None else None,  # unset: every path is Completions
         tls=tls,
     )
+
+
+def _guards(policy: AiPolicy | None) -> tuple[list[RegexGuard], list[RegexGuard]]:
+    if policy is None or policy.promptGuard is None:
+        return [], []
+    return guards(policy.promptGuard.request), guards(policy.promptGuard.response)
 
 
 def _prompts(policy: AiPolicy | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

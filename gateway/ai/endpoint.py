@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway.ai import anthropic_provider, openai_provider
+from gateway.ai import anthropic_provider, guard, openai_provider
+from gateway.ai.guard import RegexGuard
 from gateway.ai.sse import EventParser
 from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields, with_prompts
 from gateway.ai.usage import Usage
@@ -50,6 +51,7 @@ class AiEndpoint:
         defaults: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
         prompts: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], []),
+        guards: tuple[list[RegexGuard], list[RegexGuard]] = ([], []),
         listed: list[str] | list[dict[str, Any]] | None = None,
         routes: Mapping[str, str] | None = None,
         fallback: str | None = "completions",
@@ -63,6 +65,7 @@ class AiEndpoint:
         self.defaults = dict(defaults or {})
         self.overrides = dict(overrides or {})
         self.prepend, self.append = prompts
+        self.request_guards, self.answer_guards = guards
         self.listed = listed if listed is not None else models.names()
         ordered = sorted((routes or {}).items(), key=lambda kv: (kv[0] == "*", -len(kv[0]), kv[0]))
         self.routes = ordered
@@ -138,6 +141,11 @@ class AiEndpoint:
         if not candidates:
             return _error(front, 404, "Model not found", code="model_not_found")
         parsed = with_prompts(front, apply_fields(parsed, self.defaults, self.overrides), self.prepend, self.append)
+        if self.request_guards:
+            try:
+                guard.apply(self.request_guards, guard.request_texts(front, parsed))
+            except guard.Rejected as refused:
+                return refused.response
         response: Response | None = None
         for attempt, (asked, target) in enumerate(candidates, start=1):
             response, failed = await self._call(request, front, parsed, asked, target)
@@ -198,7 +206,13 @@ class AiEndpoint:
         usage.answer(data)
         _charge(request.scope, usage)
         observed()
-        return JSONResponse(translate(data) if translate is not None else data, headers=_passed_back(answer)), False
+        shown = translate(data) if translate is not None else data
+        if self.answer_guards:
+            try:
+                guard.apply(self.answer_guards, guard.answer_texts(front, shown))
+            except guard.Rejected as refused:
+                return refused.response, False
+        return JSONResponse(shown, headers=_passed_back(answer)), False
 
 
     def _observed(self, scope: Scope, requested: str, target: ModelTarget, usage: Usage, started: float) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _Model, _non_empty, _problem_at
+from .base import _CI, _Model, _non_empty, _problem_at
 
 PROVIDERS = ("openAI", "anthropic")  # the provider kinds agentplex speaks
 LATER_PROVIDERS = ("gemini", "vertex", "bedrock", "azure", "azureOpenAI", "copilot", "custom")
@@ -152,6 +152,87 @@ class PromptEnrichment(_Model):
     append: list[SimpleMessage] = Field(default_factory=list)
 
 
+BUILTINS = ("ssn", "creditCard", "phoneNumber", "email", "caSin")
+
+
+def _pattern(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+class RegexRule(_Model):
+    """A built-in detector or a pattern of one's own."""
+
+    builtin: Annotated[Literal["ssn", "creditCard", "phoneNumber", "email", "caSin"], _CI] | None = None
+    pattern: Annotated[str, AfterValidator(_pattern)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RegexRule:
+        if (self.builtin is None) == (self.pattern is None):
+            raise ValueError("expected exactly one of: builtin, pattern")
+        return self
+
+
+class RegexRules(_Model):
+    action: Annotated[Literal["mask", "reject"], _CI] = "mask"
+    rules: list[RegexRule] = Field(min_length=1)
+
+
+class RejectionHeaders(_Model):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    add: dict[str, str] = Field(default_factory=dict)
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class Rejection(_Model):
+    """What a rejected request or answer gets instead, as in the reference: 403 and a fixed sentence."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    body: str = "The request was rejected due to inappropriate content"
+    status: int = Field(default=403, ge=100, le=599)
+    headers: RejectionHeaders | None = None
+
+
+class Guard(_Model):
+    """One guard: `regex` (the kind agentplex has) and what a rejection answers."""
+
+    rejection: Rejection = Field(default_factory=Rejection)
+    regex: RegexRules | None = None
+    webhook: NotYet("the webhook guard") = None
+    openAIModeration: NotYet("the openAIModeration guard") = None
+    bedrockGuardrails: NotYet("the bedrockGuardrails guard") = None
+    googleModelArmor: NotYet("the googleModelArmor guard") = None
+    azureContentSafety: NotYet("the azureContentSafety guard") = None
+    scope: NotYet("scope (which parts of the request a guard reads)") = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Guard:
+        if self.regex is None:
+            raise ValueError("expected a guard kind: regex (the others are not supported by agentplex yet)")
+        return self
+
+
+def _no_streaming(value: str) -> str:
+    if value == "Enabled":
+        raise ValueError("guards on streamed answers (streaming: Enabled) are not supported by agentplex yet")
+    return value
+
+
+class PromptGuard(_Model):
+    """Guards on requests (before the provider sees them) and on answers (before the caller does);
+    as in the reference, answer guards leave streamed answers alone unless `streaming: Enabled`."""
+
+    request: list[Guard] = Field(default_factory=list)
+    response: list[Guard] = Field(default_factory=list)
+    streaming: Annotated[Literal["Disabled", "Enabled"], _CI, AfterValidator(_no_streaming)] = "Disabled"
+
+
 ROUTE_TYPES = ("completions", "messages", "models")
 LATER_ROUTE_TYPES = ("passthrough", "detect", "embeddings", "responses", "rerank", "anthropictokencount", "realtime")
 
@@ -186,7 +267,7 @@ class AiPolicy(_Model):
     modelAliases: Annotated[dict[str, str], AfterValidator(_alias_pattern)] = Field(default_factory=dict)
     defaults: dict[str, Any] | None = None
     overrides: dict[str, Any] | None = None
-    promptGuard: NotYet("promptGuard") = None
+    promptGuard: PromptGuard | None = None
     transformations: NotYet("transformations") = None
     postConversionTransformations: NotYet("postConversionTransformations") = None
     finalTransformations: NotYet("finalTransformations") = None

@@ -115,7 +115,7 @@ def test_the_ai_backend_and_policy() -> None:
 @pytest.mark.parametrize(
     ("ai", "expected"),
     [
-        ("{promptGuard: {request: []}}", "ai.promptGuard: promptGuard is not supported by agentplex yet"),
+        ("{promptCaching: {}}", "ai.promptCaching: promptCaching is not supported by agentplex yet"),
         ("{routes: {/v1/x: Passthrough}}", "ai.routes: /v1/x: the Passthrough route type is not supported by agentplex yet"),
         ("{routes: {/v1/x: Chat}}", "ai.routes: /v1/x: unknown route type 'Chat' (expected one of: Completions, Messages, Models)"),
         ("{prompts: {prepend: [{role: system}]}}", "ai.prompts.prepend[0].content: missing required key"),
@@ -204,3 +204,21 @@ def test_tokens_limits_belong_to_ai_routes() -> None:
     assert compile_problem(remote) == (
         "x.yaml: llm.policies.remoteRateLimit.limits[0].type: tokens is supported in localRateLimit only by agentplex yet"
     )
+
+
+def test_prompt_guard_shapes() -> None:
+    config = parse_config(AI_ROUTE.replace("{AI}", "{promptGuard: {request: [{regex: {action: Reject, rules: [{builtin: ssn}]}}]}}"))
+    policy = config.binds[0].listeners[0].routes[0].policies
+    assert policy is not None and policy.ai is not None and policy.ai.promptGuard is not None
+    (guard,) = policy.ai.promptGuard.request
+    assert guard.regex is not None and guard.regex.action == "reject"
+    assert (guard.rejection.status, guard.rejection.body) == (403, "The request was rejected due to inappropriate content")
+    where = "x.yaml: binds[0].listeners[0].routes[0].policies.ai.promptGuard"
+    for snippet, expected in [
+        ("{request: [{webhook: {target: {host: x}}}]}", "request[0].webhook: the webhook guard is not supported by agentplex yet"),
+        ("{streaming: Enabled}", "streaming: guards on streamed answers (streaming: Enabled) are not supported by agentplex yet"),
+        ("{request: [{regex: {rules: [{builtin: passport}]}}]}", "request[0].regex.rules[0].builtin: invalid value 'passport'"),
+        ("{request: [{regex: {rules: [{pattern: '('}]}}]}", "request[0].regex.rules[0].pattern: invalid regular expression '('"),
+    ]:
+        (problem,) = problems(AI_ROUTE.replace("{AI}", "{promptGuard: " + snippet + "}"))
+        assert problem.startswith(f"{where}.{expected}"), problem
