@@ -87,7 +87,9 @@ def llm_endpoint(llm: LlmShort) -> AiEndpoint:
     targets = [_model_target(model, llm) for model in llm.models]
     internal = frozenset(m.name for m in llm.models if m.visibility == "internal")
     virtual = [_virtual(v) for v in llm.virtualModels]
-    return AiEndpoint("llm", ModelTable(targets, virtual, internal), routes=LLM_ROUTES, fallback=None)
+    shared = llm.policies.guardrails if llm.policies is not None else None
+    checks = (guards(shared.request), guards(shared.response)) if shared is not None else ([], [])
+    return AiEndpoint("llm", ModelTable(targets, virtual, internal), guards=checks, routes=LLM_ROUTES, fallback=None)
 
 
 # The standard serving paths of the `llm:` block (the reference's others, e.g. embeddings, are not served yet).

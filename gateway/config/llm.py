@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from .ai import PROVIDERS, Authority, NotYet, Secret, _absolute, _no_tokenize, not_yet
+from .ai import Authority, NotYet, PromptGuard, Secret, _absolute, _no_tokenize, not_yet
 from .base import _CI, Port, _Model, _non_empty, _problem_at
 from .policies import Policies
 
@@ -198,13 +198,13 @@ class VirtualModel(_Model):
 
 # The gateway-level policies the reference allows under llm.policies (`LocalLLMPolicy`), that agentplex has.
 LLM_POLICIES = (
-    "jwtAuth", "apiKey", "basicAuth", "extAuthz", "authorization", "cors", "requestHeaderModifier",
+    "guardrails", "jwtAuth", "apiKey", "basicAuth", "extAuthz", "authorization", "cors", "requestHeaderModifier",
     "responseHeaderModifier", "localRateLimit", "remoteRateLimit", "timeout",
 )
 
 
 class LlmPolicies(Policies):
-    guardrails: NotYet("guardrails") = None
+    guardrails: PromptGuard | None = None  # promptGuard's shape, for every model (gateway/ai/guard.py)
     transformations: NotYet("transformations") = None
     extProc: NotYet("extProc") = None
     oidc: NotYet("oidc") = None
@@ -269,11 +269,6 @@ class LlmShort(_Model):
                         f"no model in llm.models matches {target.model!r}",
                     )
         return self
-
-
-def provider_kind(kind: str | dict[str, str]) -> str:
-    assert isinstance(kind, str) and kind in PROVIDERS
-    return kind
 
 
 def environment_key(kind: str) -> str | None:

@@ -84,7 +84,9 @@ def test_llm_level_refusals() -> None:
     ]
     (problem,) = problems("llm:\n  policies: {mcpAuthorization: {rules: []}}\n")
     assert problem.startswith("x.yaml: llm.policies.mcpAuthorization: not an llm policy")
-    assert problems("llm:\n  policies: {guardrails: {}}\n") == ["x.yaml: llm.policies.guardrails: guardrails is not supported by agentplex yet"]
+    assert problems("llm:\n  policies: {guardrails: {request: [{webhook: {}}]}}\n") == [
+        "x.yaml: llm.policies.guardrails.request[0].webhook: the webhook guard is not supported by agentplex yet"
+    ]
 
 
 AI_ROUTE = """

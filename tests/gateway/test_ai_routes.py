@@ -579,3 +579,13 @@ binds:
                 )
                 assert seen.last[2]["messages"][0] == {"role": "system", "content": "card <CREDIT_CARD>"}
                 assert reply.content[0].type == "text" and reply.content[0].text == "echo: mail <EMAIL_ADDRESS>"
+
+
+async def test_llm_guardrails_apply_to_every_model() -> None:
+    async with providers() as (o_url, _, a_url, a_seen):
+        yaml = llm_yaml(o_url, a_url) + "  policies:\n    guardrails:\n      request: [{regex: {rules: [{builtin: ssn}]}}]\n"
+        async with run_gateway(yaml) as gw:
+            an = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="k", max_retries=0)
+            async with an:
+                await an.messages.create(model="haiku", max_tokens=5, messages=[{"role": "user", "content": "ssn 123-45-6789"}])
+        assert a_seen.last[2]["messages"] == [{"role": "user", "content": "ssn <US_SSN>"}]
