@@ -566,6 +566,7 @@ class Gateway:
             context = ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None
             endpoint = route_endpoint(name, backend, policy, auth, context)
         endpoint.observe = self.observability
+        endpoint.timeouts = resolve_timeouts(p.timeout for _, p in levels)
         self.ai_endpoints.append(endpoint)
         return _routes(name, listener, route, compiled, endpoint)
 
@@ -733,7 +734,7 @@ class SignalFreeServer(uvicorn.Server):
 
 _SHORT = ("mcp", "a2a", "llm")
 # Policies an AI route does not apply yet: refused rather than ignored.
-_NOT_ON_AI = ("timeout", "retry", "requestMirror", "urlRewrite", "mcpAuthorization", "mcpAuthentication", "a2a")
+_NOT_ON_AI = ("retry", "requestMirror", "urlRewrite", "mcpAuthorization", "mcpAuthentication", "a2a")
 
 
 def _binds(config: Config) -> list[tuple[Bind, str]]:

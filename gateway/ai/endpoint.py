@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import anyio
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -29,6 +30,7 @@ from gateway.ai.targets import Aliases, ModelTable, ModelTarget, apply_fields, w
 from gateway.ai.usage import Usage
 from gateway.observability.exchange import LlmCall, Observability
 from gateway.policies import TOKEN_LIMITS
+from gateway.policies.timeout import Timeouts
 from protocols import pooled_sockets
 
 logger = logging.getLogger("agentplex.ai")
@@ -41,6 +43,9 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 class AiEndpoint:
     observe: Observability | None = None  # gen_ai attributes on access lines and spans, token metrics
+    # requestTimeout bounds the wait for an answer to start, failover included; backendRequestTimeout each
+    # provider's; a started answer (a stream) is never cut
+    timeouts: Timeouts = Timeouts()
 
     def __init__(
         self,
@@ -147,8 +152,12 @@ class AiEndpoint:
             except guard.Rejected as refused:
                 return refused.response
         response: Response | None = None
+        deadline = time.monotonic() + self.timeouts.request if self.timeouts.request else None
         for attempt, (asked, target) in enumerate(candidates, start=1):
-            response, failed = await self._call(request, front, parsed, asked, target)
+            bounds = [b for b in (self.timeouts.backend, deadline and deadline - time.monotonic()) if b is not None]
+            if bounds and min(bounds) <= 0:
+                break
+            response, failed = await self._call(request, front, parsed, asked, target, min(bounds) if bounds else None)
             if len(candidates) == 1:
                 return response
             if not failed:
@@ -158,11 +167,12 @@ class AiEndpoint:
             self.models.failed(asked, _seconds(response.headers.get("retry-after")))
             if attempt < len(candidates):
                 logger.info("ai route %s: %s answered %s, failing over", self.name, asked, response.status_code)
-        assert response is not None
+        if response is None:  # requestTimeout passed before a target could be tried
+            return _error(front, 504, f"no answer for model {requested} within requestTimeout")
         return response
 
     async def _call(
-        self, request: Request, front: str, parsed: dict[str, Any], asked: str, target: ModelTarget
+        self, request: Request, front: str, parsed: dict[str, Any], asked: str, target: ModelTarget, limit: float | None
     ) -> tuple[Response, bool]:
         """One provider's answer, and whether it failed so that another target may be tried (429, 5xx, no
         answer). A stream that has begun is the answer: nothing is retried once bytes reach the caller."""
@@ -182,7 +192,12 @@ class AiEndpoint:
             headers["anthropic-beta"] = request.headers["anthropic-beta"]
         upstream = self.client.build_request("POST", _url(target.url), content=json.dumps(outgoing), headers=headers)
         try:
-            answer = await self.client.send(upstream, stream=True)
+            with anyio.fail_after(limit):
+                answer = await self.client.send(upstream, stream=True)
+        except TimeoutError:
+            logger.warning("ai route %s: model %s at %s: no answer within %g s", self.name, asked, target.url, limit)
+            observed()
+            return _error(front, 504, f"provider for model {asked} did not answer within {limit:g} s"), True
         except httpx.HTTPError as exc:
             logger.warning("ai route %s: model %s at %s: %s", self.name, asked, target.url, exc)
             observed()

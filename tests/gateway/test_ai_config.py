@@ -147,8 +147,8 @@ def compile_problem(text: str) -> str:
 
 def test_what_an_ai_route_refuses_when_compiled() -> None:
     plain = AI_ROUTE.replace("{AI}", "{}")
-    assert compile_problem(plain.replace("backendAuth: {key: sk-route}", "timeout: {requestTimeout: 5s}")) == (
-        "x.yaml: binds[0].listeners[0].routes[0].policies.timeout: not supported on AI routes by agentplex yet"
+    assert compile_problem(plain.replace("backendAuth: {key: sk-route}", "retry: {attempts: 2, codes: [503]}")) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.retry: not supported on AI routes by agentplex yet"
     )
     assert compile_problem(plain.replace("backendAuth: {key: sk-route}", "backendAuth: {passthrough: {}}")) == (
         "x.yaml: binds[0].listeners[0].routes[0].policies.backendAuth.passthrough: on an ai backend, only"

@@ -589,3 +589,28 @@ async def test_llm_guardrails_apply_to_every_model() -> None:
             async with an:
                 await an.messages.create(model="haiku", max_tokens=5, messages=[{"role": "user", "content": "ssn 123-45-6789"}])
         assert a_seen.last[2]["messages"] == [{"role": "user", "content": "ssn <US_SSN>"}]
+
+
+async def test_timeouts_bound_the_wait_for_an_answer_and_fail_over() -> None:
+    async with providers() as (o_url, _, a_url, a_seen):
+        yaml = f"""
+llm:
+  port: 0
+  models:
+  - {{name: sluggish, provider: openAI, params: {{model: slow, apiKey: k, baseUrl: "{o_url}/v1"}}}}
+  - {{name: steady, provider: anthropic, params: {{model: claude-steady, apiKey: k, baseUrl: "{a_url}/v1"}}}}
+  virtualModels:
+  - name: smart
+    routing: {{failover: {{targets: [{{model: sluggish, priority: 0}}, {{model: steady, priority: 1}}]}}}}
+  policies:
+    timeout: {{backendRequestTimeout: 500ms}}
+"""
+        async with run_gateway(yaml) as gw:
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="k", max_retries=0)
+            async with oa:
+                with anyio.fail_after(5):
+                    with pytest.raises(openai.APIStatusError) as late:
+                        await oa.chat.completions.create(model="sluggish", messages=[{"role": "user", "content": "a"}])
+                    assert late.value.status_code == 504
+                    answer = await oa.chat.completions.create(model="smart", messages=[{"role": "user", "content": "b"}])
+                assert answer.choices[0].message.content == "echo: b" and a_seen.last[2]["model"] == "claude-steady"
