@@ -8,6 +8,7 @@ import json
 import logging
 import textwrap
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -21,10 +22,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.app import Gateway
-from gateway.config import parse_config
+from gateway.config import load_config, parse_config
 from gateway.observability.exchange import Observability
 from gateway.observability.metrics import Metrics
-from tests.conftest import ROOT, run_gateway, stdio_target
+from gateway.runtime import Runtime
+from tests.conftest import ROOT, run_gateway, started, stdio_target
 from tests.fixtures.a2a_agent import serve
 from tests.fixtures.llm_providers import Seen, anthropic_app, openai_app
 
@@ -614,3 +616,28 @@ llm:
                     assert late.value.status_code == 504
                     answer = await oa.chat.completions.create(model="smart", messages=[{"role": "user", "content": "b"}])
                 assert answer.choices[0].message.content == "echo: b" and a_seen.last[2]["model"] == "claude-steady"
+
+
+async def test_a_running_llm_block_reloads_and_shows_in_the_admin_api(tmp_path: Path) -> None:
+    async with providers() as (o_url, seen, _, _):
+        path = tmp_path / "gw.yaml"
+        text = (
+            "config: {adminAddr: 127.0.0.1:0}\nllm:\n  port: 0\n  models:\n"
+            f"  - {{name: fast, provider: openAI, params: {{model: first, apiKey: sk-hidden, baseUrl: '{o_url}/v1'}}}}\n"
+        )
+        path.write_text(text)
+        async with started(Runtime(load_config(path), lambda: load_config(path), poll=60)) as runtime:
+            assert runtime.admin_port is not None
+            port = next(iter(runtime.sockets.values())).bind.bound_port
+            oa = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=0)
+            async with oa, httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.admin_port}", timeout=30) as admin:
+                await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "a"}])
+                assert seen.last[2]["model"] == "first"
+                shown = (await admin.get("/config")).json()
+                assert "sk-hidden" not in json.dumps(shown)
+                for endpoint in ("/targets", "/catalog", "/stats", "/sessions"):
+                    assert (await admin.get(endpoint)).status_code == 200, endpoint
+                path.write_text(text.replace("model: first", "model: second"))
+                assert (await admin.post("/reload")).json()["reloaded"] is True
+                await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "b"}])
+                assert seen.last[2]["model"] == "second"
