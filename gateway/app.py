@@ -537,6 +537,12 @@ class Gateway:
         for at, p in levels:
             if p.remoteRateLimit is not None and not p.remoteRateLimit.reference:
                 _refuse_token_limits(at, p, "is supported in localRateLimit only by agentplex yet", local=False)
+            for index, d in enumerate(p.remoteRateLimit.descriptors if p.remoteRateLimit is not None else []):
+                if d.type == "tokens":
+                    raise ConfigError(
+                        f"{at}.remoteRateLimit.descriptors[{index}].type: tokens is supported in localRateLimit only"
+                        " by agentplex yet"
+                    )
             for key in _NOT_ON_AI:
                 if getattr(p, key) is not None:
                     raise ConfigError(f"{at}.{key}: not supported on AI routes by agentplex yet")

@@ -224,3 +224,13 @@ def test_prompt_guard_shapes() -> None:
     ]:
         (problem,) = problems(AI_ROUTE.replace("{AI}", "{promptGuard: " + snippet + "}"))
         assert problem.startswith(f"{where}.{expected}"), problem
+
+
+def test_tokens_descriptors_of_a_rate_limit_service_are_refused_on_ai_routes() -> None:
+    text = (
+        "llm:\n  policies:\n    remoteRateLimit:\n      domain: d\n      host: 127.0.0.1:9\n"
+        "      descriptors: [{entries: [{key: k, value: '\"v\"'}], type: tokens}]\n"
+    )
+    assert compile_problem(text) == (
+        "x.yaml: llm.policies.remoteRateLimit.descriptors[0].type: tokens is supported in localRateLimit only by agentplex yet"
+    )
