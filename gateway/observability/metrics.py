@@ -192,6 +192,15 @@ def totals(metrics: Metrics) -> dict[str, Any]:
     for labels, value in _samples(metrics.ratelimit):
         decisions[labels["decision"]] = decisions.get(labels["decision"], 0) + value
     busiest = sorted(tools.values(), key=lambda tool: (-tool["calls"], tool["route"], tool["name"]))
+    models: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for labels, value in _samples(metrics.llm_calls):
+        key = (labels["route"], labels["model"], labels["provider"])
+        models.setdefault(key, {"route": key[0], "model": key[1], "provider": key[2], "calls": 0, "inputTokens": 0,
+                                "outputTokens": 0})["calls"] += value
+    for labels, value in _samples(metrics.llm_tokens):
+        entry = models.get((labels["route"], labels["model"], labels["provider"]))
+        if entry is not None:
+            entry["inputTokens" if labels["type"] == "input" else "outputTokens"] += value
     return {
         "requests": int(sum(statuses.values())),
         "statuses": {klass: int(n) for klass, n in sorted(statuses.items())},
@@ -201,6 +210,11 @@ def totals(metrics: Metrics) -> dict[str, Any]:
         "a2aCalls": int(sum(a2a.values())),
         "a2aOutcomes": {outcome: int(n) for outcome, n in sorted(a2a.items())},
         "rateLimit": {decision: int(n) for decision, n in sorted(decisions.items())},
+        # AI routes: calls and tokens per model entry, the busiest first
+        "llmModels": [
+            {**m, "calls": int(m["calls"]), "inputTokens": int(m["inputTokens"]), "outputTokens": int(m["outputTokens"])}
+            for m in sorted(models.values(), key=lambda m: (-m["calls"], m["route"], m["model"]))
+        ],
     }
 
 

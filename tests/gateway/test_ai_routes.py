@@ -622,7 +622,7 @@ async def test_a_running_llm_block_reloads_and_shows_in_the_admin_api(tmp_path: 
     async with providers() as (o_url, seen, _, _):
         path = tmp_path / "gw.yaml"
         text = (
-            "config: {adminAddr: 127.0.0.1:0}\nllm:\n  port: 0\n  models:\n"
+            "config: {adminAddr: 127.0.0.1:0, statsAddr: 127.0.0.1:0}\nllm:\n  port: 0\n  models:\n"
             f"  - {{name: fast, provider: openAI, params: {{model: first, apiKey: sk-hidden, baseUrl: '{o_url}/v1'}}}}\n"
         )
         path.write_text(text)
@@ -637,6 +637,10 @@ async def test_a_running_llm_block_reloads_and_shows_in_the_admin_api(tmp_path: 
                 assert "sk-hidden" not in json.dumps(shown)
                 for endpoint in ("/targets", "/catalog", "/stats", "/sessions"):
                     assert (await admin.get(endpoint)).status_code == 200, endpoint
+                stats = (await admin.get("/stats")).json()
+                assert stats["totals"]["llmModels"] == [
+                    {"route": "llm", "model": "fast", "provider": "openai", "calls": 1, "inputTokens": 11, "outputTokens": 5}
+                ]
                 path.write_text(text.replace("model: first", "model: second"))
                 assert (await admin.post("/reload")).json()["reloaded"] is True
                 await oa.chat.completions.create(model="fast", messages=[{"role": "user", "content": "b"}])
