@@ -740,7 +740,7 @@ class SignalFreeServer(uvicorn.Server):
 
 _SHORT = ("mcp", "a2a", "llm")
 # Policies an AI route does not apply yet: refused rather than ignored.
-_NOT_ON_AI = ("retry", "requestMirror", "urlRewrite", "mcpAuthorization", "mcpAuthentication", "a2a")
+_NOT_ON_AI = ("retry", "requestHeaderModifier", "requestMirror", "urlRewrite", "mcpAuthorization", "mcpAuthentication", "a2a")
 
 
 def _binds(config: Config) -> list[tuple[Bind, str]]:

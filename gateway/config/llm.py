@@ -198,7 +198,7 @@ class VirtualModel(_Model):
 
 # The gateway-level policies the reference allows under llm.policies (`LocalLLMPolicy`), that agentplex has.
 LLM_POLICIES = (
-    "guardrails", "jwtAuth", "apiKey", "basicAuth", "extAuthz", "authorization", "cors", "requestHeaderModifier",
+    "guardrails", "jwtAuth", "apiKey", "basicAuth", "extAuthz", "authorization", "cors",
     "responseHeaderModifier", "localRateLimit", "remoteRateLimit", "timeout",
 )
 

@@ -234,3 +234,12 @@ def test_tokens_descriptors_of_a_rate_limit_service_are_refused_on_ai_routes() -
     assert compile_problem(text) == (
         "x.yaml: llm.policies.remoteRateLimit.descriptors[0].type: tokens is supported in localRateLimit only by agentplex yet"
     )
+
+
+def test_caller_headers_never_reach_a_provider_so_request_header_policies_are_refused() -> None:
+    (problem,) = problems("llm:\n  policies: {requestHeaderModifier: {set: {x-a: b}}}\n")
+    assert problem.startswith("x.yaml: llm.policies.requestHeaderModifier: not an llm policy")
+    plain = AI_ROUTE.replace("{AI}", "{}").replace("backendAuth: {key: sk-route}", "requestHeaderModifier: {set: {x-a: b}}")
+    assert compile_problem(plain) == (
+        "x.yaml: binds[0].listeners[0].routes[0].policies.requestHeaderModifier: not supported on AI routes by agentplex yet"
+    )
