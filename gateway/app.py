@@ -30,9 +30,12 @@ from federation.server import Federation, FederationSettings
 from gateway.a2a import A2ARoutes
 from gateway.a2a_registry import RegistryApi, build_registry
 from gateway.agent_addresses import AddressPolicy
+from gateway.ai.build import llm_endpoint, route_endpoint
+from gateway.ai.endpoint import AiEndpoint
 from gateway.cluster import Cluster, ForwardToOwner, RedisLists
 from gateway.config import Config, ConfigError
 from gateway.config.a2a import A2aShort
+from gateway.config.llm import LlmShort
 from gateway.config.models import (
     Bind,
     ClusterSettings,
@@ -296,6 +299,7 @@ class Gateway:
         self.federations: list[tuple[str, Federation]] = []
         self.endpoints: dict[str, McpEndpoints] = {}  # MCP route name -> its transports (sessions, for the admin API)
         self.http_backends: list[HttpBackend] = []  # plain HTTP routes (their clients open in running())
+        self.ai_endpoints: list[AiEndpoint] = []  # AI routes (their clients open in running())
         self.mirrors: list[mirror.Mirror] = []  # requestMirror of plain HTTP routes (open in running())
         self.closers: list[Any] = []  # policy resources (Redis pools) to close on shutdown
         # Relative file paths (JWKS, htpasswd, certificates, SQLite) open from the working directory, as in the reference
@@ -352,6 +356,12 @@ class Gateway:
     def _compile_route(
         self, name: str, bind: Bind, listener: Listener, route: Route, where: str, listener_at: str
     ) -> list[CompiledRoute]:
+        if where == "llm" or any(b.ai is not None for b in route.backends):
+            return self._compile_ai(name, listener, route, where, listener_at)
+        for at, p in self._levels((listener_at, listener.policies), (where, route.policies)):
+            if p.ai is not None:
+                raise ConfigError(f"{at}.ai: applies to routes whose backend is `ai`")
+            _refuse_token_limits(at, p, "applies to AI routes (it charges the tokens a model's answer used)")
         if where != "a2a" and not route.backends:
             if not any(
                 p is not None and (p.directResponse is not None or p.requestRedirect is not None)
@@ -589,6 +599,54 @@ class Gateway:
             app = mirror.Mirrored(app, copies)
         return _routes(name, listener, route, compiled, app)
 
+    def _compile_ai(
+        self, name: str, listener: Listener, route: Route, where: str, listener_at: str
+    ) -> list[CompiledRoute]:
+        """An AI route (gateway/ai/): the `llm:` block's models, or one route's `ai` backend."""
+        src = self.config.source
+        levels = self._levels((listener_at, listener.policies), (where, route.policies))
+        for at, p in levels:
+            if p.remoteRateLimit is not None and not p.remoteRateLimit.reference:
+                _refuse_token_limits(at, p, "is supported in localRateLimit only by agentplex yet", local=False)
+            for index, d in enumerate(p.remoteRateLimit.descriptors if p.remoteRateLimit is not None else []):
+                if d.type == "tokens":
+                    raise ConfigError(
+                        f"{at}.remoteRateLimit.descriptors[{index}].type: tokens is supported in localRateLimit only"
+                        " by agentplex yet"
+                    )
+            for key in _NOT_ON_AI:
+                if getattr(p, key) is not None:
+                    raise ConfigError(f"{at}.{key}: not supported on AI routes by agentplex yet")
+        compiled = compile_policies(levels, base_dir=self.base_dir, route_path=_route_path(route.matches))
+        if compiled.guard is not None:
+            raise ConfigError(
+                f"{src}: {where}: rate limits per MCP/A2A message (methods, tools, keys on mcp.* or a2a.*) do not"
+                " apply to AI routes; limit whole requests"
+            )
+        self._observe_limits(name, compiled)
+        self.closers.extend(compiled.closers)
+        if where == "llm":
+            assert self.config.llm is not None
+            endpoint = llm_endpoint(self.config.llm)
+        else:
+            if len(route.backends) != 1:
+                raise ConfigError(
+                    f"{src}: {where}.backends: an AI route has one `ai` backend (several providers on a route,"
+                    " weighted or failing over, are not supported by agentplex yet)"
+                )
+            backend = route.backends[0].ai
+            assert backend is not None
+            inner = list(reversed(levels))
+            policy = next((p.ai for _, p in inner if p.ai is not None), None)
+            auth = next(((at, p.backendAuth) for at, p in inner if p.backendAuth is not None), None)
+            tls = next(((at, p.backendTLS) for at, p in inner if p.backendTLS is not None), None)
+            context = ssl_context(tls[1], self.base_dir, where=f"{tls[0]}.backendTLS") if tls is not None else None
+            endpoint = route_endpoint(name, backend, policy, auth, context)
+        endpoint.observe = self.observability
+        endpoint.timeouts = resolve_timeouts(p.timeout for _, p in levels)
+        self.ai_endpoints.append(endpoint)
+        return _routes(name, listener, route, compiled, endpoint)
+
     def _hosts(self, route: Route, where: str) -> list[tuple[str, int, list[tuple[str, Policies]]]]:
         """A route's plain HTTP backends: (URL, weight, the backend's policy level, if it is a named one)."""
         named = {b.name: (i, b) for i, b in enumerate(self.config.backends)}
@@ -662,6 +720,8 @@ class Gateway:
                 self._held.append(part)
             for backend in self.http_backends:
                 await stack.enter_async_context(backend.running())
+            for endpoint in self.ai_endpoints:
+                await stack.enter_async_context(endpoint.running())
             for copies in self.mirrors:
                 await stack.enter_async_context(copies.running())
             if self._own_keeper:
@@ -717,6 +777,9 @@ class Gateway:
                     yield f"  A2A route {route.name}: {route.describe}"
                     yield from self.a2a.describe(route.name)
                     continue
+                if any(endpoint.name == route.name for endpoint in self.ai_endpoints):
+                    yield f"  AI route {route.name}: {route.describe}"
+                    continue
                 if route.name not in fed:
                     yield f"  metadata {route.describe}"
                     continue
@@ -752,7 +815,9 @@ class SignalFreeServer(uvicorn.Server):
         yield
 
 
-_SHORT = ("mcp", "a2a")
+_SHORT = ("mcp", "a2a", "llm")
+# Policies an AI route does not apply yet: refused rather than ignored.
+_NOT_ON_AI = ("retry", "requestHeaderModifier", "requestMirror", "urlRewrite", "mcpAuthorization", "mcpAuthentication", "a2a")
 
 
 def _binds(config: Config) -> list[tuple[Bind, str]]:
@@ -778,7 +843,31 @@ def _binds(config: Config) -> list[tuple[Bind, str]]:
         binds.insert(0, (Bind(port=a.port, address=a.address, listeners=[Listener(name="a2a", routes=[route])]), "a2a"))
     if config.mcp is not None:
         binds.insert(0, (_short_mcp_bind(config.mcp), "mcp"))
+    if config.llm is not None:
+        for bind, origin in binds:
+            if bind.port == config.llm.port and config.llm.port != 0:
+                raise ConfigError(f"{config.source}: llm.port: port {config.llm.port} is already used by {origin}.port")
+        binds.append((_short_llm_bind(config.llm), "llm"))
     return binds
+
+
+def _refuse_token_limits(at: str, p: Policies, why: str, local: bool = True) -> None:
+    limits = [("localRateLimit", p.localRateLimit or [])] if local else []
+    if p.remoteRateLimit is not None and not p.remoteRateLimit.reference:
+        limits.append(("remoteRateLimit.limits", p.remoteRateLimit.limits))
+    for key, entries in limits:
+        for index, limit in enumerate(entries):
+            if limit.type == "tokens":
+                raise ConfigError(f"{at}.{key}[{index}].type: tokens {why}")
+
+
+def _short_llm_bind(llm: LlmShort) -> Bind:
+    """The `llm:` block: one route under its pathPrefix serving the standard paths (gateway/ai/)."""
+    route = Route.model_construct(
+        name="llm", hostnames=[], matches=[Match(path={"pathPrefix": llm.pathPrefix or "/"})],
+        policies=llm.policies, backends=[],
+    )
+    return Bind(port=llm.port, address=llm.address, listeners=[Listener(name="llm", routes=[route])])
 
 
 def _short_mcp_bind(m: McpShort, extra: list[Route] | None = None) -> Bind:

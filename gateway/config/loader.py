@@ -13,7 +13,7 @@ from .env import expand_env
 from .errors import ConfigError, Problem, describe_value, format_problem, validation_problems
 from .models import Config
 
-_EMPTY_HINT = "expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list"
+_EMPTY_HINT = "expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list"
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, ConfigDict, Field, PrivateAttr, model_valid
 from protocols.mcp.session_seal import parse_key
 
 from .a2a import A2aShort
+from .ai import AiBackend
 from .base import (
     _CI,
     AbsolutePath,
@@ -26,6 +27,7 @@ from .base import (
     _separator,
 )
 from .listener_tls import ListenerTLS
+from .llm import LlmShort
 from .policies import Policies, RedisConnection
 
 
@@ -186,12 +188,13 @@ class Backend(_Model):
     mcp: McpBackend | None = None
     host: Annotated[str, AfterValidator(_host)] | None = None  # a plain HTTP backend (an A2A agent): host:port or URL
     backend: Name | None = None  # a top-level named backend (`backends:`)
+    ai: AiBackend | None = None  # a model provider (gateway/ai/)
     weight: int = Field(default=1, ge=0)  # share of a plain HTTP route's requests among its backends
 
     @model_validator(mode="after")
     def _one(self) -> Backend:
-        if sum(v is not None for v in (self.mcp, self.host, self.backend)) != 1:
-            raise ValueError("expected exactly one of: mcp, host, backend")
+        if sum(v is not None for v in (self.mcp, self.host, self.backend, self.ai)) != 1:
+            raise ValueError("expected exactly one of: mcp, host, backend, ai")
         return self
 
 
@@ -414,6 +417,7 @@ class Config(_Model):
     config: GlobalSettings = Field(default_factory=GlobalSettings)
     mcp: McpShort | None = None
     a2a: A2aShort | None = None
+    llm: LlmShort | None = None
     binds: list[Bind] = Field(default_factory=list)
     backends: list[NamedBackend] = Field(default_factory=list)
 
@@ -426,8 +430,8 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.mcp is None and self.a2a is None and not self.binds:
-            raise ValueError("expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list")
+        if self.mcp is None and self.a2a is None and self.llm is None and not self.binds:
+            raise ValueError("expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list")
         named: set[str] = set()
         for index, backend in enumerate(self.backends):
             if backend.name in named:
@@ -438,4 +442,6 @@ class Config(_Model):
             if bind.port in owners and bind.port != 0:
                 raise _problem_at(("binds", index, "port"), f"port {bind.port} is already used by {owners[bind.port]}")
             owners[bind.port] = f"binds[{index}].port"
+        if self.llm is not None and self.llm.port in owners and self.llm.port != 0:
+            raise _problem_at(("llm", "port"), f"port {self.llm.port} is already used by {owners[self.llm.port]}")
         return self

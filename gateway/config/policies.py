@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
+from .ai import AiPolicy
 from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
@@ -452,7 +453,9 @@ class RateLimit(_Model):
     maxTokens: int = Field(gt=0)
     tokensPerFill: int = Field(default=1, gt=0)
     fillInterval: Duration
-    type: Annotated[Literal["requests"], _CI] = "requests"
+    # tokens (AI routes): a request is let through while the bucket holds any, and charged the tokens its
+    # answer used (input + output, as the provider counts them); the bucket never goes below empty
+    type: Annotated[Literal["requests", "tokens"], _CI] = "requests"
     key: CelExpr | None = None
     methods: list[str] = Field(default_factory=list)  # MCP methods charged; empty: every MCP request
     tools: list[str] = Field(default_factory=list)  # exposed tool names charged; empty: all
@@ -461,6 +464,8 @@ class RateLimit(_Model):
     def _positive(self) -> RateLimit:
         if self.fillInterval <= 0:
             raise ValueError("fillInterval: must be greater than 0")
+        if self.type == "tokens" and (self.methods or self.tools):
+            raise _problem_at(("type",), "a tokens limit charges whole AI requests: methods and tools do not apply")
         return self
 
 
@@ -872,6 +877,7 @@ class Policies(_Model):
     backendAuth: BackendAuth | None = None
     backendTLS: BackendTLS | None = None
     a2a: A2aPolicy | None = None
+    ai: AiPolicy | None = None  # on a route whose backend is `ai` (gateway/ai/)
     requestHeaderModifier: HeaderModifier | None = None
     responseHeaderModifier: HeaderModifier | None = None
     directResponse: DirectResponse | None = None

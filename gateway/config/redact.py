@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from protocols import redaction
 
 from .a2a import AgentConfig
+from .llm import LlmParams
 from .models import Config, GlobalSettings, HttpTarget, SessionSettings, StdioTarget, TracingSettings
 from .policies import ApiKeyEntry, AwsAuth, BackendKey, HeaderModifier, Htpasswd, Jwks, OAuthClientCredentials
 
@@ -29,6 +30,7 @@ REDACTED = redaction.REDACTED
 
 _SECRET_FIELDS: list[tuple[type[BaseModel], frozenset[str]]] = [
     (ApiKeyEntry, frozenset({"key"})),
+    (LlmParams, frozenset({"apiKey"})),
     (BackendKey, frozenset({"value"})),
     (OAuthClientCredentials, frozenset({"clientSecret"})),
     (AwsAuth, frozenset({"accessKeyId", "secretAccessKey", "sessionToken"})),

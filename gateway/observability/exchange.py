@@ -22,12 +22,40 @@ EXCHANGE = "agentplex.exchange"
 
 
 @dataclass(slots=True)
+class LlmCall:
+    """What an AI route learnt of one model call, named as OpenTelemetry's gen_ai conventions name it."""
+
+    provider: str  # gen_ai.provider.name: openai | anthropic
+    model: str  # the config's model entry (bounded: a metric label)
+    request_model: str  # gen_ai.request.model: what the caller asked for
+    response_model: str = ""  # gen_ai.response.model: what the provider says answered
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    first_token: float | None = None  # seconds from sending the request to the first streamed token
+
+    def attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self.provider,
+            "gen_ai.request.model": self.request_model,
+        }
+        if self.response_model:
+            out["gen_ai.response.model"] = self.response_model
+        if self.input_tokens is not None:
+            out["gen_ai.usage.input_tokens"] = self.input_tokens
+        if self.output_tokens is not None:
+            out["gen_ai.usage.output_tokens"] = self.output_tokens
+        return out
+
+
+@dataclass(slots=True)
 class Exchange:
     route: str
     status: int = 0
     session: str = ""  # Mcp-Session-Id (of the request, or the one an initialize answer assigned)
     mcp: McpMessage | None = None
     a2a: tuple[str, str, str] | None = None  # agent, method, outcome
+    llm: LlmCall | None = None  # an AI route's model call
     span: Any = None  # the request's trace span, when tracing is on
 
 
@@ -76,6 +104,8 @@ class Observability:
         finally:
             seconds = time.perf_counter() - start
             if exchange.span is not None:
+                if exchange.llm is not None:
+                    exchange.span.set_attributes(exchange.llm.attributes())
                 tracing.end_server_span(exchange.span, exchange.status, exchange.mcp)
             if metrics is not None:
                 metrics.request(route, scope["method"], exchange.status, seconds)
@@ -102,6 +132,11 @@ class Observability:
             fields["mcp.session"] = session
         if exchange.a2a is not None:
             fields["a2a.agent"], fields["a2a.method"], fields["a2a.outcome"] = exchange.a2a
+        if exchange.llm is not None:
+            fields.update(exchange.llm.attributes())
+            del fields["gen_ai.operation.name"]
+            if exchange.llm.first_token is not None:
+                fields["gen_ai.time_to_first_token_ms"] = round(exchange.llm.first_token * 1000, 3)
         return fields
 
     def proxied(
@@ -124,6 +159,14 @@ class Observability:
         exchange = exchange_of(scope)
         if exchange is not None:
             exchange.a2a = (agent, method, outcome)
+
+    def llm_call(self, route: str, scope: Scope, call: LlmCall) -> None:
+        """An AI route's model call: on the request's access line and span, and in the metrics."""
+        if self.metrics is not None:
+            self.metrics.llm_call(route, call)
+        exchange = exchange_of(scope)
+        if exchange is not None:
+            exchange.llm = call
 
     def limit_observer(self, route: str) -> Any:
         """What a route's rate limits call with each decision (None: nobody counts them)."""

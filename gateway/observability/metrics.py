@@ -86,6 +86,22 @@ class Metrics:
             ["route", "decision"],
             registry=registry,
         )
+        self.llm_tokens = Counter(
+            "agentplex_llm_tokens",
+            "Tokens AI routes' providers reported, by model entry, provider and type (input, output)",
+            ["route", "model", "provider", "type"],
+            registry=registry,
+        )
+        self.llm_calls = Counter(
+            "agentplex_llm_calls", "Model calls answered by AI routes", ["route", "model", "provider"], registry=registry
+        )
+        self.llm_first_token = Histogram(
+            "agentplex_llm_time_to_first_token_seconds",
+            "From sending a streamed model request to its first token",
+            ["route", "model", "provider"],
+            buckets=BUCKETS,
+            registry=registry,
+        )
         # The MCP routes' federations now (the runtime points this at its current config).
         self.federations: Callable[[], Iterable[tuple[str, Federation]]] = lambda: ()
         registry.register(UpstreamCollector(self))
@@ -109,6 +125,17 @@ class Metrics:
 
     def a2a_call(self, route: str, agent: str, method: str, outcome: str) -> None:
         self._child(self.a2a_calls, route, agent, bounded(method, A2A_METHODS), outcome).inc()
+
+    def llm_call(self, route: str, call: Any) -> None:
+        """`call`: a gateway.observability.exchange.LlmCall."""
+        labels = (route, call.model, call.provider)
+        self._child(self.llm_calls, *labels).inc()
+        if call.input_tokens:
+            self._child(self.llm_tokens, *labels, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            self._child(self.llm_tokens, *labels, "output").inc(call.output_tokens)
+        if call.first_token is not None:
+            self._child(self.llm_first_token, *labels).observe(call.first_token)
 
     def ratelimit_decision(self, route: str, allowed: bool) -> None:
         self._child(self.ratelimit, route, "allowed" if allowed else "limited").inc()
@@ -165,6 +192,15 @@ def totals(metrics: Metrics) -> dict[str, Any]:
     for labels, value in _samples(metrics.ratelimit):
         decisions[labels["decision"]] = decisions.get(labels["decision"], 0) + value
     busiest = sorted(tools.values(), key=lambda tool: (-tool["calls"], tool["route"], tool["name"]))
+    models: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for labels, value in _samples(metrics.llm_calls):
+        key = (labels["route"], labels["model"], labels["provider"])
+        models.setdefault(key, {"route": key[0], "model": key[1], "provider": key[2], "calls": 0, "inputTokens": 0,
+                                "outputTokens": 0})["calls"] += value
+    for labels, value in _samples(metrics.llm_tokens):
+        entry = models.get((labels["route"], labels["model"], labels["provider"]))
+        if entry is not None:
+            entry["inputTokens" if labels["type"] == "input" else "outputTokens"] += value
     return {
         "requests": int(sum(statuses.values())),
         "statuses": {klass: int(n) for klass, n in sorted(statuses.items())},
@@ -174,6 +210,11 @@ def totals(metrics: Metrics) -> dict[str, Any]:
         "a2aCalls": int(sum(a2a.values())),
         "a2aOutcomes": {outcome: int(n) for outcome, n in sorted(a2a.items())},
         "rateLimit": {decision: int(n) for decision, n in sorted(decisions.items())},
+        # AI routes: calls and tokens per model entry, the busiest first
+        "llmModels": [
+            {**m, "calls": int(m["calls"]), "inputTokens": int(m["inputTokens"]), "outputTokens": int(m["outputTokens"])}
+            for m in sorted(models.values(), key=lambda m: (-m["calls"], m["route"], m["model"]))
+        ],
     }
 
 

@@ -34,7 +34,7 @@ from gateway.policies.ratelimit_local import LocalRateLimit
 from gateway.policies.redirect import RedirectStep
 from gateway.policies.rewrite import UrlRewriteStep
 
-__all__ = ["PolicyApp", "RouteKind", "RoutePolicies", "compile_policies"]
+__all__ = ["TOKEN_LIMITS", "PolicyApp", "RouteKind", "RoutePolicies", "compile_policies"]
 
 RouteKind = Literal["http", "mcp", "a2a"]  # what serves the route: some policies depend on it
 
@@ -167,6 +167,9 @@ def compile_policies(
 
 
 _HTTP = Access("")  # a whole HTTP request: no MCP method or item
+# scope["state"] key: the (limit, bucket) pairs of tokens limits that let a request through, for its AI
+# route to charge with the tokens the answer used (gateway/ai/endpoint.py)
+TOKEN_LIMITS = "agentplex.token_limits"
 
 
 class HttpRateLimitStep:
@@ -179,10 +182,20 @@ class HttpRateLimitStep:
         self.limit = limit
 
     async def __call__(self, scope: Scope, identity: Identity) -> ASGIApp | None:
+        bucket = self.limit.scope.bucket(scope, _HTTP)
+        if self.limit.scope.cfg.type == "tokens":
+            assert isinstance(self.limit, LocalRateLimit)
+            wait = await self.limit.admit(bucket)
+            if wait is None:
+                scope.setdefault("state", {}).setdefault(TOKEN_LIMITS, []).append((self.limit, bucket))
+            return self._decided(wait)
         try:
-            wait = await self.limit.take(self.limit.scope.bucket(scope, _HTTP))
+            wait = await self.limit.take(bucket)
         except MCPError as exc:  # the limiter cannot decide (remoteRateLimit failClosed without Redis)
             return Refusal(503, "rate_limiter_unavailable", exc.message)
+        return self._decided(wait)
+
+    def _decided(self, wait: float | None) -> ASGIApp | None:
         if self.decided is not None:
             self.decided(wait is None)
         if wait is None:

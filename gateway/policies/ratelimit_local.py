@@ -78,6 +78,30 @@ class LocalRateLimit:
         self._store(key, tokens, last)
         return max(0.001, last + cfg.fillInterval - now)
 
+    def admit_now(self, key: str, now: float) -> float | None:
+        """A tokens limit: let a request through while the bucket holds any token (charged later)."""
+        tokens, last = self._filled(key, now)
+        self._store(key, tokens, last)
+        return None if tokens >= 1 else max(0.001, last + self.cfg.fillInterval - now)
+
+    async def admit(self, key: str) -> float | None:
+        return self.admit_now(key, time.monotonic())
+
+    def charge(self, key: str, tokens: int, now: float | None = None) -> None:
+        """A tokens limit: the answer used `tokens`; the bucket goes no lower than empty."""
+        now = time.monotonic() if now is None else now
+        held, last = self._filled(key, now)
+        self._store(key, max(0.0, held - tokens), last)
+
+    def _filled(self, key: str, now: float) -> tuple[float, float]:
+        cfg = self.cfg
+        tokens, last = self._buckets.get(key, (float(cfg.maxTokens), now))
+        fills = math.floor((now - last) / cfg.fillInterval)
+        if fills > 0:
+            tokens = min(float(cfg.maxTokens), tokens + fills * cfg.tokensPerFill)
+            last += fills * cfg.fillInterval
+        return tokens, last
+
     def _store(self, key: str, tokens: float, last: float) -> None:
         self._buckets[key] = (tokens, last)
         self._buckets.move_to_end(key)

@@ -228,14 +228,14 @@ def test_unknown_key_lists_allowed_keys() -> None:
         "samples/x.yaml: mcp.targets[0].stdioo: unknown key (expected one of: name, stdio, mcp, sse, openapi, era, sharing)"
     )
     assert one_problem("mcp: {targets: [{name: a, stdio: {cmd: x}}]}\nlisteners: []") == (
-        "x.yaml: listeners: unknown key (expected one of: config, mcp, a2a, binds, backends)"
+        "x.yaml: listeners: unknown key (expected one of: config, mcp, a2a, llm, binds, backends)"
     )
 
 
 def test_unknown_policy() -> None:
     assert one_problem("mcp: {policies: {retries: 3}, targets: [{name: a, stdio: {cmd: x}}]}") == (
         "x.yaml: mcp.policies.retries: unknown policy (expected one of: timeout, retry, requestMirror, jwtAuth, "
-        "mcpAuthentication, apiKey, basicAuth, extAuthz, mcpAuthorization, authorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, "
+        "mcpAuthentication, apiKey, basicAuth, extAuthz, mcpAuthorization, authorization, localRateLimit, remoteRateLimit, backendAuth, backendTLS, a2a, ai, "
         "requestHeaderModifier, responseHeaderModifier, directResponse, requestRedirect, urlRewrite, cors)"
     )
 
@@ -432,8 +432,8 @@ def test_duplicate_ports() -> None:
 
 
 def test_needs_mcp_or_binds() -> None:
-    assert one_problem("config: {adminAddr: '127.0.0.1:1'}") == "x.yaml: expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list"
-    assert one_problem("binds: []") == "x.yaml: expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list"
+    assert one_problem("config: {adminAddr: '127.0.0.1:1'}") == "x.yaml: expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list"
+    assert one_problem("binds: []") == "x.yaml: expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list"
 
 
 def test_yaml_syntax_error_has_line_number(tmp_path: Path) -> None:
@@ -469,12 +469,12 @@ def test_empty_file(tmp_path: Path) -> None:
     path.write_text("# nothing here\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert info.value.problems == [f"{path}: config is empty (expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list)"]
+    assert info.value.problems == [f"{path}: config is empty (expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list)"]
 
 
 def test_top_level_not_a_mapping() -> None:
     assert one_problem("- a\n- b\n") == (
-        "x.yaml: expected a mapping at the top level (expected a 'mcp:' block, an 'a2a:' block or a 'binds:' list), got a list"
+        "x.yaml: expected a mapping at the top level (expected a 'mcp:' block, an 'a2a:' block, an 'llm:' block or a 'binds:' list), got a list"
     )
 
 
