@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import httpx
@@ -73,6 +73,7 @@ class Cluster:
         self.settings = settings
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.sessions = sessions  # this replica's live sessions (the admin view's rows), set by the gateway
+        self.address = settings.advertise  # how the other replicas reach this one (found at start when unset)
         timeout = settings.redis.timeout
         self.redis = aioredis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._owner = self.redis.register_script(_OWNER)
@@ -89,6 +90,9 @@ class Cluster:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Cluster]:
+        if self.address is None:
+            self.address = await anyio.to_thread.run_sync(_address_toward, self.settings.redis.url)
+            logger.info("cluster: this replica is %s, reached by the others at %s", self.id, self.address)
         async with proxy.new_client() as client, anyio.create_task_group() as tg:
             self.client = client
             tg.start_soon(self._beat)
@@ -139,7 +143,7 @@ class Cluster:
         gone = owned - {str(s.get("id")) for s in live}
         me = self.key("replica", self.id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(me, mapping={"address": self.settings.advertise, "sessions": json.dumps(live), "at": time.time()})
+            pipe.hset(me, mapping={"address": self.address or "", "sessions": json.dumps(live), "at": time.time()})
             pipe.pexpire(me, int(3000 * self.settings.heartbeat))
             await pipe.execute()
         for sid in gone:
@@ -246,6 +250,19 @@ class RedisLists:
             await self.cluster.redis.publish(self.cluster.key("lists-changed"), json.dumps(change))
         except (RedisError, OSError) as exc:
             self.cluster._warn("could not tell other replicas of a list change", exc)
+
+
+def _address_toward(redis_url: str) -> str:
+    """The local address this host uses to reach Redis (a UDP `connect` sends nothing): the one its peers,
+    which reach the same Redis, can reach it at. Falls back to the host name's address."""
+    parts = urlsplit(redis_url)
+    try:
+        family, _, _, _, where = socket.getaddrinfo(parts.hostname or "127.0.0.1", parts.port or 6379, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(where)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return socket.gethostbyname(socket.gethostname())
 
 
 def session_named(scope: Scope) -> str | None:

@@ -359,8 +359,9 @@ class ClusterSettings(_Model):
 
     redis: RedisConnection = Field(default_factory=RedisConnection)
     # How the other replicas reach this one: a host name or IP (the port is the one the request came in
-    # on), e.g. `${POD_IP}`. Forwarded requests go to `<scheme>://<advertise>:<port><path>`.
-    advertise: Annotated[str, AfterValidator(_advertise)]
+    # on). Forwarded requests go to `<scheme>://<advertise>:<port><path>`. Unset: the address this host
+    # reaches Redis from (a pod's IP, a container's address on its network).
+    advertise: Annotated[str, AfterValidator(_advertise)] | None = None
     prefix: Annotated[str, AfterValidator(_non_empty)] = "agentplex:cluster"  # Redis key prefix
     heartbeat: Duration = 5.0  # a replica silent for 3 heartbeats is taken for dead
 

@@ -25,7 +25,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.admin import views
-from gateway.cluster import FORWARDED_BY
+from gateway.cluster import FORWARDED_BY, _address_toward
 from gateway.config import parse_config
 from gateway.config.errors import ConfigError
 from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, stdio_target
@@ -242,12 +242,16 @@ async def test_the_admin_view_lists_every_replicas_sessions(redis: RedisServer) 
         assert a.gateway.cluster.value.id != b.gateway.cluster.value.id
 
 
+def test_an_unset_address_is_the_one_this_host_reaches_redis_from() -> None:
+    assert _address_toward("redis://127.0.0.1:6379/0") == "127.0.0.1"
+    assert _address_toward("redis://localhost:1/0") in ("127.0.0.1", "::1")
+
+
 def test_cluster_settings_are_checked() -> None:
     base = "mcp: {port: 0, targets: [{name: a, mcp: {host: 'http://127.0.0.1:1/mcp'}}]}\n"
     with pytest.raises(ConfigError, match=r"cluster\.advertise: invalid address 'http://10\.0\.0\.5'"):
         parse_config("config: {cluster: {advertise: 'http://10.0.0.5'}}\n" + base, "c.yaml")
-    with pytest.raises(ConfigError, match=r"c\.yaml: config\.cluster\.advertise: .*(required|missing)"):
-        parse_config("config: {cluster: {}}\n" + base, "c.yaml")
+    assert parse_config("config: {cluster: {}}\n" + base, "c.yaml").config.cluster.advertise is None
     with pytest.raises(ConfigError, match=r"config\.cluster\.heartbeat: must be greater than 0"):
         parse_config("config: {cluster: {advertise: a.b, heartbeat: 0s}}\n" + base, "c.yaml")
     ok = parse_config("config: {cluster: {advertise: '${POD_IP:-10.1.2.3}'}}\n" + base, "c.yaml")

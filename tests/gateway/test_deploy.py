@@ -276,6 +276,9 @@ def test_the_config_listens_where_the_probes_and_the_load_balancer_reach_it(mani
     assert config.mcp is not None and config.mcp.policies is not None
     assert config.mcp.policies.remoteRateLimit is not None
     assert config.mcp.policies.remoteRateLimit.redis.url == redis_url
+    # which replica holds each session: every replica reaches the others at the address it reaches Redis from
+    assert settings.cluster is not None and settings.cluster.redis.url == redis_url
+    assert settings.cluster.advertise is None
     host, port = urlsplit(redis_url).hostname, urlsplit(redis_url).port
     redis_service = manifest("Service", "redis")
     assert host == redis_service["metadata"]["name"] and port == redis_service["spec"]["ports"][0]["port"]
