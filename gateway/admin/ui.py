@@ -106,6 +106,8 @@ def ui_routes(runtime: Runtime, signins: SignIns, throttle: FailureThrottle) -> 
     async def dashboard(request: Request) -> Response:
         gateway = runtime.gateway
         down, degraded = await views.readiness(gateway)
+        cluster = await views.replicas(gateway)  # {} without config.cluster
+        others = [r for r in cluster.get("replicas") or [] if r["id"] != cluster.get("replica")]
         return page(
             request,
             "dashboard.html",
@@ -121,6 +123,8 @@ def ui_routes(runtime: Runtime, signins: SignIns, throttle: FailureThrottle) -> 
                 {"route": name, **session} for name, endpoints in gateway.endpoints.items() for session in endpoints.sessions()
             ],
             stats=views.stats(gateway, runtime.metrics),
+            replicas=others if cluster else None,
+            replicas_error=cluster.get("replicasError"),
         )
 
     async def catalog(request: Request) -> Response:

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,7 +29,9 @@ from gateway.admin import views
 from gateway.cluster import FORWARDED_BY, _address_toward
 from gateway.config import parse_config
 from gateway.config.errors import ConfigError
-from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, stdio_target
+from gateway.config.loader import load_config
+from gateway.runtime import Runtime
+from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, started, stdio_target
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -360,3 +363,22 @@ async def test_with_a_session_key_the_owner_serves_while_alive_and_the_seal_take
             assert (await store.get(f"{prefix}:session:{sid}")).decode() == b.gateway.cluster.value.id
         finally:
             await store.aclose()
+
+
+async def test_the_admin_dashboard_shows_the_other_replicas_sessions(redis: RedisServer, tmp_path: Path) -> None:
+    port, prefix = free_port(), f"t-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "a.yaml"
+    path.write_text("config:\n  adminAddr: 127.0.0.1:0\n" + replica_yaml(A, port, redis.url, prefix).replace("config:\n", "", 1))
+    async with (
+        started(Runtime(load_config(path))) as runtime,
+        run_gateway(replica_yaml(B, port, redis.url, prefix)),
+        httpx.AsyncClient(timeout=20) as client,
+    ):
+        sid = await open_session(client, at(B, port), port)
+        with anyio.fail_after(5):
+            while True:  # B's next heartbeat publishes it
+                page = (await client.get(f"http://127.0.0.1:{runtime.admin_port}/ui")).text
+                if sid in page:
+                    break
+                await anyio.sleep(0.1)
+        assert 'id="replica-sessions"' in page and f"<td>{B} " in page
