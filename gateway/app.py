@@ -56,7 +56,7 @@ from gateway.http_limits import BIND_CONCURRENCY, server_config
 from gateway.keeper import Keeper, Part
 from gateway.listener_tls import ListenerContexts, PeerCertificates, ServingContext, server_context, serving_context
 from gateway.listening import tcp_listener
-from gateway.observability.exchange import Observability
+from gateway.observability.exchange import Observability, access_rules
 from gateway.policies import RoutePolicies, backend_auth, compile_policies, mirror
 from gateway.policies.backend_tls import ssl_context
 from gateway.policies.retry import Delivery, delivery
@@ -288,7 +288,7 @@ class Gateway:
         backend is unchanged takes its part over, live sessions included. `observability`: the process's
         metrics (None: none, only access logs)."""
         self.config = config
-        self.observability = observability or Observability(None, config.config.logging.format)
+        self.observability = observability or Observability(None, config.config.logging.format, None, access_rules(config))
         self.keeper = keeper if keeper is not None else Keeper()
         self._own_keeper = keeper is None
         self.parts: list[Part] = []  # MCP routes' federation + endpoints, run by the keeper

@@ -23,7 +23,7 @@ from gateway.admin import AdminServer
 from gateway.app import BindRuntime, Gateway, Socket, listen, open_all
 from gateway.config import Config, ConfigError
 from gateway.keeper import Keeper, Part
-from gateway.observability.exchange import Observability
+from gateway.observability.exchange import Observability, access_rules
 from gateway.observability.metrics import Metrics
 from gateway.observability.stats import StatsServer
 from gateway.observability.tracing import provider_for, tracer_of
@@ -211,7 +211,7 @@ class Runtime:
         return problems
 
     def _observability(self, config: Config) -> Observability:
-        return Observability(self.metrics, config.config.logging.format, self.tracer)
+        return Observability(self.metrics, config.config.logging.format, self.tracer, access_rules(config))
 
     @property
     def stats_port(self) -> int | None:

@@ -26,6 +26,7 @@ from .base import (
     _regex,
     _separator,
 )
+from .frontend import FrontendPolicies
 from .listener_tls import ListenerTLS
 from .llm import LlmShort
 from .policies import Policies, RedisConnection
@@ -419,6 +420,7 @@ class Config(_Model):
     mcp: McpShort | None = None
     a2a: A2aShort | None = None
     llm: LlmShort | None = None
+    frontendPolicies: FrontendPolicies | None = None
     binds: list[Bind] = Field(default_factory=list)
     backends: list[NamedBackend] = Field(default_factory=list)
 

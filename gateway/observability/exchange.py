@@ -16,7 +16,7 @@ from federation.observer import NOTHING
 from federation.observer import Message as McpMessage
 from gateway.observability import access_log, tracing
 from gateway.observability.metrics import Metrics
-from gateway.policies.http import header
+from gateway.policies.http import RESPONSE_VARS, header
 
 EXCHANGE = "agentplex.exchange"
 
@@ -59,19 +59,43 @@ class Exchange:
     span: Any = None  # the request's trace span, when tracing is on
 
 
+def _response_vars(start: Message) -> dict[str, Any]:
+    """CEL's `response`: the answer's status and headers (names lower case; repeated ones joined by commas)."""
+    headers: dict[str, str] = {}
+    for key, value in start.get("headers", ()):
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return {"code": start["status"], "headers": headers}
+
+
 def exchange_of(scope: Any) -> Exchange | None:
     state = scope.get("state") if isinstance(scope, dict) else None
     return state.get(EXCHANGE) if isinstance(state, dict) else None
+
+
+def access_rules(config: Any) -> access_log.AccessRules | None:
+    """The config's `frontendPolicies.accessLog` (or its alias `logging`), ready to apply; None without."""
+    policy = config.frontendPolicies.access_log if config.frontendPolicies is not None else None
+    if policy is None or not (policy.filter or policy.add or policy.remove):
+        return None
+    return access_log.AccessRules(policy.filter, dict(policy.add), list(policy.remove))
 
 
 class Observability:
     """What one config records into: the process's metrics (None: no stats address), its log format and
     its tracer (None: tracing is off)."""
 
-    def __init__(self, metrics: Metrics | None = None, log_format: str = "text", tracer: Any = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        log_format: str = "text",
+        tracer: Any = None,
+        rules: access_log.AccessRules | None = None,
+    ) -> None:
         self.metrics = metrics
         self.json = log_format == "json"
         self.tracer = tracer
+        self.rules = rules  # frontendPolicies.accessLog
 
     async def serve(self, route: str, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         metrics, log, tracer = self.metrics, access_log.logger.isEnabledFor(logging.INFO), self.tracer
@@ -82,12 +106,15 @@ class Observability:
         if not isinstance(state, dict):
             state = scope["state"] = {}
         exchange = state[EXCHANGE] = Exchange(route)
+        rules_read_response = log and self.rules is not None and self.rules.reads_response
         if tracer is not None:
             exchange.span = tracing.server_span(tracer, route, scope)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 exchange.status = message["status"]
+                if rules_read_response:
+                    state[RESPONSE_VARS] = _response_vars(message)
                 if log:
                     for key, value in message.get("headers", ()):
                         if key.lower() == b"mcp-session-id":
@@ -110,7 +137,13 @@ class Observability:
             if metrics is not None:
                 metrics.request(route, scope["method"], exchange.status, seconds)
             if log:
-                access_log.write(self._fields(scope, exchange, seconds), self.json)
+                fields = self._fields(scope, exchange, seconds)
+                if self.rules is not None:
+                    if rules_read_response and RESPONSE_VARS not in state:
+                        state[RESPONSE_VARS] = {"code": exchange.status, "headers": {}}
+                    fields = self.rules.apply(scope, exchange.mcp, fields)
+                if fields is not None:
+                    access_log.write(fields, self.json)
 
     def _fields(self, scope: Scope, exchange: Exchange, seconds: float) -> dict[str, Any]:
         fields: dict[str, Any] = {

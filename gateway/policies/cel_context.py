@@ -1,4 +1,5 @@
-"""CEL expressions over `mcp.*`, `jwt.*`, `apiKey.*`, `basicAuth.*`, `request.*` and `source.*`.
+"""CEL expressions over `mcp.*`, `jwt.*`, `apiKey.*`, `basicAuth.*`, `request.*` and `source.*` (and, for
+access log rules, `response.*`: the answer's `code` and `headers`).
 
 Handing a Python dict to the CEL library costs ~15 µs per map (measured; a scalar costs ~1 µs),
 so an expression is given only the variables it reads, and one that reads nothing but the caller's
@@ -16,7 +17,7 @@ import cel
 
 from federation.guard import Access
 from gateway.policies import cel_net
-from gateway.policies.http import REQUEST_VARS, identity_of
+from gateway.policies.http import REQUEST_VARS, RESPONSE_VARS, identity_of
 
 _IDENTITY_VARS = frozenset({"jwt", "apiKey", "basicAuth"})
 _ITEM_VARS = frozenset({"mcp", "a2a"})
@@ -109,6 +110,11 @@ def _variable(name: str, request: Any, access: Access) -> Any:
         return _request_vars(request)
     if name == "source":
         return _source_vars(request)
+    if name == "response":  # known once the answer started (access log rules)
+        state = request.get("state") if isinstance(request, dict) else None
+        found = state.get(RESPONSE_VARS) if isinstance(state, dict) else None
+        if found is not None:
+            return found
     raise KeyError(name)  # CEL reports the unknown variable
 
 

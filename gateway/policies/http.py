@@ -25,6 +25,7 @@ from gateway.config.policies import TokenLocation
 IDENTITY = "agentplex.identity"
 REQUEST_BODY = "agentplex.request_body"  # a RequestBody while the steps run (see request_body())
 REQUEST_VARS = "agentplex.request"  # the `request.*` CEL variables, built once per request (cel_context)
+RESPONSE_VARS = "agentplex.response_vars"  # scope["state"] key: the answer's status and headers, for CEL
 
 
 @dataclass

@@ -83,3 +83,30 @@ async def test_nothing_is_formatted_when_the_access_logger_is_off(caplog: pytest
     async with run_gateway(config("json", "{}")) as gw, httpx.AsyncClient(timeout=30) as http:
         await session(http, gw.url, HEADERS)
     assert access_lines(caplog) == []
+
+
+async def test_frontend_access_log_rules_filter_add_and_remove(caplog: pytest.LogCaptureFixture) -> None:
+    """frontendPolicies.accessLog, as in the reference: CEL over the request, its answer and the MCP call."""
+    yaml = (
+        "frontendPolicies:\n  accessLog:\n"
+        "    filter: 'response.code >= 400 || (has(mcp.tool) && mcp.tool.name == \"echo\")'\n"
+        "    add:\n"
+        "      user: 'request.headers[\"x-user\"]'\n"
+        "      tool: 'mcp.tool.target + \"/\" + mcp.tool.name'\n"
+        "      answer_type: 'response.headers[\"content-type\"]'\n"
+        "      missing: 'request.headers[\"x-nothing\"]'\n"
+        "    remove: [caller, duration_ms]\n" + config("json", "{}")
+    )
+    caplog.set_level(logging.INFO, logger="agentplex.access")
+    async with run_gateway(yaml) as gw, httpx.AsyncClient(timeout=30) as http:
+        headers = await session(http, gw.url, {**HEADERS, "x-user": "ann"})
+        assert "result" in rpc(await http.post(gw.url, json=call("echo", text="hi"), headers=headers))
+        assert "result" in rpc(await http.post(gw.url, json=call("add", a=1, b=2), headers=headers))
+        assert (await http.post(gw.url, content=b"{", headers=headers)).status_code == 400
+    entries = [json.loads(line) for line in access_lines(caplog)]
+    echo, bad = entries  # initialize, initialized and the add call are left out by the filter
+    assert echo["mcp.name"] == "echo" and echo["user"] == "ann" and echo["tool"] == "local/echo"
+    assert echo["answer_type"].startswith(("text/event-stream", "application/json"))
+    assert bad["status"] == 400 and bad["user"] == "ann" and "tool" not in bad
+    for entry in entries:
+        assert "caller" not in entry and "duration_ms" not in entry and "missing" not in entry
