@@ -228,7 +228,7 @@ def test_unknown_key_lists_allowed_keys() -> None:
         "samples/x.yaml: mcp.targets[0].stdioo: unknown key (expected one of: name, stdio, mcp, sse, openapi, era, sharing)"
     )
     assert one_problem("mcp: {targets: [{name: a, stdio: {cmd: x}}]}\nlisteners: []") == (
-        "x.yaml: listeners: unknown key (expected one of: config, mcp, a2a, llm, binds, backends)"
+        "x.yaml: listeners: unknown key (expected one of: config, mcp, a2a, llm, frontendPolicies, binds, backends)"
     )
 
 
