@@ -369,7 +369,11 @@ class Upstream:
             resumed, self._resume = self._resume, None
             if resumed is not None and self.wire is not None:
                 self.wire.session_id = resumed.session_id  # every request carries it (_KeepAliveTransport)
-                session.adopt(resumed.result)  # no GET stream: the SDK opens one only after its own initialize
+                # The SDK's own handshake, answered here from what the session was opened with (the target
+                # was told long ago): the SDK then knows the session's id and opens its GET stream, so what
+                # the target sends outside any request is heard on this replica too.
+                self.wire.adopting = resumed.result.model_dump(by_alias=True, mode="json", exclude_none=True)
+                await session.initialize()
             elif self.spec.era == "modern":
                 await session.discover()
             elif self.spec.era == "auto":
@@ -382,7 +386,7 @@ class Upstream:
                 # before any call is sent on the connection, as belonging to none.
                 with anyio.move_on_after(2), contextlib.suppress(MCPError):
                     await session.send_ping()
-            if resumed is None and self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
+            if self.wire is not None and session.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
                 # Opened for a call (sessions open lazily): what the server sends on its GET stream
                 # about that call (a list change) must not go out before the stream is there.
                 with anyio.move_on_after(2):
@@ -701,6 +705,8 @@ class HttpWire:
     client: httpx2.AsyncClient
     session_id: str | None = None
     listening: anyio.Event = field(default_factory=anyio.Event)  # the GET stream was answered
+    # A taken-up session: the initialize result its handshake is answered with here (nothing is sent)
+    adopting: dict[str, Any] | None = None
     # The target answered 404 on the session (it no longer knows it: restarted, expired), or its event stream
     # could not be reconnected: either way the connection is dead.
     ended: bool = False
@@ -970,6 +976,24 @@ def _request_id(request: httpx2.Request) -> Any:
     return message.get("id") if isinstance(message, dict) else None
 
 
+def _handshake_answered_here(request: httpx2.Request, wire: HttpWire) -> httpx2.Response | None:
+    """For a taken-up session: the answers to the SDK's `initialize` (the sealed result, under the session's
+    id) and `notifications/initialized`, made here; None for anything else."""
+    try:
+        message = json.loads(request.content)
+    except (httpx2.RequestNotRead, ValueError):
+        return None
+    method = message.get("method") if isinstance(message, dict) else None
+    if method == "initialize":
+        body = {"jsonrpc": "2.0", "id": message.get("id"), "result": wire.adopting}
+        headers = {"content-type": "application/json", "mcp-session-id": wire.session_id or ""}
+        return httpx2.Response(200, headers=headers, content=json.dumps(body).encode(), request=request)
+    if method == "notifications/initialized":
+        wire.adopting = None
+        return httpx2.Response(202, request=request)
+    return None
+
+
 class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     """Lets a connection go back to the pool after an SSE response.
 
@@ -1004,6 +1028,10 @@ class _KeepAliveTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self.wire.session_id is not None and "mcp-session-id" not in request.headers:
             request.headers["mcp-session-id"] = self.wire.session_id  # a resumed session: the SDK never saw its id
+        if self.wire.adopting is not None and request.method == "POST":
+            answered = _handshake_answered_here(request, self.wire)
+            if answered is not None:
+                return answered
         if request.method == "GET":
             now = time.monotonic()
             wait, self._next_stream = self._next_stream - now, max(now, self._next_stream) + self.stream_gap

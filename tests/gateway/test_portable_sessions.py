@@ -396,3 +396,28 @@ async def test_sessions_that_only_list_list_from_the_shared_connection_as_withou
             await other.initialize(a)
             assert "result" in rpc_result(await other.request(a, "tools/list", {}))
         assert int(await first.call(a, "tools_list_calls")) == before  # none of them asked the target again
+
+
+async def test_what_a_target_sends_outside_any_request_reaches_a_resumed_session(upstream: Any) -> None:
+    """The resuming replica opens the taken-up upstream session's GET stream (without a second initialize)."""
+    url = upstream("web", "mcp")
+    config = keyed(http_target("web", url))
+    async with httpx.AsyncClient(timeout=30) as http:
+        client = Client(http)
+        async with run_gateway(config) as a:
+            assert (await client.initialize(a)).status_code == 200
+            upstream_session = await client.call(a, "session")
+        async with run_gateway(config) as b:
+            assert await client.call(b, "session") == upstream_session  # resumed on B, same upstream session
+            headers = {**client.on(), "accept": "text/event-stream"}
+            async with http.stream("GET", b.url, headers=headers) as stream:
+                assert stream.status_code == 200
+                assert await client.call(b, "chatty_later", count=2, delay=0.3) == "later"
+                logged = []
+                with anyio.fail_after(10):
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:") and "notifications/message" in line:
+                            logged.append(json.loads(line[5:])["params"]["data"])
+                            if len(logged) == 2:
+                                break
+                assert logged == ["later 1", "later 2"]
