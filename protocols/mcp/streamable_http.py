@@ -239,7 +239,7 @@ class StreamableHTTPEndpoint:
         levels = allowed_log_levels(version, message["params"].get("_meta"))
         downstream = ModernDownstream(send, receive, scope, message, levels)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(downstream.watch)
+            downstream.start_watching(tg)
             try:
                 await plan(downstream)
             finally:
