@@ -262,7 +262,8 @@ class StreamableHTTPEndpoint:
             or params.get("inputResponses") is not None
         ):
             return None
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        # The SDK's checks read only `Mcp-*` headers (routing and `Mcp-Param-*`); ASGI names are lowercase.
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.startswith(b"mcp-")]
         if find_duplicated_routing_header(raw) is not None:
             return None
         folded = dict(reversed(raw))  # the first of each, as starlette reads them
