@@ -44,7 +44,7 @@ class SessionGone(Exception):
 
 async def call(
     target: str,
-    url: str,
+    url: httpx2.URL,
     client: httpx2.AsyncClient,
     session_id: str | None,
     protocol_version: str,
@@ -120,7 +120,7 @@ class _Asker:
 
     MAX_ASKS = 32
 
-    def __init__(self, client: httpx2.AsyncClient, url: str, headers: dict[str, str], on_message: OnMessage) -> None:
+    def __init__(self, client: httpx2.AsyncClient, url: httpx2.URL, headers: dict[str, str], on_message: OnMessage) -> None:
         self.client = client
         self.url = url
         self.headers = headers
@@ -146,7 +146,7 @@ class _Asker:
             self.slots.release()
 
 
-async def cancel(client: httpx2.AsyncClient, url: str, session_id: str | None, version: str, request_id: str) -> None:
+async def cancel(client: httpx2.AsyncClient, url: httpx2.URL, session_id: str | None, version: str, request_id: str) -> None:
     """Tell the upstream we gave up on a request (best effort, bounded)."""
     headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-protocol-version": version}
     if session_id:
@@ -156,7 +156,7 @@ async def cancel(client: httpx2.AsyncClient, url: str, session_id: str | None, v
         await _post_back(client, url, headers, note)
 
 
-async def _post_back(client: httpx2.AsyncClient, url: str, headers: dict[str, str], message: Message) -> None:
+async def _post_back(client: httpx2.AsyncClient, url: httpx2.URL, headers: dict[str, str], message: Message) -> None:
     response = await client.post(url, content=pydantic_core.to_json(message), headers=headers)
     await response.aclose()
 
