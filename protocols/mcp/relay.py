@@ -94,7 +94,7 @@ async def _answer(target: str, request: Message, response: httpx2.Response, aske
         raise UpstreamError(target, f"answered tools/call with HTTP {response.status_code}")
     if not kind.startswith("text/event-stream"):
         raise UpstreamError(target, f"answered tools/call with unexpected content type {kind!r}")
-    answer: Message | Exception = UpstreamError(target, "ended the tools/call stream without a response")
+    answer: Message | Exception | None = None  # None: the stream ended without one (an error made only then)
     async with anyio.create_task_group() as asks:
         try:
             async for message in sse_messages(response):
@@ -110,6 +110,8 @@ async def _answer(target: str, request: Message, response: httpx2.Response, aske
             answer = exc
         if asker.asking:
             asks.cancel_scope.cancel()  # asks still open when the call ends are moot
+    if answer is None:
+        raise UpstreamError(target, "ended the tools/call stream without a response")
     if isinstance(answer, Exception):
         raise answer
     return answer
