@@ -271,7 +271,7 @@ class ModernDownstream:
     Once `detach`ed (the response was an `InputRequiredResult`), nothing more goes down this POST.
 
     The watcher (disconnects, pings) starts only once the call has lasted `WATCH_AFTER` seconds: most
-    calls end sooner, and a task started and cancelled per call cost a fifth of the relay's CPU (bench/).
+    calls end sooner, and a task started and cancelled on every call cost about 5% of the relay's CPU (bench/).
     """
 
     PING = 15.0
