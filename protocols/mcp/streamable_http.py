@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -358,7 +359,7 @@ class StreamableHTTPEndpoint:
         if (
             self.relay_modern is None
             or not headers.get(b"content-type", b"").startswith(b"application/json")
-            or check_accept_headers(Request(scope)) != (True, True)
+            or not _accepts_json_and_sse(next((v for k, v in scope["headers"] if k == b"accept"), b""))
             or not _length_ok(headers.get(b"content-length", b"0"), self.max_body)
             or (self._security is not None and not self._security_ok(headers))
         ):
@@ -371,7 +372,7 @@ class StreamableHTTPEndpoint:
         levels = allowed_log_levels(version, message["params"].get("_meta"))
         downstream = ModernDownstream(send, receive, scope, message, levels)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(downstream.watch)
+            downstream.start_watching(tg)
             try:
                 await plan(downstream)
             finally:
@@ -393,7 +394,8 @@ class StreamableHTTPEndpoint:
             or params.get("inputResponses") is not None
         ):
             return None
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        # The SDK's checks read only `Mcp-*` headers (routing and `Mcp-Param-*`); ASGI names are lowercase.
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.startswith(b"mcp-")]
         if find_duplicated_routing_header(raw) is not None:
             return None
         folded = dict(reversed(raw))  # the first of each, as starlette reads them
@@ -492,6 +494,13 @@ def _length_ok(length: bytes, limit: int) -> bool:
 def _plain_id(value: Any) -> bool:
     """A request id the relay handles: a string or an integer (what MCP allows; not a bool, float or object)."""
     return type(value) is str or type(value) is int
+
+
+@functools.lru_cache(maxsize=64)
+def _accepts_json_and_sse(accept: bytes) -> bool:
+    """The SDK's own Accept check for a request with this (first) Accept header, made once per distinct
+    value: a client sends the same one every time, and the check parses it into a starlette Request."""
+    return check_accept_headers(Request({"type": "http", "headers": [(b"accept", accept)]})) == (True, True)
 
 
 def _accepts_both(accept: bytes) -> bool:
