@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -171,6 +172,22 @@ def mcp_yaml(targets: str, **options: str) -> str:
     """A short-shape config on port 0 with the given target YAML."""
     opts = "".join(f"\n  {k}: {v}" for k, v in options.items())
     return f"mcp:\n  port: 0{opts}\n  targets:{targets}\n"
+
+
+@contextlib.asynccontextmanager
+async def sdk_session(url: str, **options: Any) -> AsyncIterator[Any]:
+    """The mcp SDK's handshake-era client over streamable HTTP, initialized (`options` go to ClientSession)."""
+    import httpx2
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        httpx2.AsyncClient(timeout=30) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, **options) as session,
+    ):
+        await session.initialize()
+        yield session
 
 
 def http_target(name: str, url: str, kind: str = "mcp") -> str:

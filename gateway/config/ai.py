@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
-from .base import _CI, _Model, _non_empty, _problem_at
+from .base import _CI, _file_or_inline, _Model, _non_empty, _problem_at
 
 PROVIDERS = ("openAI", "anthropic")  # the provider kinds agentplex speaks
 LATER_PROVIDERS = ("gemini", "vertex", "bedrock", "azure", "azureOpenAI", "copilot", "custom")
@@ -40,12 +40,8 @@ def _secret(value: Any) -> Any:
     """An API key as the reference takes it: a string, `{file: path}` (read now, relative to the working
     directory, trimmed), or `$NAME`, the whole value naming an environment variable (`${NAME}` is
     expanded anywhere in the config already)."""
-    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
-        try:
-            with open(value["file"], encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {value['file']!r}: {exc.strerror or exc}") from None
+    if isinstance(value, dict) and set(value) == {"file"}:
+        return _file_or_inline(value)
     if isinstance(value, dict):
         raise ValueError("expected a string, $ENV_NAME or {file: <path>}")
     if isinstance(value, str) and (m := _ENV_REFERENCE.fullmatch(value)):

@@ -102,3 +102,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key_kind: ClassVar[str] = "key"  # noun used in "unknown <key_kind>" errors
+
+
+def _file_or_inline(value: Any) -> Any:
+    """The reference's FileOrInline: a string, or `{file: path}` read now (relative to the working directory)."""
+    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
+        try:
+            with open(value["file"], encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value['file']!r}: {exc.strerror or exc}") from None
+    if isinstance(value, dict):
+        raise ValueError("expected a string or {file: <path>}")
+    return value

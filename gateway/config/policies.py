@@ -15,7 +15,7 @@ import cel
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
 from .ai import AiPolicy
-from .base import _CI, AbsolutePath, Duration, _http_url, _Model, _non_empty, _problem_at, host_url
+from .base import _CI, AbsolutePath, Duration, _file_or_inline, _http_url, _Model, _non_empty, _problem_at, host_url
 
 Mode = Annotated[Literal["strict", "optional", "permissive"], _CI]
 FailureMode = Annotated[Literal["failClosed", "failOpen"], _CI]
@@ -555,19 +555,6 @@ class OAuthClientCredentials(_Model):
 class TokenExchange(OAuthClientCredentials):
     subjectTokenType: str = "urn:ietf:params:oauth:token-type:access_token"
     requestedTokenType: str | None = None
-
-
-def _file_or_inline(value: Any) -> Any:
-    """The reference's FileOrInline: a string, or `{file: path}` read now (relative to the working directory)."""
-    if isinstance(value, dict) and set(value) == {"file"} and isinstance(value["file"], str):
-        try:
-            with open(value["file"], encoding="utf-8") as f:
-                return f.read().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read {value['file']!r}: {exc.strerror or exc}") from None
-    if isinstance(value, dict):
-        raise ValueError("expected a string or {file: <path>}")
-    return value
 
 
 FileOrInline = Annotated[str, BeforeValidator(_file_or_inline), AfterValidator(_non_empty)]

@@ -31,7 +31,7 @@ from gateway.config import parse_config
 from gateway.config.errors import ConfigError
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
-from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, started, stdio_target
+from tests.conftest import HEADERS, INIT, RunningGateway, free_port, run_gateway, sdk_session, started, stdio_target
 from tests.redis_server import RedisServer, redis_server
 
 pytestmark = pytest.mark.anyio
@@ -276,20 +276,15 @@ mcp:
 """
 
 
-@contextlib.asynccontextmanager
-async def sdk_session(url: str, changes: list[str] | None = None) -> AsyncIterator[ClientSession]:
+def recording(changes: list[str]) -> Any:
+    """A message handler that notes each notification's method."""
+
     async def on_message(message: Any) -> None:
         method = getattr(getattr(message, "root", message), "method", None)
-        if changes is not None and method:
+        if method:
             changes.append(method)
 
-    async with (
-        httpx2.AsyncClient(timeout=20) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write, message_handler=on_message) as session,
-    ):
-        await session.initialize()
-        yield session
+    return on_message
 
 
 async def test_a_shared_targets_lists_are_fetched_once_for_all_replicas_and_changes_reach_every_replica(
@@ -305,7 +300,7 @@ async def test_a_shared_targets_lists_are_fetched_once_for_all_replicas_and_chan
         before = {tool.name for tool in (await on_a.list_tools()).tools}
         asked = (await on_a.call_tool("tools_list_calls", {})).structured_content["result"]
         changes: list[str] = []
-        async with sdk_session(at(B, port), changes) as on_b:
+        async with sdk_session(at(B, port), message_handler=recording(changes)) as on_b:
             assert {tool.name for tool in (await on_b.list_tools()).tools} == before
             # B took A's answer from Redis: the target was not asked again
             assert (await on_a.call_tool("tools_list_calls", {})).structured_content["result"] == asked

@@ -5,19 +5,14 @@ read the UI does not see the tool's `_meta` pointing at it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 import pytest
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from federation.catalog import Naming
-from tests.conftest import http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import http_target, mcp_yaml, run_gateway, sdk_session, stdio_target
 from tests.npm_cache import node22, npm_package
 
 pytestmark = pytest.mark.anyio
@@ -25,15 +20,6 @@ pytestmark = pytest.mark.anyio
 UI = "ui://weather/dashboard.html"
 
 
-@contextlib.asynccontextmanager
-async def client(url: str) -> AsyncIterator[ClientSession]:
-    async with (
-        httpx2.AsyncClient(timeout=30) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 def test_ui_uris_carry_the_target_in_their_authority() -> None:
@@ -50,7 +36,7 @@ def test_ui_uris_carry_the_target_in_their_authority() -> None:
 
 async def test_an_apps_ui_is_found_and_read_through_a_prefixed_tool(upstream: Any) -> None:
     targets = http_target("weather", upstream("weather", "mcp", "--app")) + stdio_target("other")
-    async with run_gateway(mcp_yaml(targets)) as gw, client(gw.url) as session:
+    async with run_gateway(mcp_yaml(targets)) as gw, sdk_session(gw.url) as session:
         tool = next(t for t in (await session.list_tools()).tools if t.name == "weather_dashboard")
         exposed = "ui://weather+weather/dashboard.html"
         assert tool.meta == {"ui": {"resourceUri": exposed}, "ui/resourceUri": exposed}
@@ -66,7 +52,7 @@ async def test_a_ui_the_caller_may_not_read_is_not_advertised(upstream: Any) -> 
     targets = http_target("weather", upstream("weather", "mcp", "--app")) + stdio_target("other")
     rules = [{"deny": 'has(mcp.resource) && mcp.resource.uri.startsWith("ui://")'}, "true"]
     policies = json.dumps({"mcpAuthorization": {"rules": rules}})
-    async with run_gateway(mcp_yaml(targets, policies=policies)) as gw, client(gw.url) as session:
+    async with run_gateway(mcp_yaml(targets, policies=policies)) as gw, sdk_session(gw.url) as session:
         tool = next(t for t in (await session.list_tools()).tools if t.name == "weather_dashboard")
         assert tool.meta is None  # both forms stripped: a host would show a UI it cannot load
         with pytest.raises(MCPError):
@@ -86,7 +72,7 @@ async def test_the_mcp_apps_example_server_from_npm_through_a_prefixed_gateway()
     app = f"""
   - name: apps
     stdio: {{ cmd: "{node}", args: ["{server}", "--stdio"] }}"""
-    async with run_gateway(mcp_yaml(app + stdio_target("other"))) as gw, client(gw.url) as session:
+    async with run_gateway(mcp_yaml(app + stdio_target("other"))) as gw, sdk_session(gw.url) as session:
         tool = next(t for t in (await session.list_tools()).tools if t.name == "apps_get-time")
         exposed = "ui://apps+get-time/mcp-app.html"
         assert tool.meta == {"ui": {"resourceUri": exposed}, "ui/resourceUri": exposed}

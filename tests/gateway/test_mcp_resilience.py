@@ -6,10 +6,8 @@ target's connection but never sends a message twice (a tools/call may have done 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +16,14 @@ import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from protocols.mcp import upstream as upstream_module
-from tests.conftest import PY, ROOT, http_target, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import PY, ROOT, http_target, mcp_yaml, run_gateway, sdk_session, stdio_target
 
 pytestmark = pytest.mark.anyio
 
 
-@contextlib.asynccontextmanager
-async def legacy_session(url: str) -> AsyncIterator[ClientSession]:
-    """A handshake-era client over streamable HTTP (calls to an HTTP target take the raw relay)."""
-    async with (
-        httpx2.AsyncClient(timeout=30) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 async def text(session: ClientSession, tool: str, arguments: dict[str, Any] | None = None) -> str:
@@ -53,7 +40,7 @@ async def until_cancelled(session: ClientSession, tool: str) -> None:
 async def test_a_slow_call_times_out_at_the_tighter_timeout_and_the_session_lives() -> None:
     """SDK path (stdio target): requestTimeout 1 s is tighter than backendRequestTimeout 30 s."""
     policies = "{ timeout: { requestTimeout: 1s, backendRequestTimeout: 30s } }"
-    async with run_gateway(mcp_yaml(stdio_target("slow"), policies=policies)) as gw, legacy_session(gw.url) as s:
+    async with run_gateway(mcp_yaml(stdio_target("slow"), policies=policies)) as gw, sdk_session(gw.url) as s:
         with anyio.fail_after(10), pytest.raises(MCPError) as err:
             await s.call_tool("sleep", {"seconds": 5})
         assert "target 'slow'" in err.value.message and "timed out after 1s" in err.value.message
@@ -64,7 +51,7 @@ async def test_a_slow_call_times_out_at_the_tighter_timeout_and_the_session_live
 async def test_the_request_timeout_bounds_a_relayed_call_too(upstream: Any) -> None:
     """Relay path (handshake-era client, streamable-HTTP target) with only requestTimeout set."""
     yaml = mcp_yaml(http_target("web", upstream("web", "mcp")), policies="{ timeout: { requestTimeout: 1s } }")
-    async with run_gateway(yaml) as gw, legacy_session(gw.url) as s:
+    async with run_gateway(yaml) as gw, sdk_session(gw.url) as s:
         await s.list_tools()  # the catalog is known: calls take the relay from now on
         with anyio.fail_after(10), pytest.raises(MCPError) as err:
             await s.call_tool("sleep", {"seconds": 5})
@@ -76,7 +63,7 @@ async def test_the_request_timeout_bounds_a_relayed_call_too(upstream: Any) -> N
 async def test_a_failing_tools_call_runs_exactly_once_whatever_the_retry_policy(upstream: Any) -> None:
     targets = stdio_target("local") + http_target("web", upstream("web", "mcp"))
     policies = "{ retry: { attempts: 5, backoff: 10ms, codes: [500, 502, 503, 504] } }"
-    async with run_gateway(mcp_yaml(targets, policies=policies)) as gw, legacy_session(gw.url) as s:
+    async with run_gateway(mcp_yaml(targets, policies=policies)) as gw, sdk_session(gw.url) as s:
         await s.list_tools()
         for target in ("local", "web"):
             failed = await s.call_tool(f"{target}_bump", {})
@@ -106,7 +93,7 @@ async def test_retry_reopens_a_target_whose_first_start_failed(tmp_path: Path) -
         federation = gw.gateway.federations[0][1]
         assert federation.status()["flaky"]["connected"]  # on the second try, before the gateway served
         assert marker.read_text().count("spawned") == 2
-        async with legacy_session(gw.url) as s:
+        async with sdk_session(gw.url) as s:
             assert await text(s, "whoami") == "flaky"
 
 
@@ -119,7 +106,7 @@ async def test_a_silent_sse_target_keeps_its_session(upstream: Any, monkeypatch:
     sessions = url.removesuffix("/sse") + "/sse-sessions"  # how many SSE sessions the target has served
     async with (
         run_gateway(mcp_yaml(http_target("quiet", url, "sse"))) as gw,
-        legacy_session(gw.url) as s,
+        sdk_session(gw.url) as s,
         httpx2.AsyncClient(timeout=10) as http,
     ):
         assert await text(s, "whoami") == "quiet"

@@ -4,21 +4,17 @@ tool errors — with backendAuth applied, and clear errors for documents that ca
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
 from gateway.app import Gateway
 from gateway.config import parse_config
 from gateway.config.errors import ConfigError
 from protocols.openapi import operations, parse_document
-from tests.conftest import http_server, mcp_yaml, run_gateway, stdio_target
+from tests.conftest import http_server, mcp_yaml, run_gateway, sdk_session, stdio_target
 from tests.fixtures.rest_api import DOCUMENT
 
 pytestmark = pytest.mark.anyio
@@ -30,15 +26,6 @@ def api() -> Iterator[str]:
         yield url
 
 
-@contextlib.asynccontextmanager
-async def client(url: str) -> AsyncIterator[ClientSession]:
-    async with (
-        httpx2.AsyncClient(timeout=30) as http,
-        streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 def target(api: str, schema: str) -> str:
@@ -70,7 +57,7 @@ async def test_a_rest_api_served_as_tools_through_the_gateway(api: str, tmp_path
     schema = tmp_path / "pets.yaml"
     schema.write_text(DOCUMENT)
     config = mcp_yaml(target(api, f'{{file: "{schema}"}}') + stdio_target("local"))
-    async with run_gateway(config) as gw, client(gw.url) as session:
+    async with run_gateway(config) as gw, sdk_session(gw.url) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
         assert {"pets_listPets", "pets_addPet", "pets_getPet", "local_echo"} <= set(tools)
         assert tools["pets_getPet"].description == "Find a pet by id"
@@ -97,14 +84,14 @@ async def test_a_rest_api_served_as_tools_through_the_gateway(api: str, tmp_path
 async def test_backend_auth_and_a_document_fetched_from_a_url(api: str) -> None:
     policies = "{backendAuth: {key: {value: s3cret}}}"
     config = mcp_yaml(target(api, f'{{url: "{api}/openapi.yaml"}}'), policies=policies)
-    async with run_gateway(config) as gw, client(gw.url) as session:
+    async with run_gateway(config) as gw, sdk_session(gw.url) as session:
         seen = (await session.call_tool("echoHeaders", {})).structured_content
         assert seen["authorization"] == "Bearer s3cret" and seen["accept"] == "application/json"
 
 
 async def test_an_inline_document_and_bad_documents_are_clear_config_errors(api: str, tmp_path: Path) -> None:
     inline = json.dumps(DOCUMENT)
-    async with run_gateway(mcp_yaml(target(api, inline))) as gw, client(gw.url) as session:
+    async with run_gateway(mcp_yaml(target(api, inline))) as gw, sdk_session(gw.url) as session:
         assert "getPet" in {t.name for t in (await session.list_tools()).tools}
 
     def refused(schema: str) -> str:
