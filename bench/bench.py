@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,27 @@ async def timed_sequence(session: Session, call: Callable[[], Any], count: int, 
             continue
         samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[Any]], callers: int, seconds: float, pid: int | None
+) -> tuple[float, float | None]:
+    """`callers` tasks making `call()` back to back for `seconds`: (calls/s, CPU ms per call of process `pid`)."""
+
+    async def caller(deadline: float) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            await call()
+            done += 1
+        return done
+
+    cpu_before = cpu_seconds(pid) if pid else 0.0
+    begin = time.perf_counter()
+    counts = await asyncio.gather(*(caller(begin + seconds) for _ in range(callers)))
+    wall = time.perf_counter() - begin
+    cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+    total = sum(counts)
+    return total / wall, (cpu * 1000 / total if cpu is not None and total else None)
 
 
 async def measure_latency(

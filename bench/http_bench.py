@@ -23,7 +23,7 @@ from bench import (
     HOST,
     REPO,
     agentplex_script,
-    cpu_seconds,
+    closed_loop,
     free_port,
     percentile,
     start,
@@ -92,20 +92,10 @@ async def throughput(url: str, connections: int, seconds: float, pid: int | None
     async with httpx.AsyncClient(trust_env=False, limits=limits) as client:
         await asyncio.gather(*(client.get(url) for _ in range(connections)))
 
-        async def worker(deadline: float) -> int:
-            done = 0
-            while time.perf_counter() < deadline:
-                (await client.get(url)).raise_for_status()
-                done += 1
-            return done
+        async def get() -> None:
+            (await client.get(url)).raise_for_status()
 
-        cpu_before = cpu_seconds(pid) if pid else 0.0
-        begin = time.perf_counter()
-        counts = await asyncio.gather(*(worker(begin + seconds) for _ in range(connections)))
-        wall = time.perf_counter() - begin
-        cpu = (cpu_seconds(pid) - cpu_before) if pid else None
-    total = sum(counts)
-    return total / wall, (cpu * 1000 / total if cpu is not None and total else None)
+        return await closed_loop(get, connections, seconds, pid)
 
 
 async def measure(quick: bool) -> dict[str, object]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import HOST, REPO, agentplex_script, cpu_seconds, free_port, percentile, start, stop
+from bench import HOST, REPO, agentplex_script, closed_loop, free_port, percentile, start, stop
 
 REQUEST = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 GATEWAY = """llm:
@@ -111,20 +111,7 @@ async def throughput(url: str, callers: int, seconds: float, pid: int | None) ->
     async with httpx.AsyncClient(trust_env=False, limits=limits) as client:
         await asyncio.gather(*(completion(client, url) for _ in range(callers)))
 
-        async def caller(deadline: float) -> int:
-            done = 0
-            while time.perf_counter() < deadline:
-                await completion(client, url)
-                done += 1
-            return done
-
-        cpu_before = cpu_seconds(pid) if pid else 0.0
-        begin = time.perf_counter()
-        counts = await asyncio.gather(*(caller(begin + seconds) for _ in range(callers)))
-        wall = time.perf_counter() - begin
-        cpu = (cpu_seconds(pid) - cpu_before) if pid else None
-    total = sum(counts)
-    return total / wall, (cpu * 1000 / total if cpu is not None and total else None)
+        return await closed_loop(lambda: completion(client, url), callers, seconds, pid)
 
 
 async def measure(quick: bool) -> dict[str, object]:
