@@ -128,18 +128,30 @@ async def test_a_session_is_served_by_its_replica_wherever_its_requests_land(red
 
 
 class RoundRobin(httpx2.AsyncHTTPTransport):
-    """A load balancer's effect: each request goes to the next replica (the Host header stays)."""
+    """A load balancer's effect: each request goes to the next replica (the Host header stays); a replica that
+    refuses the connection is skipped, as a balancer's health checks and retries would."""
 
     def __init__(self, hosts: list[str]) -> None:
         super().__init__()
+        self.count = len(hosts)
         self.hosts = itertools.cycle(hosts)
         self.sent: list[str] = []
+        self.session_id = ""  # the last Mcp-Session-Id an answer carried
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        host = next(self.hosts)
-        self.sent.append(host)
-        request.url = request.url.copy_with(host=host)
-        return await super().handle_async_request(request)
+        for attempt in range(self.count):
+            host = next(self.hosts)
+            request.url = request.url.copy_with(host=host)
+            try:
+                response = await super().handle_async_request(request)
+            except httpx2.ConnectError:
+                if attempt == self.count - 1:
+                    raise
+                continue
+            self.sent.append(host)
+            self.session_id = response.headers.get("mcp-session-id") or self.session_id
+            return response
+        raise AssertionError("unreachable")
 
 
 async def test_the_sdk_client_behind_a_round_robin_balancer_keeps_its_session(redis: RedisServer) -> None:
