@@ -1,9 +1,10 @@
 """What forwarding between replicas costs (`config.cluster`, gateway/cluster.py).
 
-Two gateway replicas share one Redis and listen on the same port, on 127.0.0.1 (A) and 127.0.0.2 (B),
-in front of one streamable-HTTP upstream. Sessions are opened on A; then the same calls are sent to A
-(the replica that holds them) and to B (which forwards each request to A). Reports tools/call p50/p99
-sequentially on one session, calls/s with 8 sessions, and CPU per call of both replicas.
+Three gateway replicas share one Redis and listen on the same port, on 127.0.0.1 (A), 127.0.0.2 (B) and
+127.0.0.3 (C), in front of one streamable-HTTP upstream. Sessions are opened on A; then the same calls are
+sent to A (the replica that holds them) and to B (which forwards each request to A). Reports tools/call
+p50/p99 sequentially on one session, calls/s with 8 sessions, and CPU per call of both replicas; then
+calls/s of 8 sessions spread over 1, 2 and 3 replicas (each session on its own replica: a sticky balancer).
 
     .venv/bin/python bench/forwarding.py [--quick]
 
@@ -42,7 +43,7 @@ from bench import (
 sys.path.insert(0, str(REPO))
 from tests.redis_server import redis_server
 
-A, B = "127.0.0.1", "127.0.0.2"
+A, B, C = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 
 
 def replica_config(address: str, port: int, upstream_port: int, redis_url: str, prefix: str) -> str:
@@ -111,6 +112,32 @@ async def throughput(port: int, via: str, seconds: float, pids: dict[str, int]) 
     return calls / usage.wall, {name: 1000 * sec / calls for name, sec in usage.seconds.items()}
 
 
+async def spread(port: int, replicas: list[str], seconds: float) -> float:
+    """calls/s of 8 sessions spread over `replicas` (each opened on, and called at, its own: a sticky balancer)."""
+    sessions = []
+    for index in range(8):
+        address = replicas[index % len(replicas)]
+        session = Session(f"http://{address}:{port}/mcp")
+        session.http = Connection(f"http://{address}:{port}/mcp", authority=f"localhost:{port}")
+        await session.open()
+        sessions.append(session)
+    end = time.perf_counter() + seconds
+    begin = time.perf_counter()
+
+    async def work(session: Session) -> int:
+        done = 0
+        while time.perf_counter() < end:
+            await session.call_echo()
+            done += 1
+        return done
+
+    calls = sum(await asyncio.gather(*(work(s) for s in sessions)))
+    rate = calls / (time.perf_counter() - begin)
+    for session in sessions:
+        await session.close()
+    return rate
+
+
 async def run(quick: bool) -> dict[str, object]:
     count, seconds = (200, 2.0) if quick else (1000, 5.0)
     with tempfile.TemporaryDirectory(prefix="agentplex-forwarding-") as tmp, redis_server() as redis:
@@ -118,11 +145,11 @@ async def run(quick: bool) -> dict[str, object]:
         up_port, port, prefix = free_port(), free_port(), f"bench-{uuid.uuid4().hex[:8]}"
         procs = [start(upstream_cmd("tests.fixtures.upstream", "http", up_port), work / "upstream.log")]
         try:
-            for name, address in (("a", A), ("b", B)):
+            for name, address in (("a", A), ("b", B), ("c", C)):
                 config = work / f"{name}.yaml"
                 config.write_text(replica_config(address, port, up_port, redis.url, prefix))
                 procs.append(start([agentplex_script(), "run", "-f", str(config)], work / f"{name}.log"))
-            for proc, address, name in ((procs[1], A, "a"), (procs[2], B, "b")):
+            for proc, address, name in ((procs[1], A, "a"), (procs[2], B, "b"), (procs[3], C, "c")):
                 await wait_ready(f"http://{address}:{port}/mcp", proc, work / f"{name}.log")
             pids = {"upstream": procs[0].pid, "A": procs[1].pid, "B": procs[2].pid}
             result: dict[str, object] = {}
@@ -135,6 +162,9 @@ async def run(quick: bool) -> dict[str, object]:
                     "calls_per_s_8": rate,
                     "cpu_ms_per_call": cpu,
                 }
+            result["calls/s, 8 sessions on 1 / 2 / 3 replicas"] = [
+                await spread(port, [A, B, C][:n], seconds) for n in (1, 2, 3)
+            ]
             return result
         finally:
             for proc in reversed(procs):
@@ -147,7 +177,9 @@ def main() -> int:
     args = parser.parse_args()
     result = asyncio.run(run(args.quick))
     for label, figures in result.items():
-        assert isinstance(figures, dict)
+        if not isinstance(figures, dict):
+            print(f"{label}: {', '.join(f'{rate:.0f}' for rate in figures)}")  # type: ignore[attr-defined]
+            continue
         cpu = ", ".join(f"{name} {ms:.2f}" for name, ms in figures["cpu_ms_per_call"].items())
         print(
             f"{label:20} p50 {figures['call_p50_ms']:.2f} ms  p99 {figures['call_p99_ms']:.2f} ms  "
