@@ -11,8 +11,8 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.config.redact import redacted_config
-from tests.conftest import PY, ROOT, mcp_yaml, run_gateway
-from tests.gateway.test_mcp_resilience import legacy_session, text
+from tests.conftest import PY, ROOT, mcp_yaml, run_gateway, sdk_session
+from tests.gateway.test_mcp_resilience import text
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ async def test_a_stdio_target_inherits_the_gateway_environment_under_its_env_and
     caplog.set_level(logging.DEBUG, logger="agentplex")
     monkeypatch.setenv("AGENTPLEX_ENV_TEST", INHERITED)
     monkeypatch.setenv("npm_config_registry", "http://registry.invalid/")  # what npx needs from us
-    async with run_gateway(mcp_yaml(TARGETS)) as gw, legacy_session(gw.url) as s:
+    async with run_gateway(mcp_yaml(TARGETS)) as gw, sdk_session(gw.url) as s:
         assert await text(s, "plain_getenv", {"name": "AGENTPLEX_ENV_TEST"}) == INHERITED
         assert await text(s, "plain_getenv", {"name": "npm_config_registry"}) == "http://registry.invalid/"
         assert await text(s, "over_getenv", {"name": "AGENTPLEX_ENV_TEST"}) == "from-config"
@@ -69,5 +69,5 @@ async def test_with_clear_env_a_bare_command_is_looked_up_in_the_env_path(tmp_pa
     launcher.write_text(f'#!/bin/sh\nexec "{PY}" "$@"\n')
     launcher.chmod(0o755)
     extra = f', clearEnv: true, env: {{PATH: "{tmp_path}"}}'
-    async with run_gateway(mcp_yaml(target("found", extra, cmd=launcher.name))) as gw, legacy_session(gw.url) as s:
+    async with run_gateway(mcp_yaml(target("found", extra, cmd=launcher.name))) as gw, sdk_session(gw.url) as s:
         assert await text(s, "getenv", {"name": "PATH"}) == str(tmp_path)
